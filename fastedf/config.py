@@ -1,0 +1,32 @@
+"""JIT policy, in one place: every fastedf kernel is compiled with these flags.
+
+Environment overrides (read once, at import):
+  FASTEDF_CACHE=0        do not write Numba's on-disk cache (default: cache)
+  FASTEDF_FASTMATH=1     allow reassociation and contraction (default: off, so
+                         the graph and compiled paths agree to the last bit);
+                         nnan/ninf are never set, NaN checks must keep working
+  FASTEDF_BOUNDSCHECK=1  bounds-check every array access (slow; for debugging)
+"""
+import os
+
+from numba import njit
+
+_SAFE_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+def env_flag(name, default):
+    """True/False from an environment variable such as FASTEDF_CACHE=0."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() not in ("0", "false", "no", "off")
+
+
+CACHE = env_flag("FASTEDF_CACHE", True)
+FASTMATH = _SAFE_FASTMATH if env_flag("FASTEDF_FASTMATH", False) else False
+BOUNDSCHECK = env_flag("FASTEDF_BOUNDSCHECK", False)
+
+
+def kernel(func):
+    """Compile `func` as a serial fastedf kernel with the project's JIT flags."""
+    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func)

@@ -1,0 +1,95 @@
+"""Graph helpers with the names course scripts use: order, run and update a graph."""
+import numpy as np
+
+from . import kernels as K
+from .nodes import F64, Input, Node
+
+
+def _ancestors_first(roots):
+    """Every node the roots depend on, and the roots, each after all of its inputs."""
+    order, seen = [], set()
+    for root in roots:
+        stack = [(root, False)]
+        while stack:  # iterative depth-first search: deep graphs must not hit the recursion limit
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+            elif node not in seen:
+                seen.add(node)
+                stack.append((node, True))
+                stack.extend((inp, False) for inp in reversed(node.inputs) if inp not in seen)
+    return order
+
+
+def topological_sort(nodes):
+    """All nodes in an order where every node comes after its inputs.
+
+    `nodes` is one node (the graph is that node and everything it depends on),
+    or a list of nodes or a feed dict {Input: value} as in the course (the
+    values are assigned; the graph is every node reachable from them through
+    `outputs`, plus every input those nodes need).
+    """
+    if isinstance(nodes, Node):
+        return _ancestors_first([nodes])
+    if isinstance(nodes, dict):
+        for node, value in nodes.items():
+            node.value = value
+    seeds = list(nodes)
+    for node in seeds:
+        if not isinstance(node, Node):
+            raise TypeError(f"topological_sort: expected nodes, got a {type(node).__name__}")
+    reached, stack = set(seeds), list(seeds)
+    while stack:
+        for out in stack.pop().outputs:
+            if out not in reached:
+                reached.add(out)
+                stack.append(out)
+    sinks = [n for n in reached if not any(o in reached for o in n.outputs)]
+    sinks.sort(key=lambda n: n._id)  # creation order: the same graph always sorts the same way
+    return _ancestors_first(sinks)
+
+
+def forward_pass(graph, sorted_nodes=None):
+    """Run forward() on every node in order; returns the last node's value.
+
+    Also accepts the course form forward_pass(output_node, sorted_nodes), which
+    returns output_node's value.
+    """
+    if isinstance(graph, Node):
+        output, nodes = graph, sorted_nodes
+    else:
+        nodes = graph
+        output = nodes[-1]
+    for node in nodes:
+        node.forward()
+    return output.value
+
+
+def backward_pass(graph):
+    """Run backward() on every node in reverse order."""
+    for node in reversed(graph):
+        node.backward()
+
+
+def sgd_update(trainables, lr=1e-2, learning_rate=None):
+    """t.value -= lr * t.gradients[t] for every trainable node, in place.
+
+    `trainables` may also be a whole graph: its leaves other than Inputs are updated.
+    """
+    if learning_rate is not None:
+        lr = learning_rate
+    lr = float(lr)
+    for t in trainables:
+        if isinstance(t, Input):
+            continue  # data, never trained
+        if t not in t.gradients:
+            if t.inputs:
+                continue  # an operation node of a whole graph passed in
+            raise ValueError(f"sgd_update: {t} has no gradient; run backward_pass first")
+        value, grad = t.value, t.gradients[t]
+        if np.shape(grad) != np.shape(value):
+            raise ValueError(f"sgd_update: {t} has shape {np.shape(value)} but its gradient has {np.shape(grad)}")
+        if type(value) is np.ndarray and value.dtype is F64 and value.flags.c_contiguous and value.flags.writeable:
+            K.sgd_update(value, np.ascontiguousarray(grad, dtype=F64), lr)
+        else:
+            t.value = value - lr * grad
