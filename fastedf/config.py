@@ -25,8 +25,9 @@ def env_flag(name, default):
 CACHE = env_flag("FASTEDF_CACHE", True)
 FASTMATH = _SAFE_FASTMATH if env_flag("FASTEDF_FASTMATH", False) else False
 BOUNDSCHECK = env_flag("FASTEDF_BOUNDSCHECK", False)
+INLINE = "always"
 
 
 def kernel(func):
     """Compile `func` as a serial fastedf kernel with the project's JIT flags."""
-    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func)
+    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline=INLINE)(func)

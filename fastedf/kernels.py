@@ -2,9 +2,10 @@
 
 Each kernel is a pure function of float64 arrays and scalars that writes into
 preallocated outputs and allocates nothing.  Kernels trust their arguments:
-shapes, dtypes and contiguity are checked by the Python callers (fastedf.nodes,
-fastedf.trainer) before a kernel runs.  Elementwise kernels take C-contiguous
-arrays of any rank and work on flat views.  Slow, obvious NumPy versions of
+shapes and dtypes are checked by the Python callers (fastedf.nodes,
+fastedf.compiler) before a kernel runs.  Elementwise kernels take arrays of
+any rank and index them through `.flat` (no ravel: it costs a view per call
+and would copy a strided output).  Slow, obvious NumPy versions of
 every kernel live in tests/naive.py.
 """
 import math
@@ -20,12 +21,12 @@ BCE_EPS = 1e-12
 
 @kernel
 def linear_forward(x, A, b, out):
-    """out = x @ A + b.  x (B, n), A (n, m), b (m,), out (B, m)."""
+    """out = x @ A + b.  x (B, n), A (n, m), b (m,) or (1, m), out (B, m)."""
     batch, n = x.shape
     m = A.shape[1]
     for i in range(batch):
         for j in range(m):
-            out[i, j] = b[j]
+            out[i, j] = b.flat[j]
         for k in range(n):
             xik = x[i, k]
             for j in range(m):
@@ -34,14 +35,16 @@ def linear_forward(x, A, b, out):
 
 @kernel
 def linear_backward(x, g, dA, db):
-    """dA = x.T @ g and db = g summed over rows.  x (B, n), g (B, m), dA (n, m), db (m,)."""
+    """dA = x.T @ g and db = g summed over rows.  x (B, n), g (B, m), dA (n, m), db (m,) or (1, m)."""
     batch, n = x.shape
     m = g.shape[1]
-    dA[:, :] = 0.0
-    db[:] = 0.0
+    for j in range(m):
+        db.flat[j] = 0.0
+        for k in range(n):
+            dA[k, j] = 0.0
     for i in range(batch):
         for j in range(m):
-            db[j] += g[i, j]
+            db.flat[j] += g[i, j]
         for k in range(n):
             xik = x[i, k]
             for j in range(m):
@@ -64,25 +67,21 @@ def linear_input_grad(g, A, dx):
 @kernel
 def sigmoid_forward(z, out):
     """out = 1 / (1 + exp(-z)), evaluated so that exp never overflows."""
-    zf = z.ravel()
-    of = out.ravel()
-    for i in range(zf.size):
-        v = zf[i]
+    for i in range(z.size):
+        v = z.flat[i]
         if v >= 0.0:
-            of[i] = 1.0 / (1.0 + math.exp(-v))
+            out.flat[i] = 1.0 / (1.0 + math.exp(-v))
         else:
             e = math.exp(v)
-            of[i] = e / (1.0 + e)
+            out.flat[i] = e / (1.0 + e)
 
 
 @kernel
 def sigmoid_backward(p, g, out):
     """out = g * p * (1 - p), the chain rule through p = sigmoid(z)."""
-    pf = p.ravel()
-    gf = g.ravel()
-    of = out.ravel()
-    for i in range(pf.size):
-        of[i] = gf[i] * pf[i] * (1.0 - pf[i])
+    for i in range(p.size):
+        pi = p.flat[i]
+        out.flat[i] = g.flat[i] * pi * (1.0 - pi)
 
 
 @kernel
@@ -93,12 +92,10 @@ def bce_forward(y, p):
     outside [0, 1] or whose prediction is outside [0, 1] (NaN included); the
     loss is then NaN and the caller raises.
     """
-    yf = y.ravel()
-    pf = p.ravel()
     total = 0.0
-    for i in range(pf.size):
-        yi = yf[i]
-        pi = pf[i]
+    for i in range(p.size):
+        yi = y.flat[i]
+        pi = p.flat[i]
         if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
             return math.nan, i
         pc = min(max(pi, BCE_EPS), 1.0 - BCE_EPS)
@@ -109,39 +106,32 @@ def bce_forward(y, p):
             total -= math.log(1.0 - pc)
         else:
             total -= yi * math.log(pc) + (1.0 - yi) * math.log(1.0 - pc)
-    return total / pf.size, -1
+    return total / p.size, -1
 
 
 @kernel
 def bce_backward(y, p, upstream, out):
     """out = upstream * (p - y) / (p (1 - p)) / N, the gradient of the mean BCE w.r.t. p (clipped)."""
-    yf = y.ravel()
-    pf = p.ravel()
-    of = out.ravel()
-    scale = upstream / pf.size
-    for i in range(pf.size):
-        pc = min(max(pf[i], BCE_EPS), 1.0 - BCE_EPS)
-        of[i] = (pc - yf[i]) / (pc * (1.0 - pc)) * scale
+    scale = upstream / p.size
+    for i in range(p.size):
+        pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
+        out.flat[i] = (pc - y.flat[i]) / (pc * (1.0 - pc)) * scale
 
 
 @kernel
 def bce_label_grad(p, upstream, out):
     """out = upstream * (log(1 - p) - log(p)) / N, the gradient of the mean BCE w.r.t. the labels."""
-    pf = p.ravel()
-    of = out.ravel()
-    scale = upstream / pf.size
-    for i in range(pf.size):
-        pc = min(max(pf[i], BCE_EPS), 1.0 - BCE_EPS)
-        of[i] = (math.log(1.0 - pc) - math.log(pc)) * scale
+    scale = upstream / p.size
+    for i in range(p.size):
+        pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
+        out.flat[i] = (math.log(1.0 - pc) - math.log(pc)) * scale
 
 
 @kernel
 def sgd_update(param, grad, lr):
-    """param -= lr * grad, in place; both C-contiguous with the same number of elements."""
-    pf = param.ravel()
-    gf = grad.ravel()
-    for i in range(pf.size):
-        pf[i] -= lr * gf[i]
+    """param -= lr * grad, in place; both with the same number of elements."""
+    for i in range(param.size):
+        param.flat[i] -= lr * grad.flat[i]
 
 
 @kernel
@@ -158,6 +148,7 @@ def shuffle_order(order, state):
     Draws from a splitmix64 stream, so the graph and compiled trainers, which
     both call this kernel, visit the rows in the same order for the same seed.
     """
+    state = np.uint64(state)  # an int64 state would turn the mixing below into float arithmetic
     for i in range(order.size - 1, 0, -1):
         state += np.uint64(0x9E3779B97F4A7C15)
         z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -166,3 +157,48 @@ def shuffle_order(order, state):
         j = np.int64(z % np.uint64(i + 1))
         order[i], order[j] = order[j], order[i]
     return state
+
+
+@kernel
+def broadcast_multiply(a, b, out):
+    """out = a * b for 2-D arrays; a dimension of size 1 repeats along out's (NumPy broadcasting)."""
+    rows, cols = out.shape
+    for i in range(rows):
+        ia = i if a.shape[0] > 1 else 0
+        ib = i if b.shape[0] > 1 else 0
+        for j in range(cols):
+            out[i, j] = a[ia, j if a.shape[1] > 1 else 0] * b[ib, j if b.shape[1] > 1 else 0]
+
+
+@kernel
+def broadcast_add(a, b, out):
+    """out = a + b for 2-D arrays; a dimension of size 1 repeats along out's (NumPy broadcasting)."""
+    rows, cols = out.shape
+    for i in range(rows):
+        ia = i if a.shape[0] > 1 else 0
+        ib = i if b.shape[0] > 1 else 0
+        for j in range(cols):
+            out[i, j] = a[ia, j if a.shape[1] > 1 else 0] + b[ib, j if b.shape[1] > 1 else 0]
+
+
+@kernel
+def sum_to(g, out):
+    """out = g summed over the axes where out has size 1: the gradient of a broadcast input.  2-D."""
+    out[:, :] = 0.0
+    rows, cols = g.shape
+    for i in range(rows):
+        io = i if out.shape[0] > 1 else 0
+        for j in range(cols):
+            out[io, j if out.shape[1] > 1 else 0] += g[i, j]
+
+
+@kernel
+def product_sum_to(g, other, out):
+    """out = (g * other) summed to out's shape: the gradient of one factor of a broadcast product.  2-D."""
+    out[:, :] = 0.0
+    rows, cols = g.shape
+    for i in range(rows):
+        io = i if out.shape[0] > 1 else 0
+        ih = i if other.shape[0] > 1 else 0
+        for j in range(cols):
+            out[io, j if out.shape[1] > 1 else 0] += g[i, j] * other[ih, j if other.shape[1] > 1 else 0]

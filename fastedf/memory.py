@@ -1,0 +1,347 @@
+"""Peak memory of training against batch size, measured with memray, one fresh process per point.
+
+One point (measure_peak) is measured in a child process (`python -m fastedf.memory
+--child ...`), because memray allows one Tracker per process and a fresh process
+starts with nothing left over from earlier points:
+
+1. the data are built first: X (n, d) and Y (n, 1), float64 and C-contiguous, so
+   fit converts and copies nothing;
+2. a warm-up fit on a separate model (same engine, same batch size, 1 epoch):
+   Numba compiles or loads its cache, NumPy sets up its buffers, all untracked;
+3. a fresh model is built, then only `fit(...)` runs inside
+   `memray.Tracker(path, native_traces=False)`, so the buffers that this model's
+   training allocates are all seen; Numba's NRT arrays are seen too (NRT
+   allocates with malloc, which memray intercepts);
+4. the peak is memray's high-water mark of that region,
+   `FileReader(path).metadata.peak_memory`: the most bytes live at once, counting
+   only allocations made inside the Tracker.  The largest allocations live at
+   that moment (`get_high_watermark_allocation_records`) name the culprit.
+
+`fastedf memory` (main) measures every batch size of every engine, fits a line
+peak = intercept + slope * batch_size by least squares, and writes memory.csv,
+memory.json and memory_vs_batch.png.
+"""
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ENGINES = ("compiled", "graph")
+DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
+CSV_FIELDS = ("engine", "batch_size", "features", "samples", "epochs", "peak_bytes",
+              "largest_bytes", "largest_site")
+BYTES_PER_FLOAT = 8
+# Per sample in the batch a Linear -> Sigmoid -> BCE step must hold z, p, dL/dp, dL/dz.
+VALUES_PER_SAMPLE_PER_OUTPUT = 4
+
+
+def theoretical_bytes_per_sample(n_out=1):
+    """Least memory one extra batch sample needs: z, p, dL/dp, dL/dz, float64, n_out each.
+
+    Assumes the data stay where they are (a batch is a view of X and Y, not a
+    copy) and that dL/dx, which training never reads, is not computed.
+    """
+    return VALUES_PER_SAMPLE_PER_OUTPUT * BYTES_PER_FLOAT * n_out
+
+
+def theoretical_peak(batch_size, features, n_out=1):
+    """Least bytes a step must hold: the per-sample buffers plus dL/dA (d, n_out) and dL/db (n_out,)."""
+    return theoretical_bytes_per_sample(n_out) * batch_size + BYTES_PER_FLOAT * (features + 1) * n_out
+
+
+def fit_slope(batch_sizes, peak_bytes):
+    """Least-squares line peak = intercept + slope * batch_size; returns (slope, intercept).
+
+    slope is in bytes per extra sample in the batch.  Needs two distinct batch sizes.
+    """
+    b = np.asarray(batch_sizes, dtype=np.float64)
+    p = np.asarray(peak_bytes, dtype=np.float64)
+    if b.shape != p.shape or len(np.unique(b)) < 2:
+        raise ValueError("fit_slope needs peaks for at least two distinct batch sizes")
+    slope, intercept = np.polyfit(b, p, 1)
+    return float(slope), float(intercept)
+
+
+def training_data(samples, features, seed=0):
+    """X (samples, features) ~ N(0, 1) and 0/1 labels Y (samples, 1) from a noisy random hyperplane.
+
+    Both float64 and C-contiguous.  Memory does not depend on the values; the
+    labels only keep the loss meaningful.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(samples, features))
+    w = rng.normal(size=features)
+    Y = ((X @ w + rng.normal(size=samples)) > 0).astype(np.float64).reshape(samples, 1)
+    return np.ascontiguousarray(X), np.ascontiguousarray(Y)
+
+
+def _site(record):
+    """'fastedf/trainer.py:65 (validate_feeds)': the innermost frame in fastedf, else the innermost frame."""
+    frames = record.stack_trace()
+    if not frames:
+        return "?"
+    package = os.path.dirname(os.path.abspath(__file__))
+    inside = [f for f in frames if os.path.abspath(f[1]).startswith(package + os.sep)]
+    function, filename, line = (inside or frames)[0]
+    if inside:
+        filename = os.path.relpath(os.path.abspath(filename), os.path.dirname(package))
+    return f"{filename}:{line} ({function})"
+
+
+def _measure_here(engine, batch_size, features, samples, epochs, seed, path):
+    """Steps 1-4 of the module docstring, in this process; returns the child's result dict."""
+    import memray
+
+    from .models import logistic_regression
+    from .trainer import fit
+
+    X, Y = training_data(samples, features, seed)
+    warm = logistic_regression(features, seed)
+    fit(warm.loss, {warm.x: X, warm.y: Y}, batch_size=batch_size, epochs=1, lr=0.1, engine=engine)
+    model = logistic_regression(features, seed)
+    feeds = {model.x: X, model.y: Y}
+    with memray.Tracker(path, native_traces=False):
+        fit(model.loss, feeds, batch_size=batch_size, epochs=epochs, lr=0.1, engine=engine)
+    reader = memray.FileReader(path)
+    try:
+        peak = int(reader.metadata.peak_memory)
+        live = sorted(reader.get_high_watermark_allocation_records(), key=lambda r: r.size, reverse=True)
+        largest = [{"bytes": int(r.size), "count": int(r.n_allocations), "site": _site(r)} for r in live[:5]]
+    finally:
+        reader.close()
+    return {"peak_bytes": peak, "largest": largest}
+
+
+def measure(engine, batch_size, features, samples, epochs, seed=0):
+    """One point, measured in a fresh process: {"peak_bytes": int, "largest": [{bytes, count, site}, ...]}.
+
+    "largest" lists the biggest allocation sites live at the peak.  Raises
+    ValueError when fit rejects the arguments (for example an engine that
+    cannot run), RuntimeError when the child fails otherwise.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    for name, value in (("batch_size", batch_size), ("features", features), ("samples", samples)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value!r}")
+    if int(epochs) < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs!r}")
+    command = [sys.executable, "-m", "fastedf.memory", "--child", engine, str(int(batch_size)),
+               str(int(features)), str(int(samples)), str(int(epochs)), str(int(seed))]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no output)"]
+        where = f"{engine} engine, batch size {batch_size}"
+        if done.returncode == 2:
+            raise ValueError(f"{where}: {lines[-1]}")
+        raise RuntimeError(f"memory measurement failed ({where}, exit {done.returncode}):\n"
+                           + "\n".join(lines[-20:]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_peak(engine, batch_size, features, samples, epochs, seed=0):
+    """Peak bytes of `fit` for logistic regression on (samples, features) data, in a fresh process."""
+    return measure(engine, batch_size, features, samples, epochs, seed)["peak_bytes"]
+
+
+def measure_peaks(engine, batch_sizes, features, samples, epochs, seed=0, on_row=None):
+    """measure_peak for every batch size; a list of rows, each a dict with the keys of CSV_FIELDS.
+
+    on_row(row) is called as soon as each row is measured (to write it out at once).
+    """
+    rows = []
+    for batch_size in batch_sizes:
+        result = measure(engine, batch_size, features, samples, epochs, seed)
+        top = result["largest"][0] if result["largest"] else {"bytes": 0, "site": ""}
+        row = {"engine": engine, "batch_size": int(batch_size), "features": int(features),
+               "samples": int(samples), "epochs": int(epochs), "peak_bytes": result["peak_bytes"],
+               "largest_bytes": top["bytes"], "largest_site": top["site"]}
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def _child(argv):
+    """`python -m fastedf.memory --child ENGINE B D N EPOCHS SEED`: print one JSON line."""
+    engine, batch_size, features, samples, epochs, seed = argv
+    with tempfile.TemporaryDirectory(prefix="fastedf-memray-") as tmp:
+        try:
+            result = _measure_here(engine, int(batch_size), int(features), int(samples), int(epochs),
+                                   int(seed), os.path.join(tmp, "fit.bin"))
+        except ValueError as error:
+            print(" ".join(str(error).split()), file=sys.stderr)
+            return 2
+    print(json.dumps(result))
+    return 0
+
+
+# ---- fastedf memory: the command line ---------------------------------------------------------
+
+def _parser():
+    from .cli import ArgumentParser, int_list, nonnegative_int, positive_int
+
+    parser = ArgumentParser(prog="fastedf memory",
+                            description="Peak memory of fit against batch size, each point measured "
+                                        "under memray in a fresh process.")
+    what = parser.add_argument_group("what to measure")
+    what.add_argument("--engine", default=",".join(ENGINES),
+                      help="engines, comma-separated: compiled, graph (default: both)")
+    what.add_argument("--batch-sizes", type=int_list, default=list(DEFAULT_BATCH_SIZES),
+                      help="comma-separated batch sizes (default: %(default)s)")
+    what.add_argument("--features", type=positive_int, default=64, help="d, features per sample (default: 64)")
+    what.add_argument("--samples", type=positive_int, default=16384, help="n, training rows (default: 16384)")
+    what.add_argument("--epochs", type=nonnegative_int, default=3, help="epochs of the tracked fit (default: 3)")
+    what.add_argument("--seed", type=nonnegative_int, default=0, help="data and model seed (default: 0)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default=os.path.join("results", "memory"),
+                     help="directory for memory.csv, memory.json, memory_vs_batch.png (default: results/memory)")
+    out.add_argument("--no-plot", action="store_true", help="skip memory_vs_batch.png")
+    return parser
+
+
+def _engines(text):
+    from .cli import UsageError
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ENGINES]
+    if not names or unknown:
+        raise UsageError(f"--engine: expected a comma-separated list of {', '.join(ENGINES)}, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def environment():
+    """Versions and machine, saved with the results."""
+    import matplotlib
+    import memray
+    import numba
+
+    from . import __version__
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "fastedf": __version__, "numpy": np.__version__, "numba": numba.__version__,
+            "memray": memray.__version__, "matplotlib": matplotlib.__version__}
+
+
+def fits_by_engine(rows):
+    """{engine: {"slope_bytes_per_sample", "intercept_bytes", "batch_sizes"}} for engines with >= 2 sizes."""
+    fits = {}
+    for engine in dict.fromkeys(row["engine"] for row in rows):
+        mine = [row for row in rows if row["engine"] == engine]
+        sizes = [row["batch_size"] for row in mine]
+        if len(set(sizes)) >= 2:
+            slope, intercept = fit_slope(sizes, [row["peak_bytes"] for row in mine])
+            fits[engine] = {"slope_bytes_per_sample": slope, "intercept_bytes": intercept,
+                            "batch_sizes": sorted(set(sizes))}
+    return fits
+
+
+def plot(rows, fits, features, path, title=None):
+    """memory_vs_batch.png: measured peaks, each engine's fitted line (labelled with its slope), the theory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    sizes = np.array(sorted({row["batch_size"] for row in rows}), dtype=np.float64)
+    line_x = np.linspace(0, sizes.max(), 200)
+    for engine, marker in zip(dict.fromkeys(row["engine"] for row in rows), "os^D"):
+        mine = [row for row in rows if row["engine"] == engine]
+        points = ax.plot([r["batch_size"] for r in mine], [r["peak_bytes"] / 1024 for r in mine],
+                         marker, label=f"{engine}: measured peak")
+        if engine in fits:
+            f = fits[engine]
+            ax.plot(line_x, (f["intercept_bytes"] + f["slope_bytes_per_sample"] * line_x) / 1024, "-",
+                    color=points[0].get_color(), alpha=0.7,
+                    label=f"{engine}: fit, {f['slope_bytes_per_sample']:.1f} B per extra sample")
+    per_sample = theoretical_bytes_per_sample()
+    ax.plot(line_x, theoretical_peak(line_x, features) / 1024, "k--",
+            label=f"theoretical minimum, {per_sample} B per sample (z, p, dL/dp, dL/dz)")
+    ax.set_xlabel("batch size B (samples)")
+    ax.set_ylabel("peak memory of fit (KiB)")
+    ax.set_xlim(0, sizes.max() * 1.05)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title or f"Peak memory of fit against batch size, d={features} (memray)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    """`fastedf memory [options]`: measure, then write DIR/memory.csv, memory.json, memory_vs_batch.png."""
+    from .cli import UsageError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    engines = _engines(args.engine)
+    too_big = [b for b in args.batch_sizes if b > args.samples]
+    if too_big:
+        raise UsageError(f"--batch-sizes {too_big[0]} exceeds --samples {args.samples}")
+    os.makedirs(args.out, exist_ok=True)
+    csv_path = os.path.join(args.out, "memory.csv")
+    json_path = os.path.join(args.out, "memory.json")
+    png_path = os.path.join(args.out, "memory_vs_batch.png")
+    config = {"engines": engines, "batch_sizes": args.batch_sizes, "features": args.features,
+              "samples": args.samples, "epochs": args.epochs, "seed": args.seed, "model": "logistic_regression",
+              "lr": 0.1, "shuffle": False,
+              "method": "one fresh process per point; warm-up fit (1 epoch) untracked; "
+                        "memray.Tracker(native_traces=False) around fit only; peak = metadata.peak_memory",
+              "command": "fastedf memory " + " ".join(argv)}
+    summary = {"config": config, "environment": environment(),
+               "theory": {"bytes_per_sample": theoretical_bytes_per_sample(),
+                          "assumes": "float64; batch is a view of the data; per sample z, p, dL/dp, dL/dz "
+                                     "(n_out=1); dL/dx not computed; plus dL/dA, dL/db"},
+               "fits": {}, "complete": False}
+    _write_json(json_path, summary)
+    print(f"fastedf memory: d={args.features}, n={args.samples}, {args.epochs} epochs -> {args.out}")
+
+    rows = []
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        handle.flush()
+
+        def write(row):
+            writer.writerow(row)
+            handle.flush()  # an interrupt loses nothing measured
+            rows.append(row)
+            print(f"  {row['engine']:8s} B={row['batch_size']:6d}  peak {row['peak_bytes']:>12,d} B"
+                  f"   largest live: {row['largest_bytes']:,d} B at {row['largest_site']}", flush=True)
+
+        for engine in engines:
+            measure_peaks(engine, args.batch_sizes, args.features, args.samples, args.epochs, args.seed,
+                          on_row=write)
+
+    summary["fits"] = fits_by_engine(rows)
+    summary["complete"] = True
+    _write_json(json_path, summary)
+    for engine, f in summary["fits"].items():
+        print(f"  {engine}: {f['slope_bytes_per_sample']:.1f} bytes per extra sample "
+              f"(theoretical minimum {theoretical_bytes_per_sample()})")
+    if not args.no_plot:
+        plot(rows, summary["fits"], args.features, png_path)
+    print(f"wrote {csv_path}, {json_path}" + ("" if args.no_plot else f", {png_path}"))
+    return 0
+
+
+def _write_json(path, data):
+    with open(path, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        sys.exit(_child(sys.argv[2:]))
+    from .__main__ import main as _dispatch
+
+    sys.exit(_dispatch(["memory", *sys.argv[1:]]))
