@@ -328,7 +328,8 @@ def main(argv=None):
         print(f"  {engine}: {f['slope_bytes_per_sample']:.1f} bytes per extra sample "
               f"(theoretical minimum {theoretical_bytes_per_sample()})")
     if not args.no_plot:
-        plot(rows, summary["fits"], args.features, png_path)
+        plot(rows, summary["fits"], args.features, png_path,
+             title=f"Peak memory of fit, d={args.features}, n={args.samples}, {args.epochs} epochs (memray)")
     print(f"wrote {csv_path}, {json_path}" + ("" if args.no_plot else f", {png_path}"))
     return 0
 
