@@ -1,0 +1,14 @@
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))  # numpy_edf, the plain NumPy EDF baseline
+sys.path.insert(0, str(ROOT / "tests"))  # naive.py
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,141 @@
+"""Every kernel against its slow NumPy version in tests/naive.py.
+
+Tolerance: rtol 1e-12 (different summation order only), atol 1e-14.
+"""
+import warnings
+
+import naive
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from fastedf import kernels as K
+
+TOL = dict(rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("batch,n,m", [(1, 1, 1), (1, 2, 1), (7, 3, 4), (33, 5, 2)])
+@pytest.mark.parametrize("bias_2d", [False, True])
+def test_linear(rng, batch, n, m, bias_2d):
+    x, A, g = rng.normal(size=(batch, n)), rng.normal(size=(n, m)), rng.normal(size=(batch, m))
+    b = rng.normal(size=(1, m) if bias_2d else (m,))
+    out = np.full((batch, m), np.nan)
+    K.linear_forward(x, A, b, out)
+    assert_allclose(out, naive.linear_forward(x, A, b), **TOL)
+    dA, db = np.full((n, m), np.nan), np.full(b.shape, np.nan)
+    K.linear_backward(x, g, dA, db)
+    want_dA, want_db = naive.linear_backward(x, g)
+    assert_allclose(dA, want_dA, **TOL)
+    assert_allclose(db.ravel(), want_db, **TOL)
+    dx = np.full((batch, n), np.nan)
+    K.linear_input_grad(g, A, dx)
+    assert_allclose(dx, naive.linear_input_grad(g, A), **TOL)
+
+
+def test_linear_reads_strided_input(rng):
+    wide = rng.normal(size=(6, 4))
+    x = wide[:, ::2]  # not contiguous
+    A, b, out = rng.normal(size=(2, 3)), rng.normal(size=3), np.empty((6, 3))
+    K.linear_forward(x, A, b, out)
+    assert_allclose(out, naive.linear_forward(x, A, b), **TOL)
+
+
+def test_sigmoid_matches_and_never_warns(rng):
+    z = np.concatenate([rng.normal(scale=5, size=20), [-1e308, -1000.0, -745.0, -40.0, 0.0, 40.0, 1000.0, 1e308]])
+    z = z.reshape(4, 7)
+    p, g, dz = np.empty_like(z), rng.normal(size=z.shape), np.empty_like(z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        K.sigmoid_forward(z, p)
+        want = naive.sigmoid(z)
+    assert_allclose(p, want, **TOL)
+    assert np.all((p >= 0) & (p <= 1))
+    K.sigmoid_backward(p, g, dz)
+    assert_allclose(dz, naive.sigmoid_backward(p, g), **TOL)
+
+
+def test_sigmoid_in_place(rng):
+    z = rng.normal(size=(5, 1))
+    want = naive.sigmoid(z)
+    K.sigmoid_forward(z, z)
+    assert_allclose(z, want, **TOL)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (9, 1), (4, 3)])
+def test_bce(rng, shape):
+    y = (rng.random(shape) > 0.5).astype(float)
+    y.flat[0] = 0.3  # a soft label takes the general branch
+    p = rng.random(shape)
+    loss, bad = K.bce_forward(y, p)
+    assert bad == -1
+    assert loss == pytest.approx(naive.bce(y, p), rel=1e-12)
+    out = np.empty(shape)
+    K.bce_backward(y, p, 0.7, out)
+    assert_allclose(out, naive.bce_backward(y, p, 0.7), **TOL)
+    K.bce_label_grad(p, 0.7, out)
+    assert_allclose(out, naive.bce_label_grad(p, 0.7), **TOL)
+
+
+def test_bce_finite_at_saturation():
+    y = np.array([[0.0], [1.0], [0.0], [1.0]])
+    p = np.array([[0.0], [1.0], [1.0], [0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, bad = K.bce_forward(y, p)
+        out = np.empty_like(p)
+        K.bce_backward(y, p, 1.0, out)
+    assert bad == -1 and np.isfinite(loss) and np.all(np.isfinite(out))
+    assert loss == pytest.approx(naive.bce(y, p), rel=1e-12)
+    assert_allclose(out, naive.bce_backward(y, p), **TOL)
+
+
+@pytest.mark.parametrize("y,p,index", [([0.0, 2.0], [0.5, 0.5], 1), ([0.0, -0.1], [0.5, 0.5], 1),
+                                       ([1.0, 0.0], [np.nan, 0.5], 0), ([1.0, 0.0], [0.5, 1.5], 1),
+                                       ([np.nan, 0.0], [0.5, 0.5], 0)])
+def test_bce_reports_first_bad_element(y, p, index):
+    loss, bad = K.bce_forward(np.array(y), np.array(p))
+    assert bad == index and np.isnan(loss)
+
+
+def test_sgd_update(rng):
+    param, grad = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    want = param - 0.05 * grad
+    K.sgd_update(param, grad, 0.05)
+    assert_allclose(param, want, **TOL)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((5, 3), (5, 3)), ((5, 3), (1, 3)), ((5, 1), (1, 1)),
+                                             ((1, 1), (5, 2)), ((5, 1), (1, 4))])
+def test_broadcasting_kernels(rng, a_shape, b_shape):
+    a, b = rng.normal(size=a_shape), rng.normal(size=b_shape)
+    out_shape = np.broadcast_shapes(a_shape, b_shape)
+    out = np.empty(out_shape)
+    K.broadcast_multiply(a, b, out)
+    assert_allclose(out, a * b, **TOL)
+    K.broadcast_add(a, b, out)
+    assert_allclose(out, a + b, **TOL)
+    g = rng.normal(size=out_shape)
+    da = np.full(a_shape, np.nan)
+    K.sum_to(g, da)
+    assert_allclose(da, naive.sum_to(g, a_shape), **TOL)
+    K.product_sum_to(g, b, da)
+    assert_allclose(da, naive.sum_to(g * b, a_shape), **TOL)
+
+
+def test_shuffle_order_is_a_seeded_permutation():
+    orders = []
+    for seed in (7, 7, 8):
+        order = np.arange(100, dtype=np.int64)
+        state = K.shuffle_order(order, np.uint64(seed))
+        assert sorted(order) == list(range(100))
+        orders.append((order.copy(), state))
+    assert np.array_equal(orders[0][0], orders[1][0]) and orders[0][1] == orders[1][1]
+    assert not np.array_equal(orders[0][0], orders[2][0])
+    assert not np.array_equal(orders[0][0], np.arange(100))
+
+
+def test_take_rows(rng):
+    src, order = rng.normal(size=(6, 3)), rng.permutation(6).astype(np.int64)
+    dst = np.empty_like(src)
+    K.take_rows(src, order, dst)
+    assert np.array_equal(dst, src[order])
