@@ -232,6 +232,16 @@ def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle):
     return fields, history.epoch_loss.tolist(), parameters
 
 
+def warm_up(config, split):
+    """One untimed one-epoch run, so compilation and first-call costs land before the timed runs.
+
+    Returns its compile time in seconds (0 when Numba's on-disk cache held the program).
+    """
+    fields, _, _ = run_one(split, config["batch_sizes"][0], 0, config["lr"], min(config["epochs"], 1),
+                           config["engine"], 1, config["shuffle"])
+    return fields["compile_time_s"]
+
+
 def measure_memory(engine, batch_size, features, samples):
     """Peak bytes of one epoch of training at `batch_size`, from fastedf.memory (memray, in a fresh process)."""
     measure_peaks = memory_tool()
@@ -395,6 +405,10 @@ def sweep_batch_sizes(config, splits, out, done, quiet=False):
     return [done[key] for key in todo]
 
 
+def _total_runs(config):
+    return len(config["lr_scaling"]) * len(config["batch_sizes"]) * config["seeds"]
+
+
 def main(argv=None):
     """`fastedf sweep [options]`; returns the exit code.  Bad input raises UsageError (exit 2 in fastedf.__main__)."""
     args = build_parser().parse_args(argv)
@@ -413,6 +427,7 @@ def main(argv=None):
     done = out.start(config, env, args.resume)
     resumed = len(done)
     try:
+        warmup_compile_s = warm_up(config, splits[0]) if resumed < _total_runs(config) else 0.0
         rows = sweep_batch_sizes(config, splits, out, done, quiet=args.quiet)
     except KeyboardInterrupt:
         out.close()
@@ -428,8 +443,9 @@ def main(argv=None):
     from . import report
     report_path = os.path.join(args.out, "report.md")
     with open(report_path, "w") as handle:
-        handle.write(report.render(rows, runs, config, env, figures))
-    out.write_json(config, env, rows, complete=True, extra={"figures": figures, "resumed_rows": resumed})
+        handle.write(report.render(rows, runs, config, env, figures, warmup_compile_s))
+    out.write_json(config, env, rows, complete=True,
+                   extra={"figures": figures, "resumed_rows": resumed, "warmup_compile_time_s": warmup_compile_s})
     if not args.quiet:
         print(f"{len(rows)} runs ({resumed} resumed) -> {out.csv_path}, {report_path}", file=sys.stderr)
     return 0
