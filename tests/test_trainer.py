@@ -1,0 +1,215 @@
+"""fastedf.fit: the compiled engine gives the graph engine's numbers; validation; compilation policy."""
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import fastedf
+from fastedf import BCE, Input, Linear, Multiply, Addition, Node, Parameter, Sigmoid
+from fastedf.models import logistic_regression, mlp
+from fastedf.study import study_data
+
+SAME = dict(rtol=1e-11, atol=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = study_data(seed=0)
+    return d.X_train, d.y_train.reshape(-1, 1)
+
+
+def train(data, engine, model=None, **kwargs):
+    X, Y = data
+    model = model or logistic_regression(X.shape[1], seed=3)
+    history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, engine=engine, **kwargs)
+    return history, np.concatenate([p.value.ravel() for p in model.parameters])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 32, 1024])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_compiled_equals_graph_engine(data, batch_size, shuffle):
+    runs = {engine: train(data, engine, batch_size=batch_size, epochs=8, lr=0.1, shuffle=shuffle, seed=11)
+            for engine in ("graph", "compiled")}
+    (hg, pg), (hc, pc) = runs["graph"], runs["compiled"]
+    assert (hg.engine, hc.engine) == ("graph", "compiled")
+    assert_allclose(pc, pg, **SAME)
+    assert_allclose(hc.epoch_loss, hg.epoch_loss, **SAME)
+    assert hc.updates == hg.updates == 8 * math.ceil(1050 / batch_size)
+
+
+def test_graph_engine_is_the_course_loop(data):
+    X, Y = data
+    history, params = train(data, "graph", batch_size=100, epochs=3, lr=0.2)
+    model = logistic_regression(2, seed=3)
+    graph = fastedf.topological_sort(model.loss)
+    losses = []
+    for _ in range(3):
+        total = 0.0
+        for i in range(0, len(X), 100):
+            model.x.value, model.y.value = X[i:i + 100], Y[i:i + 100]
+            fastedf.forward_pass(graph)
+            total += model.loss.value * len(X[i:i + 100])
+            fastedf.backward_pass(graph)
+            for t in model.parameters:
+                t.value -= 0.2 * t.gradients[t]
+        losses.append(total / len(X))
+    assert_allclose(history.epoch_loss, losses, rtol=1e-14)
+    assert_allclose(params, np.concatenate([p.value.ravel() for p in model.parameters]), rtol=1e-14)
+
+
+def test_mlp_compiles_and_matches(data):
+    runs = [train(data, engine, model=mlp(2, (5, 3), seed=4), batch_size=16, epochs=3, lr=0.5)
+            for engine in ("graph", "compiled")]
+    assert runs[1][0].engine == "compiled"
+    assert_allclose(runs[1][1], runs[0][1], **SAME)
+    assert_allclose(runs[1][0].epoch_loss, runs[0][0].epoch_loss, **SAME)
+
+
+def per_sample_model(seed=0):
+    """sigmoid(x1 * w1 + x2 * w2 + b) from Multiply and Addition, the per-sample course graph."""
+    rng = np.random.default_rng(seed)
+    x1, x2, y = Input(), Input(), Input()
+    w1, w2, b = Parameter(rng.normal(size=(1, 1))), Parameter(rng.normal(size=(1,))), Parameter(0.0)
+    loss = BCE(y, Sigmoid(Addition(Addition(Multiply(x1, w1), Multiply(w2, x2)), b)))
+    return loss, (x1, x2, y), (w1, w2, b)
+
+
+def test_multiply_addition_graph_compiles_and_matches(data):
+    X, Y = data
+    results = []
+    for engine in ("graph", "compiled"):
+        loss, (x1, x2, y), params = per_sample_model()
+        h = fastedf.fit(loss, {x1: X[:, :1], x2: X[:, 1:], y: Y}, batch_size=7, epochs=3, lr=0.1, engine=engine)
+        assert h.engine == engine
+        results.append((h.epoch_loss, np.concatenate([np.ravel(p.value) for p in params])))
+        assert params[2].value.shape == ()  # a scalar parameter stays a scalar
+    assert_allclose(results[1][0], results[0][0], **SAME)
+    assert_allclose(results[1][1], results[0][1], **SAME)
+
+
+class Square(Node):
+    def __init__(self, x):
+        super().__init__([x])
+
+    def forward(self):
+        self.value = self.inputs[0].value ** 2
+
+    def backward(self):
+        self.gradients[self.inputs[0]] = 2 * self.inputs[0].value * self.outputs[0].gradients[self]
+
+
+def test_unsupported_node_names_itself_and_auto_falls_back(data):
+    X, Y = data
+    x, y = Input(), Input()
+    A, b = Parameter(np.full((2, 1), 0.01)), Parameter(np.zeros(1))
+    square = Square(Linear(x, A, b))
+    loss = BCE(y, Sigmoid(square))
+    with pytest.raises(ValueError, match=rf"{square}.*Square"):
+        fastedf.fit(loss, {x: X, y: Y}, epochs=1, engine="compiled")
+    assert fastedf.fit(loss, {x: X, y: Y}, epochs=1, engine="auto").engine == "graph"
+
+
+def test_auto_picks_compiled(data):
+    assert train(data, "auto", epochs=1)[0].engine == "compiled"
+
+
+def test_batch_larger_than_data_is_one_batch(data):
+    history, _ = train(data, "compiled", batch_size=10**6, epochs=4)
+    assert history.updates == 4
+
+
+def test_zero_epochs_trains_nothing(data):
+    history, params = train(data, "compiled", epochs=0)
+    assert history.updates == 0 and history.epoch_loss.shape == (0,)
+    assert_allclose(params, np.concatenate([p.value.ravel() for p in logistic_regression(2, seed=3).parameters]))
+
+
+def test_converted_feeds_give_the_same_answer(data):
+    X, Y = data
+    _, want = train(data, "compiled", batch_size=32, epochs=2)
+    wide = np.zeros((len(X), 4))
+    wide[:, ::2] = X
+    for feeds in [(wide[:, ::2], Y), (X, Y.astype(np.int64)), (X, Y.astype(np.float32)), (np.asfortranarray(X), Y)]:
+        _, got = train(feeds, "compiled", batch_size=32, epochs=2)
+        assert_allclose(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(batch_size=0), "batch_size must be >= 1"),
+    (dict(batch_size=2.5), "batch_size must be an integer"),
+    (dict(batch_size=True), "batch_size must be an integer"),
+    (dict(epochs=-1), "epochs must be >= 0"),
+    (dict(lr=0), "lr must be finite and > 0"),
+    (dict(lr=-0.1), "lr must be finite and > 0"),
+    (dict(lr=float("nan")), "lr must be finite and > 0"),
+    (dict(lr=float("inf")), "lr must be finite and > 0"),
+    (dict(engine="gpu"), "engine must be one of"),
+])
+def test_bad_arguments(data, kwargs, words):
+    model = logistic_regression(2)
+    with pytest.raises(ValueError, match=words):
+        fastedf.fit(model.loss, {model.x: data[0], model.y: data[1]}, **kwargs)
+
+
+def feeds_with(X, Y, row=None, column=0, value=None):
+    X, Y = X.copy(), Y.copy()
+    if row is not None:
+        X[row, column] = value
+    return X, Y
+
+
+@pytest.mark.parametrize("engine", ["graph", "compiled"])
+def test_bad_feeds_are_rejected_before_training(data, engine):
+    X, Y = data
+    model = logistic_regression(2, seed=3)
+    before = [p.value.copy() for p in model.parameters]
+    cases = [
+        ({model.x: X}, f"{model.y} is an input of the loss but has no feed"),
+        ({model.x: X, model.y: Y[:-1]}, "different row counts"),
+        ({model.x: feeds_with(X, Y, 17, 1, np.nan)[0], model.y: Y}, f"{model.x}: feed has NaN or inf in row 17"),
+        ({model.x: feeds_with(X, Y, 3, 0, np.inf)[0], model.y: Y}, "row 3"),
+        ({model.x: X, model.y: np.where(np.arange(len(Y))[:, None] == 5, 2.0, Y)}, "labels must lie in .0, 1.; row 5"),
+        ({model.x: X[:, :1], model.y: Y}, r"x has shape \(32, 1\) and A has shape \(2, 1\)"),
+        ({model.x: X, model.y: Y, Input(): X}, "fed but the loss does not depend on it"),
+        ({model.x: np.array([["a", "b"]] * len(X)), model.y: Y}, "not numeric"),
+    ]
+    for feeds, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fastedf.fit(model.loss, feeds, epochs=1, engine=engine)
+    for p, b in zip(model.parameters, before):
+        assert_allclose(p.value, b, rtol=0, atol=0)
+
+
+def test_one_compilation_for_every_batch_size(data):
+    from fastedf import compiler
+    for batch_size in (1, 3, 64, 1050):
+        history, _ = train(data, "compiled", batch_size=batch_size, epochs=1)
+    assert compiler._loaded
+    for program in compiler._loaded.values():  # every program this process built: one signature each
+        assert len(program.signatures) == 1
+
+
+def test_second_process_loads_from_cache(tmp_path):
+    script = textwrap.dedent("""
+        import fastedf
+        from fastedf import compiler
+        from fastedf.models import logistic_regression
+        from fastedf.study import study_data
+        d = study_data(0)
+        m = logistic_regression(2)
+        h = fastedf.fit(m.loss, {m.x: d.X_train, m.y: d.y_train.reshape(-1, 1)}, epochs=1, engine="compiled")
+        (program,) = compiler._loaded.values()
+        print(program.stats.cache_hits and sum(program.stats.cache_hits.values()),
+              sum(program.stats.cache_misses.values()), h.compile_time_s)
+    """)
+    env = {"FASTEDF_CACHE_DIR": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "PATH": ""}
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+            for _ in range(2)]
+    first, second = (run.stdout.split() for run in runs)
+    assert int(first[1]) == 1  # compiled once
+    assert int(second[0]) >= 1 and int(second[1]) == 0  # then loaded, not compiled
+    assert float(first[2]) < 10 and float(second[2]) < float(first[2])
