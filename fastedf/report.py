@@ -148,21 +148,24 @@ def memory_growth(rows, scaling="none"):
 
 @dataclass
 class Trend:
-    """A metric against log2(B), one least-squares slope per seed; worse_sign is +1 for loss, -1 for accuracy.
+    """A metric against log2(B), compared within each seed (same data, same initial weights).
 
-    change: mean slope times the log2 range of B, the fitted change over the
-    sweep; spread: the mean over batch sizes of the seeds' standard deviation.
-    verdict: "worsens" / "improves" when every seed's slope points that way and
-    |change| exceeds the spread; "changes less than the seed spread" when the
-    signs agree but the change does not; else "no consistent trend", or
-    "unchanged" when every slope is 0.
+    slopes: per seed, the least-squares slope of the metric on log2(B), i.e. its
+    change per doubling of B.  change and change_se: the mean slope times the
+    log2 range of B (the fitted change over the sweep) and its standard error
+    over seeds.  level_spread: the mean over batch sizes of the seeds' standard
+    deviation, how much the seeds differ in level.  verdict: "worsens" /
+    "improves" when every seed's slope points that way and |change| > 2
+    change_se (one seed: the sign alone); "unchanged" when every slope is 0;
+    else "no consistent trend".  worse_sign is +1 for loss, -1 for accuracy.
     """
 
     summary: Summary
-    slopes: np.ndarray  # per seed, metric change per doubling of B
+    slopes: np.ndarray
     worse_sign: int
     change: float
-    spread: float
+    change_se: float
+    level_spread: float
     verdict: str
     best_batch_size: int  # best mean over seeds
 
@@ -175,19 +178,24 @@ def trend(rows, field, worse_sign, scaling="none"):
     x = np.log2(s.batch_sizes.astype(float))
     slopes = np.array([np.polyfit(x[np.isfinite(v)], v[np.isfinite(v)], 1)[0]
                        for v in s.per_seed.values() if np.isfinite(v).sum() >= 2])
+    span = x[-1] - x[0]
+    change = float(np.mean(slopes) * span) if len(slopes) else 0.0
+    change_se = float(np.std(slopes, ddof=1) / math.sqrt(len(slopes)) * span) if len(slopes) > 1 else 0.0
     worse = slopes * worse_sign
-    change = float(np.mean(slopes) * (x[-1] - x[0])) if len(slopes) else 0.0
-    spread = float(np.mean(s.std))
     if len(slopes) == 0 or np.all(slopes == 0):
         verdict = "unchanged"
-    elif not (np.all(worse > 0) or np.all(worse < 0)):
-        verdict = "no consistent trend"
-    elif abs(change) <= spread:
-        verdict = "changes less than the seed spread"
-    else:
+    elif (np.all(worse > 0) or np.all(worse < 0)) and abs(change) > 2 * change_se:
         verdict = "worsens" if worse[0] > 0 else "improves"
+    else:
+        verdict = "no consistent trend"
     best = int(s.batch_sizes[np.argmin(s.mean * worse_sign)])
-    return Trend(s, slopes, worse_sign, change, spread, verdict, best)
+    return Trend(s, slopes, worse_sign, change, change_se, float(np.mean(s.std)), verdict, best)
+
+
+def paired_change(summary, i, j):
+    """Per seed, the metric at batch-size index j minus at index i (seeds missing either are skipped)."""
+    d = np.array([v[j] - v[i] for v in summary.per_seed.values()])
+    return d[np.isfinite(d)]
 
 
 @dataclass
@@ -198,12 +206,17 @@ class EqualUpdates:
     at the epoch's middle update, (e - 1/2) * U_epoch(B).  For each pair
     (B, B' > B) and seed: loss_large is B''s last epoch; loss_same_epochs is
     B's last epoch; loss_same_updates is B's curve interpolated at B''s last
-    update count.  Rows hold means over seeds.
+    update count.  pairs hold means over seeds.  The sums run over the pairs
+    where the larger batch ends worse at equal epochs (the worsening to explain):
+    gap_epochs = sum(loss_large - loss_same_epochs), gap_updates =
+    sum(loss_large - loss_same_updates); their difference is the part that
+    fewer updates explain.
     """
 
     pairs: list  # (B, B', updates of B' at its last epoch, loss_large, loss_same_epochs, loss_same_updates)
-    gap_epochs: float  # sum over pairs of loss_large - loss_same_epochs
-    gap_updates: float  # sum over pairs of loss_large - loss_same_updates
+    worse: list  # the pairs with loss_large > loss_same_epochs
+    gap_epochs: float
+    gap_updates: float
 
 
 def equal_updates(runs, batch_sizes, seeds, n_train, scaling="none"):
@@ -227,7 +240,14 @@ def equal_updates(runs, batch_sizes, seeds, n_train, scaling="none"):
             pairs.append((small, large, float(v[3]), float(v[0]), float(v[1]), float(v[2])))
     if not pairs:
         return None
-    return EqualUpdates(pairs, sum(p[3] - p[4] for p in pairs), sum(p[3] - p[5] for p in pairs))
+    worse = [p for p in pairs if p[3] > p[4]]
+    return EqualUpdates(pairs, worse, sum(p[3] - p[4] for p in worse), sum(p[3] - p[5] for p in worse))
+
+
+def last_batch(batch_size, n_train):
+    """(rows in an epoch's last batch, its share of the updates); (batch_size, 0.0) when every batch is full."""
+    rest = n_train % batch_size
+    return (rest, 1 / updates_per_epoch(batch_size, n_train)) if rest else (batch_size, 0.0)
 
 
 # ---------------------------------------------------------------- report.md
@@ -352,34 +372,68 @@ def _claim_memory(rows):
     return out
 
 
-def _quality_table(loss, acc, rows, scaling):
+def _quality_table(loss, acc, rows, scaling, n_train):
     lrs = {r["batch_size"]: r["lr"] for r in rows if r["lr_scaling"] == scaling}
     table = []
     for i, b in enumerate(loss.summary.batch_sizes):
         ls, ac = loss.summary, acc.summary
-        table.append((b, f"{lrs[int(b)]:.3g}", f"{ls.mean[i]:.4f} ± {ls.std[i]:.4f}",
-                      f"{ls.low[i]:.4f} – {ls.high[i]:.4f}", f"{ac.mean[i]:.4f} ± {ac.std[i]:.4f}",
-                      f"{ac.low[i]:.4f} – {ac.high[i]:.4f}"))
-    return _table(("B", "lr", "final loss (mean ± sd)", "loss min – max", "test accuracy (mean ± sd)",
-                   "accuracy min – max"), table)
+        rest, share = last_batch(int(b), n_train)
+        table.append((b, f"{lrs[int(b)]:.3g}", f"{rest} rows, {share:.0%} of updates" if share else "full",
+                      f"{ls.mean[i]:.4f} ± {ls.std[i]:.4f}", f"{ls.low[i]:.4f} – {ls.high[i]:.4f}",
+                      f"{ac.mean[i]:.4f} ± {ac.std[i]:.4f}", f"{ac.low[i]:.4f} – {ac.high[i]:.4f}"))
+    return _table(("B", "lr", "last batch", "final loss (mean ± sd)", "loss min – max",
+                   "test accuracy (mean ± sd)", "accuracy min – max"), table)
 
 
 def _trend_sentence(t, name):
     s = t.summary
     worse_in = int(np.sum(t.slopes * t.worse_sign > 0))
-    return (f"{name}: mean {s.mean[0]:.4f} at B = {s.batch_sizes[0]} and {s.mean[-1]:.4f} at "
-            f"B = {s.batch_sizes[-1]}; per-seed slope per doubling of B {np.mean(t.slopes):+.4f} "
-            f"(range {np.min(t.slopes):+.4f} to {np.max(t.slopes):+.4f}), worse with larger B in {worse_in} of "
-            f"{len(t.slopes)} seed(s); fitted change over the sweep {t.change:+.4f} against a seed spread "
-            f"(mean sd) of {t.spread:.4f}; best mean at B = {t.best_batch_size}. "
-            f"**{name}: {t.verdict}** as B grows.")
+    text = (f"{name}: mean {s.mean[0]:.4f} at B = {s.batch_sizes[0]} and {s.mean[-1]:.4f} at "
+            f"B = {s.batch_sizes[-1]}. Within each seed, the slope per doubling of B is "
+            f"{np.mean(t.slopes):+.4f} on average (range {np.min(t.slopes):+.4f} to {np.max(t.slopes):+.4f}), "
+            f"worse with larger B in {worse_in} of {len(t.slopes)} seed(s); fitted change over the sweep "
+            f"{t.change:+.4f} ± {t.change_se:.4f} (standard error over seeds), while the seeds' levels differ by "
+            f"a standard deviation of {t.level_spread:.4f}. ")
+    best = int(np.searchsorted(s.batch_sizes, t.best_batch_size))
+    if 0 < best < len(s.batch_sizes) - 1:  # not monotone: say how each side moves, seed by seed
+        left, right = paired_change(s, 0, best), paired_change(s, best, len(s.batch_sizes) - 1)
+        text += (f"The best mean is in the middle, at B = {t.best_batch_size}: going from the smallest B to it, "
+                 f"{name.lower()} changes by {np.mean(left):+.4f} (better in {int(np.sum(left * t.worse_sign < 0))}"
+                 f" of {len(left)} seeds); from it to the largest B by {np.mean(right):+.4f} (worse in "
+                 f"{int(np.sum(right * t.worse_sign > 0))} of {len(right)} seeds). ")
+    else:
+        text += f"The best mean is at B = {t.best_batch_size}. "
+    return text + f"**{name}: {t.verdict}** as B grows."
+
+
+def _claim3_verdict(loss, acc):
+    worse = [name for name, t in (("loss", loss), ("accuracy", acc)) if t.verdict == "worsens"]
+    if len(worse) == 2:
+        return "supported: both loss and accuracy worsen"
+    if worse:
+        return f"partly supported: only the {worse[0]} worsens"
+    return "not supported: neither loss nor accuracy worsens consistently across seeds"
+
+
+def _partial_batches(config):
+    """A sentence on the epochs' partial last batches, when the sweep has any."""
+    n = config["n_train"]
+    partial = [(b, *last_batch(b, n)) for b in config["batch_sizes"] if n % b]
+    if not partial:
+        return []
+    b, rest, share = max(partial, key=lambda p: p[2])
+    return [f"With {n} training rows an epoch's last batch is partial for {len(partial)} of the batch sizes "
+            f"(column 'last batch'); it is averaged over its own rows and stepped with the same lr, so for "
+            f"B = {b} a batch of {rest} rows makes {share:.0%} of the updates. Batch sizes that divide {n} "
+            f"have no such small, noisy step.", ""]
 
 
 def _claim_quality(rows, runs, config, seeds):
     out = ["## 3. Do final loss and test accuracy get worse as the batch size grows?", "",
-           "Final loss is the mean BCE over the whole training set at the final weights. A trend is called "
-           "'worsens' only when the least-squares slope against log2(B) points the bad way in every seed and "
-           "the fitted change over the sweep exceeds the spread between seeds.", ""]
+           "Final loss is the mean BCE over the whole training set at the final weights. Seeds are compared "
+           "with themselves (each seed has its own data and initial weights): a metric 'worsens' only when its "
+           "least-squares slope against log2(B) points the bad way in every seed and the mean change over the "
+           "sweep exceeds twice its standard error over seeds.", ""]
     verdicts = {}
     for scaling in config["lr_scaling"]:
         loss = trend(rows, "final_loss", +1, scaling)
@@ -387,9 +441,14 @@ def _claim_quality(rows, runs, config, seeds):
         if loss is None or acc is None:
             return out + ["Not testable in this run: it needs two or more batch sizes.", ""]
         verdicts[scaling] = (loss.verdict, acc.verdict)
-        title = "fixed lr (the study)" if scaling == "none" else f"lr scaled {scaling} in B/B0, B0 = {config['base_batch_size']}"
-        out += [f"### {title}", "", _quality_table(loss, acc, rows, scaling), "",
-                _trend_sentence(loss, "Final loss"), "", _trend_sentence(acc, "Test accuracy"), ""]
+        short = "fixed lr" if scaling == "none" else f"lr scaled {scaling}"
+        title = ("fixed lr (the study)" if scaling == "none"
+                 else f"lr scaled {scaling} in B/B0, B0 = {config['base_batch_size']}")
+        out += [f"### {title}", "", _quality_table(loss, acc, rows, scaling, config["n_train"]), "",
+                _trend_sentence(loss, "Final loss"), "", _trend_sentence(acc, "Test accuracy"), "",
+                f"**Verdict on claim 3, {short}: {_claim3_verdict(loss, acc)}.**", ""]
+        if scaling == "none":
+            out += _partial_batches(config)
         out += _fewer_updates(runs, config, seeds, scaling)
     out += ["### Does lr scaling change the verdict?", ""]
     if len(verdicts) == 1:
@@ -407,25 +466,39 @@ def _claim_quality(rows, runs, config, seeds):
     return out
 
 
+def _pair_names(pairs):
+    return ", ".join(f"{a} → {b}" for a, b, *_ in pairs)
+
+
 def _fewer_updates(runs, config, seeds, scaling):
     eq = equal_updates(runs, config["batch_sizes"], seeds, config["n_train"], scaling)
     out = ["Fewer updates or larger batch? At a fixed number of epochs a batch twice as large makes half the "
-           "updates. Comparing each batch size with the next one at equal updates (from the epoch loss curves: "
-           "the smaller batch's curve read where it had made as many updates as the larger batch made in all) "
-           "separates the two.", ""]
+           "updates. Each batch size is compared with the next at equal epochs and at equal updates, reading "
+           "the smaller batch's epoch loss curve where it had made as many updates as the larger batch made in "
+           "all (curve losses are per-epoch means during training, so they differ from the final loss above).", ""]
     if eq is None:
         return out + ["No pair of batch sizes could be compared (it needs two batch sizes and a curve with "
                       "enough epochs).", ""]
     table = [(f"{a} → {b}", f"{u:.0f}", f"{ll:.4f}", f"{le:.4f}", f"{lu:.4f}") for a, b, u, ll, le, lu in eq.pairs]
     out += [_table(("B → B'", "updates of B'", "loss of B'", "loss of B, same epochs", "loss of B, same updates"),
                    table), ""]
-    if eq.gap_epochs > 0:
+    if eq.worse:
         share = 1 - eq.gap_updates / eq.gap_epochs
-        out.append(f"Summed over the pairs, the larger batch's loss is higher by {eq.gap_epochs:.4f} at equal "
-                   f"epochs and by {eq.gap_updates:+.4f} at equal updates: **{share:.0%} of the gap is fewer "
-                   f"updates**, the rest ({eq.gap_updates:+.4f}) is the larger batch itself "
-                   f"(negative: larger batches do better per update).")
+        out.append(f"Where the larger batch ends worse at equal epochs ({_pair_names(eq.worse)}), its loss is "
+                   f"higher by {eq.gap_epochs:.4f} in sum; at equal updates the gap is {eq.gap_updates:+.4f}. "
+                   f"**Fewer updates account for {share:.0%} of the worsening**; the remaining "
+                   f"{eq.gap_updates:+.4f} is the larger batch itself, its updates compared one for one "
+                   f"(positive: worse per update, a small partial last batch included; negative: better).")
     else:
-        out.append(f"At equal epochs the larger batches are not worse (summed gap {eq.gap_epochs:+.4f}); at equal "
-                   f"updates the gap is {eq.gap_updates:+.4f}.")
-    return out + ["(Curve losses are per-epoch means during training, so they differ from the final loss above.)", ""]
+        out.append("In no pair does the larger batch end worse at equal epochs: there is no worsening to explain.")
+    better = [p for p in eq.pairs if p not in eq.worse]
+    if better:
+        drift = max(abs(p[5] - p[4]) for p in better)
+        gap = min(abs(p[3] - p[4]) for p in better)
+        text = (f"Where the larger batch ends better or equal ({_pair_names(better)}), the smaller batch's loss "
+                f"at equal updates differs from its final one by at most {drift:.4f}")
+        if drift < gap:
+            text += (f", less than the smallest gap between the pair ({gap:.4f}): the smaller batch had stopped "
+                     "improving and the larger batch settles at a lower loss")
+        out.append(text + ".")
+    return out + [""]
