@@ -12,7 +12,11 @@ starts with nothing left over from earlier points:
    `memray.Tracker(path, native_traces=False)`, so the buffers that this model's
    training allocates are all seen; Numba's NRT arrays are seen too (NRT
    allocates with malloc, which memray intercepts);
-4. the peak is memray's high-water mark of that region,
+4. the child runs with PYTHONMALLOC=malloc: pymalloc would take memory in 1 MiB
+   arenas, and a new arena whenever the tracked region happens to need one is
+   a 1 MiB step unrelated to batch size; with malloc every Python object is
+   counted at its own size, and the peak is the same from run to run;
+5. the peak is memray's high-water mark of that region,
    `FileReader(path).metadata.peak_memory`: the most bytes live at once, counting
    only allocations made inside the Tracker.  The largest allocations live at
    that moment (`get_high_watermark_allocation_records`) name the culprit.
@@ -94,7 +98,7 @@ def _site(record):
 
 
 def _measure_here(engine, batch_size, features, samples, epochs, seed, path):
-    """Steps 1-4 of the module docstring, in this process; returns the child's result dict."""
+    """Steps 1-3 and 5 of the module docstring, in this process; returns the child's result dict."""
     import memray
 
     from .models import logistic_regression
@@ -133,7 +137,8 @@ def measure(engine, batch_size, features, samples, epochs, seed=0):
         raise ValueError(f"epochs must be >= 0, got {epochs!r}")
     command = [sys.executable, "-m", "fastedf.memory", "--child", engine, str(int(batch_size)),
                str(int(features)), str(int(samples)), str(int(epochs)), str(int(seed))]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONMALLOC="malloc")  # step 4 of the module docstring
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or ["(no output)"]
         where = f"{engine} engine, batch size {batch_size}"
@@ -293,7 +298,7 @@ def main(argv=None):
     config = {"engines": engines, "batch_sizes": args.batch_sizes, "features": args.features,
               "samples": args.samples, "epochs": args.epochs, "seed": args.seed, "model": "logistic_regression",
               "lr": 0.1, "shuffle": False,
-              "method": "one fresh process per point; warm-up fit (1 epoch) untracked; "
+              "method": "one fresh process per point, PYTHONMALLOC=malloc; warm-up fit (1 epoch) untracked; "
                         "memray.Tracker(native_traces=False) around fit only; peak = metadata.peak_memory",
               "command": "fastedf memory " + " ".join(argv)}
     summary = {"config": config, "environment": environment(),
