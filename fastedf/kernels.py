@@ -138,7 +138,9 @@ def sgd_update(param, grad, lr):
 def take_rows(src, order, dst):
     """dst[i] = src[order[i]] for every row i: one epoch's shuffled copy of the data."""
     for i in range(order.size):
-        dst[i, :] = src[order[i], :]
+        row = order[i]
+        for k in range(src.shape[1]):  # element by element: a slice assignment may copy its source
+            dst[i, k] = src[row, k]
 
 
 @kernel
