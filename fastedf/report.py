@@ -295,7 +295,7 @@ def render(rows, runs, config, env, figures=(), warmup_compile_s=0.0):
     if figures:
         parts += ["Figures: " + ", ".join(f"[{f}]({f})" for f in figures), ""]
     parts += _claim_time(rows, config)
-    parts += _claim_memory(rows)
+    parts += _claim_memory(rows, config)
     parts += _claim_quality(rows, runs, config, seeds)
     return "\n".join(parts) + "\n"
 
@@ -351,7 +351,16 @@ def _claim_time(rows, config):
     return out
 
 
-def _claim_memory(rows):
+def _least_bytes_per_sample():
+    """fastedf.memory's count of the bytes one extra batch sample must need, or None without that module."""
+    try:
+        from .memory import theoretical_bytes_per_sample
+    except ImportError:
+        return None
+    return theoretical_bytes_per_sample()
+
+
+def _claim_memory(rows, config):
     out = ["## 2. Does memory grow with batch size?", ""]
     mg = memory_growth(rows)
     if mg is None:
@@ -361,7 +370,10 @@ def _claim_memory(rows):
     out += [_table(("B", "peak memory"), [(b, format_bytes(p)) for b, p in zip(s.batch_sizes, s.median)]), ""]
     out += [
         f"Least-squares slope: **{mg.per_sample:.3g} bytes per extra sample** in the batch (one training row "
-        f"is 8 bytes per feature and label). From B = {s.batch_sizes[0]} to B = {s.batch_sizes[-1]} the peak "
+        f"is {8 * (len(config['features']) + 1)} bytes of float64 features and label"
+        + (f"; a Linear → Sigmoid → BCE step needs at least {least} bytes per sample for its activations and "
+           f"their gradients" if (least := _least_bytes_per_sample()) else "")
+        + f"). From B = {s.batch_sizes[0]} to B = {s.batch_sizes[-1]} the peak "
         f"changes by {format_bytes(mg.growth)} ({mg.relative:+.1%}). Peaks are measured once per batch size "
         f"(seed 0, one epoch: every epoch allocates the same).",
         "",
