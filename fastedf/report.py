@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 # A step B -> B' "keeps halving" while it saves at least this share of the
-# ideal saving 1 - U(B')/U(B) (U the updates, 1 - B/B' up to rounding).  For doubling that is a time ratio of at most 0.75,
-# which the overhead model t = c_update * U + c_sample * N reaches exactly at
-# B = c_update / c_sample: measured and modelled stopping points are comparable.
+# ideal saving 1 - U(B')/U(B) (U the updates; 1 - B/B' up to rounding).  For
+# doubling that is a time ratio of at most 0.75, which the overhead model
+# t = c_update * U + c_sample * N reaches exactly at B = c_update / c_sample:
+# measured and modelled stopping points are comparable.
 HALVING_EFFICIENCY = 0.5
 # Memory "grows" when the peak at the largest batch exceeds the smallest's by this share.
 MEMORY_GROWTH = 0.05
@@ -310,7 +311,8 @@ def _claim_time(rows, config):
     table = []
     for i, b in enumerate(s.batch_sizes):
         step = by_from.get(int(b))
-        table.append((b, int(ts.updates[i]), format_time(s.median[i]), f"{format_time(s.low[i])} – {format_time(s.high[i])}",
+        table.append((b, int(ts.updates[i]), format_time(s.median[i]),
+                      f"{format_time(s.low[i])} – {format_time(s.high[i])}",
                       f"{step[2]:.2f} (ideal {step[3]:.2f})" if step else "",
                       f"{step[4]:.2f}" if step else "",
                       f"{100 * ts.c_update * ts.updates[i] / ts.model[i]:.0f}%"))
