@@ -430,11 +430,11 @@ def main(argv=None):
         warmup_compile_s = warm_up(config, splits[0]) if resumed < _total_runs(config) else 0.0
         rows = sweep_batch_sizes(config, splits, out, done, quiet=args.quiet)
     except KeyboardInterrupt:
-        out.close()
         print(f"fastedf sweep: interrupted; {len(done)} finished runs kept in {out.csv_path}; "
               "rerun with --resume to finish", file=sys.stderr)
         return 130
-    out.close()
+    finally:
+        out.close()  # every finished row is already on disk; this only releases the files
     runs = out.runs()
     figures = []
     if args.figures:
