@@ -36,7 +36,7 @@ def main(argv=None):
     """Run a subcommand; returns its exit code (2 for bad input, with a one-line message on stderr)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
+        print(_usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_USAGE
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
