@@ -25,9 +25,21 @@ def env_flag(name, default):
 CACHE = env_flag("FASTEDF_CACHE", True)
 FASTMATH = _SAFE_FASTMATH if env_flag("FASTEDF_FASTMATH", False) else False
 BOUNDSCHECK = env_flag("FASTEDF_BOUNDSCHECK", False)
-INLINE = "always"
 
 
 def kernel(func):
-    """Compile `func` as a serial fastedf kernel with the project's JIT flags."""
-    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline=INLINE)(func)
+    """Compile `func` as a serial fastedf kernel with the project's JIT flags.
+
+    Kernels are inlined (Numba IR) into the compiled training programs that call them.
+    """
+    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")(func)
+
+
+def program(func):
+    """Compile a generated training program (fastedf.compiler).
+
+    Without Numba's reference-counting runtime (NRT): a program allocates
+    nothing, and the array views it takes for every batch would otherwise
+    cost two atomic reference-count updates each, per step.
+    """
+    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, _nrt=False)(func)

@@ -26,11 +26,10 @@ def linear_forward(x, A, b, out):
     m = A.shape[1]
     for i in range(batch):
         for j in range(m):
-            out[i, j] = b.flat[j]
-        for k in range(n):
-            xik = x[i, k]
-            for j in range(m):
-                out[i, j] += xik * A[k, j]
+            acc = b.flat[j]  # sum in a register: the compiler cannot rule out that out aliases x or A
+            for k in range(n):
+                acc += x[i, k] * A[k, j]
+            out[i, j] = acc
 
 
 @kernel
@@ -38,11 +37,16 @@ def linear_backward(x, g, dA, db):
     """dA = x.T @ g and db = g summed over rows.  x (B, n), g (B, m), dA (n, m), db (m,) or (1, m)."""
     batch, n = x.shape
     m = g.shape[1]
-    for j in range(m):
-        db.flat[j] = 0.0
+    if batch == 0:
+        dA[:, :] = 0.0
+        for j in range(m):
+            db.flat[j] = 0.0
+        return
+    for j in range(m):  # the first row assigns, so no pass of zeros is needed (0 + a == a exactly)
+        db.flat[j] = g[0, j]
         for k in range(n):
-            dA[k, j] = 0.0
-    for i in range(batch):
+            dA[k, j] = x[0, k] * g[0, j]
+    for i in range(1, batch):
         for j in range(m):
             db.flat[j] += g[i, j]
         for k in range(n):
@@ -116,6 +120,23 @@ def bce_backward(y, p, upstream, out):
     for i in range(p.size):
         pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
         out.flat[i] = (pc - y.flat[i]) / (pc * (1.0 - pc)) * scale
+
+
+@kernel
+def sigmoid_bce_backward(y, p, upstream, out):
+    """out = dBCE/dz for p = sigmoid(z): upstream * (p - y) / N, one step instead of two.
+
+    Where the clip of BCE is active (p outside [eps, 1 - eps]) it is the chain
+    rule through the clip, as bce_backward followed by sigmoid_backward gives.
+    """
+    scale = upstream / p.size
+    for i in range(p.size):
+        pi = p.flat[i]
+        if BCE_EPS <= pi <= 1.0 - BCE_EPS:
+            out.flat[i] = (pi - y.flat[i]) * scale
+        else:
+            pc = min(max(pi, BCE_EPS), 1.0 - BCE_EPS)
+            out.flat[i] = (pc - y.flat[i]) / (pc * (1.0 - pc)) * scale * pi * (1.0 - pi)
 
 
 @kernel
@@ -204,3 +225,13 @@ def product_sum_to(g, other, out):
         ih = i if other.shape[0] > 1 else 0
         for j in range(cols):
             out[io, j if out.shape[1] > 1 else 0] += g[i, j] * other[ih, j if other.shape[1] > 1 else 0]
+
+
+@kernel
+def first_bad_row(a, low, high):
+    """The first row of a (rows, k) holding a value outside [low, high] or NaN, or -1."""
+    for i in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            if not (low <= a[i, k] <= high):
+                return i
+    return -1

@@ -62,9 +62,9 @@ def validate_feeds(graph, feeds):
             raise ValueError(f"{node}: feed is not numeric") from None
         if array.ndim == 0 or len(array) == 0:
             raise ValueError(f"{node}: feed must have at least one row, got shape {array.shape}")
-        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
+        largest = np.finfo(F64).max
+        row = K.first_bad_row(array.reshape(len(array), -1), -largest, largest)  # no n-sized temporary
+        if row >= 0:
             raise ValueError(f"{node}: feed has NaN or inf in row {row}")
         checked[node] = array
     rows = {node: len(a) for node, a in checked.items()}
@@ -73,9 +73,8 @@ def validate_feeds(graph, feeds):
     for node in graph:
         if isinstance(node, BCE) and node.inputs[0] in checked:
             labels = checked[node.inputs[0]]
-            outside = (labels < 0) | (labels > 1)
-            if outside.any():
-                row = int(np.flatnonzero(outside.reshape(len(labels), -1).any(axis=1))[0])
+            row = K.first_bad_row(labels.reshape(len(labels), -1), 0.0, 1.0)
+            if row >= 0:
                 raise ValueError(f"{node.inputs[0]}: BCE labels must lie in [0, 1]; row {row} is {labels[row]}")
     return checked
 
@@ -154,7 +153,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     feeds = validate_feeds(graph, feeds)
     order = EpochOrder(feeds, shuffle, _shuffle_seed(seed) if shuffle else None)
     batch_size = min(int(batch_size), order.rows)
-    warm_up_s = _warm_up(graph, feeds, batch_size)
+    warm_up_s = _warm_up(graph, feeds)
 
     from .compiler import lower  # the compiler builds on this module
     program, reason = lower(graph) if engine != "graph" else (None, None)
@@ -178,18 +177,22 @@ def _shuffle_seed(seed):
     return int(seed)
 
 
-def _warm_up(graph, feeds, batch_size):
-    """One forward and backward pass on the first batch, no update; returns its seconds.
+def _warm_up(graph, feeds):
+    """One forward and backward pass on the first row, no update; returns its seconds.
 
     Every node checks its shapes before any training kernel runs, and every
     kernel the graph engine calls is compiled (or loaded from Numba's cache)
-    here, outside the timed loop.  The compiler reads the value shapes it leaves.
+    here, outside the timed loop.  One row keeps the nodes' buffers small
+    while the compiled engine runs; the compiler reads the value shapes it leaves.
     """
     start = time.perf_counter()
     for node, array in feeds.items():
-        node.value = array[:batch_size]
-    for node in graph:
-        node.forward()
+        node.value = array[:1]
+    try:
+        for node in graph:
+            node.forward()
+    except ValueError as error:
+        raise ValueError(f"{error} (checked on the first row of the feeds)") from None
     for node in reversed(graph):
         node.backward()
     rows = np.zeros(1, dtype=np.int64)

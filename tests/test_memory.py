@@ -1,11 +1,8 @@
 """Peak memory of training (fastedf.memory): memray sees it, it grows with the batch, it stays near theory.
 
 Each measurement runs in a fresh process (about a second, mostly importing
-Numba), so these tests take few of them.  Compiled-engine cases are skipped
-only while fit(..., engine="compiled") reports that it cannot compile; they
-run by themselves once it can.
+Numba), so these tests take few of them.
 """
-import functools
 import os
 import subprocess
 import sys
@@ -22,25 +19,6 @@ from fastedf.models import logistic_regression
 # The issue's ceilings at d=64, in bytes per extra sample in the batch.
 SLOPE_LIMIT = {"compiled": 32, "graph": 128}
 NOISE_BYTES = 1024  # same configuration, different epochs: only the (epochs,) loss history may differ
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled_unavailable():
-    """Why the compiled engine cannot run yet, or None once it can."""
-    model = logistic_regression(2, seed=0)
-    X, Y = training_data(8, 2)
-    try:
-        fit(model.loss, {model.x: X, model.y: Y}, batch_size=4, epochs=1, engine="compiled")
-    except ValueError as error:
-        if "compiled" not in str(error):
-            raise
-        return str(error)
-    return None
-
-
-def require(engine):
-    if engine == "compiled" and _compiled_unavailable():
-        pytest.skip(f"compiled engine not available: {_compiled_unavailable()}")
 
 
 def test_fit_slope_recovers_a_line():
@@ -80,18 +58,9 @@ def test_memray_sees_numba_allocations():
     assert int(done.stdout.split()[-1]) >= 8_000_000
 
 
-def _explain_flat(rows):
-    """xfail when the peak of every point is fit's input validation, not training (a known trainer issue)."""
-    if all("validate_feeds" in row["largest_site"] for row in rows):
-        pytest.xfail("the peak of fit is its input validation (an (n, d) temporary at "
-                     f"{rows[0]['largest_site']}), which hides the batch buffers; see docs/memory.md")
-
-
 @pytest.mark.parametrize("engine", ["graph", "compiled"])
 def test_peak_grows_with_batch_size_under_the_issue_slopes(engine):
-    require(engine)
     rows = measure_peaks(engine, [256, 1024, 2048], features=64, samples=4096, epochs=2)
-    _explain_flat(rows)
     peaks = [row["peak_bytes"] for row in rows]
     assert peaks[0] < peaks[1] < peaks[2], rows
     slope, _ = fit_slope([row["batch_size"] for row in rows], peaks)
@@ -99,7 +68,6 @@ def test_peak_grows_with_batch_size_under_the_issue_slopes(engine):
 
 
 def test_compiled_peak_does_not_grow_with_epochs():
-    require("compiled")
     # d=2, B=1024: the training buffers, not input validation, set the peak, so a per-step leak would show.
     one = measure("compiled", 1024, features=2, samples=4096, epochs=1)
     twenty = measure("compiled", 1024, features=2, samples=4096, epochs=20)
@@ -127,9 +95,8 @@ def data_8mib():
     """X (16384, 64) float64, 8 MiB: any copy of the data during a step breaks the 4 MB limit below."""
     X, Y = training_data(16384, 64)
     for engine in ("graph", "compiled"):  # compile and warm up outside the tracked test body
-        if engine == "graph" or not _compiled_unavailable():
-            warm = logistic_regression(64, seed=0)
-            fit(warm.loss, {warm.x: X, warm.y: Y}, batch_size=512, epochs=1, engine=engine)
+        warm = logistic_regression(64, seed=0)
+        fit(warm.loss, {warm.x: X, warm.y: Y}, batch_size=512, epochs=1, engine=engine)
     return X, Y
 
 
@@ -137,7 +104,6 @@ def data_8mib():
 @pytest.mark.parametrize("engine", ["graph", "compiled"])
 def test_training_epoch_stays_under_limit(engine, data_8mib):
     # pytest-memray tracks this body when installed; without the plugin this is an ordinary test.
-    require(engine)
     X, Y = data_8mib
     model = logistic_regression(64, seed=0)
     history = fit(model.loss, {model.x: X, model.y: Y}, batch_size=512, epochs=1, engine=engine)
