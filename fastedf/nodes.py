@@ -23,10 +23,10 @@ _ids = itertools.count(1)
 
 
 def as_float64(value):
-    """`value` as a C-contiguous float64 array; no copy when it already is one."""
-    if type(value) is np.ndarray and value.dtype is F64 and value.flags.c_contiguous:
+    """`value` as a float64 array; no copy when it already is one (kernels read strided arrays)."""
+    if type(value) is np.ndarray and value.dtype is F64:
         return value
-    return np.asarray(value, dtype=F64, order="C")
+    return np.asarray(value, dtype=F64)
 
 
 def _refcount(current, shape):
@@ -50,13 +50,6 @@ def _reusable(current, shape):
             and current.dtype is F64 and sys.getrefcount(current) <= _PRIVATE_REFS)
 
 
-def _buffer(current, shape):
-    """`current` when it can be overwritten with a result of `shape`, else a new array."""
-    if type(current) is np.ndarray and current.shape == shape and current.dtype is F64:
-        return current
-    return np.empty(shape)
-
-
 def _sum_to(grad, shape):
     """`grad` summed over the axes that broadcasting added or stretched, so it has `shape`."""
     if grad.shape == shape:
@@ -67,10 +60,11 @@ def _sum_to(grad, shape):
 
 
 class Gradients(dict):
-    """A node's `gradients` dict.  An entry may be deferred: computed when first read.
+    """A node's `gradients` dict, where an entry may be computed when it is read.
 
-    fastedf defers the gradients of data Inputs, which training never reads, so
-    no step pays for them; reading one gives the same array as eager code would.
+    fastedf computes the gradients of data Inputs, which training never reads,
+    only when read, so no step pays for them; a read gives the array eager
+    code would have stored at the last backward.
     """
 
     def __init__(self):
@@ -78,17 +72,26 @@ class Gradients(dict):
         self._deferred = {}
 
     def defer(self, node, compute):
-        """Make `self[node]` be `compute()`, evaluated on first read."""
-        dict.pop(self, node, None)
+        """Make `self[node]` call `compute()` whenever it is read and no value is stored.
+
+        compute raises KeyError while there is nothing to compute from (no backward yet).
+        """
         self._deferred[node] = compute
 
     def __missing__(self, node):
-        value = self._deferred.pop(node)()
-        self[node] = value
-        return value
+        compute = self._deferred.get(node)
+        if compute is None:
+            raise KeyError(node)
+        return compute()
 
     def __contains__(self, node):
-        return dict.__contains__(self, node) or node in self._deferred
+        if dict.__contains__(self, node):
+            return True
+        try:
+            self[node]
+        except KeyError:
+            return False
+        return True
 
     def get(self, node, default=None):
         return self[node] if node in self else default
@@ -142,27 +145,47 @@ class Node:
             total = total + part  # a new array: consumers' own arrays stay untouched
         return total
 
-    def _input_value(self, i):
-        """Value of input i as float64, with a clear error when it has none."""
-        value = self.inputs[i].value
-        if value is None:
-            raise ValueError(f"{self}: input {self.inputs[i]} has no value; feed it or run its forward() first")
-        return as_float64(value)
+    def _values(self):
+        """The inputs' values as float64 arrays, with a clear error for a missing one."""
+        values = [n.value for n in self.inputs]
+        for value in values:
+            if type(value) is not np.ndarray or value.dtype is not F64:
+                return self._converted(values)
+        return values
+
+    def _converted(self, values):
+        for node, value in zip(self.inputs, values):
+            if value is None:
+                raise ValueError(f"{self}: input {node} has no value; feed it or run its forward() first")
+        return [np.asarray(value, dtype=F64) for value in values]
+
+    def _upstream(self, shape):
+        """upstream_gradient() as a float64 array, checked to have `shape` before a kernel reads it."""
+        g = self.upstream_gradient()
+        if type(g) is not np.ndarray or g.dtype is not F64:
+            g = np.asarray(g, dtype=F64)
+        if g.shape != shape:
+            raise ValueError(f"{self}: upstream gradient has shape {g.shape}, value has {shape}")
+        return g
 
 
 class Input(Node):
-    """A leaf whose value the script assigns (`x.value = X_batch`)."""
+    """A leaf whose value the script assigns (`x.value = X_batch`).
+
+    Its gradient, the sum of what its consumers wrote for it, is computed when
+    `x.gradients[x]` is read: training never reads it, so no step pays for it.
+    """
 
     def __init__(self):
         super().__init__()
+        self.gradients.defer(self, self.upstream_gradient)
 
     def forward(self, value=None):
         if value is not None:
             self.value = value
 
     def backward(self):
-        # Deferred: training never reads a data gradient, so only a read pays for it.
-        self.gradients.defer(self, self.upstream_gradient)
+        pass  # x.gradients[x] is computed on read
 
 
 class Parameter(Node):
@@ -191,8 +214,7 @@ class _Broadcasting(Node):
         self._shapes = None
 
     def forward(self):
-        x = self._input_value(0)
-        y = self._input_value(1)
+        x, y = self._values()
         shapes = (x.shape, y.shape)
         if shapes != self._shapes:
             try:
@@ -206,10 +228,8 @@ class _Broadcasting(Node):
 
     def backward(self):
         x, y = self.inputs
-        g = as_float64(self.upstream_gradient())
-        if g.shape != self._out_shape:
-            raise ValueError(f"{self}: upstream gradient has shape {g.shape}, value has {self._out_shape}")
-        gx, gy = self.input_gradients(g, as_float64(x.value), as_float64(y.value))
+        g = self._upstream(self._out_shape)
+        gx, gy = self.input_gradients(g, *self._values())
         self.gradients[x] = _sum_to(gx, np.shape(x.value))
         self.gradients[y] = _sum_to(gy, np.shape(y.value))
 
@@ -239,19 +259,20 @@ class Sigmoid(Node):
 
     def __init__(self, x):
         super().__init__([x])
+        self._dz = None
 
     def forward(self):
-        z = self._input_value(0)
+        (z,) = self._values()
         out = self.value if _reusable(self.value, z.shape) else np.empty(z.shape)
         K.sigmoid_forward(z, out)
         self.value = out
 
     def backward(self):
         p = self.value
-        g = as_float64(self.upstream_gradient())
-        if g.shape != p.shape:
-            raise ValueError(f"{self}: upstream gradient has shape {g.shape}, value has {p.shape}")
-        dz = self._dz = _buffer(getattr(self, "_dz", None), p.shape)
+        g = self._upstream(p.shape)
+        dz = self._dz
+        if dz is None or dz.shape != p.shape:
+            dz = self._dz = np.empty(p.shape)
         K.sigmoid_backward(p, g, dz)
         self.gradients[self.inputs[0]] = dz
 
@@ -267,10 +288,13 @@ class BCE(Node):
 
     def __init__(self, y_true, y_pred):
         super().__init__([y_true, y_pred])
+        self._dp = None
+        self._upstream_kept = None
+        if isinstance(y_true, Input):  # labels: their gradient is computed only when read
+            self.gradients.defer(y_true, self._label_gradient)
 
     def forward(self):
-        y = self._input_value(0)
-        p = self._input_value(1)
+        y, p = self._values()
         if not _labels_fit(y.shape, p.shape):
             raise ValueError(f"{self}: labels have shape {y.shape} but predictions have shape {p.shape}")
         loss, bad = K.bce_forward(y, p)
@@ -282,21 +306,23 @@ class BCE(Node):
 
     def backward(self):
         y_node, p_node = self.inputs
-        y, p = as_float64(y_node.value), as_float64(p_node.value)
+        y, p = self._values()
         upstream = 1.0 if not self.outputs else float(self.upstream_gradient())
-        dp = self._dp = _buffer(getattr(self, "_dp", None), p.shape)
+        dp = self._dp
+        if dp is None or dp.shape != p.shape:
+            dp = self._dp = np.empty(p.shape)
         K.bce_backward(y, p, upstream, dp)
         self.gradients[p_node] = dp
-        if isinstance(y_node, Input):
-            # Deferred, and reading p only then: holding p would stop its reuse.
-            self.gradients.defer(y_node, lambda: self._label_gradient(upstream))
-        else:
-            self.gradients[y_node] = self._label_gradient(upstream)
+        self._upstream_kept = upstream
+        if not isinstance(y_node, Input):
+            self.gradients[y_node] = self._label_gradient()
 
-    def _label_gradient(self, upstream):
-        y_node, p_node = self.inputs
-        dy = np.empty(np.shape(y_node.value))
-        K.bce_label_grad(as_float64(p_node.value), upstream, dy)
+    def _label_gradient(self):
+        if self._upstream_kept is None:
+            raise KeyError(self.inputs[0])  # no backward yet
+        y, p = self._values()  # read now, not kept: holding p would stop its reuse
+        dy = np.empty(y.shape)
+        K.bce_label_grad(p, self._upstream_kept, dy)
         return dy
 
 
@@ -305,11 +331,12 @@ class Linear(Node):
 
     def __init__(self, x, A, b):
         super().__init__([x, A, b])
+        self._dA = self._db = self._A_kept = self._g_kept = self._checked = None
+        if isinstance(x, Input):  # data: its gradient is computed only when read
+            self.gradients.defer(x, self._data_gradient)
 
     def forward(self):
-        x = self._input_value(0)
-        A = self._input_value(1)
-        b = self._input_value(2)
+        x, A, b = self._values()
         self._check_shapes(x, A, b)
         shape = (x.shape[0], A.shape[1])
         out = self.value if _reusable(self.value, shape) else np.empty(shape)
@@ -317,31 +344,40 @@ class Linear(Node):
         self.value = out
 
     def _check_shapes(self, x, A, b):
+        """Raise unless x (B, n), A (n, m) and b (m,) or (1, m) fit; remembers shapes that did."""
+        shapes = (x.shape, A.shape, b.shape)
+        if shapes == self._checked:
+            return
         if x.ndim != 2 or A.ndim != 2 or x.shape[1] != A.shape[0]:
             raise ValueError(f"{self}: x has shape {x.shape} and A has shape {A.shape}; "
                              "need x (batch, n_in) and A (n_in, n_out)")
         if b.shape != (A.shape[1],) and b.shape != (1, A.shape[1]):
             raise ValueError(f"{self}: b has shape {b.shape} but A has shape {A.shape}; "
                              f"need b ({A.shape[1]},) or (1, {A.shape[1]})")
+        self._checked = shapes
 
     def backward(self):
         x_node, A_node, b_node = self.inputs
-        x, A, b = as_float64(x_node.value), as_float64(A_node.value), as_float64(b_node.value)
-        g = as_float64(self.upstream_gradient())
-        if g.shape != (x.shape[0], A.shape[1]):
-            raise ValueError(f"{self}: upstream gradient has shape {g.shape}, value has {(x.shape[0], A.shape[1])}")
-        dA = self._dA = _buffer(getattr(self, "_dA", None), A.shape)
-        db = self._db = _buffer(getattr(self, "_db", None), b.shape)
+        x, A, b = self._values()
+        self._check_shapes(x, A, b)  # values may have changed since forward
+        g = self._upstream((x.shape[0], A.shape[1]))
+        dA, db, kept = self._dA, self._db, self._A_kept
+        if dA is None or dA.shape != A.shape or db.shape != b.shape:
+            dA, db, kept = self._dA, self._db, self._A_kept = np.empty(A.shape), np.empty(b.shape), np.empty(A.shape)
         K.linear_backward(x, g, dA, db)
         self.gradients[A_node] = dA
         self.gradients[b_node] = db
         if isinstance(x_node, Input):
             # Keep A as it is now: the script may update it before reading the gradient.
-            kept = self._A_kept = _buffer(getattr(self, "_A_kept", None), A.shape)
             kept[...] = A
-            self.gradients.defer(x_node, lambda: self._input_gradient(g, kept))
+            self._g_kept = g
         else:
             self.gradients[x_node] = self._input_gradient(g, A)
+
+    def _data_gradient(self):
+        if self._g_kept is None:
+            raise KeyError(self.inputs[0])  # no backward yet
+        return self._input_gradient(self._g_kept, self._A_kept)
 
     @staticmethod
     def _input_gradient(g, A):
