@@ -183,25 +183,16 @@ def shuffle_order(order, state):
 
 
 @kernel
-def broadcast_multiply(a, b, out):
-    """out = a * b for 2-D arrays; a dimension of size 1 repeats along out's (NumPy broadcasting)."""
+def broadcast_binary(a, b, multiply, out):
+    """out = a * b (multiply) or a + b for 2-D arrays; a dimension of size 1 repeats (NumPy broadcasting)."""
     rows, cols = out.shape
     for i in range(rows):
         ia = i if a.shape[0] > 1 else 0
         ib = i if b.shape[0] > 1 else 0
         for j in range(cols):
-            out[i, j] = a[ia, j if a.shape[1] > 1 else 0] * b[ib, j if b.shape[1] > 1 else 0]
-
-
-@kernel
-def broadcast_add(a, b, out):
-    """out = a + b for 2-D arrays; a dimension of size 1 repeats along out's (NumPy broadcasting)."""
-    rows, cols = out.shape
-    for i in range(rows):
-        ia = i if a.shape[0] > 1 else 0
-        ib = i if b.shape[0] > 1 else 0
-        for j in range(cols):
-            out[i, j] = a[ia, j if a.shape[1] > 1 else 0] + b[ib, j if b.shape[1] > 1 else 0]
+            x = a[ia, j if a.shape[1] > 1 else 0]
+            y = b[ib, j if b.shape[1] > 1 else 0]
+            out[i, j] = x * y if multiply else x + y
 
 
 @kernel

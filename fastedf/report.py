@@ -496,7 +496,7 @@ def _fewer_updates(runs, config, seeds, scaling):
         return out + ["No pair of batch sizes could be compared (it needs two batch sizes and a curve with "
                       "enough epochs).", ""]
     table = [(f"{a} → {b}", f"{u:.0f}", f"{ll:.4f}", f"{le:.4f}", f"{lu:.4f}") for a, b, u, ll, le, lu in eq.pairs]
-    out += [_table(("B → B'", "updates of B'", "loss of B'", "loss of B, same epochs", "loss of B, same updates"),
+    out += [_table(("B → B'", "updates of B' (mid last epoch)", "loss of B'", "loss of B, same epochs", "loss of B, same updates"),
                    table), ""]
     if eq.worse:
         share = 1 - eq.gap_updates / eq.gap_epochs

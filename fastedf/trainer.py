@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as K
+from .compiler import lower
 from .graph import sgd_update, topological_sort
 from .nodes import BCE, F64, Input, Node, Parameter
 
@@ -155,18 +156,17 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     batch_size = min(int(batch_size), order.rows)
     warm_up_s = _warm_up(graph, feeds)
 
-    from .compiler import lower  # the compiler builds on this module
     program, reason = lower(graph) if engine != "graph" else (None, None)
     if engine == "compiled" and program is None:
         raise ValueError(f"engine='compiled' cannot compile this graph: {reason}")
     if program is not None:
-        epoch_loss, updates, train_s, compile_s = program.run(order, batch_size, int(epochs), float(lr))
+        epoch_loss, train_s, compile_s = program.run(order, batch_size, int(epochs), float(lr))
         used = "compiled"
     else:
         start = time.perf_counter()
         epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr))
         train_s, compile_s, used = time.perf_counter() - start, 0.0, "graph"
-        updates = int(epochs) * math.ceil(order.rows / batch_size)
+    updates = int(epochs) * math.ceil(order.rows / batch_size)
     return History(epoch_loss, updates, train_s, warm_up_s + compile_s, used, order.seed)
 
 

@@ -213,3 +213,14 @@ def test_second_process_loads_from_cache(tmp_path):
     assert int(first[1]) == 1  # compiled once
     assert int(second[0]) >= 1 and int(second[1]) == 0  # then loaded, not compiled
     assert float(first[2]) < 10 and float(second[2]) < float(first[2])
+
+
+@pytest.mark.parametrize("engine", ["graph", "compiled"])
+def test_nan_during_training_raises(engine):
+    # x @ A = 1e300 * 1e10 - 1e300 * 1e10 = inf - inf = NaN in the first step
+    x, y = Input(), Input()
+    A, b = Parameter(np.array([[1e10], [-1e10]])), Parameter(np.zeros(1))
+    loss = BCE(y, Sigmoid(Linear(x, A, b)))
+    X = np.array([[1.0, 1.0], [1e300, 1e300]])
+    with pytest.raises(ValueError, match="nan|NaN"):
+        fastedf.fit(loss, {x: X, y: np.ones((2, 1))}, batch_size=1, epochs=1, engine=engine)
