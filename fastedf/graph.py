@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import kernels as K
-from .nodes import F64, Input, Node
+from .nodes import F64, Input, Node, as_float64
 
 
 def _ancestors_first(roots):
@@ -82,14 +82,16 @@ def sgd_update(trainables, lr=1e-2, learning_rate=None):
     for t in trainables:
         if isinstance(t, Input):
             continue  # data, never trained
-        if t not in t.gradients:
+        try:
+            grad = t.gradients[t]
+        except KeyError:
             if t.inputs:
                 continue  # an operation node of a whole graph passed in
-            raise ValueError(f"sgd_update: {t} has no gradient; run backward_pass first")
-        value, grad = t.value, t.gradients[t]
-        if np.shape(grad) != np.shape(value):
-            raise ValueError(f"sgd_update: {t} has shape {np.shape(value)} but its gradient has {np.shape(grad)}")
+            raise ValueError(f"sgd_update: {t} has no gradient; run backward_pass first") from None
+        value, grad = t.value, as_float64(grad)
+        if grad.shape != np.shape(value):
+            raise ValueError(f"sgd_update: {t} has shape {np.shape(value)} but its gradient has {grad.shape}")
         if type(value) is np.ndarray and value.dtype is F64 and value.flags.c_contiguous and value.flags.writeable:
-            K.sgd_update(value, np.ascontiguousarray(grad, dtype=F64), lr)
+            K.sgd_update(value, grad, lr)
         else:
             t.value = value - lr * grad
