@@ -10,13 +10,15 @@ starts with nothing left over from earlier points:
    Numba compiles or loads its cache, NumPy sets up its buffers, all untracked;
 3. a fresh model is built, then only `fit(...)` runs inside
    `memray.Tracker(path, native_traces=False)`, so the buffers that this model's
-   training allocates are all seen; Numba's NRT arrays are seen too (NRT
-   allocates with malloc, which memray intercepts);
-4. the child runs with PYTHONMALLOC=malloc: pymalloc would take memory in 1 MiB
-   arenas, and a new arena whenever the tracked region happens to need one is
-   a 1 MiB step unrelated to batch size; with malloc every Python object is
-   counted at its own size, and the peak is the same from run to run;
-5. the peak is memray's high-water mark of that region,
+   training allocates are all seen; arrays made by Numba's runtime (NRT), if a
+   kernel makes any, are seen too (NRT allocates with malloc, which memray
+   intercepts);
+4. the child runs with PYTHONMALLOC=malloc (`run_child`): pymalloc would take
+   memory in 1 MiB arenas, and a new arena whenever the tracked region happens
+   to need one is a 1 MiB step unrelated to batch size; with malloc every Python
+   object is counted at its own size, and the peak repeats from run to run
+   (to the byte for the compiled engine, within a few KiB for the graph engine);
+5. the peak is memray's high-water mark of that region (`track`),
    `FileReader(path).metadata.peak_memory`: the most bytes live at once, counting
    only allocations made inside the Tracker.  The largest allocations live at
    that moment (`get_high_watermark_allocation_records`) name the culprit.
@@ -40,22 +42,32 @@ DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
 CSV_FIELDS = ("engine", "batch_size", "features", "samples", "epochs", "peak_bytes",
               "largest_bytes", "largest_site")
 BYTES_PER_FLOAT = 8
-# Per sample in the batch a Linear -> Sigmoid -> BCE step must hold z, p, dL/dp, dL/dz.
-VALUES_PER_SAMPLE_PER_OUTPUT = 4
+# The float64 buffers each engine keeps per sample in the batch (per output) for a Linear -> Sigmoid -> BCE
+# step.  The graph engine keeps every node's value and gradient: z, p, dL/dp, dL/dz.  The compiled engine
+# fuses Sigmoid's backward into the loss's (sigmoid_bce_backward computes dL/dz = (p - y) / N directly), so
+# it has no dL/dp: z, p, dL/dz.
+PER_SAMPLE_BUFFERS = {"graph": ("z", "p", "dL/dp", "dL/dz"), "compiled": ("z", "p", "dL/dz")}
 
 
-def theoretical_bytes_per_sample(n_out=1):
-    """Least memory one extra batch sample needs: z, p, dL/dp, dL/dz, float64, n_out each.
+def theoretical_bytes_per_sample(engine="graph", n_out=1):
+    """Bytes one extra batch sample must cost `engine`: its per-sample buffers, float64, n_out each.
 
-    Assumes the data stay where they are (a batch is a view of X and Y, not a
-    copy) and that dL/dx, which training never reads, is not computed.
+    32 for the graph engine (z, p, dL/dp, dL/dz), 24 for the compiled engine
+    (z, p, dL/dz: its fused sigmoid-BCE backward needs no dL/dp).  Assumes the
+    data stay where they are (a batch is a view of X and Y, not a copy) and that
+    dL/dx, which training never reads, is not computed.  It is the least for
+    each engine's design, which keeps every per-sample value it computes; a
+    kernel fusing the whole step could keep less.
     """
-    return VALUES_PER_SAMPLE_PER_OUTPUT * BYTES_PER_FLOAT * n_out
+    if engine not in PER_SAMPLE_BUFFERS:
+        raise ValueError(f"engine must be one of {', '.join(PER_SAMPLE_BUFFERS)}, got {engine!r}")
+    return len(PER_SAMPLE_BUFFERS[engine]) * BYTES_PER_FLOAT * n_out
 
 
-def theoretical_peak(batch_size, features, n_out=1):
-    """Least bytes a step must hold: the per-sample buffers plus dL/dA (d, n_out) and dL/db (n_out,)."""
-    return theoretical_bytes_per_sample(n_out) * batch_size + BYTES_PER_FLOAT * (features + 1) * n_out
+def theoretical_peak(batch_size, features, engine="graph", n_out=1):
+    """Least bytes a step of `engine` must hold: the per-sample buffers plus dL/dA (d, n_out) and dL/db (n_out,)."""
+    return (theoretical_bytes_per_sample(engine, n_out) * batch_size
+            + BYTES_PER_FLOAT * (features + 1) * n_out)
 
 
 def fit_slope(batch_sizes, peak_bytes):
@@ -85,32 +97,36 @@ def training_data(samples, features, seed=0):
 
 
 def _site(record):
-    """'fastedf/trainer.py:65 (validate_feeds)': the innermost frame in fastedf, else the innermost frame."""
+    """'fastedf/trainer.py:65 (validate_feeds)': the innermost frame in fastedf, else the innermost frame.
+
+    This module's own frames (the measuring code) do not count as fastedf; files
+    under the project root are named relative to it.
+    """
     frames = record.stack_trace()
     if not frames:
         return "?"
-    package = os.path.dirname(os.path.abspath(__file__))
-    inside = [f for f in frames if os.path.abspath(f[1]).startswith(package + os.sep)]
+    here = os.path.abspath(__file__)
+    package = os.path.dirname(here)
+    root = os.path.dirname(package)
+    inside = [f for f in frames if os.path.abspath(f[1]).startswith(package + os.sep)
+              and os.path.abspath(f[1]) != here]
     function, filename, line = (inside or frames)[0]
-    if inside:
-        filename = os.path.relpath(os.path.abspath(filename), os.path.dirname(package))
+    if os.path.abspath(filename).startswith(root + os.sep):
+        filename = os.path.relpath(os.path.abspath(filename), root)
     return f"{filename}:{line} ({function})"
 
 
-def _measure_here(engine, batch_size, features, samples, epochs, seed, path):
-    """Steps 1-3 and 5 of the module docstring, in this process; returns the child's result dict."""
+def track(run, path):
+    """Call run() inside memray.Tracker(path, native_traces=False): {"peak_bytes", "largest"} of that call.
+
+    Step 5 of the module docstring: peak_bytes is memray's high-water mark of
+    the call, counting only allocations made inside it; "largest" lists the
+    five biggest allocation sites live at that moment, {bytes, count, site}.
+    """
     import memray
 
-    from .models import logistic_regression
-    from .trainer import fit
-
-    X, Y = training_data(samples, features, seed)
-    warm = logistic_regression(features, seed)
-    fit(warm.loss, {warm.x: X, warm.y: Y}, batch_size=batch_size, epochs=1, lr=0.1, engine=engine)
-    model = logistic_regression(features, seed)
-    feeds = {model.x: X, model.y: Y}
     with memray.Tracker(path, native_traces=False):
-        fit(model.loss, feeds, batch_size=batch_size, epochs=epochs, lr=0.1, engine=engine)
+        run()
     reader = memray.FileReader(path)
     try:
         peak = int(reader.metadata.peak_memory)
@@ -119,6 +135,38 @@ def _measure_here(engine, batch_size, features, samples, epochs, seed, path):
     finally:
         reader.close()
     return {"peak_bytes": peak, "largest": largest}
+
+
+def _measure_here(engine, batch_size, features, samples, epochs, seed, path):
+    """Steps 1-3 and 5 of the module docstring, in this process; returns the child's result dict."""
+    from .models import logistic_regression
+    from .trainer import fit
+
+    X, Y = training_data(samples, features, seed)
+    warm = logistic_regression(features, seed)
+    fit(warm.loss, {warm.x: X, warm.y: Y}, batch_size=batch_size, epochs=1, lr=0.1, engine=engine)
+    model = logistic_regression(features, seed)
+    feeds = {model.x: X, model.y: Y}
+    return track(lambda: fit(model.loss, feeds, batch_size=batch_size, epochs=epochs, lr=0.1, engine=engine),
+                 path)
+
+
+def run_child(command, where):
+    """Run a child process with PYTHONMALLOC=malloc (step 4); the JSON on the last line of its output.
+
+    The child exits with 2 when it rejects its arguments (raised here as
+    ValueError, with the child's last line of stderr); any other failure is a
+    RuntimeError.  `where` names the point in the messages.
+    """
+    env = dict(os.environ, PYTHONMALLOC="malloc")
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no output)"]
+        if done.returncode == 2:
+            raise ValueError(f"{where}: {lines[-1]}")
+        raise RuntimeError(f"memory measurement failed ({where}, exit {done.returncode}):\n"
+                           + "\n".join(lines[-20:]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure(engine, batch_size, features, samples, epochs, seed=0):
@@ -137,16 +185,7 @@ def measure(engine, batch_size, features, samples, epochs, seed=0):
         raise ValueError(f"epochs must be >= 0, got {epochs!r}")
     command = [sys.executable, "-m", "fastedf.memory", "--child", engine, str(int(batch_size)),
                str(int(features)), str(int(samples)), str(int(epochs)), str(int(seed))]
-    env = dict(os.environ, PYTHONMALLOC="malloc")  # step 4 of the module docstring
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or ["(no output)"]
-        where = f"{engine} engine, batch size {batch_size}"
-        if done.returncode == 2:
-            raise ValueError(f"{where}: {lines[-1]}")
-        raise RuntimeError(f"memory measurement failed ({where}, exit {done.returncode}):\n"
-                           + "\n".join(lines[-20:]))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(command, f"{engine} engine, batch size {batch_size}")
 
 
 def measure_peak(engine, batch_size, features, samples, epochs, seed=0):
@@ -248,7 +287,7 @@ def fits_by_engine(rows):
 
 
 def plot(rows, fits, features, path, title=None):
-    """memory_vs_batch.png: measured peaks, each engine's fitted line (labelled with its slope), the theory."""
+    """memory_vs_batch.png: measured peaks, each engine's fitted line (labelled with its slope), its least."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,9 +305,11 @@ def plot(rows, fits, features, path, title=None):
             ax.plot(line_x, (f["intercept_bytes"] + f["slope_bytes_per_sample"] * line_x) / 1024, "-",
                     color=points[0].get_color(), alpha=0.7,
                     label=f"{engine}: fit, {f['slope_bytes_per_sample']:.1f} B per extra sample")
-    per_sample = theoretical_bytes_per_sample()
-    ax.plot(line_x, theoretical_peak(line_x, features) / 1024, "k--",
-            label=f"theoretical minimum, {per_sample} B per sample (z, p, dL/dp, dL/dz)")
+    engines = [engine for engine in dict.fromkeys(row["engine"] for row in rows) if engine in PER_SAMPLE_BUFFERS]
+    for engine, style in zip(engines, ("k--", "k:")):
+        ax.plot(line_x, theoretical_peak(line_x, features, engine) / 1024, style,
+                label=f"{engine}: least, {theoretical_bytes_per_sample(engine)} B per sample "
+                      f"({', '.join(PER_SAMPLE_BUFFERS[engine])})")
     ax.set_xlabel("batch size B (samples)")
     ax.set_ylabel("peak memory of fit (KiB)")
     ax.set_xlim(0, sizes.max() * 1.05)
@@ -302,9 +343,10 @@ def main(argv=None):
                         "memray.Tracker(native_traces=False) around fit only; peak = metadata.peak_memory",
               "command": "fastedf memory " + " ".join(argv)}
     summary = {"config": config, "environment": environment(),
-               "theory": {"bytes_per_sample": theoretical_bytes_per_sample(),
-                          "assumes": "float64; batch is a view of the data; per sample z, p, dL/dp, dL/dz "
-                                     "(n_out=1); dL/dx not computed; plus dL/dA, dL/db"},
+               "theory": {"bytes_per_sample": {e: theoretical_bytes_per_sample(e) for e in engines},
+                          "buffers_per_sample": {e: list(PER_SAMPLE_BUFFERS[e]) for e in engines},
+                          "assumes": "float64; batch is a view of the data; n_out=1; dL/dx not computed; "
+                                     "plus dL/dA, dL/db"},
                "fits": {}, "complete": False}
     _write_json(json_path, summary)
     print(f"fastedf memory: d={args.features}, n={args.samples}, {args.epochs} epochs -> {args.out}")
@@ -331,7 +373,7 @@ def main(argv=None):
     _write_json(json_path, summary)
     for engine, f in summary["fits"].items():
         print(f"  {engine}: {f['slope_bytes_per_sample']:.1f} bytes per extra sample "
-              f"(theoretical minimum {theoretical_bytes_per_sample()})")
+              f"(least for this engine {theoretical_bytes_per_sample(engine)})")
     if not args.no_plot:
         plot(rows, summary["fits"], args.features, png_path,
              title=f"Peak memory of fit, d={args.features}, n={args.samples}, {args.epochs} epochs (memray)")

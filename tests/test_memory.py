@@ -30,9 +30,13 @@ def test_fit_slope_recovers_a_line():
         fit_slope([256, 256], [1, 2])
 
 
-def test_theoretical_minimum_is_four_float64_per_sample():
-    assert theoretical_bytes_per_sample() == 32  # z, p, dL/dp, dL/dz
+def test_theoretical_minimum_per_engine():
+    assert theoretical_bytes_per_sample() == theoretical_bytes_per_sample("graph") == 32  # z, p, dL/dp, dL/dz
+    assert theoretical_bytes_per_sample("compiled") == 24  # z, p, dL/dz: Sigmoid's backward fused into BCE's
     assert theoretical_peak(100, features=64) == 32 * 100 + 8 * 65  # plus dL/dA (64, 1) and dL/db (1,)
+    assert theoretical_peak(100, features=64, engine="compiled") == 24 * 100 + 8 * 65
+    with pytest.raises(ValueError, match="engine"):
+        theoretical_bytes_per_sample("eager")
 
 
 def test_memray_sees_numba_allocations():
