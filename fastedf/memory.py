@@ -17,7 +17,8 @@ starts with nothing left over from earlier points:
    memory in 1 MiB arenas, and a new arena whenever the tracked region happens
    to need one is a 1 MiB step unrelated to batch size; with malloc every Python
    object is counted at its own size, and the peak repeats from run to run
-   (to the byte for the compiled engine, within a few KiB for the graph engine);
+   within about 100 bytes (compiled engine) or a few KiB (graph engine, which
+   makes Python objects every step);
 5. the peak is memray's high-water mark of that region (`track`),
    `FileReader(path).metadata.peak_memory`: the most bytes live at once, counting
    only allocations made inside the Tracker.  The largest allocations live at
@@ -296,18 +297,19 @@ def plot(rows, fits, features, path, title=None):
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     sizes = np.array(sorted({row["batch_size"] for row in rows}), dtype=np.float64)
     line_x = np.linspace(0, sizes.max(), 200)
+    colors = {}
     for engine, marker in zip(dict.fromkeys(row["engine"] for row in rows), "os^D"):
         mine = [row for row in rows if row["engine"] == engine]
         points = ax.plot([r["batch_size"] for r in mine], [r["peak_bytes"] / 1024 for r in mine],
                          marker, label=f"{engine}: measured peak")
+        colors[engine] = points[0].get_color()
         if engine in fits:
             f = fits[engine]
             ax.plot(line_x, (f["intercept_bytes"] + f["slope_bytes_per_sample"] * line_x) / 1024, "-",
                     color=points[0].get_color(), alpha=0.7,
                     label=f"{engine}: fit, {f['slope_bytes_per_sample']:.1f} B per extra sample")
-    engines = [engine for engine in dict.fromkeys(row["engine"] for row in rows) if engine in PER_SAMPLE_BUFFERS]
-    for engine, style in zip(engines, ("k--", "k:")):
-        ax.plot(line_x, theoretical_peak(line_x, features, engine) / 1024, style,
+    for engine in (engine for engine in colors if engine in PER_SAMPLE_BUFFERS):
+        ax.plot(line_x, theoretical_peak(line_x, features, engine) / 1024, "--", color=colors[engine],
                 label=f"{engine}: least, {theoretical_bytes_per_sample(engine)} B per sample "
                       f"({', '.join(PER_SAMPLE_BUFFERS[engine])})")
     ax.set_xlabel("batch size B (samples)")
