@@ -40,8 +40,7 @@ from fastedf.kernels import *
 
 
 @program
-def train({args}, order, state, shuffle, batch, epochs, lr, epoch_loss):
-    rows = order.size
+def train({args}, order, state, shuffle, rows, batch, epochs, lr, epoch_loss):
     for epoch in range(epochs):
         if shuffle:
             state = shuffle_order(order, state)
@@ -246,12 +245,13 @@ class Program:
         args = self._arguments(order, batch_size)
         epoch_loss = np.zeros(epochs)
         shuffle = bool(order.shuffle)
-        perm = order.order if shuffle else np.arange(order.rows, dtype=np.int64)
+        perm = order.order if shuffle else np.zeros(0, dtype=np.int64)  # unused without shuffling
         state = order.state if shuffle else np.uint64(0)
+        fixed = (perm, state, shuffle, order.rows, batch_size)
         start = time.perf_counter()
-        self.train(*args, perm, state, shuffle, batch_size, 0, lr, epoch_loss[:0])  # compile or load, no training
+        self.train(*args, *fixed, 0, lr, epoch_loss[:0])  # compile or load, no training
         compiled = time.perf_counter()
-        epoch, row, state = self.train(*args, perm, state, shuffle, batch_size, epochs, lr, epoch_loss)
+        epoch, row, state = self.train(*args, *fixed, epochs, lr, epoch_loss)
         done = time.perf_counter()
         if epoch >= 0:
             raise ValueError(f"training diverged: a prediction became NaN in epoch {epoch} at row {row} "

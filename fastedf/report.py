@@ -355,13 +355,13 @@ def _claim_time(rows, config):
     return out
 
 
-def _least_bytes_per_sample():
-    """fastedf.memory's count of the bytes one extra batch sample must need, or None without that module."""
+def _least_bytes_per_sample(engine):
+    """fastedf.memory's count of the bytes one extra batch sample needs in `engine`, or None without that module."""
     try:
         from .memory import theoretical_bytes_per_sample
     except ImportError:
         return None
-    return theoretical_bytes_per_sample()
+    return theoretical_bytes_per_sample(engine)
 
 
 def _claim_memory(rows, config):
@@ -376,7 +376,7 @@ def _claim_memory(rows, config):
         f"Least-squares slope: **{mg.per_sample:.3g} bytes per extra sample** in the batch (one training row "
         f"is {8 * (len(config['features']) + 1)} bytes of float64 features and label"
         + (f"; a Linear → Sigmoid → BCE step needs at least {least} bytes per sample for its activations and "
-           f"their gradients" if (least := _least_bytes_per_sample()) else "")
+           f"their gradients" if (least := _least_bytes_per_sample(config['engine'])) else "")
         + f"). From B = {s.batch_sizes[0]} to B = {s.batch_sizes[-1]} the peak "
         f"changes by {format_bytes(mg.growth)} ({mg.relative:+.1%}). Peaks are measured once per batch size "
         f"(seed 0, one epoch: every epoch allocates the same).",
