@@ -212,7 +212,6 @@ def test_second_process_loads_from_cache(tmp_path):
     first, second = (run.stdout.split() for run in runs)
     assert int(first[1]) == 1  # compiled once
     assert int(second[0]) >= 1 and int(second[1]) == 0  # then loaded, not compiled
-    assert float(first[2]) < 10 and float(second[2]) < float(first[2])
 
 
 @pytest.mark.parametrize("engine", ["graph", "compiled"])
