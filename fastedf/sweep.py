@@ -244,20 +244,9 @@ def warm_up(config, split):
 
 def measure_memory(engine, batch_size, features, samples):
     """Peak bytes of one epoch of training at `batch_size`, from fastedf.memory (memray, in a fresh process)."""
-    measure_peaks = memory_tool()
+    from .memory import measure_peaks
     rows = measure_peaks(engine, [batch_size], features=features, samples=samples, epochs=1, seed=0)
     return int(rows[0]["peak_bytes"])
-
-
-def memory_tool():
-    """fastedf.memory.measure_peaks, or a UsageError saying why --memory cannot run."""
-    try:
-        from . import memory
-    except ImportError as error:
-        raise UsageError(f"--memory needs fastedf.memory, which cannot be imported: {error}") from None
-    if not hasattr(memory, "measure_peaks"):
-        raise UsageError("--memory needs fastedf.memory.measure_peaks, which this version lacks")
-    return memory.measure_peaks
 
 
 # ---------------------------------------------------------------- files
@@ -414,8 +403,6 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.label_column is not None and args.data is None:
         raise UsageError("--label-column needs --data")
-    if args.memory:
-        memory_tool()  # fail now, not after the first runs
     dataset = load_csv(args.data, args.label_column or "label") if args.data else Dataset("study")
     splits = {seed: dataset.split(seed) for seed in range(args.seeds)}
     n_train, n_test = len(splits[0].y_train), len(splits[0].y_test)

@@ -302,15 +302,6 @@ def test_script_wrapper_runs_the_sweep(tmp_path):
 
 # ---------------------------------------------------------------- memory
 
-def _has_measure_peaks():
-    try:
-        from fastedf import memory
-    except ImportError:
-        return False
-    return hasattr(memory, "measure_peaks")
-
-
-@pytest.mark.skipif(not _has_measure_peaks(), reason="fastedf.memory.measure_peaks is not available")
 def test_memory_fills_peak_bytes_and_the_memory_claim(tmp_path, capsys):
     out = str(tmp_path)
     code, err = run(["sweep", *TINY, "--seeds", "1", "--epochs", "1", "--batch-sizes", "1,1050", "--memory",
@@ -320,15 +311,6 @@ def test_memory_fills_peak_bytes_and_the_memory_claim(tmp_path, capsys):
     assert peaks[1] > 0 and peaks[1050] > peaks[1]  # a 1050-row batch holds more than a 1-row one
     assert os.path.exists(os.path.join(out, "memory_vs_batch_size.png"))
     assert "bytes per extra sample" in (tmp_path / "report.md").read_text()
-
-
-def test_memory_without_the_tool_exits_2(tmp_path, capsys, monkeypatch):
-    def unavailable():
-        raise sweep.UsageError("--memory needs fastedf.memory.measure_peaks, which this version lacks")
-    monkeypatch.setattr(sweep, "memory_tool", unavailable)
-    code, err = run(["sweep", *TINY, "--memory", "--out", str(tmp_path)], capsys)
-    assert code == 2 and len(err) == 1 and "--memory" in err[0]
-    assert not os.path.exists(os.path.join(tmp_path, "results.csv"))  # refused before any run
 
 
 # ---------------------------------------------------------------- the analysis
