@@ -269,6 +269,10 @@ class Sigmoid(Node):
 
     def backward(self):
         p = self.value
+        if type(p) is not np.ndarray or p.dtype is not F64:
+            if p is None:
+                raise ValueError(f"{self}: backward() before forward()")
+            p = np.asarray(p, dtype=F64)
         g = self._upstream(p.shape)
         dz = self._dz
         if dz is None or dz.shape != p.shape:
@@ -307,6 +311,8 @@ class BCE(Node):
     def backward(self):
         y_node, p_node = self.inputs
         y, p = self._values()
+        if not _labels_fit(y.shape, p.shape):  # the values may have changed since forward
+            raise ValueError(f"{self}: labels have shape {y.shape} but predictions have shape {p.shape}")
         upstream = 1.0 if not self.outputs else float(self.upstream_gradient())
         dp = self._dp
         if dp is None or dp.shape != p.shape:

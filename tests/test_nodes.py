@@ -258,3 +258,16 @@ def test_topological_sort_forms(rng):
             assert all(order.index(i) < order.index(node) for i in node.inputs)
     assert x.value.shape == (3, 2)  # the feed dict form assigns values
     assert forward_pass(loss, from_feed) == loss.value
+
+
+def test_backward_checks_values_changed_since_forward(rng):
+    x, y = Input(), Input()
+    x.value, y.value = rng.normal(size=(4, 2)), np.ones((4, 1))
+    loss = BCE(y, Sigmoid(Linear(x, Parameter(np.zeros((2, 1))), Parameter(np.zeros(1)))))
+    graph = topological_sort(loss)
+    forward_pass(graph)
+    y.value = np.ones((2, 1))  # a new batch of labels without a forward pass
+    with pytest.raises(ValueError, match=r"labels have shape \(2, 1\) but predictions have shape \(4, 1\)"):
+        loss.backward()
+    with pytest.raises(ValueError, match="backward\\(\\) before forward\\(\\)"):
+        Sigmoid(x).backward()
