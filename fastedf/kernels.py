@@ -20,6 +20,19 @@ BCE_EPS = 1e-12
 
 
 @kernel
+def common_size(a, b):
+    """a.size, after checking that b has as many elements.
+
+    Elementwise kernels index through .flat, which Numba never bounds-checks, so
+    each checks its sizes here: a mismatch the Python checks missed raises
+    instead of reading or writing past an array.
+    """
+    if a.size != b.size:
+        raise ValueError("fastedf kernel: arrays of different sizes")
+    return a.size
+
+
+@kernel
 def linear_forward(x, A, b, out):
     """out = x @ A + b.  x (B, n), A (n, m), b (m,) or (1, m), out (B, m)."""
     batch, n = x.shape
@@ -71,7 +84,7 @@ def linear_input_grad(g, A, dx):
 @kernel
 def sigmoid_forward(z, out):
     """out = 1 / (1 + exp(-z)), evaluated so that exp never overflows."""
-    for i in range(z.size):
+    for i in range(common_size(z, out)):
         v = z.flat[i]
         if v >= 0.0:
             out.flat[i] = 1.0 / (1.0 + math.exp(-v))
@@ -83,7 +96,7 @@ def sigmoid_forward(z, out):
 @kernel
 def sigmoid_backward(p, g, out):
     """out = g * p * (1 - p), the chain rule through p = sigmoid(z)."""
-    for i in range(p.size):
+    for i in range(min(common_size(p, g), common_size(p, out))):
         pi = p.flat[i]
         out.flat[i] = g.flat[i] * pi * (1.0 - pi)
 
@@ -97,7 +110,7 @@ def bce_forward(y, p):
     loss is then NaN and the caller raises.
     """
     total = 0.0
-    for i in range(p.size):
+    for i in range(common_size(p, y)):
         yi = y.flat[i]
         pi = p.flat[i]
         if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
@@ -117,7 +130,7 @@ def bce_forward(y, p):
 def bce_backward(y, p, upstream, out):
     """out = upstream * (p - y) / (p (1 - p)) / N, the gradient of the mean BCE w.r.t. p (clipped)."""
     scale = upstream / p.size
-    for i in range(p.size):
+    for i in range(min(common_size(p, y), common_size(p, out))):
         pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
         out.flat[i] = (pc - y.flat[i]) / (pc * (1.0 - pc)) * scale
 
@@ -130,7 +143,7 @@ def sigmoid_bce_backward(y, p, upstream, out):
     rule through the clip, as bce_backward followed by sigmoid_backward gives.
     """
     scale = upstream / p.size
-    for i in range(p.size):
+    for i in range(min(common_size(p, y), common_size(p, out))):
         pi = p.flat[i]
         if BCE_EPS <= pi <= 1.0 - BCE_EPS:
             out.flat[i] = (pi - y.flat[i]) * scale
@@ -143,7 +156,7 @@ def sigmoid_bce_backward(y, p, upstream, out):
 def bce_label_grad(p, upstream, out):
     """out = upstream * (log(1 - p) - log(p)) / N, the gradient of the mean BCE w.r.t. the labels."""
     scale = upstream / p.size
-    for i in range(p.size):
+    for i in range(common_size(p, out)):
         pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
         out.flat[i] = (math.log(1.0 - pc) - math.log(pc)) * scale
 
@@ -151,7 +164,7 @@ def bce_label_grad(p, upstream, out):
 @kernel
 def sgd_update(param, grad, lr):
     """param -= lr * grad, in place; both with the same number of elements."""
-    for i in range(param.size):
+    for i in range(common_size(param, grad)):
         param.flat[i] -= lr * grad.flat[i]
 
 

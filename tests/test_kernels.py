@@ -139,3 +139,33 @@ def test_take_rows(rng):
     dst = np.empty_like(src)
     K.take_rows(src, order, dst)
     assert np.array_equal(dst, src[order])
+
+
+@pytest.mark.parametrize("call", [
+    lambda: K.sigmoid_forward(np.zeros(3), np.zeros(2)),
+    lambda: K.sigmoid_backward(np.zeros(3), np.zeros(3), np.zeros(2)),
+    lambda: K.bce_forward(np.zeros(2), np.zeros(3)),
+    lambda: K.bce_backward(np.zeros(2), np.zeros(3), 1.0, np.zeros(3)),
+    lambda: K.sigmoid_bce_backward(np.zeros(3), np.zeros(3), 1.0, np.zeros(2)),
+    lambda: K.bce_label_grad(np.zeros(3), 1.0, np.zeros(2)),
+    lambda: K.sgd_update(np.zeros(3), np.zeros(2), 0.1),
+])
+def test_elementwise_kernels_refuse_mismatched_sizes(call):
+    # .flat is never bounds-checked: the kernels check sizes themselves
+    with pytest.raises(ValueError, match="different sizes"):
+        call()
+
+
+def test_sigmoid_bce_backward_is_the_chain_of_both(rng):
+    y = (rng.random((6, 1)) > 0.5) * 1.0
+    z = np.concatenate([rng.normal(size=(4, 1)), [[40.0], [-40.0]]])  # two saturated: the clip is active
+    p = naive.sigmoid(z)
+    out = np.empty_like(p)
+    K.sigmoid_bce_backward(y, p, 0.5, out)
+    assert_allclose(out, naive.sigmoid_backward(p, naive.bce_backward(y, p, 0.5)), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("low,high,data,row", [(0.0, 1.0, [[0.0], [1.0], [0.5]], -1), (0.0, 1.0, [[0.0], [2.0]], 1),
+                                               (-1e308, 1e308, [[1.0, np.nan], [0.0, 0.0]], 0)])
+def test_first_bad_row(low, high, data, row):
+    assert K.first_bad_row(np.array(data), low, high) == row
