@@ -154,7 +154,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     feeds = validate_feeds(graph, feeds)
     order = EpochOrder(feeds, shuffle, _shuffle_seed(seed) if shuffle else None)
     batch_size = min(int(batch_size), order.rows)
-    warm_up_s = _warm_up(graph, feeds)
+    check_s = _check_first_row(graph, feeds)
 
     program, reason = lower(graph) if engine != "graph" else (None, None)
     if engine == "compiled" and program is None:
@@ -163,11 +163,12 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
         epoch_loss, train_s, compile_s = program.run(order, batch_size, int(epochs), float(lr))
         used = "compiled"
     else:
+        compile_s = _warm_up_graph_engine(graph, order.shuffle)
         start = time.perf_counter()
         epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr))
-        train_s, compile_s, used = time.perf_counter() - start, 0.0, "graph"
+        train_s, used = time.perf_counter() - start, "graph"
     updates = int(epochs) * math.ceil(order.rows / batch_size)
-    return History(epoch_loss, updates, train_s, warm_up_s + compile_s, used, order.seed)
+    return History(epoch_loss, updates, train_s, check_s + compile_s, used, order.seed)
 
 
 def _shuffle_seed(seed):
@@ -177,13 +178,12 @@ def _shuffle_seed(seed):
     return int(seed)
 
 
-def _warm_up(graph, feeds):
-    """One forward and backward pass on the first row, no update; returns its seconds.
+def _check_first_row(graph, feeds):
+    """One forward pass on the first row of the feeds; returns its seconds.
 
-    Every node checks its shapes before any training kernel runs, and every
-    kernel the graph engine calls is compiled (or loaded from Numba's cache)
-    here, outside the timed loop.  One row keeps the nodes' buffers small
-    while the compiled engine runs; the compiler reads the value shapes it leaves.
+    Every node checks its shapes before any training kernel runs, and the
+    compiler reads the value shapes this leaves.  One row keeps the nodes'
+    buffers small while the compiled engine runs.
     """
     start = time.perf_counter()
     for node, array in feeds.items():
@@ -193,9 +193,21 @@ def _warm_up(graph, feeds):
             node.forward()
     except ValueError as error:
         raise ValueError(f"{error} (checked on the first row of the feeds)") from None
+    return time.perf_counter() - start
+
+
+def _warm_up_graph_engine(graph, shuffle):
+    """Compile (or load from Numba's cache) the rest of what the graph engine calls; returns seconds.
+
+    A backward pass over the first row that _check_first_row left, no update,
+    and the shuffle kernels when shuffling: outside the timed loop.  The
+    compiled engine needs none of it: its program holds its own copies.
+    """
+    start = time.perf_counter()
     for node in reversed(graph):
         node.backward()
-    rows = np.zeros(1, dtype=np.int64)
-    K.shuffle_order(rows, np.uint64(0))
-    K.take_rows(np.zeros((1, 1)), rows, np.zeros((1, 1)))
+    if shuffle:
+        rows = np.zeros(1, dtype=np.int64)
+        K.shuffle_order(rows, np.uint64(0))
+        K.take_rows(np.zeros((1, 1)), rows, np.zeros((1, 1)))
     return time.perf_counter() - start
