@@ -1,10 +1,12 @@
-"""What every fastedf subcommand shares: a parser whose errors are one line, and the exit codes.
+"""What every fastedf subcommand shares: a parser whose errors are one line, the exit codes, the environment record.
 
 A subcommand builds its options with `ArgumentParser` and raises `UsageError`
 for bad input it finds later (a bad CSV, a NaN); `fastedf.__main__` prints
 `fastedf <cmd>: error: <message>` on one line and exits with `EXIT_USAGE`.
 """
 import argparse
+import os
+import platform
 
 EXIT_USAGE = 2  # argparse's convention for bad command lines
 
@@ -60,3 +62,26 @@ def _int(text):
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def environment():
+    """Versions, machine and CPU, saved with every result file."""
+    import matplotlib
+    import memray
+    import numba
+    import numpy
+
+    from . import __version__
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "fastedf": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+        "numba": numba.__version__, "matplotlib": matplotlib.__version__, "memray": memray.__version__,
+        "platform": platform.platform(), "machine": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
+        "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
+        "timing": "single-threaded: fastedf kernels are serial (no parallel=True) and call no BLAS",
+    }

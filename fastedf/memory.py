@@ -31,14 +31,15 @@ memory.json and memory_vs_batch.png.
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-ENGINES = ("compiled", "graph")
+from .cli import environment
+from .trainer import ENGINES
+
 DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
 CSV_FIELDS = ("engine", "batch_size", "features", "samples", "epochs", "peak_bytes",
               "largest_bytes", "largest_site")
@@ -258,20 +259,6 @@ def _engines(text):
     if not names or unknown:
         raise UsageError(f"--engine: expected a comma-separated list of {', '.join(ENGINES)}, got {text!r}")
     return list(dict.fromkeys(names))
-
-
-def environment():
-    """Versions and machine, saved with the results."""
-    import matplotlib
-    import memray
-    import numba
-
-    from . import __version__
-
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-            "fastedf": __version__, "numpy": np.__version__, "numba": numba.__version__,
-            "memray": memray.__version__, "matplotlib": matplotlib.__version__}
 
 
 def fits_by_engine(rows):

@@ -21,16 +21,15 @@ import csv
 import json
 import math
 import os
-import platform
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from .cli import ArgumentParser, UsageError, int_list, nonnegative_int, positive_float, positive_int
+from .cli import ArgumentParser, UsageError, environment, int_list, nonnegative_int, positive_float, positive_int
+from .trainer import ENGINES
 
 LR_SCALINGS = ("none", "linear", "sqrt")
-ENGINES = ("compiled", "graph")
 ROW_FIELDS = ("lr_scaling", "batch_size", "seed", "lr", "engine", "epochs", "updates",
               "train_time_s", "compile_time_s", "final_loss", "test_accuracy", "peak_memory_bytes")
 _INT_FIELDS = {"batch_size", "seed", "epochs", "updates", "peak_memory_bytes"}
@@ -178,27 +177,6 @@ def build_config(args, dataset, n_train, n_test):
         "lr_scaling": args.lr_scaling, "base_batch_size": sizes[0], "engine": args.engine,
         "repeats": args.repeats, "shuffle": args.shuffle, "memory": args.memory,
         "model": "logistic regression: sigmoid(x @ A + b), BCE, weights N(0, 0.1^2) from the seed, bias 0",
-    }
-
-
-def environment():
-    """Versions and CPU, for results.json."""
-    import matplotlib
-    import numba
-
-    from . import __version__
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "fastedf": __version__, "python": platform.python_version(), "numpy": np.__version__,
-        "numba": numba.__version__, "matplotlib": matplotlib.__version__,
-        "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-        "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
-        "timing": "single-threaded: fastedf kernels are serial (no parallel=True) and call no BLAS",
     }
 
 

@@ -14,7 +14,7 @@ from .compiler import lower
 from .graph import sgd_update, topological_sort
 from .nodes import BCE, F64, Input, Node, Parameter
 
-ENGINES = ("auto", "compiled", "graph")
+ENGINES = ("compiled", "graph")  # what fit(engine=...) can run; "auto" picks one
 
 
 @dataclass
@@ -142,8 +142,8 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     """
     if not isinstance(loss, Node):
         raise ValueError(f"loss must be a fastedf node, got {type(loss).__name__}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine not in ("auto", *ENGINES):
+        raise ValueError(f"engine must be one of auto, {', '.join(ENGINES)}, got {engine!r}")
     _check_scalar("batch_size", batch_size, int, 1)
     _check_scalar("epochs", epochs, int, 0)
     _check_scalar("lr", lr, float, 0)

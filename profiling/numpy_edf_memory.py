@@ -22,8 +22,8 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fastedf.cli import int_list, nonnegative_int, positive_int  # noqa: E402
-from fastedf.memory import (CSV_FIELDS, DEFAULT_BATCH_SIZES, environment, fits_by_engine, plot,  # noqa: E402
+from fastedf.cli import environment, int_list, nonnegative_int, positive_int  # noqa: E402
+from fastedf.memory import (CSV_FIELDS, DEFAULT_BATCH_SIZES, fits_by_engine, plot,  # noqa: E402
                             run_child, track, training_data)
 
 ENGINE = "numpy_edf"
