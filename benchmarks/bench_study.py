@@ -12,18 +12,12 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import bench_graph  # noqa: E402
 import numpy_edf  # noqa: E402
+from bench_fit import time_fit  # noqa: E402
 
 import fastedf  # noqa: E402
-from fastedf.models import logistic_regression  # noqa: E402
 from fastedf.study import study_data  # noqa: E402
 
 BATCH_SIZES = [2**k for k in range(11)] + [1050]
-
-
-def fit_seconds(X, Y, batch_size, epochs, engine):
-    model = logistic_regression(X.shape[1])
-    return fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=batch_size, epochs=epochs, lr=0.1,
-                       engine=engine).train_time_s
 
 
 def main():
@@ -37,8 +31,8 @@ def main():
         * args.epochs * -(-len(X) // b),
         "fastedf nodes, course loop": lambda b: bench_graph.course_loop(fastedf, X, Y, b, args.epochs)
         * args.epochs * -(-len(X) // b),
-        "fastedf.fit, graph engine": lambda b: fit_seconds(X, Y, b, args.epochs, "graph"),
-        "fastedf.fit, compiled engine": lambda b: fit_seconds(X, Y, b, args.epochs, "compiled"),
+        "fastedf.fit, graph engine": lambda b: time_fit(X, Y, b, args.epochs, 0, "graph")[0],
+        "fastedf.fit, compiled engine": lambda b: time_fit(X, Y, b, args.epochs, 0, "compiled")[0],
     }
     for way in ways.values():  # warm-up: compilation and caches
         way(1050)
