@@ -3,7 +3,7 @@
 Environment overrides (read once, at import):
   FASTEDF_CACHE=0        do not write Numba's on-disk cache (default: cache)
   FASTEDF_FASTMATH=1     allow reassociation and contraction (default: off, so
-                         the graph and compiled paths agree to the last bit);
+                         results do not depend on how LLVM orders sums);
                          nnan/ninf are never set, NaN checks must keep working
   FASTEDF_BOUNDSCHECK=1  bounds-check every array access (slow; for debugging)
 """
