@@ -71,11 +71,17 @@ def test_linear_with_row_bias_and_data_input(rng):
     check_gradients(projection(Linear(x, A, b), (4, 2), rng), [x, A, b])
 
 
-def test_sigmoid_bce_chain(rng):
+def logistic_graph(rng, rows, labels):
+    """sigmoid(x @ A + b) under BCE, x (rows, 2) fed with normal data and y with `labels`; returns x, y, A, b, graph."""
     x, y = Input(), Input()
-    x.value, y.value = rng.normal(size=(6, 2)), (rng.random((6, 1)) > 0.5) * 1.0
+    x.value, y.value = rng.normal(size=(rows, 2)), labels
     A, b = Parameter(rng.normal(size=(2, 1))), Parameter(np.zeros(1))
-    check_gradients(BCE(y, Sigmoid(Linear(x, A, b))), [A, b, x])
+    return x, y, A, b, topological_sort(BCE(y, Sigmoid(Linear(x, A, b))))
+
+
+def test_sigmoid_bce_chain(rng):
+    x, y, A, b, graph = logistic_graph(rng, 6, (rng.random((6, 1)) > 0.5) * 1.0)
+    check_gradients(graph[-1], [A, b, x])
 
 
 def test_bce_gradients_for_predictions_and_labels(rng):
@@ -140,10 +146,7 @@ def test_user_node_between_fastedf_nodes(rng):
 
 
 def test_data_gradient_is_deferred_but_correct_after_an_update(rng):
-    x, y = Input(), Input()
-    x.value, y.value = rng.normal(size=(4, 2)), np.ones((4, 1))
-    A, b = Parameter(rng.normal(size=(2, 1))), Parameter(np.zeros(1))
-    graph = topological_sort(BCE(y, Sigmoid(Linear(x, A, b))))
+    x, y, A, b, graph = logistic_graph(rng, 4, np.ones((4, 1)))
     forward_pass(graph)
     backward_pass(graph)
     want = numeric_gradient(graph, x.value)
@@ -154,10 +157,7 @@ def test_data_gradient_is_deferred_but_correct_after_an_update(rng):
 
 
 def test_backward_overwrites_instead_of_accumulating(rng):
-    x, y = Input(), Input()
-    x.value, y.value = rng.normal(size=(3, 2)), np.zeros((3, 1))
-    A, b = Parameter(rng.normal(size=(2, 1))), Parameter(np.zeros(1))
-    graph = topological_sort(BCE(y, Sigmoid(Linear(x, A, b))))
+    _, _, A, _, graph = logistic_graph(rng, 3, np.zeros((3, 1)))
     forward_pass(graph)
     backward_pass(graph)
     first = A.gradients[A].copy()
@@ -261,10 +261,8 @@ def test_topological_sort_forms(rng):
 
 
 def test_backward_checks_values_changed_since_forward(rng):
-    x, y = Input(), Input()
-    x.value, y.value = rng.normal(size=(4, 2)), np.ones((4, 1))
-    loss = BCE(y, Sigmoid(Linear(x, Parameter(np.zeros((2, 1))), Parameter(np.zeros(1)))))
-    graph = topological_sort(loss)
+    x, y, _, _, graph = logistic_graph(rng, 4, np.ones((4, 1)))
+    loss = graph[-1]
     forward_pass(graph)
     y.value = np.ones((2, 1))  # a new batch of labels without a forward pass
     with pytest.raises(ValueError, match=r"labels have shape \(2, 1\) but predictions have shape \(4, 1\)"):
