@@ -5,7 +5,8 @@ compiled call.
 """
 from .graph import backward_pass, forward_pass, sgd_update, topological_sort
 from .trainer import History, fit
-from .nodes import BCE, Addition, Input, Linear, Multiply, Node, Parameter, Sigmoid
+from .node import Input, Node, Parameter
+from .ops import BCE, Addition, Linear, Multiply, Sigmoid
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import kernels as K
-from .nodes import F64, Input, Node, as_float64
+from .node import F64, Input, Node, as_float64
 
 
 def _ancestors_first(roots):

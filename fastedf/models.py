@@ -4,7 +4,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .graph import forward_pass, topological_sort
-from .nodes import BCE, Input, Linear, Parameter, Sigmoid
+from .node import Input, Parameter
+from .ops import BCE, Linear, Sigmoid
 
 
 @dataclass

@@ -12,7 +12,8 @@ import numpy as np
 from . import kernels as K
 from .compiler import lower
 from .graph import sgd_update, topological_sort
-from .nodes import BCE, F64, Input, Node, Parameter
+from .node import F64, Input, Node, Parameter
+from .ops import BCE
 
 ENGINES = ("compiled", "graph")  # what fit(engine=...) can run; "auto" picks one
 

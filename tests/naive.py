@@ -49,3 +49,13 @@ def sum_to(g, shape):
         if size == 1 and g.shape[axis] != 1:
             g = g.sum(axis=axis, keepdims=True)
     return g
+
+
+def all_kernels():
+    """Every fastedf kernel by name: the shared ones and each op family's (fastedf.ops)."""
+    import types
+
+    from fastedf import kernels
+    from fastedf.ops import MODULES
+    return types.SimpleNamespace(**{name: getattr(m, name) for m in (kernels, *MODULES)
+                                    for name in dir(m) if not name.startswith("_")})

@@ -18,8 +18,8 @@ MODULES = ["test_kernels.py", "test_nodes.py", "test_course_scripts.py", "test_t
 def test_numerical_suite_passes_with_bounds_checks(tmp_path):
     env = dict(os.environ, FASTEDF_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"),
                FASTEDF_CACHE_DIR=str(tmp_path / "programs"))
-    probe = ("import numpy as np; from fastedf import kernels as K; "
-             "K.linear_forward(np.zeros((2, 3)), np.zeros((2, 1)), np.zeros(1), np.zeros((2, 1)))")
+    probe = ("import numpy as np; from fastedf.ops.linear import linear_forward; "
+             "linear_forward(np.zeros((2, 3)), np.zeros((2, 1)), np.zeros(1), np.zeros((2, 1)))")
     checked = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert "IndexError" in checked.stderr  # the flag is on: an out-of-range read raises
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

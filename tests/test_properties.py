@@ -13,7 +13,7 @@ from test_nodes import check_gradients, projection
 
 import fastedf
 from fastedf import Addition, Multiply, Parameter
-from fastedf import kernels as K
+K = naive.all_kernels()
 from fastedf.models import mlp
 
 SETTINGS = settings(max_examples=30, deadline=None)

@@ -1,0 +1,129 @@
+"""Linear: x @ A + b, its kernels and its compile rule."""
+
+import numpy as np
+
+from ..config import kernel
+from ..node import Input, Node, Parameter, _reusable
+
+
+@kernel
+def linear_forward(x, A, b, out):
+    """out = x @ A + b.  x (B, n), A (n, m), b (m,) or (1, m), out (B, m)."""
+    batch, n = x.shape
+    m = A.shape[1]
+    for i in range(batch):
+        for j in range(m):
+            acc = b.flat[j]  # sum in a register: the compiler cannot rule out that out aliases x or A
+            for k in range(n):
+                acc += x[i, k] * A[k, j]
+            out[i, j] = acc
+
+
+@kernel
+def linear_backward(x, g, dA, db):
+    """dA = x.T @ g and db = g summed over rows.  x (B, n), g (B, m), dA (n, m), db (m,) or (1, m)."""
+    batch, n = x.shape
+    m = g.shape[1]
+    if batch == 0:
+        dA[:, :] = 0.0
+        for j in range(m):
+            db.flat[j] = 0.0
+        return
+    for j in range(m):  # the first row assigns, so no pass of zeros is needed (0 + a == a exactly)
+        db.flat[j] = g[0, j]
+        for k in range(n):
+            dA[k, j] = x[0, k] * g[0, j]
+    for i in range(1, batch):
+        for j in range(m):
+            db.flat[j] += g[i, j]
+        for k in range(n):
+            xik = x[i, k]
+            for j in range(m):
+                dA[k, j] += xik * g[i, j]
+
+
+@kernel
+def linear_input_grad(g, A, dx):
+    """dx = g @ A.T.  g (B, m), A (n, m), dx (B, n)."""
+    batch, m = g.shape
+    n = A.shape[0]
+    for i in range(batch):
+        for k in range(n):
+            acc = 0.0
+            for j in range(m):
+                acc += g[i, j] * A[k, j]
+            dx[i, k] = acc
+
+
+
+class Linear(Node):
+    """x @ A + b for a batch x (B, n_in), A (n_in, n_out) and b (n_out,) or (1, n_out)."""
+
+    def __init__(self, x, A, b):
+        super().__init__([x, A, b])
+        self._dA = self._db = self._A_kept = self._g_kept = self._checked = None
+        if isinstance(x, Input):  # data: its gradient is computed only when read
+            self.gradients.defer(x, self._data_gradient)
+
+    def forward(self):
+        x, A, b = self._values()
+        self._check_shapes(x, A, b)
+        shape = (x.shape[0], A.shape[1])
+        out = self.value if _reusable(self.value, shape) else np.empty(shape)
+        linear_forward(x, A, b, out)
+        self.value = out
+
+    def _check_shapes(self, x, A, b):
+        """Raise unless x (B, n), A (n, m) and b (m,) or (1, m) fit; remembers shapes that did."""
+        shapes = (x.shape, A.shape, b.shape)
+        if shapes == self._checked:
+            return
+        if x.ndim != 2 or A.ndim != 2 or x.shape[1] != A.shape[0]:
+            raise ValueError(f"{self}: x has shape {x.shape} and A has shape {A.shape}; "
+                             "need x (batch, n_in) and A (n_in, n_out)")
+        if b.shape != (A.shape[1],) and b.shape != (1, A.shape[1]):
+            raise ValueError(f"{self}: b has shape {b.shape} but A has shape {A.shape}; "
+                             f"need b ({A.shape[1]},) or (1, {A.shape[1]})")
+        self._checked = shapes
+
+    def backward(self):
+        x_node, A_node, b_node = self.inputs
+        x, A, b = self._values()
+        self._check_shapes(x, A, b)  # values may have changed since forward
+        g = self._upstream((x.shape[0], A.shape[1]))
+        dA, db, kept = self._dA, self._db, self._A_kept
+        if dA is None or dA.shape != A.shape or db.shape != b.shape:
+            dA, db, kept = self._dA, self._db, self._A_kept = np.empty(A.shape), np.empty(b.shape), np.empty(A.shape)
+        linear_backward(x, g, dA, db)
+        self.gradients[A_node] = dA
+        self.gradients[b_node] = db
+        if isinstance(x_node, Input):
+            # Keep A as it is now: the script may update it before reading the gradient.
+            kept[...] = A
+            self._g_kept = g
+        else:
+            self.gradients[x_node] = self._input_gradient(g, A)
+
+    def _data_gradient(self):
+        if self._g_kept is None:
+            raise KeyError(self.inputs[0])  # no backward yet
+        return self._input_gradient(self._g_kept, self._A_kept)
+
+    @staticmethod
+    def _input_gradient(g, A):
+        dx = np.empty((g.shape[0], A.shape[0]))
+        linear_input_grad(g, A, dx)
+        return dx
+
+
+def _linear(node, low):
+    x, A, b = node.inputs
+    if not (isinstance(A, Parameter) and isinstance(b, Parameter)):
+        return None, f"{node}: A and b must be Parameters to compile"
+    forward = [f"linear_forward({low.value(x)}, {low.value(A)}, {low.value(b)}, {low.value(node)})"]
+    backward = [f"linear_backward({low.value(x)}, {low.grad(node)}, {low.grad(A)}, {low.grad(b)})"]
+    if low.wants_grad[x]:
+        backward.append(f"linear_input_grad({low.grad(node)}, {low.value(A)}, {low.grad(x)})")
+    return (forward, backward), None
+
+
