@@ -1,14 +1,19 @@
 """fastedf: a Numba-accelerated, drop-in core for the EDF teaching autodiff framework.
 
-`from fastedf import *` gives the EDF names; fastedf.fit trains a graph in one
-compiled call.
+`from fastedf import *` gives the EDF names, the course's later nodes and
+their other spellings, and `np` (the course module hands it over too);
+fastedf.fit trains a graph in one compiled call.
 """
+import numpy as np
+
 from .graph import backward_pass, forward_pass, sgd_update, topological_sort
-from .trainer import History, fit
 from .node import Input, Node, Parameter
-from .ops import BCE, Addition, Linear, Multiply, Sigmoid
+from .ops import ALIASES, BCE, CE, Addition, Linear, Multiply, ReLU, Sigmoid, Softmax, Tanh
+from .trainer import History, fit
 
-__version__ = "0.1.0"
+globals().update(ALIASES)
 
-__all__ = ["Node", "Input", "Parameter", "Multiply", "Addition", "Linear", "Sigmoid", "BCE",
-           "topological_sort", "forward_pass", "backward_pass", "sgd_update"]
+__version__ = "0.2.0"
+
+__all__ = ["np", "Node", "Input", "Parameter", "Multiply", "Addition", "Linear", "Sigmoid", "Tanh", "ReLU",
+           "Softmax", "BCE", "CE", *ALIASES, "topological_sort", "forward_pass", "backward_pass", "sgd_update"]

@@ -30,16 +30,17 @@ BOUNDSCHECK = env_flag("FASTEDF_BOUNDSCHECK", False)
 def kernel(func):
     """Compile `func` as a serial fastedf kernel with the project's JIT flags.
 
-    Kernels are inlined (Numba IR) into the compiled training programs that call them.
+    Kernels are called, not inlined, by the compiled training programs: each is
+    compiled once per signature and cached, so a program's own compile time
+    grows with its number of calls, not with the size of the kernels it calls.
     """
-    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")(func)
+    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func)
 
 
 def program(func):
     """Compile a generated training program (fastedf.compiler).
 
-    Without Numba's reference-counting runtime (NRT): a program allocates
-    nothing, and the array views it takes for every batch would otherwise
-    cost two atomic reference-count updates each, per step.
+    With Numba's runtime (NRT) on, as the kernels it calls need it for BLAS
+    (np.dot with an out argument); a program still allocates nothing per step.
     """
-    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, _nrt=False)(func)
+    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func)

@@ -1,4 +1,6 @@
 """Graph helpers with the names course scripts use: order, run and update a graph."""
+import contextlib
+
 import numpy as np
 
 from . import kernels as K
@@ -66,9 +68,27 @@ def forward_pass(graph, sorted_nodes=None):
 
 
 def backward_pass(graph):
-    """Run backward() on every node in reverse order."""
-    for node in reversed(graph):
-        node.backward()
+    """Run backward() on every node in reverse order; only consumers in `graph` contribute gradients."""
+    with graph_run(graph):
+        for node in reversed(graph):
+            node.backward()
+
+
+@contextlib.contextmanager
+def graph_run(graph):
+    """Within the block, a node's upstream gradient sums only its consumers inside `graph`.
+
+    A consumer outside (a second graph sharing a Parameter, a node the loss
+    also feeds) keeps whatever gradients it last computed; they never leak in.
+    """
+    members = set(graph)
+    for node in graph:
+        node._consumers = [n for n in node.outputs if n in members]
+    try:
+        yield
+    finally:
+        for node in graph:
+            node._consumers = None
 
 
 def sgd_update(trainables, lr=1e-2, learning_rate=None):

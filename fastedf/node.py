@@ -98,6 +98,8 @@ class Gradients(dict):
 class Node:
     """Base class: subclasses implement forward() and backward()."""
 
+    _consumers = None  # the consumers inside the graph being run, when one is known (fastedf.graph.graph_run)
+
     def __init__(self, inputs=None):
         inputs = [] if inputs is None else list(inputs)
         for i, node in enumerate(inputs):
@@ -124,9 +126,10 @@ class Node:
         """dLoss/dself: the sum of `n.gradients[self]` over every consumer n that has one.
 
         A node nobody consumes is the loss: its gradient is ones.  Consumers that
-        did not run backward (outside the graph being trained) add nothing.
+        did not run backward add nothing; while a known graph runs (fit,
+        backward_pass), consumers outside it add nothing either.
         """
-        outputs = self.outputs
+        outputs = self.outputs if self._consumers is None else self._consumers
         if len(outputs) == 1:
             try:
                 return outputs[0].gradients[self]

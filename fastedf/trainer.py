@@ -4,6 +4,9 @@ Both engines share everything but the inner loop: validation, the batch
 order (fastedf.kernels.shuffle_order), the loss bookkeeping and the results.
 """
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -11,7 +14,7 @@ import numpy as np
 
 from . import kernels as K
 from .compiler import lower
-from .graph import sgd_update, topological_sort
+from .graph import graph_run, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter
 from .ops import BCE
 
@@ -26,7 +29,8 @@ class History:
     weighted by its size; updates: SGD steps taken; train_time_s: wall time of
     the training loop alone; compile_time_s: time spent compiling before it
     (0 when Numba's cache already held the program); engine: the engine that ran;
-    seed: the shuffle seed used (None without shuffling).
+    seed: the shuffle seed used (None without shuffling); note: why "auto" chose
+    the graph engine ("" otherwise).
     """
 
     epoch_loss: np.ndarray
@@ -35,15 +39,19 @@ class History:
     compile_time_s: float
     engine: str
     seed: int | None
+    note: str = ""
 
 
-def _check_scalar(name, value, kind, minimum):
-    ok_type = isinstance(value, (int, np.integer)) if kind is int else isinstance(value, (int, float, np.number))
-    if isinstance(value, bool) or not ok_type:
+def _check_scalar(name, value, kind, minimum, maximum=None):
+    ok_type = (isinstance(value, (int, np.integer)) if kind is int
+               else isinstance(value, (int, float, np.integer, np.floating)))
+    if isinstance(value, (bool, np.bool_)) or not ok_type:
         raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     if not math.isfinite(value) or value < minimum or (kind is float and value <= 0):
         bound = f">= {minimum}" if kind is int else "finite and > 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
 
 
 def validate_feeds(graph, feeds):
@@ -109,73 +117,168 @@ class EpochOrder:
         return self.current
 
 
-def _train_graph(graph, parameters, order, batch_size, epochs, lr):
-    """The course loop, node by node; returns the per-epoch mean loss."""
+def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None):
+    """The course loop, node by node; returns the per-epoch mean loss.
+
+    Ctrl-C is taken between steps (DeferredInterrupt), so the parameters are
+    always those of a finished step.
+    """
     loss = graph[-1]
+    summed = getattr(loss, "reduction", "mean") == "sum"  # BCE's value is the batch's sum; others a mean
     rows = order.rows
     epoch_loss = np.zeros(epochs)
-    for epoch in range(epochs):
-        data = order.next_epoch()
-        total = 0.0
-        for start in range(0, rows, batch_size):
-            stop = min(start + batch_size, rows)
-            for node, array in data.items():
-                node.value = array[start:stop]
-            for node in graph:
-                node.forward()
-            total += float(loss.value) * (stop - start)
-            for node in reversed(graph):
-                node.backward()
-            sgd_update(parameters, lr)
-        epoch_loss[epoch] = total / rows
+    with DeferredInterrupt() as interrupt:
+        for epoch in range(epochs):
+            data = order.next_epoch()
+            total = 0.0
+            for start in range(0, rows, batch_size):
+                stop = min(start + batch_size, rows)
+                for node, array in data.items():
+                    node.value = array[start:stop]
+                for node in graph:
+                    node.forward()
+                total += float(loss.value) if summed else float(loss.value) * (stop - start)
+                for node in reversed(graph):
+                    node.backward()
+                sgd_update(parameters, lr)
+                interrupt.check()
+            epoch_loss[epoch] = total / rows
+            if progress is not None:
+                progress(epoch + 1, epoch_loss)
     return epoch_loss
 
 
-def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None, engine="auto"):
+class DeferredInterrupt:
+    """Within the block, Ctrl-C raises KeyboardInterrupt only where check() is called (between steps).
+
+    Only in the main thread (where Python delivers signals); elsewhere check() does nothing.
+    """
+
+    def __enter__(self):
+        self.pending, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        self.pending = True
+
+    def check(self):
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None, engine="auto", progress=False):
     """Train every Parameter that `loss` depends on with mini-batch SGD; returns a History.
 
     feeds: {Input: array (n, ...)}, rows are samples.  Batches follow the row
     order (or a fresh shuffle each epoch from `seed` when shuffle=True); the
     last partial batch is averaged over its own size.  engine: "compiled" runs
     all epochs in one Numba program, "graph" runs the nodes one by one, "auto"
-    picks compiled when every node supports it.  The trained values are left
-    in the Parameter nodes.
+    picks compiled when every node supports it (History.note says why not).
+    progress=True shows a tqdm bar (epochs, loss) on stderr.  The trained
+    values are left in the Parameter nodes; a Parameter whose array is
+    read-only (np.load(mmap_mode="r"), np.frombuffer) is trained on a private
+    copy, its source left alone.  Ctrl-C stops training within ~0.1 s with
+    KeyboardInterrupt, the parameters as of the last finished step.
     """
     if not isinstance(loss, Node):
         raise ValueError(f"loss must be a fastedf node, got {type(loss).__name__}")
     if engine not in ("auto", *ENGINES):
         raise ValueError(f"engine must be one of auto, {', '.join(ENGINES)}, got {engine!r}")
     _check_scalar("batch_size", batch_size, int, 1)
-    _check_scalar("epochs", epochs, int, 0)
+    _check_scalar("epochs", epochs, int, 0, MAX_EPOCHS)
     _check_scalar("lr", lr, float, 0)
     graph = topological_sort(loss)
     if graph[-1] is not loss:
         raise ValueError(f"{loss} is not the last node of its graph: train the final node")
     parameters = [n for n in graph if isinstance(n, Parameter)]
+    _own_parameters(parameters)
     feeds = validate_feeds(graph, feeds)
     order = EpochOrder(feeds, shuffle, _shuffle_seed(seed) if shuffle else None)
     batch_size = min(int(batch_size), order.rows)
     check_s = _check_first_row(graph, feeds)
+    if np.ndim(loss.value) != 0:
+        raise ValueError(f"{loss} is not a scalar loss: its value has shape {np.shape(loss.value)}")
 
-    program, reason = lower(graph) if engine != "graph" else (None, None)
+    program, reason = lower(graph) if engine != "graph" else (None, "engine='graph' was asked for")
     if engine == "compiled" and program is None:
         raise ValueError(f"engine='compiled' cannot compile this graph: {reason}")
-    if program is not None:
-        epoch_loss, train_s, compile_s = program.run(order, batch_size, int(epochs), float(lr))
-        used = "compiled"
-    else:
-        compile_s = _warm_up_graph_engine(graph, order.shuffle)
-        start = time.perf_counter()
-        epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr))
-        train_s, used = time.perf_counter() - start, "graph"
+    bar = _progress_bar(int(epochs)) if progress else None
+    report = None if bar is None else bar.report
+    try:
+        if program is not None:
+            epoch_loss, train_s, compile_s = program.run(order, batch_size, int(epochs), float(lr), report)
+            used, note = "compiled", ""
+        else:
+            compile_s = _warm_up_graph_engine(graph, order.shuffle)
+            start = time.perf_counter()
+            with graph_run(graph):
+                epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report)
+            train_s, used, note = time.perf_counter() - start, "graph", reason if engine == "auto" else ""
+            _check_parameters_finite(parameters, lr)
+    finally:
+        if bar is not None:
+            bar.close()
     updates = int(epochs) * math.ceil(order.rows / batch_size)
-    return History(epoch_loss, updates, train_s, check_s + compile_s, used, order.seed)
+    return History(epoch_loss, updates, train_s, check_s + compile_s, used, order.seed, note)
+
+
+MAX_EPOCHS = 10**9  # an epoch_loss array of 8 GB; more cannot be a real request
+
+
+def _own_parameters(parameters):
+    """Check the parameters are finite, and give read-only or non-float64 ones a private writable copy.
+
+    Both engines train in place; memory the caller cannot write (a read-only
+    mmap, np.frombuffer over bytes) is never handed to a kernel.
+    """
+    for node in parameters:
+        value = node.value
+        if value is None:
+            raise ValueError(f"{node}: Parameter has no value")
+        try:
+            array = np.asarray(value, dtype=F64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{node}: Parameter value is not numeric") from None
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{node}: Parameter value contains NaN or inf before training")
+        if not (type(value) is np.ndarray and value.dtype is F64 and value.flags.writeable
+                and value.flags.c_contiguous):
+            node.value = np.array(array, dtype=F64, order="C", copy=True)
+
+
+def _check_parameters_finite(parameters, lr):
+    for node in parameters:
+        if not np.all(np.isfinite(node.value)):
+            raise ValueError(f"training diverged: {node} became NaN or inf; lower the learning rate {lr}")
+
+
+class _progress_bar:
+    """A tqdm bar over epochs on stderr, showing the last finished epoch's loss."""
+
+    def __init__(self, epochs):
+        from tqdm import tqdm
+        self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, leave=True)
+
+    def report(self, epochs_done, epoch_loss):
+        self.bar.update(epochs_done - self.bar.n)
+        if epochs_done:
+            self.bar.set_postfix(loss=f"{epoch_loss[epochs_done - 1]:.6g}", refresh=False)
+
+    def close(self):
+        self.bar.close()
 
 
 def _shuffle_seed(seed):
     if seed is None:
         return int(np.random.default_rng().integers(2**63))
-    _check_scalar("seed", seed, int, 0)
+    _check_scalar("seed", seed, int, 0, 2**64 - 1)
     return int(seed)
 
 

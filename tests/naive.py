@@ -27,18 +27,54 @@ def sigmoid_backward(p, g):
 
 
 def bce(y, p):
+    """The summed BCE (the course's value)."""
     p = np.clip(p, EPS, 1 - EPS)
-    return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
-def bce_backward(y, p, upstream=1.0):
+def bce_backward(y, p, scale=1.0):
+    """scale * dBCE/dp; the node passes scale = upstream / rows."""
     pc = np.clip(p, EPS, 1 - EPS)
-    return upstream * (pc - y) / (pc * (1 - pc)) / p.size
+    return scale * (pc - y) / (pc * (1 - pc))
 
 
-def bce_label_grad(p, upstream=1.0):
+def bce_label_grad(p, scale=1.0):
     pc = np.clip(p, EPS, 1 - EPS)
-    return upstream * (np.log(1 - pc) - np.log(pc)) / p.size
+    return scale * (np.log(1 - pc) - np.log(pc))
+
+
+def tanh_backward(p, g):
+    return g * (1 - p * p)
+
+
+def relu(z):
+    return np.where(z > 0, z, 0.0)
+
+
+def relu_backward(p, g):
+    return np.where(p > 0, g, 0.0)
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_backward(p, g):
+    return p * (g - (g * p).sum(axis=-1, keepdims=True))
+
+
+def ce_sum(y, p):
+    """CE summed over rows; the node divides by the rows."""
+    return -np.sum(y * np.log(np.maximum(p, EPS)))
+
+
+def ce_backward(y, p, scale=1.0):
+    return -scale * y / np.maximum(p, EPS)
+
+
+def ce_label_grad(p, scale=1.0):
+    return -scale * np.log(np.maximum(p, EPS))
 
 
 def sum_to(g, shape):

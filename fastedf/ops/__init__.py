@@ -1,21 +1,18 @@
-"""The operations, one module per family: each node class beside its kernels and its compile rule.
+"""The operations, one module per family: each node class beside its Numba kernels and its compile rule.
 
-RULES maps a node class to the rule that writes its step in a compiled
-program (fastedf.compiler); MODULES are the modules whose kernels those
-programs call.
+A node that compiles has a `lower(low)` method (fastedf.compiler); MODULES
+are the modules whose kernels the generated programs import.  ALIASES are
+the names course scripts use for the same nodes.
 """
 from . import activations, elementwise, linear, losses
-from .activations import Sigmoid, _sigmoid
-from .elementwise import Addition, Multiply, _broadcasting
-from .linear import Linear, _linear
-from .losses import BCE, _bce
+from .activations import ReLU, Sigmoid, Softmax, Tanh
+from .elementwise import Addition, Multiply
+from .linear import Linear
+from .losses import BCE, CE
 
 MODULES = (elementwise, linear, activations, losses)
 
-RULES = {
-    Linear: _linear,
-    Sigmoid: _sigmoid,
-    BCE: _bce,
-    Multiply: _broadcasting(multiply=True),
-    Addition: _broadcasting(multiply=False),
+ALIASES = {
+    "SoftMax": Softmax, "CrossEntropy": CE, "Cross_Entropy": CE, "CrossEntropyLoss": CE,
+    "ReLu": ReLU, "Relu": ReLU, "TanH": Tanh,
 }

@@ -1,4 +1,10 @@
-"""Activations: Sigmoid, its kernels and compile rule."""
+"""Activations: Sigmoid, Tanh, ReLU and the row-wise Softmax, their kernels and one compile rule.
+
+Every activation here is differentiated from its output p alone, so each is
+two kernels, forward(z, out) and backward(p, g, out) = dL/dz, and one class
+pattern.  Elementwise kernels index through .flat and take arrays of any
+rank; Softmax works on the rows of its last axis.
+"""
 import math
 
 import numpy as np
@@ -28,9 +34,69 @@ def sigmoid_backward(p, g, out):
         out.flat[i] = g.flat[i] * pi * (1.0 - pi)
 
 
+@kernel
+def tanh_forward(z, out):
+    """out = tanh(z)."""
+    for i in range(common_size(z, out)):
+        out.flat[i] = math.tanh(z.flat[i])
 
-class Sigmoid(Node):
-    """1 / (1 + exp(-x)), elementwise; never overflows."""
+
+@kernel
+def tanh_backward(p, g, out):
+    """out = g * (1 - p^2), the chain rule through p = tanh(z)."""
+    for i in range(min(common_size(p, g), common_size(p, out))):
+        pi = p.flat[i]
+        out.flat[i] = g.flat[i] * (1.0 - pi * pi)
+
+
+@kernel
+def relu_forward(z, out):
+    """out = max(z, 0); NaN stays NaN."""
+    for i in range(common_size(z, out)):
+        v = z.flat[i]
+        out.flat[i] = 0.0 if v <= 0.0 else v
+
+
+@kernel
+def relu_backward(p, g, out):
+    """out = g where p > 0 (z > 0), else 0: the gradient is 0 at z <= 0."""
+    for i in range(min(common_size(p, g), common_size(p, out))):
+        out.flat[i] = g.flat[i] if p.flat[i] > 0.0 else 0.0
+
+
+@kernel
+def softmax_forward(z, out):
+    """out[r] = exp(z[r] - max z[r]) / sum(...) for every row r of the last axis (2-D (rows, k))."""
+    rows, k = z.shape
+    for r in range(rows):
+        top = z[r, 0]
+        for j in range(1, k):
+            top = max(top, z[r, j])
+        total = 0.0
+        for j in range(k):
+            e = math.exp(z[r, j] - top)
+            out[r, j] = e
+            total += e
+        for j in range(k):
+            out[r, j] /= total
+
+
+@kernel
+def softmax_backward(p, g, out):
+    """out[r] = p[r] * (g[r] - sum_j g[r, j] p[r, j]), the chain rule through a row softmax (2-D)."""
+    rows, k = p.shape
+    for r in range(rows):
+        dot = 0.0
+        for j in range(k):
+            dot += g[r, j] * p[r, j]
+        for j in range(k):
+            out[r, j] = p[r, j] * (g[r, j] - dot)
+
+
+class Activation(Node):
+    """p = f(z), differentiated from p.  Subclasses name their two kernels."""
+
+    forward_kernel = backward_kernel = None
 
     def __init__(self, x):
         super().__init__([x])
@@ -38,9 +104,13 @@ class Sigmoid(Node):
 
     def forward(self):
         (z,) = self._values()
+        z = self._check(z)
         out = self.value if _reusable(self.value, z.shape) else np.empty(z.shape)
-        sigmoid_forward(z, out)
+        self.forward_kernel(z, out)
         self.value = out
+
+    def _check(self, z):
+        return z
 
     def backward(self):
         p = self.value
@@ -52,16 +122,67 @@ class Sigmoid(Node):
         dz = self._dz
         if dz is None or dz.shape != p.shape:
             dz = self._dz = np.empty(p.shape)
-        sigmoid_backward(p, g, dz)
+        self.backward_kernel(p, g, dz)
         self.gradients[self.inputs[0]] = dz
 
+    def lower(self, low):
+        """Compile rule: the forward kernel, and the backward one unless the loss differentiates it (fused)."""
+        (z,) = self.inputs
+        if self in low.fused:  # the loss computes from z and writes dL/dz itself
+            return [], []
+        backward = []
+        if low.wants_grad[z]:
+            backward = [f"{_name(self.backward_kernel)}({low.value(self)}, {low.grad(self)}, {low.grad(z)})"]
+        return [f"{_name(self.forward_kernel)}({low.value(z)}, {low.value(self)})"], backward
 
 
-def _sigmoid(node, low):
-    (z,) = node.inputs
-    backward = []
-    if low.wants_grad[z] and node not in low.fused:  # a fused sigmoid's backward is the loss's
-        backward = [f"sigmoid_backward({low.value(node)}, {low.grad(node)}, {low.grad(z)})"]
-    return ([f"sigmoid_forward({low.value(z)}, {low.value(node)})"], backward), None
+def _name(dispatcher):
+    return dispatcher.py_func.__name__
 
 
+class Sigmoid(Activation):
+    """1 / (1 + exp(-x)), elementwise; never overflows."""
+
+    forward_kernel, backward_kernel = staticmethod(sigmoid_forward), staticmethod(sigmoid_backward)
+
+
+class Tanh(Activation):
+    """tanh(x), elementwise."""
+
+    forward_kernel, backward_kernel = staticmethod(tanh_forward), staticmethod(tanh_backward)
+
+
+class ReLU(Activation):
+    """max(x, 0), elementwise; its gradient is 0 at x <= 0."""
+
+    forward_kernel, backward_kernel = staticmethod(relu_forward), staticmethod(relu_backward)
+
+
+class Softmax(Activation):
+    """exp(x) / sum(exp(x)) over the last axis of every row, the row's max subtracted first (no overflow)."""
+
+    forward_kernel, backward_kernel = staticmethod(softmax_forward), staticmethod(softmax_backward)
+
+    def _check(self, z):
+        if z.ndim != 2:
+            if z.ndim == 0:
+                raise ValueError(f"{self}: input is a scalar; Softmax needs (batch, classes)")
+            z = z.reshape(-1, z.shape[-1])  # rows of the last axis
+        if z.shape[1] == 0:
+            raise ValueError(f"{self}: input has shape {z.shape}: no classes to normalise over")
+        return z
+
+    def forward(self):
+        super().forward()
+        shape = np.shape(self.inputs[0].value)
+        if self.value.shape != shape:
+            self.value = self.value.reshape(shape)
+
+    def backward(self):
+        shape = np.shape(self.value)
+        if len(shape) == 2:
+            return super().backward()
+        p, g = self.value.reshape(-1, shape[-1]), self._upstream(shape).reshape(-1, shape[-1])
+        dz = np.empty(p.shape)
+        softmax_backward(p, g, dz)
+        self.gradients[self.inputs[0]] = dz.reshape(shape)

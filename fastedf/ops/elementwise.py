@@ -72,6 +72,20 @@ class _Broadcasting(Node):
         self.gradients[x] = _sum_to(gx, np.shape(x.value))
         self.gradients[y] = _sum_to(gy, np.shape(y.value))
 
+    def lower(self, low):
+        """Compile rule: the broadcast kernel forward; each input's gradient summed over its broadcast axes."""
+        multiply = self.ufunc is np.multiply
+        a, b = self.inputs
+        values = [low.value2d(a), low.value2d(b)]
+        backward = []
+        for k, inp in enumerate((a, b)):
+            if low.wants_grad[inp]:
+                if multiply:  # d(a*b)/da = b, summed over broadcast axes
+                    backward.append(f"product_sum_to({low.grad(self)}, {values[1 - k]}, {low.grad2d(inp)})")
+                else:
+                    backward.append(f"sum_to({low.grad(self)}, {low.grad2d(inp)})")
+        return [f"broadcast_binary({values[0]}, {values[1]}, {multiply}, {low.value(self)})"], backward
+
 
 class Multiply(_Broadcasting):
     """x * y, elementwise with broadcasting."""
@@ -91,22 +105,3 @@ class Addition(_Broadcasting):
     @staticmethod
     def input_gradients(g, x, y):
         return g, g
-
-
-
-def _broadcasting(multiply):
-    def rule(node, low):
-        a, b = node.inputs
-        values = [low.value2d(a), low.value2d(b)]
-        forward = [f"broadcast_binary({values[0]}, {values[1]}, {multiply}, {low.value(node)})"]
-        backward = []
-        for k, inp in enumerate((a, b)):
-            if low.wants_grad[inp]:
-                if multiply:  # d(a*b)/da = b, summed over broadcast axes
-                    backward.append(f"product_sum_to({low.grad(node)}, {values[1 - k]}, {low.grad2d(inp)})")
-                else:
-                    backward.append(f"sum_to({low.grad(node)}, {low.grad2d(inp)})")
-        return (forward, backward), None
-    return rule
-
-

@@ -6,11 +6,29 @@ from ..config import kernel
 from ..node import Input, Node, Parameter, _reusable
 
 
+# Multiply-adds (batch * n * m) from which a BLAS call beats the register loops,
+# measured with benchmarks/bench_crossover.py (docs/benchmarks.md); below it a
+# call's fixed cost is more than the work.
+BLAS_MIN_WORK = 384
+
+
+@kernel
+def blas_pays(batch, n, m):
+    """True when a matmul of (batch, n) by (n, m) is big enough for BLAS."""
+    return batch > 0 and n > 0 and m > 0 and batch * n * m >= BLAS_MIN_WORK
+
+
 @kernel
 def linear_forward(x, A, b, out):
     """out = x @ A + b.  x (B, n), A (n, m), b (m,) or (1, m), out (B, m)."""
     batch, n = x.shape
     m = A.shape[1]
+    if blas_pays(batch, n, m):
+        np.dot(x, A, out)  # gemm into the preallocated out
+        for i in range(batch):
+            for j in range(m):
+                out[i, j] += b.flat[j]
+        return
     for i in range(batch):
         for j in range(m):
             acc = b.flat[j]  # sum in a register: the compiler cannot rule out that out aliases x or A
@@ -31,11 +49,16 @@ def linear_backward(x, g, dA, db):
         return
     for j in range(m):  # the first row assigns, so no pass of zeros is needed (0 + a == a exactly)
         db.flat[j] = g[0, j]
-        for k in range(n):
-            dA[k, j] = x[0, k] * g[0, j]
     for i in range(1, batch):
         for j in range(m):
             db.flat[j] += g[i, j]
+    if blas_pays(batch, n, m):
+        np.dot(x.T, g, dA)
+        return
+    for j in range(m):
+        for k in range(n):
+            dA[k, j] = x[0, k] * g[0, j]
+    for i in range(1, batch):
         for k in range(n):
             xik = x[i, k]
             for j in range(m):
@@ -47,13 +70,15 @@ def linear_input_grad(g, A, dx):
     """dx = g @ A.T.  g (B, m), A (n, m), dx (B, n)."""
     batch, m = g.shape
     n = A.shape[0]
+    if blas_pays(batch, n, m):
+        np.dot(g, A.T, dx)
+        return
     for i in range(batch):
         for k in range(n):
             acc = 0.0
             for j in range(m):
                 acc += g[i, j] * A[k, j]
             dx[i, k] = acc
-
 
 
 class Linear(Node):
@@ -68,6 +93,8 @@ class Linear(Node):
     def forward(self):
         x, A, b = self._values()
         self._check_shapes(x, A, b)
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)  # BLAS reads contiguous rows; a strided feed is copied once here
         shape = (x.shape[0], A.shape[1])
         out = self.value if _reusable(self.value, shape) else np.empty(shape)
         linear_forward(x, A, b, out)
@@ -115,15 +142,13 @@ class Linear(Node):
         linear_input_grad(g, A, dx)
         return dx
 
-
-def _linear(node, low):
-    x, A, b = node.inputs
-    if not (isinstance(A, Parameter) and isinstance(b, Parameter)):
-        return None, f"{node}: A and b must be Parameters to compile"
-    forward = [f"linear_forward({low.value(x)}, {low.value(A)}, {low.value(b)}, {low.value(node)})"]
-    backward = [f"linear_backward({low.value(x)}, {low.grad(node)}, {low.grad(A)}, {low.grad(b)})"]
-    if low.wants_grad[x]:
-        backward.append(f"linear_input_grad({low.grad(node)}, {low.value(A)}, {low.grad(x)})")
-    return (forward, backward), None
-
-
+    def lower(self, low):
+        """Compile rule: forward, the weight and bias gradients, and the input's when something needs it."""
+        x, A, b = self.inputs
+        if not (isinstance(A, Parameter) and isinstance(b, Parameter)):
+            raise low.Unsupported(f"{self}: A and b must be Parameters to compile")
+        forward = [f"linear_forward({low.value(x)}, {low.value(A)}, {low.value(b)}, {low.value(self)})"]
+        backward = [f"linear_backward({low.value(x)}, {low.grad(self)}, {low.grad(A)}, {low.grad(b)})"]
+        if low.wants_grad[x]:
+            backward.append(f"linear_input_grad({low.grad(self)}, {low.value(A)}, {low.grad(x)})")
+        return forward, backward

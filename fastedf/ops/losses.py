@@ -1,11 +1,25 @@
-"""Losses: BCE, its kernels and compile rule."""
+"""Losses: BCE (a sum over the batch) and CE (a mean over rows), their kernels and compile rules.
+
+The course's conventions (EDF_API.md): BCE's value is the sum over all
+elements, CE's the mean over rows of -sum_k y_k log p_k; both gradients are
+divided by the rows, so `t.value -= lr * t.gradients[t]` is mean-gradient SGD
+at every batch size.  An empty batch has loss 0.0 and zero gradients.
+Labels of another shape that broadcasts (stale labels during evaluation)
+take a plain NumPy path with NumPy's answer.
+
+In a compiled program a Sigmoid feeding only BCE, or a Softmax feeding only
+CE, is computed by the loss itself from the logits in one pass
+(sigmoid_bce, softmax_ce): the same formulas as the node-by-node chain rule,
+(p - y) / rows where nothing is clipped.
+"""
 import math
 
 import numpy as np
 
 from ..config import kernel
 from ..kernels import common_size
-from ..node import Input, Node
+from ..node import Input, Node, _sum_to
+from .activations import Sigmoid, Softmax
 
 
 # Predictions are clipped to [BCE_EPS, 1 - BCE_EPS] inside BCE so that the loss
@@ -15,7 +29,7 @@ BCE_EPS = 1e-12
 
 @kernel
 def bce_forward(y, p):
-    """Mean binary cross-entropy -(y log p + (1 - y) log(1 - p)), p clipped to [eps, 1 - eps].
+    """Summed binary cross-entropy -(y log p + (1 - y) log(1 - p)), p clipped to [eps, 1 - eps].
 
     Returns (loss, bad): bad is -1, or the first flat index whose label is
     outside [0, 1] or whose prediction is outside [0, 1] (NaN included); the
@@ -35,26 +49,24 @@ def bce_forward(y, p):
             total -= math.log(1.0 - pc)
         else:
             total -= yi * math.log(pc) + (1.0 - yi) * math.log(1.0 - pc)
-    return total / p.size, -1
+    return total, -1
 
 
 @kernel
-def bce_backward(y, p, upstream, out):
-    """out = upstream * (p - y) / (p (1 - p)) / N, the gradient of the mean BCE w.r.t. p (clipped)."""
-    scale = upstream / p.size
+def bce_backward(y, p, scale, out):
+    """out = scale * (p - y) / (p (1 - p)), p clipped; scale = upstream / rows."""
     for i in range(min(common_size(p, y), common_size(p, out))):
         pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
         out.flat[i] = (pc - y.flat[i]) / (pc * (1.0 - pc)) * scale
 
 
 @kernel
-def sigmoid_bce_backward(y, p, upstream, out):
-    """out = dBCE/dz for p = sigmoid(z): upstream * (p - y) / N, one step instead of two.
+def sigmoid_bce_backward(y, p, scale, out):
+    """out = dBCE/dz for p = sigmoid(z): scale * (p - y), one step instead of two.
 
     Where the clip of BCE is active (p outside [eps, 1 - eps]) it is the chain
     rule through the clip, as bce_backward followed by sigmoid_backward gives.
     """
-    scale = upstream / p.size
     for i in range(min(common_size(p, y), common_size(p, out))):
         pi = p.flat[i]
         if BCE_EPS <= pi <= 1.0 - BCE_EPS:
@@ -65,13 +77,124 @@ def sigmoid_bce_backward(y, p, upstream, out):
 
 
 @kernel
-def bce_label_grad(p, upstream, out):
-    """out = upstream * (log(1 - p) - log(p)) / N, the gradient of the mean BCE w.r.t. the labels."""
-    scale = upstream / p.size
+def bce_label_grad(p, scale, out):
+    """out = scale * (log(1 - p) - log(p)), the gradient of BCE w.r.t. the labels; scale = upstream / rows."""
     for i in range(common_size(p, out)):
         pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
         out.flat[i] = (math.log(1.0 - pc) - math.log(pc)) * scale
 
+
+
+@kernel
+def sigmoid_bce(z, y, out, want_grad):
+    """BCE of p = sigmoid(z) summed, and out = dBCE/dz (when want_grad) for rows = z.shape[0]: one pass.
+
+    The same arithmetic as sigmoid_forward, bce_forward and sigmoid_bce_backward
+    in turn, without storing p.  Returns (loss, bad) as bce_forward does.
+    """
+    total = 0.0
+    scale = 1.0 / max(z.shape[0], 1)
+    for i in range(min(common_size(z, y), common_size(z, out))):
+        v = z.flat[i]
+        if v >= 0.0:
+            pi = 1.0 / (1.0 + math.exp(-v))
+        else:
+            e = math.exp(v)
+            pi = e / (1.0 + e)
+        yi = y.flat[i]
+        if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
+            return math.nan, i
+        pc = min(max(pi, BCE_EPS), 1.0 - BCE_EPS)
+        if yi == 1.0:
+            total -= math.log(pc)
+        elif yi == 0.0:
+            total -= math.log(1.0 - pc)
+        else:
+            total -= yi * math.log(pc) + (1.0 - yi) * math.log(1.0 - pc)
+        if want_grad:
+            if pc == pi:
+                out.flat[i] = (pi - yi) * scale
+            else:
+                out.flat[i] = (pc - yi) / (pc * (1.0 - pc)) * scale * pi * (1.0 - pi)
+    return total, -1
+
+
+@kernel
+def ce_forward(y, p):
+    """CE summed over rows, -sum y log max(p, eps), for (rows, k) arrays; returns (sum, bad).
+
+    bad is -1, or the first flat index whose label is outside [0, 1] or whose
+    prediction is outside [0, 1] (NaN included).  The caller divides by rows.
+    """
+    total = 0.0
+    for i in range(common_size(p, y)):
+        yi = y.flat[i]
+        pi = p.flat[i]
+        if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
+            return math.nan, i
+        if yi != 0.0:  # 0 * log(.) adds an exact zero
+            total -= yi * math.log(max(pi, BCE_EPS))
+    return total, -1
+
+
+@kernel
+def ce_backward(y, p, scale, out):
+    """out = -scale * y / max(p, eps); scale = upstream / rows."""
+    for i in range(min(common_size(p, y), common_size(p, out))):
+        out.flat[i] = -scale * y.flat[i] / max(p.flat[i], BCE_EPS)
+
+
+@kernel
+def ce_label_grad(p, scale, out):
+    """out = -scale * log max(p, eps), the gradient of CE w.r.t. the labels."""
+    for i in range(common_size(p, out)):
+        out.flat[i] = -scale * math.log(max(p.flat[i], BCE_EPS))
+
+
+@kernel
+def softmax_ce(z, y, out, want_grad):
+    """CE of p = softmax(z) row-wise, summed over rows, and out = dCE/dz (when want_grad): one pass per row.
+
+    (p sum(y) - y) / rows where no p is clipped, the chain rule through the clip
+    otherwise, as softmax_forward, ce_forward, ce_backward and softmax_backward give.
+    """
+    rows, k = z.shape
+    if y.shape[0] != rows or y.shape[1] != k or out.shape[0] != rows or out.shape[1] != k:
+        raise ValueError("fastedf kernel: arrays of different shapes")
+    total = 0.0
+    scale = 1.0 / max(rows, 1)
+    for r in range(rows):
+        top = z[r, 0]
+        for j in range(1, k):
+            top = max(top, z[r, j])
+        norm = 0.0
+        for j in range(k):
+            norm += math.exp(z[r, j] - top)
+        clipped = False
+        labels = 0.0
+        for j in range(k):
+            pj = math.exp(z[r, j] - top) / norm
+            yj = y[r, j]
+            if not (0.0 <= yj <= 1.0 and 0.0 <= pj <= 1.0):
+                return math.nan, r * k + j
+            if yj != 0.0:
+                total -= yj * math.log(max(pj, BCE_EPS))
+                clipped = clipped or pj < BCE_EPS
+            labels += yj
+            if want_grad:
+                out[r, j] = pj
+        if want_grad:
+            if not clipped:
+                for j in range(k):
+                    out[r, j] = (out[r, j] * labels - y[r, j]) * scale
+            else:  # the chain rule through the clip, term by term
+                dot = 0.0
+                for j in range(k):
+                    dot += -scale * y[r, j] / max(out[r, j], BCE_EPS) * out[r, j]
+                for j in range(k):
+                    g = -scale * y[r, j] / max(out[r, j], BCE_EPS)
+                    out[r, j] = out[r, j] * (g - dot)
+    return total, -1
 
 
 def _labels_fit(y_shape, p_shape):
@@ -80,66 +203,163 @@ def _labels_fit(y_shape, p_shape):
             or (len(p_shape) == 1 and y_shape == (p_shape[0], 1)))
 
 
-class BCE(Node):
-    """Binary cross-entropy, the mean over all elements; finite when y_pred reaches 0 or 1."""
+def _rows(shape):
+    return shape[0] if shape else 1
+
+
+class Loss(Node):
+    """loss(y_true, y_pred): labels first, as in the course.  Subclasses name their kernels.
+
+    `reduction` says how the value relates to the per-sample losses: "sum"
+    (BCE) or "mean" over rows (CE); fit uses it to report per-sample means.
+    """
+
+    reduction = None
+    forward_kernel = backward_kernel = label_kernel = None
+    fused_kernel = fused_with = None  # a kernel computing loss and dL/dz from the logits of a fused_with node
 
     def __init__(self, y_true, y_pred):
         super().__init__([y_true, y_pred])
-        self._dp = None
-        self._upstream_kept = None
+        self._dp = self._p_kept = self._y_kept = self._upstream_kept = None
         if isinstance(y_true, Input):  # labels: their gradient is computed only when read
             self.gradients.defer(y_true, self._label_gradient)
 
-    def forward(self):
+    def _checked_values(self):
+        """(y, p, elementwise): elementwise False when the shapes differ but broadcast (the NumPy path)."""
         y, p = self._values()
-        if not _labels_fit(y.shape, p.shape):
-            raise ValueError(f"{self}: labels have shape {y.shape} but predictions have shape {p.shape}")
-        loss, bad = bce_forward(y, p)
-        if bad >= 0:
-            yb, pb = y.ravel()[bad], p.ravel()[bad]
-            what = f"label {yb} is outside [0, 1]" if not 0 <= yb <= 1 else f"prediction {pb} is outside [0, 1]"
-            raise ValueError(f"{self}: at element {bad}, {what}")
-        self.value = np.float64(loss)
+        if _labels_fit(y.shape, p.shape):
+            return y, p, True
+        try:
+            np.broadcast_shapes(y.shape, p.shape)
+        except ValueError:
+            raise ValueError(f"{self}: labels have shape {y.shape} but predictions have shape {p.shape}, "
+                             "which do not broadcast") from None
+        return y, p, False
+
+    def forward(self):
+        y, p, elementwise = self._checked_values()
+        if elementwise:
+            total, bad = self.forward_kernel(y, p)
+            if bad >= 0:
+                self._refuse(y.ravel()[bad], p.ravel()[bad], bad)
+        else:
+            yb, pb = np.broadcast_arrays(y, p)
+            bad = np.flatnonzero(~((0 <= yb) & (yb <= 1) & (0 <= pb) & (pb <= 1)))
+            if len(bad):
+                self._refuse(yb.flat[bad[0]], pb.flat[bad[0]], bad[0])
+            total = float(np.sum(self.numpy_terms(yb, pb)))
+        self.value = np.float64(total if self.reduction == "sum" else total / max(_rows(p.shape), 1))
+
+    def _refuse(self, label, prediction, at):
+        what = f"label {label} is outside [0, 1]" if not 0 <= label <= 1 else f"prediction {prediction} is outside [0, 1]"
+        raise ValueError(f"{self}: at element {at}, {what}")
 
     def backward(self):
         y_node, p_node = self.inputs
-        y, p = self._values()
-        if not _labels_fit(y.shape, p.shape):  # the values may have changed since forward
-            raise ValueError(f"{self}: labels have shape {y.shape} but predictions have shape {p.shape}")
+        y, p, elementwise = self._checked_values()  # the values may have changed since forward
         upstream = 1.0 if not self.outputs else float(self.upstream_gradient())
-        dp = self._dp
-        if dp is None or dp.shape != p.shape:
-            dp = self._dp = np.empty(p.shape)
-        bce_backward(y, p, upstream, dp)
+        scale = upstream / max(_rows(p.shape), 1)
+        if elementwise:
+            dp = self._dp
+            if dp is None or dp.shape != p.shape:
+                dp = self._dp = np.empty(p.shape)
+            self.backward_kernel(y, p, scale, dp)
+        else:
+            dp = _sum_to_shape(self.numpy_grad(*np.broadcast_arrays(y, p)) * scale, p.shape)
         self.gradients[p_node] = dp
-        self._upstream_kept = upstream
+        # What the labels' gradient needs, as of this step: a read after later forwards still gets it.
+        # p is copied (holding it would stop its node reusing the buffer); y is the script's own array.
+        kept = self._p_kept
+        if kept is None or kept.shape != p.shape:
+            kept = self._p_kept = np.empty(p.shape)
+        kept[...] = p
+        self._y_kept, self._elementwise_kept, self._upstream_kept = y, elementwise, scale
         if not isinstance(y_node, Input):
             self.gradients[y_node] = self._label_gradient()
 
     def _label_gradient(self):
         if self._upstream_kept is None:
             raise KeyError(self.inputs[0])  # no backward yet
-        y, p = self._values()  # read now, not kept: holding p would stop its reuse
+        y, p, elementwise = self._y_kept, self._p_kept, self._elementwise_kept
+        if not elementwise:
+            return _sum_to_shape(self.numpy_label_grad(np.broadcast_to(p, np.broadcast_shapes(y.shape, p.shape)))
+                                 * self._upstream_kept, y.shape)
         dy = np.empty(y.shape)
-        bce_label_grad(p, self._upstream_kept, dy)
+        self.label_kernel(p, self._upstream_kept, dy)
         return dy
 
+    def lower(self, low):
+        """Compile rule: as the graph's loss with Input labels; `loss_sum` is the batch's summed loss."""
+        y, p = self.inputs
+        if self is not low.graph[-1] or not isinstance(y, Input):
+            raise low.Unsupported(f"{self}: {type(self).__name__} compiles as the loss, with an Input as labels")
+        if p in low.fused:
+            (z,) = p.inputs
+            grad = low.grad(z) if low.wants_grad[z] else low.value(z)  # untouched when want_grad is False
+            call = f"{_name(self.fused_kernel)}({low.value(z)}, {low.value(y)}, {grad}, {low.wants_grad[z]})"
+            forward, backward = [f"loss_sum, bad = {call}"], []
+        else:
+            forward = [f"loss_sum, bad = {_name(self.forward_kernel)}({low.value(y)}, {low.value(p)})"]
+            backward = []
+            if low.wants_grad[p]:
+                backward = [f"{_name(self.backward_kernel)}({low.value(y)}, {low.value(p)}, 1.0 / n, {low.grad(p)})"]
+        forward += ["if bad >= 0:", f"    return epoch, start, state, start + bad // max(1, {low.value(y)}.shape[1])"]
+        return forward, backward
 
 
-def _bce(node, low):
-    y, p = node.inputs
-    if node is not low.graph[-1] or not isinstance(y, Input):
-        return None, f"{node}: BCE compiles as the loss, with an Input as labels"
-    forward = [f"loss, bad = bce_forward({low.value(y)}, {low.value(p)})",
-               "if bad >= 0:",
-               "    return epoch, start + bad, state"]
-    backward = []
-    if p in low.fused:
-        (z,) = p.inputs
-        if low.wants_grad[z]:
-            backward = [f"sigmoid_bce_backward({low.value(y)}, {low.value(p)}, 1.0, {low.grad(z)})"]
-    elif low.wants_grad[p]:
-        backward = [f"bce_backward({low.value(y)}, {low.value(p)}, 1.0, {low.grad(p)})"]
-    return (forward, backward), None
+def _name(dispatcher):
+    return dispatcher.py_func.__name__
 
 
+def _sum_to_shape(grad, shape):
+    return np.array(_sum_to(grad, shape), order="C")  # not ascontiguousarray: it makes a 0-d label 1-d
+
+
+class BCE(Loss):
+    """Binary cross-entropy, summed over all elements (the course's module); finite when y_pred reaches 0 or 1.
+
+    value = -sum(y log p + (1 - y) log(1 - p)), p clipped to [1e-12, 1 - 1e-12];
+    dvalue/dp = (p - y) / (p (1 - p)) / rows: the gradient of the mean over rows.
+    """
+
+    reduction = "sum"
+    forward_kernel, backward_kernel, label_kernel = staticmethod(bce_forward), staticmethod(bce_backward), staticmethod(bce_label_grad)
+    fused_kernel, fused_with = staticmethod(sigmoid_bce), Sigmoid
+
+    @staticmethod
+    def numpy_terms(y, p):
+        pc = np.clip(p, BCE_EPS, 1 - BCE_EPS)
+        return -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+
+    @staticmethod
+    def numpy_grad(y, p):
+        pc = np.clip(p, BCE_EPS, 1 - BCE_EPS)
+        return (pc - y) / (pc * (1 - pc))
+
+    @staticmethod
+    def numpy_label_grad(p):
+        pc = np.clip(p, BCE_EPS, 1 - BCE_EPS)
+        return np.log(1 - pc) - np.log(pc)
+
+
+class CE(Loss):
+    """Cross-entropy of one-hot labels y (B, k) and probabilities p (B, k), the mean over rows.
+
+    value = -sum(y log p) / rows, p clipped below at 1e-12; dvalue/dp = -y / p / rows.
+    """
+
+    reduction = "mean"
+    forward_kernel, backward_kernel, label_kernel = staticmethod(ce_forward), staticmethod(ce_backward), staticmethod(ce_label_grad)
+    fused_kernel, fused_with = staticmethod(softmax_ce), Softmax
+
+    @staticmethod
+    def numpy_terms(y, p):
+        return -y * np.log(np.maximum(p, BCE_EPS))
+
+    @staticmethod
+    def numpy_grad(y, p):
+        return -y / np.maximum(p, BCE_EPS)
+
+    @staticmethod
+    def numpy_label_grad(p):
+        return -np.log(np.maximum(p, BCE_EPS))
