@@ -6,6 +6,9 @@ Environment overrides (read once, at import):
                          results do not depend on how LLVM orders sums);
                          nnan/ninf are never set, NaN checks must keep working
   FASTEDF_BOUNDSCHECK=1  bounds-check every array access (slow; for debugging)
+  FASTEDF_BLAS_THREADS=n threads of the BLAS that the kernels call (default 1: the
+                         course's matmuls are small, and a threaded BLAS on a busy
+                         2-core machine ran them 50x slower; measured in docs/benchmarks.md)
 """
 import os
 
@@ -25,6 +28,25 @@ def env_flag(name, default):
 CACHE = env_flag("FASTEDF_CACHE", True)
 FASTMATH = _SAFE_FASTMATH if env_flag("FASTEDF_FASTMATH", False) else False
 BOUNDSCHECK = env_flag("FASTEDF_BOUNDSCHECK", False)
+BLAS_THREADS = int(os.environ.get("FASTEDF_BLAS_THREADS") or 1)
+
+_blas_pinned = False
+
+
+def pin_blas_threads():
+    """Limit the BLAS that Numba's np.dot calls (SciPy's) to BLAS_THREADS threads, once per process.
+
+    Only SciPy's library: the caller's NumPy keeps its own thread count.
+    """
+    global _blas_pinned
+    if _blas_pinned:
+        return
+    _blas_pinned = True
+    import scipy.linalg.cython_blas  # noqa: F401  the library Numba binds for np.dot
+    from threadpoolctl import ThreadpoolController
+    for lib in ThreadpoolController().lib_controllers:
+        if "scipy" in os.path.basename(os.path.dirname(lib.filepath)):  # .../scipy.libs/libscipy_openblas*.so
+            lib.set_num_threads(BLAS_THREADS)
 
 
 def kernel(func):

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import kernels as K
 from .compiler import lower
+from .config import pin_blas_threads
 from .graph import graph_run, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter
 from .ops import BCE
@@ -47,7 +48,11 @@ def _check_scalar(name, value, kind, minimum, maximum=None):
                else isinstance(value, (int, float, np.integer, np.floating)))
     if isinstance(value, (bool, np.bool_)) or not ok_type:
         raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-    if not math.isfinite(value) or value < minimum or (kind is float and value <= 0):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or value < minimum or (kind is float and value <= 0):
         bound = f">= {minimum}" if kind is int else "finite and > 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
     if maximum is not None and value > maximum:
@@ -70,6 +75,8 @@ def validate_feeds(graph, feeds):
             array = np.ascontiguousarray(feeds[node], dtype=F64)
         except (TypeError, ValueError):
             raise ValueError(f"{node}: feed is not numeric") from None
+        if not array.flags.writeable:
+            array = array.copy()  # kernels are compiled for writable arrays; a read-only feed is copied once
         if array.ndim == 0 or len(array) == 0:
             raise ValueError(f"{node}: feed must have at least one row, got shape {array.shape}")
         largest = np.finfo(F64).max
@@ -135,8 +142,15 @@ def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None
                 stop = min(start + batch_size, rows)
                 for node, array in data.items():
                     node.value = array[start:stop]
-                for node in graph:
-                    node.forward()
+                try:
+                    for node in graph:
+                        node.forward()
+                except ValueError as error:
+                    _check_parameters_finite(parameters, lr)  # a NaN that began in a parameter is its fault
+                    if "nan" not in str(error).lower():
+                        raise
+                    raise ValueError(f"training diverged in epoch {epoch}: {error}; "
+                                     f"lower the learning rate {lr}") from None
                 total += float(loss.value) if summed else float(loss.value) * (stop - start)
                 for node in reversed(graph):
                     node.backward()
@@ -194,6 +208,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     _check_scalar("batch_size", batch_size, int, 1)
     _check_scalar("epochs", epochs, int, 0, MAX_EPOCHS)
     _check_scalar("lr", lr, float, 0)
+    pin_blas_threads()
     graph = topological_sort(loss)
     if graph[-1] is not loss:
         raise ValueError(f"{loss} is not the last node of its graph: train the final node")

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .. import config
 from ..config import kernel
 from ..node import Input, Node, Parameter, _reusable
 
@@ -81,16 +82,58 @@ def linear_input_grad(g, A, dx):
             dx[i, k] = acc
 
 
-class Linear(Node):
-    """x @ A + b for a batch x (B, n_in), A (n_in, n_out) and b (n_out,) or (1, n_out)."""
+init_rng = np.random.default_rng(0)  # the layer form's initial weights; reseed for other draws
 
-    def __init__(self, x, A, b):
+
+def _is_size(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _convention_error(node, x_shape, A_shape):
+    """Why x and A cannot be x @ A, and the call that would work."""
+    got = f"{node}: x has shape {x_shape} and A has shape {A_shape}"
+    rule = "fastedf's Linear computes x @ A + b with samples as rows: x (batch, n_in), A (n_in, n_out), b (n_out,)"
+    if len(x_shape) != 2:
+        return f"{got}; {rule}; reshape x to 2-D, e.g. x.reshape(len(x), -1)"
+    if len(A_shape) == 2 and x_shape[1] == A_shape[1]:
+        return f"{got}; {rule}; your A is (n_out, n_in): pass its transpose, Parameter(A.T)"
+    if len(A_shape) == 2 and x_shape[0] == A_shape[1]:
+        return (f"{got}; {rule}; this looks like samples as columns (A @ x): feed x.T (batch, n_in) "
+                "and pass Parameter(A.T)")
+    return f"{got}; {rule}"
+
+
+class Linear(Node):
+    """x @ A + b for a batch x (B, n_in), A (n_in, n_out) and b (n_out,) or (1, n_out); samples are rows.
+
+    Other forms students write, accepted where they are unambiguous:
+    - Linear(x, n_in, n_out) with integers: fastedf makes A ~ N(0, 1/n_in) and
+      b = 0 (fastedf.ops.linear.init_rng, seeded 0), as `self.A`, `self.b`;
+      if x turns out n_out wide at the first forward, the two are swapped;
+    - Linear(A, x, b), the weight first, when x is an Input and A a Parameter.
+    Anything else that is not x @ A + b (samples as columns, a weight that only
+    fits transposed) is refused at the first forward, naming the shapes and
+    the call to write.  A square weight is read as given: (n_in, n_out).
+    """
+
+    def __init__(self, x, A, b=None):
+        if _is_size(A) and (b is None or _is_size(b)):
+            A, b = self._make_parameters(A, b)
+        elif isinstance(x, Parameter) and isinstance(A, Input) and b is not None:
+            x, A = A, x  # Linear(A, x, b): the data argument is the Input
+        if b is None:
+            raise TypeError(f"Linear needs (x, A, b) or (x, n_in, n_out); got no bias argument")
         super().__init__([x, A, b])
         self._dA = self._db = self._A_kept = self._g_kept = self._checked = None
         if isinstance(x, Input):  # data: its gradient is computed only when read
             self.gradients.defer(x, self._data_gradient)
 
     def forward(self):
+        if not config._blas_pinned:
+            config.pin_blas_threads()
+        if self._sizes is not None:
+            shape = np.shape(self.inputs[0].value)
+            self._size_parameters(shape[1] if len(shape) == 2 else None)
         x, A, b = self._values()
         self._check_shapes(x, A, b)
         if not x.flags.c_contiguous:
@@ -106,12 +149,35 @@ class Linear(Node):
         if shapes == self._checked:
             return
         if x.ndim != 2 or A.ndim != 2 or x.shape[1] != A.shape[0]:
-            raise ValueError(f"{self}: x has shape {x.shape} and A has shape {A.shape}; "
-                             "need x (batch, n_in) and A (n_in, n_out)")
+            raise ValueError(_convention_error(self, x.shape, A.shape))
         if b.shape != (A.shape[1],) and b.shape != (1, A.shape[1]):
             raise ValueError(f"{self}: b has shape {b.shape} but A has shape {A.shape}; "
                              f"need b ({A.shape[1]},) or (1, {A.shape[1]})")
         self._checked = shapes
+
+    _sizes = None  # (first, second) integers of the layer form until the first forward settles them
+
+    def _make_parameters(self, first, second):
+        self._sizes = (int(first), int(second))
+        if min(self._sizes) < 1:
+            raise ValueError(f"Linear: layer sizes must be >= 1, got {first} and {second}")
+        A, b = Parameter(np.zeros(self._sizes)), Parameter(np.zeros(self._sizes[1]))
+        self.A, self.b = A, b
+        return A, b
+
+    def _size_parameters(self, x_width):
+        """Initialise the layer form's A and b once x's width says which integer is n_in."""
+        first, second = self._sizes
+        if x_width == first:
+            n_in, n_out = first, second
+        elif x_width == second:
+            n_in, n_out = second, first
+        else:
+            raise ValueError(f"{self}: x has width {x_width} but the layer was made with sizes {first} and {second}; "
+                             f"write Linear(x, n_in, n_out) with n_in = {x_width}")
+        self.A.value = init_rng.normal(0.0, 1.0 / np.sqrt(n_in), size=(n_in, n_out))
+        self.b.value = np.zeros(n_out)
+        self._sizes = None
 
     def backward(self):
         x_node, A_node, b_node = self.inputs

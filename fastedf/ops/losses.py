@@ -155,8 +155,11 @@ def ce_label_grad(p, scale, out):
 def softmax_ce(z, y, out, want_grad):
     """CE of p = softmax(z) row-wise, summed over rows, and out = dCE/dz (when want_grad): one pass per row.
 
-    (p sum(y) - y) / rows where no p is clipped, the chain rule through the clip
-    otherwise, as softmax_forward, ce_forward, ce_backward and softmax_backward give.
+    The arithmetic of softmax_forward, ce_forward, ce_backward and
+    softmax_backward in turn, so both engines agree to the last bit; without
+    the clip it equals (p - y) / rows for one-hot y.  The simplified form
+    drifted 3e-11 from the node-by-node path over 5,000 steps, more than the
+    engines may differ.
     """
     rows, k = z.shape
     if y.shape[0] != rows or y.shape[1] != k or out.shape[0] != rows or out.shape[1] != k:
@@ -170,8 +173,7 @@ def softmax_ce(z, y, out, want_grad):
         norm = 0.0
         for j in range(k):
             norm += math.exp(z[r, j] - top)
-        clipped = False
-        labels = 0.0
+        dot = 0.0
         for j in range(k):
             pj = math.exp(z[r, j] - top) / norm
             yj = y[r, j]
@@ -179,21 +181,14 @@ def softmax_ce(z, y, out, want_grad):
                 return math.nan, r * k + j
             if yj != 0.0:
                 total -= yj * math.log(max(pj, BCE_EPS))
-                clipped = clipped or pj < BCE_EPS
-            labels += yj
             if want_grad:
+                g = -scale * yj / max(pj, BCE_EPS)
+                dot += g * pj
                 out[r, j] = pj
         if want_grad:
-            if not clipped:
-                for j in range(k):
-                    out[r, j] = (out[r, j] * labels - y[r, j]) * scale
-            else:  # the chain rule through the clip, term by term
-                dot = 0.0
-                for j in range(k):
-                    dot += -scale * y[r, j] / max(out[r, j], BCE_EPS) * out[r, j]
-                for j in range(k):
-                    g = -scale * y[r, j] / max(out[r, j], BCE_EPS)
-                    out[r, j] = out[r, j] * (g - dot)
+            for j in range(k):
+                pj = out[r, j]
+                out[r, j] = pj * (-scale * y[r, j] / max(pj, BCE_EPS) - dot)
     return total, -1
 
 

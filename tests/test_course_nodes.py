@@ -1,0 +1,232 @@
+"""The course's later nodes (ReLU, Tanh, Softmax, CE), its conventions and Linear's other call forms.
+
+Kernels against tests/naive.py (rtol 1e-12), gradients against central
+differences (tests/test_nodes.py: h=1e-6, rtol 1e-6), the two engines against
+each other on digits-sized softmax MLPs (bit-equal in practice; asserted to 1e-11).
+"""
+import naive
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from test_nodes import check_gradients, projection
+
+import fastedf
+from fastedf import BCE, CE, Input, Linear, Parameter, ReLU, Sigmoid, Softmax, Tanh, forward_pass, topological_sort
+from fastedf.models import mlp
+
+K = naive.all_kernels()
+TOL = dict(rtol=1e-12, atol=1e-15)
+
+
+def test_activation_kernels_match_numpy(rng):
+    z = np.concatenate([rng.normal(scale=3, size=(6, 4)), [[0.0, -0.0, 50.0, -50.0]]])
+    g = rng.normal(size=z.shape)
+    for forward, backward, f, df in [(K.tanh_forward, K.tanh_backward, np.tanh, naive.tanh_backward),
+                                     (K.relu_forward, K.relu_backward, naive.relu, naive.relu_backward),
+                                     (K.softmax_forward, K.softmax_backward, naive.softmax, naive.softmax_backward)]:
+        p, dz = np.empty_like(z), np.empty_like(z)
+        forward(z, p)
+        assert_allclose(p, f(z), **TOL)
+        backward(p, g, dz)
+        assert_allclose(dz, df(p, g), **TOL)
+
+
+def test_softmax_is_stable_and_rows_sum_to_one():
+    z = np.array([[1000.0, 1000.0, -1000.0], [-1e308, 0.0, 1e308]])
+    p = np.empty_like(z)
+    K.softmax_forward(z, p)
+    assert np.all(np.isfinite(p))
+    assert_allclose(p.sum(axis=1), 1.0, rtol=1e-15)
+
+
+def test_ce_kernels_match_numpy(rng):
+    y = np.eye(4)[rng.integers(0, 4, size=5)]
+    p = naive.softmax(rng.normal(size=(5, 4)))
+    p[0, y[0].argmax()] = 0.0  # the clip: finite loss and gradient
+    total, bad = K.ce_forward(y, p)
+    assert bad == -1 and total == pytest.approx(naive.ce_sum(y, p), rel=1e-12)
+    out = np.empty_like(p)
+    K.ce_backward(y, p, 0.2, out)
+    assert_allclose(out, naive.ce_backward(y, p, 0.2), **TOL)
+    K.ce_label_grad(p, 0.2, out)
+    assert_allclose(out, naive.ce_label_grad(p, 0.2), **TOL)
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+def test_fused_softmax_ce_is_the_chain_of_all_four(rng, saturate):
+    z = rng.normal(scale=40 if saturate else 1, size=(6, 5))
+    y = np.eye(5)[rng.integers(0, 5, size=6)]
+    out = np.empty_like(z)
+    total, bad = K.softmax_ce(z, y, out, True)
+    p = naive.softmax(z)
+    assert bad == -1 and total == pytest.approx(naive.ce_sum(y, p), rel=1e-12)
+    assert_allclose(out, naive.softmax_backward(p, naive.ce_backward(y, p, 1 / 6)), rtol=1e-10, atol=1e-15)
+
+
+def test_fused_sigmoid_bce_is_the_chain(rng):
+    z = np.concatenate([rng.normal(size=(5, 1)), [[40.0], [-40.0]]])
+    y = (rng.random(z.shape) > 0.5) * 1.0
+    out = np.empty_like(z)
+    total, bad = K.sigmoid_bce(z, y, out, True)
+    p = naive.sigmoid(z)
+    assert bad == -1 and total == pytest.approx(naive.bce(y, p), rel=1e-12)
+    assert_allclose(out, naive.sigmoid_backward(p, naive.bce_backward(y, p, 1 / 7)), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("activation", [ReLU, Tanh, Sigmoid, Softmax])
+def test_activation_gradients(rng, activation):
+    z = Parameter(rng.normal(size=(4, 3)) + 0.05)  # away from ReLU's kink
+    check_gradients(projection(activation(z), (4, 3), rng), [z])
+
+
+def test_softmax_ce_gradients_for_logits_and_labels(rng):
+    z, y = Parameter(rng.normal(size=(5, 3))), Input()
+    y.value = rng.dirichlet(np.ones(3), size=5)
+    check_gradients(CE(y, Softmax(z)), [z, y])
+
+
+def test_bce_is_a_sum_and_ce_a_mean_over_rows(rng):
+    p, y = Parameter(rng.uniform(0.1, 0.9, size=(6, 1))), Input()
+    y.value = (rng.random((6, 1)) > 0.5) * 1.0
+    assert forward_pass(topological_sort(BCE(y, p))) == pytest.approx(naive.bce(y.value, p.value), rel=1e-12)
+    q, t = Parameter(naive.softmax(rng.normal(size=(6, 3)))), Input()
+    t.value = np.eye(3)[[0, 1, 2, 0, 1, 2]]
+    assert forward_pass(topological_sort(CE(t, q))) == pytest.approx(naive.ce_sum(t.value, q.value) / 6, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss_type", [BCE, CE])
+def test_empty_batch_gives_zero_loss_and_zero_gradients(loss_type):
+    x, y = Input(), Input()
+    A, b = Parameter(np.ones((2, 3))), Parameter(np.zeros(3))
+    head = Sigmoid if loss_type is BCE else Softmax
+    loss = loss_type(y, head(Linear(x, A, b)))
+    x.value, y.value = np.zeros((0, 2)), np.zeros((0, 3))
+    graph = topological_sort(loss)
+    with np.errstate(all="raise"):
+        assert fastedf.forward_pass(graph) == 0.0
+        fastedf.backward_pass(graph)
+    assert_allclose(A.gradients[A], 0.0) and assert_allclose(b.gradients[b], 0.0)
+
+
+def test_stale_labels_broadcast_as_numpy_does(rng):
+    x, y = Input(), Input()
+    A, b = Parameter(rng.normal(size=(2, 1))), Parameter(np.zeros(1))
+    p = Sigmoid(Linear(x, A, b))
+    loss = BCE(y, p)
+    graph = topological_sort(loss)
+    y.value = np.array([[1.0]])  # a last training batch of one row
+    x.value = rng.normal(size=(5, 2))  # evaluation on five rows
+    want = naive.bce(np.broadcast_to(y.value, (5, 1)), forward_pass(topological_sort(p)))
+    assert forward_pass(graph) == pytest.approx(want, rel=1e-12)
+    fastedf.backward_pass(graph)
+    assert y.gradients[y].shape == (1, 1) and A.gradients[A].shape == (2, 1)
+
+
+def test_labels_that_do_not_broadcast_are_refused(rng):
+    y, p = Input(), Parameter(rng.uniform(0.1, 0.9, size=(4, 1)))
+    y.value = np.ones((3, 1))
+    with pytest.raises(ValueError, match=r"labels have shape \(3, 1\) but predictions have shape \(4, 1\)"):
+        BCE(y, p).forward()
+
+
+def test_star_import_gives_np_and_the_course_spellings():
+    namespace = {}
+    exec("from fastedf import *", namespace)
+    assert namespace["np"] is np
+    for name, node in [("SoftMax", Softmax), ("CrossEntropy", CE), ("Cross_Entropy", CE), ("ReLu", ReLU)]:
+        assert namespace[name] is node
+
+
+# ---------------------------------------------------------------- Linear's call forms
+
+def test_linear_layer_form_makes_its_parameters(rng):
+    x = Input()
+    x.value = rng.normal(size=(4, 3))
+    layer = Linear(x, 3, 2)
+    layer.forward()
+    assert layer.A.value.shape == (3, 2) and layer.b.value.shape == (2,)
+    assert_allclose(layer.value, x.value @ layer.A.value)
+    swapped = Linear(x, 5, 3)  # x is 3 wide: the integers are (n_out, n_in)
+    swapped.forward()
+    assert swapped.A.value.shape == (3, 5)
+
+
+def test_linear_weight_first_with_an_input_is_accepted(rng):
+    x, A, b = Input(), Parameter(rng.normal(size=(3, 2))), Parameter(np.zeros(2))
+    x.value = rng.normal(size=(4, 3))
+    node = Linear(A, x, b)
+    node.forward()
+    assert_allclose(node.value, x.value @ A.value)
+
+
+@pytest.mark.parametrize("x_shape,A_shape,match", [
+    ((4, 3), (2, 3), r"\(n_out, n_in\): pass its transpose, Parameter\(A.T\)"),
+    ((3, 5), (2, 3), r"samples as columns \(A @ x\): feed x.T"),
+    ((4,), (4, 2), r"reshape x to 2-D"),
+    ((4, 3), (5, 2), r"x \(batch, n_in\), A \(n_in, n_out\)"),
+])
+def test_linear_refuses_other_layouts_naming_shapes_and_the_fix(rng, x_shape, A_shape, match):
+    x, A, b = Input(), Parameter(rng.normal(size=A_shape)), Parameter(np.zeros(A_shape[-1]))
+    x.value = rng.normal(size=x_shape)
+    with pytest.raises(ValueError, match=r"Linear#\d+: x has shape .* and A has shape .*" ) as error:
+        Linear(x, A, b).forward()
+    assert __import__("re").search(match, str(error.value))
+
+
+def test_linear_square_weight_is_read_as_given(rng):
+    x, A, b = Input(), Parameter(rng.normal(size=(3, 3))), Parameter(np.zeros(3))
+    x.value = rng.normal(size=(2, 3))
+    node = Linear(x, A, b)
+    node.forward()
+    assert_allclose(node.value, x.value @ A.value)  # never A.T
+
+
+def test_linear_layer_form_with_a_width_matching_neither_size(rng):
+    x = Input()
+    x.value = rng.normal(size=(4, 7))
+    with pytest.raises(ValueError, match="x has width 7 but the layer was made with sizes 3 and 2"):
+        Linear(x, 3, 2).forward()
+
+
+# ---------------------------------------------------------------- engines
+
+@pytest.fixture(scope="module")
+def digits_like():
+    rng = np.random.default_rng(5)
+    X = rng.random((300, 64))
+    return X, np.eye(10)[rng.integers(0, 10, size=300)]
+
+
+@pytest.mark.parametrize("batch_size", [1, 32, 256])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_engines_agree_on_a_softmax_mlp(digits_like, batch_size, activation):
+    X, Y = digits_like
+    runs = {}
+    for engine in ("graph", "compiled"):
+        model = mlp(64, (32,), seed=2, activation=activation, classes=10)
+        history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=batch_size, epochs=2, lr=0.2,
+                              engine=engine)
+        assert history.engine == engine
+        runs[engine] = history.epoch_loss, np.concatenate([p.value.ravel() for p in model.parameters])
+    assert_allclose(runs["compiled"][0], runs["graph"][0], rtol=1e-11)
+    assert_allclose(runs["compiled"][1], runs["graph"][1], rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("width", [1, 3, 64, 200])
+def test_engines_agree_on_sigmoid_mlps_of_every_width(width):
+    rng = np.random.default_rng(width)
+    X = rng.normal(size=(257, 20)) / 4
+    Y = (X[:, :1] > 0) * 1.0
+    runs = []
+    for engine in ("graph", "compiled"):
+        model = mlp(20, (width,), seed=1)
+        fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=32, epochs=2, lr=0.5, engine=engine)
+        runs.append(np.concatenate([p.value.ravel() for p in model.parameters]))
+    assert_allclose(runs[1], runs[0], rtol=1e-11, atol=1e-13)
+
+
+def test_fit_reports_per_sample_mean_losses(digits_like):
+    X, Y = digits_like
+    model = mlp(64, (16,), seed=0, activation="relu", classes=10)
+    history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=300, epochs=1, lr=1e-9)
+    assert history.epoch_loss[0] == pytest.approx(-np.mean(np.sum(Y * np.log(model.predict(X)), axis=1)), rel=1e-6)

@@ -1,0 +1,176 @@
+"""fit under control: chunked compiled runs, Ctrl-C, progress, fallbacks, and inputs it must refuse or protect."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import fastedf
+from fastedf import BCE, Input, Linear, Parameter, Sigmoid, compiler
+from fastedf.models import logistic_regression, mlp
+from fastedf.study import study_data
+
+
+@pytest.fixture(scope="module")
+def study():
+    d = study_data(0)
+    return d.X_train, d.y_train.reshape(-1, 1)
+
+
+def params(model):
+    return np.concatenate([p.value.ravel() for p in model.parameters])
+
+
+def test_chunking_changes_no_number(study, monkeypatch):
+    X, Y = study
+    runs = []
+    for seconds in (compiler.CHUNK_SECONDS, 1e-9):  # the second returns to Python after every step or two
+        monkeypatch.setattr(compiler, "CHUNK_SECONDS", seconds)
+        model = mlp(2, (4,), seed=1)
+        h = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=7, epochs=3, lr=0.3, shuffle=True, seed=4,
+                        engine="compiled")
+        runs.append((h.epoch_loss, params(model)))
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+
+
+def test_progress_bar_on_stderr(study, capsys):
+    X, Y = study
+    model = logistic_regression(2)
+    fastedf.fit(model.loss, {model.x: X, model.y: Y}, epochs=4, progress=True)
+    err = capsys.readouterr().err
+    assert "4/4" in err and "loss=" in err
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    import numpy as np, fastedf
+    from fastedf.models import logistic_regression
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 2)); Y = (X[:, :1] > 0) * 1.0
+    model = logistic_regression(2)
+    fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=1, epochs=1, engine=sys.argv[1])  # compile
+    start = [p.value.copy() for p in model.parameters]
+    print("ready", flush=True)
+    try:
+        fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=1, epochs=10**6, engine=sys.argv[1])
+    except KeyboardInterrupt:
+        moved = any(not np.array_equal(a, p.value) for a, p in zip(start, model.parameters))
+        finite = all(np.all(np.isfinite(p.value)) for p in model.parameters)
+        print("interrupted", time.perf_counter(), moved, finite, flush=True)
+""")
+
+
+@pytest.mark.parametrize("engine", ["compiled", "graph"])
+def test_ctrl_c_stops_a_fit_within_half_a_second(engine):
+    child = subprocess.Popen([sys.executable, "-c", CHILD, engine], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        sent = time.perf_counter()
+        child.send_signal(signal.SIGINT)
+        line = child.stdout.readline().split()
+        assert child.wait(timeout=10) == 0
+    finally:
+        child.kill()
+    assert line[0] == "interrupted", line
+    assert float(line[1]) - sent < 0.5  # perf_counter is system-wide (CLOCK_MONOTONIC) on Linux
+    assert line[2:] == ["True", "True"]  # trained, and left at a finished step
+
+
+READ_ONLY = textwrap.dedent("""
+    import sys, numpy as np, fastedf
+    from fastedf import Input, Parameter, Linear, Sigmoid, BCE
+    np.save(sys.argv[1], np.full((2, 1), 0.5))
+    A = Parameter(np.load(sys.argv[1], mmap_mode="r"))
+    b = Parameter(np.frombuffer(np.zeros(1).tobytes()))
+    x, y = Input(), Input()
+    loss = BCE(y, Sigmoid(Linear(x, A, b)))
+    X = np.random.default_rng(0).normal(size=(64, 2)); X.setflags(write=False)
+    Y = (X[:, :1] > 0) * 1.0; Y.setflags(write=False)
+    for engine in ("compiled", "graph"):
+        fastedf.fit(loss, {x: X, y: Y}, batch_size=8, epochs=2, engine=engine)
+    assert np.array_equal(np.load(sys.argv[1]), np.full((2, 1), 0.5)), "the source changed"
+    assert not np.array_equal(A.value, np.full((2, 1), 0.5)), "nothing trained"
+    print("ok")
+""")
+
+
+def test_read_only_parameters_and_feeds_are_trained_on_a_private_copy(tmp_path):
+    done = subprocess.run([sys.executable, "-c", READ_ONLY, str(tmp_path / "A.npy")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_other_graphs_gradients_never_leak_into_a_fit(study):
+    X, Y = study
+    shared = Parameter(np.full((2, 1), 0.1))
+    x1, y1, x2, y2 = Input(), Input(), Input(), Input()
+    first = BCE(y1, Sigmoid(Linear(x1, shared, Parameter(np.zeros(1)))))
+    fastedf.fit(first, {x1: X, y1: Y}, epochs=1, engine="graph")  # leaves stale gradients in `first`'s nodes
+    b2 = Parameter(np.zeros(1))
+    second = BCE(y2, Sigmoid(Linear(x2, shared, b2)))
+    extra = Sigmoid(second)  # the loss also feeds a node outside the trained graph
+    extra.gradients[second] = np.float64(1e6)
+    start = shared.value.copy()
+    results = {}
+    for engine in ("graph", "compiled"):
+        shared.value, b2.value = start.copy(), np.zeros(1)
+        fastedf.fit(second, {x2: X, y2: Y}, batch_size=50, epochs=2, lr=0.1, engine=engine)
+        results[engine] = shared.value.copy()
+    assert_allclose(results["graph"], results["compiled"], rtol=1e-12)
+
+
+def test_a_deep_graph_falls_back_to_the_graph_engine_and_says_why():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(32, 2)), np.ones((32, 1))
+    model = mlp(2, (2,) * (compiler.MAX_COMPILED_OPERATIONS // 2 + 1))
+    history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, epochs=1)
+    assert history.engine == "graph" and "operations" in history.note
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda m: setattr(m.parameters[0], "value", np.full((2, 1), np.inf)), "contains NaN or inf before training"),
+    (lambda m: setattr(m.parameters[1], "value", np.array([np.nan])), "contains NaN or inf before training"),
+])
+def test_parameters_that_are_not_finite_are_refused(study, change, match):
+    X, Y = study
+    model = logistic_regression(2)
+    change(model)
+    with pytest.raises(ValueError, match=match):
+        fastedf.fit(model.loss, {model.x: X, model.y: Y}, epochs=1)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lr=1 + 2j), "lr must be a number"), (dict(lr=float("inf")), "lr must be finite"),
+    (dict(lr=10**400), "lr must be"), (dict(shuffle=True, seed=2**64), "seed must be at most"),
+    (dict(epochs=10**13), "epochs must be at most"),
+])
+def test_bad_arguments_name_themselves(study, kwargs, match):
+    X, Y = study
+    model = logistic_regression(2)
+    with pytest.raises(ValueError, match=match):
+        fastedf.fit(model.loss, {model.x: X, model.y: Y}, **kwargs)
+
+
+def test_a_non_scalar_loss_is_refused(study):
+    X, Y = study
+    model = logistic_regression(2)
+    with pytest.raises(ValueError, match="is not a scalar loss"):
+        fastedf.fit(model.prediction, {model.x: X}, epochs=1)
+
+
+def test_graph_engine_divergence_names_the_learning_rate(study):
+    X, Y = study
+    model = logistic_regression(2)
+    with pytest.raises(ValueError, match=r"training diverged.*lower the learning rate 1e\+308"):
+        fastedf.fit(model.loss, {model.x: X, model.y: Y}, epochs=3, lr=1e308, engine="graph")
+    model.parameters[0].value = np.full((2, 1), np.nan)  # a NaN that begins in a parameter is blamed on it
+    model.x.value = X
+    with pytest.raises(ValueError, match=r"Parameter#\d+ became NaN or inf; lower the learning rate"):
+        fastedf.trainer._train_graph(fastedf.topological_sort(model.loss), model.parameters,
+                                     fastedf.trainer.EpochOrder({model.x: X, model.y: Y}, False, None), 32, 1, 0.1)
