@@ -29,6 +29,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import pathlib
 import sys
 import tempfile
 import time
@@ -266,7 +267,7 @@ def _kernels_digest():
     """A hash of the kernel and JIT-policy sources, the JIT flags and Numba's version."""
     from . import config, kernels
     import numba
-    text = "".join(open(m.__file__).read() for m in (config, kernels, *MODULES))
+    text = "".join(pathlib.Path(m.__file__).read_text() for m in (config, kernels, *MODULES))
     text += repr((config.CACHE, config.FASTMATH, config.BOUNDSCHECK, numba.__version__))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -286,13 +287,23 @@ def cache_dir():
 
 
 def _load(source):
-    """The `train` function of `source`, imported from a file named by its hash."""
+    """The `train` function of `source`, imported from a file named by its hash.
+
+    The file's content is checked against `source` before it is imported: a
+    missing, truncated, garbage or edited file is rewritten atomically (its
+    new timestamp also retires Numba's cache entries for it).  An intact file
+    is never rewritten, so Numba's cache, keyed on its timestamp, stays valid.
+    """
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     if digest in _loaded:
         return _loaded[digest]
     name = f"fastedf_program_{digest}"
     path = os.path.join(cache_dir(), name + ".py")
-    if not os.path.exists(path):  # never rewrite: Numba's cache is keyed on the file's timestamp
+    try:
+        intact = pathlib.Path(path).read_text() == source
+    except (OSError, UnicodeDecodeError):
+        intact = False
+    if not intact:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(source)

@@ -11,6 +11,7 @@ Environment overrides (read once, at import):
                          2-core machine ran them 50x slower; measured in docs/benchmarks.md)
 """
 import os
+import warnings
 
 from numba import njit
 
@@ -56,7 +57,7 @@ def kernel(func):
     compiled once per signature and cached, so a program's own compile time
     grows with its number of calls, not with the size of the kernels it calls.
     """
-    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func)
+    return self_healing(njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func))
 
 
 def program(func):
@@ -65,4 +66,42 @@ def program(func):
     With Numba's runtime (NRT) on, as the kernels it calls need it for BLAS
     (np.dot with an out argument); a program still allocates nothing per step.
     """
-    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func)
+    return self_healing(njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func))
+
+
+def self_healing(dispatcher):
+    """Treat the dispatcher's on-disk Numba cache as disposable: an unreadable entry is dropped and recompiled.
+
+    A truncated or garbage index or data file would otherwise raise from
+    every later call, in every process.  One warning says what happened.
+    """
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is None or not hasattr(cache, "flush"):
+        return dispatcher
+    for name in ("load_overload", "save_overload"):
+        setattr(cache, name, _healing(getattr(cache, name), cache, dispatcher.py_func.__qualname__))
+    return dispatcher
+
+
+_warned_damage = False
+
+
+def _healing(method, cache, what):
+    def call(*args):
+        global _warned_damage
+        try:
+            return method(*args)
+        except Exception as error:  # any damage: a cache miss is always safe
+            if not _warned_damage:
+                _warned_damage = True
+                warnings.warn(f"fastedf: Numba's cache for {what} was unreadable ({type(error).__name__}: {error}); "
+                              "damaged entries are dropped and recompiled (warned once)", RuntimeWarning, stacklevel=2)
+            try:
+                cache.flush()
+            except Exception:
+                pass
+            try:
+                return method(*args)
+            except Exception:
+                return None  # compile without the cache this time
+    return call

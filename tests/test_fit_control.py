@@ -174,3 +174,41 @@ def test_graph_engine_divergence_names_the_learning_rate(study):
     with pytest.raises(ValueError, match=r"Parameter#\d+ became NaN or inf; lower the learning rate"):
         fastedf.trainer._train_graph(fastedf.topological_sort(model.loss), model.parameters,
                                      fastedf.trainer.EpochOrder({model.x: X, model.y: Y}, False, None), 32, 1, 0.1)
+
+
+HEAL = textwrap.dedent("""
+    import warnings, numpy as np, fastedf
+    from fastedf.models import mlp
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 2)); Y = (X[:, :1] > 0) * 1.0
+    m = mlp(2, (3,), seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h = fastedf.fit(m.loss, {m.x: X, m.y: Y}, epochs=2, engine="compiled")
+    print(repr(h.epoch_loss[-1]), sum("fastedf" in str(w.message) for w in caught))
+""")
+
+
+def _damage(directory, how):
+    for path in directory.rglob("*"):
+        if path.suffix == ".py" and how == "stub":
+            path.write_text("def train(*args):\n    return 0, 0, 0, -1\n")
+        elif path.suffix == ".py" and how in ("truncated", "garbage"):
+            text = path.read_text()
+            path.write_text(text[: len(text) // 2] if how == "truncated" else "\x00garbage(")
+        elif path.suffix in (".nbi", ".nbc") and how in ("garbage", "empty-index"):
+            path.write_bytes(b"" if how == "empty-index" else b"garbage")
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "stub", "empty-index"])
+def test_a_damaged_cache_heals_itself(tmp_path, how):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), FASTEDF_CACHE_DIR=str(tmp_path / "programs"))
+    run = lambda: subprocess.run([sys.executable, "-c", HEAL], env=env, capture_output=True, text=True, timeout=300)
+    first = run()
+    assert first.returncode == 0, first.stderr[-2000:]
+    _damage(tmp_path, how)
+    second, third = run(), run()
+    assert second.returncode == 0 and third.returncode == 0, second.stderr[-2000:] + third.stderr[-2000:]
+    loss = first.stdout.split()[0]
+    assert second.stdout.split()[0] == loss == third.stdout.split()[0]  # the same training, not a stub's
+    assert int(second.stdout.split()[1]) <= 1 and third.stdout.split()[1] == "0"  # at most one warning, then healed
