@@ -85,7 +85,7 @@ def train({args}, order, state, shuffle, rows, batch, lr, epoch_loss, epoch, sta
 
 # Graphs with more operations than this run in the graph engine under engine="auto":
 # a program's compile time grows with its length (docs/benchmarks.md).
-MAX_COMPILED_OPERATIONS = 64
+MAX_COMPILED_OPERATIONS = 24
 
 
 class Unsupported(Exception):
