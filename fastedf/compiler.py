@@ -48,11 +48,14 @@ from fastedf.kernels import *
 
 
 @program
-def train({args}, order, state, shuffle, rows, batch, lr, epoch_loss, epoch, start, epochs, max_steps):
+def train({args}, order, state, shuffle, rows, batch, micro, lr, epoch_loss, epoch, start, epochs, max_steps):
     """Run SGD steps from (epoch, start) until `epochs` are done or `max_steps` steps were taken.
 
     Returns (epoch, start, state, bad_row): where to resume, the shuffle state,
     and -1 or the row (of this epoch's order) whose prediction became NaN.
+    With micro-batches (fit's micro_batch), a step runs forward and backward
+    on `micro` rows at a time and accumulates their gradients, weighted by
+    their share of the batch, before the update.
     epoch_loss[epoch] accumulates the running epoch's summed loss, so a fit cut
     into chunks computes exactly the numbers of one call.
     """
@@ -66,13 +69,7 @@ def train({args}, order, state, shuffle, rows, batch, lr, epoch_loss, epoch, sta
 {shuffle}
             epoch_loss[epoch] = 0.0
         while start < rows:
-            stop = min(start + batch, rows)
-            n = stop - start
-{views}
-{forward}
-            epoch_loss[epoch] += loss_sum
-{backward}
-{update}
+{step}
             start = stop
             steps += 1
             if steps == max_steps and start < rows:
@@ -157,8 +154,15 @@ def _unsupported(graph, low):
     return None
 
 
-def lower(graph):
-    """A Program for the graph (after fit's dry run set every value), or (None, reason)."""
+def _indent(lines):
+    return ["    " + line for line in lines]
+
+
+def lower(graph, micro=False):
+    """A Program for the graph (after fit's dry run set every value), or (None, reason).
+
+    micro: generate the micro-batch step (gradients accumulated over chunks of a batch).
+    """
     low = Lowering(graph)
     reason = _unsupported(graph, low)
     if reason:
@@ -173,14 +177,14 @@ def lower(graph):
             return None, str(why)
         forward += lines[0]
         backward = lines[1] + backward
-    return Program(low, forward, backward), None
+    return Program(low, forward, backward, micro), None
 
 
 class Program:
     """One graph's training loop as a compiled function, and the buffers it runs on."""
 
-    def __init__(self, low, forward, backward):
-        self.low = low
+    def __init__(self, low, forward, backward, micro=False):
+        self.low, self.micro = low, micro
         graph = low.graph
         self.inputs = [n for n in graph if isinstance(n, Input)]
         self.parameters = [n for n in graph if isinstance(n, Parameter)]
@@ -191,21 +195,34 @@ class Program:
         self.buffers = [(node, name) for node in self.operations
                         for name in ("V", "G")[:1 + (low.wants_grad[node] and node not in low.fused)]]
         names += [f"{name}{low.index[node]}" for node, name in self.buffers]
-        views = [f"x{i} = s{i}[start:stop]" for i in map(low.index.get, self.inputs)]
+        views = [f"x{i} = s{i}[lo:hi]" for i in map(low.index.get, self.inputs)]
         for node, name in self.buffers:
             i, view = low.index[node], name.lower()
             views.append(f"{view}{i} = {name}{i}[:n]" if low.batched[node] else f"{view}{i} = {name}{i}")
         shuffle = [f"take_rows(f{i}, order, s{i})" for i in map(low.index.get, self.inputs)]
-        update = [f"sgd_update(p{i}, d{i}, lr)" for i in map(low.index.get, self.parameters)]
+        params = list(map(low.index.get, self.parameters))
+        if micro:
+            names += [f"a{i}" for i in params]
+            step = (["stop = min(start + batch, rows)", "share = 1.0 / (stop - start)", "lo = start",
+                     "while lo < stop:", "    hi = min(lo + micro, stop)", "    n = hi - lo"]
+                    + _indent(views + forward + ["epoch_loss[epoch] += loss_sum"] + backward
+                              + [f"accumulate(a{i}, d{i}, n * share, lo == start)" for i in params] + ["lo = hi"])
+                    + [f"sgd_update(p{i}, a{i}, lr)" for i in params])
+        else:
+            step = (["stop = min(start + batch, rows)", "lo, hi = start, stop", "n = stop - start"]
+                    + views + forward + ["epoch_loss[epoch] += loss_sum"] + backward
+                    + [f"sgd_update(p{i}, d{i}, lr)" for i in params])
         body = {k: "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
-                for k, depth, lines in (("shuffle", 12, shuffle), ("views", 12, views), ("forward", 12, forward),
-                                        ("backward", 12, backward), ("update", 12, update))}
+                for k, depth, lines in (("shuffle", 12, shuffle), ("step", 12, step))}
         self.source = TEMPLATE.format(args=", ".join(names), kernels_digest=_kernels_digest(),
                                       op_imports=_OP_IMPORTS, **body)
         self.train = _load(self.source)
 
-    def _arguments(self, order, batch_size):
-        """The buffers, in the order of the generated signature (allocated once per fit)."""
+    def _arguments(self, order, rows_at_once):
+        """The buffers, in the order of the generated signature (allocated once per fit).
+
+        Batched buffers hold `rows_at_once` rows: the batch, or the micro-batch.
+        """
         low, rows = self.low, order.rows
         args = []
         for node in self.inputs:
@@ -217,23 +234,26 @@ class Program:
         for node, _ in self.buffers:
             shape = _shape2d(np.shape(node.value))
             if low.batched[node]:
-                shape = (batch_size, shape[1])
+                shape = (rows_at_once, shape[1])
             args.append(np.zeros(shape))
+        if self.micro:
+            args += [np.zeros_like(node.value) for node in self.parameters]
         return args
 
-    def run(self, order, batch_size, epochs, lr, progress=None):
+    def run(self, order, batch_size, epochs, lr, progress=None, micro_batch=None):
         """Train in place; returns (epoch_loss, train_time_s, compile_time_s).
 
         Runs in chunks of about CHUNK_SECONDS; `progress(epochs_done, epoch_loss)`
         is called after each.  A KeyboardInterrupt between chunks leaves the
         parameters as of the last finished step.
         """
-        args = self._arguments(order, batch_size)
+        micro = min(micro_batch or batch_size, batch_size)
+        args = self._arguments(order, micro)
         epoch_loss = np.zeros(epochs)
         shuffle = bool(order.shuffle)
         perm = order.order if shuffle else np.zeros(0, dtype=np.int64)  # unused without shuffling
         state = order.state if shuffle else np.uint64(0)
-        fixed = (perm, shuffle, order.rows, batch_size, lr, epoch_loss)
+        fixed = (perm, shuffle, order.rows, batch_size, micro, lr, epoch_loss)
         start = time.perf_counter()
         self.train(*args, perm, state, *fixed[1:], 0, 0, 0, 0)  # compile or load, no training
         compiled = time.perf_counter()

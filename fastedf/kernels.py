@@ -32,6 +32,16 @@ def sgd_update(param, grad, lr):
 
 
 @kernel
+def accumulate(total, grad, weight, first):
+    """total = weight * grad when first, else total += weight * grad: a batch's gradient from its micro-batches."""
+    for i in range(common_size(total, grad)):
+        if first:
+            total.flat[i] = weight * grad.flat[i]
+        else:
+            total.flat[i] += weight * grad.flat[i]
+
+
+@kernel
 def take_rows(src, order, dst):
     """dst[i] = src[order[i]] for every row i: one epoch's shuffled copy of the data."""
     for i in range(order.size):

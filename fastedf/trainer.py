@@ -16,7 +16,7 @@ from . import kernels as K
 from .compiler import lower
 from .config import pin_blas_threads
 from .graph import graph_run, sgd_update, topological_sort
-from .node import F64, Input, Node, Parameter
+from .node import F64, Input, Node, Parameter, as_float64
 from .ops import BCE
 
 ENGINES = ("compiled", "graph")  # what fit(engine=...) can run; "auto" picks one
@@ -124,15 +124,19 @@ class EpochOrder:
         return self.current
 
 
-def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None):
+def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None, micro_batch=None):
     """The course loop, node by node; returns the per-epoch mean loss.
 
-    Ctrl-C is taken between steps (DeferredInterrupt), so the parameters are
-    always those of a finished step.
+    With micro_batch, each batch runs forward and backward in chunks of that
+    many rows and their gradients, weighted by their share of the batch, are
+    summed before the update.  Ctrl-C is taken between steps
+    (DeferredInterrupt), so the parameters are always those of a finished step.
     """
     loss = graph[-1]
     summed = getattr(loss, "reduction", "mean") == "sum"  # BCE's value is the batch's sum; others a mean
     rows = order.rows
+    micro = min(micro_batch or batch_size, batch_size)
+    totals = {p: np.zeros(np.shape(p.value)) for p in parameters} if micro < batch_size else None
     epoch_loss = np.zeros(epochs)
     with DeferredInterrupt() as interrupt:
         for epoch in range(epochs):
@@ -140,21 +144,30 @@ def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None
             total = 0.0
             for start in range(0, rows, batch_size):
                 stop = min(start + batch_size, rows)
-                for node, array in data.items():
-                    node.value = array[start:stop]
-                try:
-                    for node in graph:
-                        node.forward()
-                except ValueError as error:
-                    _check_parameters_finite(parameters, lr)  # a NaN that began in a parameter is its fault
-                    if "nan" not in str(error).lower():
-                        raise
-                    raise ValueError(f"training diverged in epoch {epoch}: {error}; "
-                                     f"lower the learning rate {lr}") from None
-                total += float(loss.value) if summed else float(loss.value) * (stop - start)
-                for node in reversed(graph):
-                    node.backward()
-                sgd_update(parameters, lr)
+                for lo in range(start, stop, micro):
+                    hi = min(lo + micro, stop)
+                    for node, array in data.items():
+                        node.value = array[lo:hi]
+                    try:
+                        for node in graph:
+                            node.forward()
+                    except ValueError as error:
+                        _check_parameters_finite(parameters, lr)  # a NaN that began in a parameter is its fault
+                        if "nan" not in str(error).lower():
+                            raise
+                        raise ValueError(f"training diverged in epoch {epoch}: {error}; "
+                                         f"lower the learning rate {lr}") from None
+                    total += float(loss.value) if summed else float(loss.value) * (hi - lo)
+                    for node in reversed(graph):
+                        node.backward()
+                    if totals is not None:
+                        for p, acc in totals.items():
+                            K.accumulate(acc, as_float64(p.gradients[p]), (hi - lo) / (stop - start), lo == start)
+                if totals is None:
+                    sgd_update(parameters, lr)
+                else:
+                    for p, acc in totals.items():
+                        p.value -= lr * acc
                 interrupt.check()
             epoch_loss[epoch] = total / rows
             if progress is not None:
@@ -187,7 +200,8 @@ class DeferredInterrupt:
         return False
 
 
-def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None, engine="auto", progress=False):
+def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None, engine="auto", progress=False,
+        micro_batch=None):
     """Train every Parameter that `loss` depends on with mini-batch SGD; returns a History.
 
     feeds: {Input: array (n, ...)}, rows are samples.  Batches follow the row
@@ -195,7 +209,10 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     last partial batch is averaged over its own size.  engine: "compiled" runs
     all epochs in one Numba program, "graph" runs the nodes one by one, "auto"
     picks compiled when every node supports it (History.note says why not).
-    progress=True shows a tqdm bar (epochs, loss) on stderr.  The trained
+    progress=True shows a tqdm bar (epochs, loss) on stderr.  micro_batch=m
+    computes each batch's gradient m rows at a time and sums them (weighted
+    by rows), so memory stops growing with the batch beyond m while every
+    update stays the batch's (equal to rounding).  The trained
     values are left in the Parameter nodes; a Parameter whose array is
     read-only (np.load(mmap_mode="r"), np.frombuffer) is trained on a private
     copy, its source left alone.  Ctrl-C stops training within ~0.1 s with
@@ -208,6 +225,8 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     _check_scalar("batch_size", batch_size, int, 1)
     _check_scalar("epochs", epochs, int, 0, MAX_EPOCHS)
     _check_scalar("lr", lr, float, 0)
+    if micro_batch is not None:
+        _check_scalar("micro_batch", micro_batch, int, 1)
     pin_blas_threads()
     graph = topological_sort(loss)
     if graph[-1] is not loss:
@@ -221,20 +240,23 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     if np.ndim(loss.value) != 0:
         raise ValueError(f"{loss} is not a scalar loss: its value has shape {np.shape(loss.value)}")
 
-    program, reason = lower(graph) if engine != "graph" else (None, "engine='graph' was asked for")
+    micro = micro_batch is not None and micro_batch < batch_size
+    program, reason = lower(graph, micro) if engine != "graph" else (None, "engine='graph' was asked for")
     if engine == "compiled" and program is None:
         raise ValueError(f"engine='compiled' cannot compile this graph: {reason}")
     bar = _progress_bar(int(epochs)) if progress else None
     report = None if bar is None else bar.report
     try:
         if program is not None:
-            epoch_loss, train_s, compile_s = program.run(order, batch_size, int(epochs), float(lr), report)
+            epoch_loss, train_s, compile_s = program.run(order, batch_size, int(epochs), float(lr), report,
+                                                         micro_batch)
             used, note = "compiled", ""
         else:
             compile_s = _warm_up_graph_engine(graph, order.shuffle)
             start = time.perf_counter()
             with graph_run(graph):
-                epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report)
+                epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report,
+                                          micro_batch)
             train_s, used, note = time.perf_counter() - start, "graph", reason if engine == "auto" else ""
             _check_parameters_finite(parameters, lr)
     finally:

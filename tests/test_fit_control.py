@@ -212,3 +212,19 @@ def test_a_damaged_cache_heals_itself(tmp_path, how):
     loss = first.stdout.split()[0]
     assert second.stdout.split()[0] == loss == third.stdout.split()[0]  # the same training, not a stub's
     assert int(second.stdout.split()[1]) <= 1 and third.stdout.split()[1] == "0"  # at most one warning, then healed
+
+
+@pytest.mark.parametrize("engine", ["graph", "compiled"])
+def test_micro_batches_give_the_batch_update(engine):
+    rng = np.random.default_rng(3)
+    X, Y = rng.random((300, 16)), np.eye(4)[rng.integers(0, 4, size=300)]
+    runs = []
+    for micro in (None, 7, 64, 1000):
+        model = mlp(16, (8,), seed=1, activation="relu", classes=4)
+        history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=64, epochs=2, lr=0.3, engine=engine,
+                              micro_batch=micro)
+        assert history.engine == engine
+        runs.append((history.epoch_loss, params(model)))
+    for losses, values in runs[1:]:
+        assert_allclose(values, runs[0][1], rtol=1e-12, atol=1e-14)
+        assert_allclose(losses, runs[0][0], rtol=1e-12)

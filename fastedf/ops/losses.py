@@ -298,7 +298,7 @@ class Loss(Node):
             backward = []
             if low.wants_grad[p]:
                 backward = [f"{_name(self.backward_kernel)}({low.value(y)}, {low.value(p)}, 1.0 / n, {low.grad(p)})"]
-        forward += ["if bad >= 0:", f"    return epoch, start, state, start + bad // max(1, {low.value(y)}.shape[1])"]
+        forward += ["if bad >= 0:", f"    return epoch, start, state, lo + bad // max(1, {low.value(y)}.shape[1])"]
         return forward, backward
 
 
