@@ -213,7 +213,7 @@ class Program:
                     + views + forward + ["epoch_loss[epoch] += loss_sum"] + backward
                     + [f"sgd_update(p{i}, d{i}, lr)" for i in params])
         body = {k: "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
-                for k, depth, lines in (("shuffle", 12, shuffle), ("step", 12, step))}
+                for k, depth, lines in (("shuffle", 16, shuffle), ("step", 12, step))}
         self.source = TEMPLATE.format(args=", ".join(names), kernels_digest=_kernels_digest(),
                                       op_imports=_OP_IMPORTS, **body)
         self.train = _load(self.source)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import config
-from ..config import kernel
+from ..config import helper, kernel
 from ..node import Input, Node, Parameter, _reusable
 
 
@@ -13,7 +13,7 @@ from ..node import Input, Node, Parameter, _reusable
 BLAS_MIN_WORK = 384
 
 
-@kernel
+@helper
 def blas_pays(batch, n, m):
     """True when a matmul of (batch, n) by (n, m) is big enough for BLAS."""
     return batch > 0 and n > 0 and m > 0 and batch * n * m >= BLAS_MIN_WORK
