@@ -8,7 +8,8 @@ import numpy as np
 
 from .graph import backward_pass, forward_pass, sgd_update, topological_sort
 from .node import Input, Node, Parameter
-from .ops import ALIASES, BCE, CE, Addition, Linear, Multiply, ReLU, Sigmoid, Softmax, Tanh
+from .ops import (ALIASES, BCE, CE, Addition, Conv, Flatten, Linear, MaxPooling, Multiply, ReLU, Sigmoid, Softmax,
+                  Tanh)
 from .trainer import History, fit
 
 globals().update(ALIASES)
@@ -16,4 +17,4 @@ globals().update(ALIASES)
 __version__ = "0.2.0"
 
 __all__ = ["np", "Node", "Input", "Parameter", "Multiply", "Addition", "Linear", "Sigmoid", "Tanh", "ReLU",
-           "Softmax", "BCE", "CE", *ALIASES, "topological_sort", "forward_pass", "backward_pass", "sgd_update"]
+           "Softmax", "BCE", "CE", "Conv", "MaxPooling", "Flatten", *ALIASES, "topological_sort", "forward_pass", "backward_pass", "sgd_update"]

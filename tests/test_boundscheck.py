@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 TESTS = pathlib.Path(__file__).parent
-MODULES = ["test_kernels.py", "test_nodes.py", "test_course_scripts.py", "test_trainer.py", "test_properties.py"]
+MODULES = ["test_kernels.py", "test_nodes.py", "test_course_scripts.py", "test_trainer.py", "test_properties.py",
+           "test_conv.py", "test_course_nodes.py"]
 
 
 def test_numerical_suite_passes_with_bounds_checks(tmp_path):

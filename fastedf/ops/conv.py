@@ -1,0 +1,438 @@
+"""Conv, MaxPooling and Flatten over channels-last images (B, H, W, C), and their kernels.
+
+Conv runs as im2col + BLAS: every kernel tap (u, v, c) is one row of a column
+matrix `cols` (kh * kw * C_in + 1, B * H * W), whose last row is ones so that
+the bias rides in the product; the convolution and its gradients are then
+three matrix products.  benchmarks/bench_conv.py measured this against direct
+loops at the course's sizes (8x8x1 to 28x28x1 and 14x14x8 images, 3x3
+kernels, 4 to 16 channels, batches of 1 to 256): im2col was 1.4 to 7 times
+faster at every size, so it is the only implementation.
+
+No compile rules: the compiled engine handles 2-D values only, so these nodes
+run in the graph engine.
+"""
+import math
+
+import numpy as np
+
+from .. import config
+from ..config import kernel
+from ..node import Input, Node, _reusable
+
+
+@kernel
+def matmul_into(a, b, out):
+    """out = a @ b by BLAS; a, b C- or F-contiguous, out C-contiguous.  An empty sum gives zeros."""
+    if a.shape[0] == 0 or a.shape[1] == 0 or b.shape[1] == 0:
+        out[:, :] = 0.0  # BLAS rejects zero leading dimensions
+    else:
+        np.dot(a, b, out)
+
+
+@kernel
+def tap_mask(row, batch, H, W, du, dv):
+    """row[p] = 0 for every pixel p = (n, i, j) whose tap (i + du, j + dv) falls outside the H x W image."""
+    for n in range(batch):
+        for i in range(H):
+            base = (n * H + i) * W
+            if 0 <= i + du < H:
+                for j in range(min(W, max(0, -dv))):
+                    row[base + j] = 0.0
+                for j in range(max(0, W - dv), W):
+                    row[base + j] = 0.0
+            else:
+                for j in range(W):
+                    row[base + j] = 0.0
+
+
+@kernel
+def copy_into(dst, src):
+    """dst[q] = src[q] for every q; 1-D, as many elements.  A contiguous pair compiles to a vector copy."""
+    for q in range(dst.size):
+        dst[q] = src[q]
+
+
+@kernel
+def add_into(dst, src):
+    """dst[q] += src[q] for every q; 1-D, as many elements."""
+    for q in range(dst.size):
+        dst[q] += src[q]
+
+
+@kernel
+def conv_columns(x, kh, kw, cols):
+    """cols[(u, v, c), (n, i, j)] = x[n, i + u - kh//2, j + v - kw//2, c], 0 outside x (im2col, transposed).
+
+    x (B, H, W, C_in) C-contiguous, cols (kh * kw * C_in, B * H * W).
+    """
+    batch, H, W, cin = x.shape
+    P = batch * H * W
+    xf = x.reshape(x.size)
+    t = 0
+    for u in range(kh):
+        for v in range(kw):
+            # In flat pixel order the tap is a shift by d: one long copy (through views, so
+            # it vectorizes), then the taps that crossed an image edge (read a neighbouring
+            # row or image) are zeroed.
+            du, dv = u - kh // 2, v - kw // 2
+            d = du * W + dv
+            lo, hi = max(0, -d), min(P, P - d)
+            for c in range(cin):
+                row = cols[t]
+                if lo < hi and cin == 1:
+                    copy_into(row[lo:hi], xf[lo + d:hi + d])
+                elif lo < hi:
+                    copy_into(row[lo:hi], xf[(lo + d) * cin + c:(hi + d) * cin:cin])
+                tap_mask(row, batch, H, W, du, dv)  # also covers [0, lo) and [hi, P), never written above
+                t += 1
+
+
+@kernel
+def conv_forward(x, K, b, cols, Kb, out):
+    """out[n, i, j, o] = b[o] + sum_{u, v, c} x[n, i + u - kh//2, j + v - kw//2, c] K[u, v, c, o], 0 outside x.
+
+    x (B, H, W, C_in) and K (kh, kw, C_in, C_out) C-contiguous, b (C_out,) or (1, C_out),
+    out (B, H, W, C_out).  With T = kh * kw * C_in: cols (T + 1, B * H * W) receives x's
+    columns over a row of ones (kept for conv_backward) and Kb (T + 1, C_out) K as
+    (T, C_out) over b, so that out = cols.T @ Kb: the bias rides in the product.
+    """
+    kh, kw, cin, cout = K.shape
+    taps = kh * kw * cin
+    conv_columns(x, kh, kw, cols[:taps])
+    cols[taps, :] = 1.0
+    copy_into(Kb.reshape(Kb.size)[:K.size], K.reshape(K.size))
+    for o in range(cout):
+        Kb[taps, o] = b.flat[o]
+    matmul_into(cols.T, Kb, out.reshape(cols.shape[1], cout))
+
+
+@kernel
+def conv_backward(cols, g, dKb):
+    """dKb = cols @ g2 for the cols of conv_forward and g (B, H, W, C_out) C-contiguous as (B * H * W, C_out).
+
+    Its first T = kh * kw * C_in rows are dK as (T, C_out), dK[u, v, c, o] =
+    sum_{n, i, j} x[n, i + u - kh//2, j + v - kw//2, c] g[n, i, j, o]; the last row,
+    from the row of ones, is db[o] = sum_{n, i, j} g[n, i, j, o].
+    """
+    matmul_into(cols, g.reshape(cols.shape[1], g.shape[3]), dKb)
+
+
+@kernel
+def conv_input_grad(g, K, dcols, dx):
+    """dx[n, r, s, c] = sum_{u, v, o} g[n, r - u + kh//2, s - v + kw//2, o] K[u, v, c, o], terms inside g only.
+
+    g (B, H, W, C_out), K (kh, kw, C_in, C_out) and dx (B, H, W, C_in) C-contiguous;
+    dcols (kh * kw * C_in, B * H * W) is scratch.  col2im of dcols = K2 @ g2.T: each
+    column entry is added back to the pixel conv_columns copied it from.
+    """
+    batch, H, W, cin = dx.shape
+    kh, kw, _, cout = K.shape
+    P = batch * H * W
+    matmul_into(K.reshape(kh * kw * cin, cout), g.reshape(P, cout).T, dcols)
+    dxf = dx.reshape(dx.size)
+    dxf[:] = 0.0
+    t = 0
+    for u in range(kh):
+        for v in range(kw):
+            du, dv = u - kh // 2, v - kw // 2
+            d = du * W + dv
+            lo, hi = max(0, -d), min(P, P - d)
+            for c in range(cin):
+                row = dcols[t]
+                tap_mask(row, batch, H, W, du, dv)  # taps that fell outside x carry no gradient
+                if lo < hi and cin == 1:
+                    add_into(dxf[lo + d:hi + d], row[lo:hi])
+                elif lo < hi:
+                    add_into(dxf[(lo + d) * cin + c:(hi + d) * cin:cin], row[lo:hi])
+                t += 1
+
+
+@kernel
+def maxpool_forward(x, size, out, arg):
+    """out[n, i, j, c] = max of the window x[n, i*size : (i+1)*size, j*size : (j+1)*size, c]; arg = u*size + v of it.
+
+    x (B, H, W, C), out and arg (int64) (B, H/size, W/size, C).  The first
+    maximum in row-major window order wins ties.  A window holding a NaN gives
+    NaN and arg -1 (no gradient), as the reference's max and == do.
+    """
+    batch, Ho, Wo, C = out.shape
+    for n in range(batch):
+        for i in range(Ho):
+            for j in range(Wo):
+                for c in range(C):
+                    best = x[n, i * size, j * size, c]
+                    at = 0
+                    nan = False
+                    for u in range(size):
+                        for v in range(size):
+                            xv = x[n, i * size + u, j * size + v, c]
+                            nan |= math.isnan(xv)  # flagged apart: a NaN test in the comparison costs a branch
+                            if xv > best:  # strict: an equal later value loses
+                                best = xv
+                                at = u * size + v
+                    out[n, i, j, c] = np.nan if nan else best
+                    arg[n, i, j, c] = -1 if nan else at
+
+
+@kernel
+def maxpool_backward(g, arg, size, dx):
+    """dx[n, i*size + u, j*size + v, c] = g[n, i, j, c] if u*size + v == arg[n, i, j, c], else 0.
+
+    g and arg (B, H/size, W/size, C), dx (B, H, W, C): every element written once.
+    """
+    batch, Ho, Wo, C = g.shape
+    for n in range(batch):
+        for i in range(Ho):
+            for u in range(size):
+                for j in range(Wo):
+                    for v in range(size):
+                        at = u * size + v
+                        for c in range(C):
+                            dx[n, i * size + u, j * size + v, c] = g[n, i, j, c] if arg[n, i, j, c] == at else 0.0
+
+
+def _c_contiguous(a):
+    """`a` itself when C-contiguous (the usual case: kernels reshape it), else a C-contiguous copy."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+class _Cache:
+    """Buffers keyed by shape: `cache[key]` is `make(*key)`, made at the first use of the key and reused after.
+
+    A few keys are kept (the training batch, a short last batch, an evaluation
+    set), so alternating between them allocates nothing either.
+    """
+
+    KEEP = 4
+
+    def __init__(self, make):
+        self._make = make
+        self._entries = {}
+
+    def __getitem__(self, key):
+        entry = self._entries.get(key)
+        if entry is None:
+            if len(self._entries) >= self.KEEP:
+                del self._entries[next(iter(self._entries))]  # the oldest key
+            entry = self._entries[key] = self._make(*key)
+        return entry
+
+
+class _ConvBuffers:
+    """One shape's buffers: x's columns, K over b, the gradients, and dx's when first needed."""
+
+    def __init__(self, x_shape, K_shape, b_shape):
+        kh, kw, cin, cout = K_shape
+        taps = kh * kw * cin
+        self.cols = np.empty((taps + 1, x_shape[0] * x_shape[1] * x_shape[2]))
+        self.Kb, self.dKb = np.empty((taps + 1, cout)), np.empty((taps + 1, cout))
+        # dK and db are views of dKb, the product that computes both
+        self.dK, self.db = self.dKb[:taps].reshape(K_shape), self.dKb[taps].reshape(b_shape)
+        self.x = self.dx = self.dcols = None
+
+    def contiguous_x(self, x):
+        """x, or its copy in a buffer when it is strided (conv_columns reads it flat)."""
+        if x.flags.c_contiguous:
+            return x
+        if self.x is None:
+            self.x = np.empty(x.shape)
+        self.x[...] = x
+        return self.x
+
+
+class Conv(Node):
+    """2-D cross-correlation, stride 1, zero "same" padding, channels last.
+
+    x (B, H, W, C_in), K (kh, kw, C_in, C_out) with kh and kw odd, b (C_out,) or (1, C_out):
+        out[n, i, j, o] = b[o] + sum_{u, v, c} xpad[n, i + u, j + v, c] K[u, v, c, o],
+    xpad being x with kh // 2 and kw // 2 zeros around H and W; out is (B, H, W, C_out).
+    Backward: dK[u, v, c, o] = sum_{n, i, j} xpad[n, i + u, j + v, c] g[n, i, j, o],
+    db[o] = sum_{n, i, j} g[n, i, j, o], and dx the same correlation run back
+    (conv_input_grad).  Kernels: conv_forward, conv_backward, conv_input_grad.
+    Buffers (columns, gradients, dx's scratch) are made at the first step at a
+    shape and reused after; a few shapes are kept (_Cache).
+
+    backward() uses the columns of x that forward() built, so the gradients are
+    those at the x forward saw.  dx is computed at backward when x is an
+    operation or a Parameter; for a data Input it is computed when
+    `gradients[x]` is read (with K as it was at backward), as in Linear.
+    """
+
+    def __init__(self, x, K, b):
+        super().__init__([x, K, b])
+        self._buffers = _Cache(_ConvBuffers)
+        self._checked = self._columns_of = self._g_kept = self._K_kept = None
+        if isinstance(x, Input):  # data: its gradient is computed only when read
+            self.gradients.defer(x, self._data_gradient)
+
+    def forward(self):
+        if not config._blas_pinned:
+            config.pin_blas_threads()  # the kernels' products run in BLAS
+        x, K, b = self._values()
+        self._check_shapes(x, K, b)
+        buf = self._buffers[x.shape, K.shape, b.shape]
+        shape = x.shape[:3] + (K.shape[3],)
+        out = self.value if _reusable(self.value, shape) else np.empty(shape)
+        conv_forward(buf.contiguous_x(x), _c_contiguous(K), b, buf.cols, buf.Kb, out)
+        self._columns_of = buf  # buf.cols now hold this x
+        self.value = out
+
+    def _check_shapes(self, x, K, b):
+        """Raise unless x (B, H, W, C_in), K (kh, kw, C_in, C_out) with odd kh, kw and b (C_out,) fit."""
+        shapes = (x.shape, K.shape, b.shape)
+        if shapes == self._checked:
+            return
+        convention = ("Conv(x, K, b) takes x (batch, H, W, C_in) channels-last and "
+                      "K (kh, kw, C_in, C_out) with odd kh, kw")
+        if x.ndim != 4 or K.ndim != 4:
+            hint = " (a one-channel batch (B, H, W) needs x[..., None])" if x.ndim == 3 else ""
+            raise ValueError(f"{self}: x has shape {x.shape} and K has shape {K.shape}; {convention}{hint}")
+        hint = ""
+        if x.shape[3] != K.shape[2] and x.shape[1] == K.shape[2]:
+            hint = "; x looks channels-first: pass x.transpose(0, 2, 3, 1)"
+        elif x.shape[3] != K.shape[2] and K.shape[1] == x.shape[3] and K.shape[2] % 2 and K.shape[3] % 2:
+            hint = "; K looks like (C_out, C_in, kh, kw): pass K.transpose(2, 3, 1, 0)"
+        if K.shape[0] % 2 == 0 or K.shape[1] % 2 == 0:
+            raise ValueError(f"{self}: K has shape {K.shape}, an even kernel size {K.shape[:2]}; "
+                             f"{convention}, so that 'same' padding is symmetric{hint}")
+        if x.shape[3] != K.shape[2]:
+            raise ValueError(f"{self}: x has shape {x.shape} with {x.shape[3]} channels but K has shape "
+                             f"{K.shape} for {K.shape[2]}; {convention}{hint}")
+        if b.shape != (K.shape[3],) and b.shape != (1, K.shape[3]):
+            raise ValueError(f"{self}: b has shape {b.shape} but K has shape {K.shape}; "
+                             f"need b ({K.shape[3]},) or (1, {K.shape[3]}), one bias per output channel")
+        self._checked = shapes
+
+    def backward(self):
+        x_node, K_node, b_node = self.inputs
+        x, K, b = self._values()
+        self._check_shapes(x, K, b)  # values may have changed since forward
+        g = _c_contiguous(self._upstream(x.shape[:3] + (K.shape[3],)))
+        K = _c_contiguous(K)
+        buf = self._buffers[x.shape, K.shape, b.shape]
+        if self._columns_of is not buf:  # no forward at these shapes just before: x's columns again
+            conv_forward(buf.contiguous_x(x), K, b, buf.cols, buf.Kb, np.empty(g.shape))
+            self._columns_of = buf
+        conv_backward(buf.cols, g, buf.dKb)
+        self.gradients[K_node] = buf.dK
+        self.gradients[b_node] = buf.db
+        if isinstance(x_node, Input):
+            # Keep K as it is now: the script may update it before reading the gradient.
+            if self._K_kept is None or self._K_kept.shape != K.shape:
+                self._K_kept = np.empty(K.shape)
+            self._K_kept[...] = K
+            self._g_kept = g
+        else:
+            if buf.dx is None:
+                buf.dx, buf.dcols = np.empty(x.shape), np.empty((buf.cols.shape[0] - 1, buf.cols.shape[1]))
+            conv_input_grad(g, K, buf.dcols, buf.dx)
+            self.gradients[x_node] = buf.dx
+
+    def _data_gradient(self):
+        g, K = self._g_kept, self._K_kept
+        if g is None:
+            raise KeyError(self.inputs[0])  # no backward yet
+        dx = np.empty(g.shape[:3] + (K.shape[2],))
+        dcols = np.empty((K.shape[0] * K.shape[1] * K.shape[2], g.shape[0] * g.shape[1] * g.shape[2]))
+        conv_input_grad(g, K, dcols, dx)
+        return dx
+
+
+class _PoolBuffers:
+    """One x shape's buffers: the window maxima's positions and dx."""
+
+    def __init__(self, B, H, W, C, size):
+        self.arg = np.empty((B, H // size, W // size, C), dtype=np.int64)
+        self.dx = np.empty((B, H, W, C))
+
+
+class MaxPooling(Node):
+    """Max over non-overlapping size x size windows of axes 1 and 2.
+
+    x (B, H, W, C) to (B, H/size, W/size, C), H and W divisible by size
+    (further trailing axes are treated as channels; (B, H, W) works too):
+        out[n, i, j, c] = max_{u, v < size} x[n, i*size + u, j*size + v, c].
+    The gradient goes to the maximum of each window, the first in row-major
+    window order on ties; backward() routes it by the positions forward()
+    found (in an int64 buffer).  Kernels: maxpool_forward, maxpool_backward.
+    """
+
+    def __init__(self, x, size=2):
+        super().__init__([x])
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"{self}: size must be a positive integer, got {size!r}")
+        self.size = int(size)
+        self._buffers = _Cache(_PoolBuffers)
+        self._checked = self._arg_of = None
+
+    def _shapes(self, x):
+        """x's shape as (B, H, W, C) for the kernels, and the output's shape; raises unless they fit."""
+        if x.shape != self._checked:
+            s = self.size
+            if x.ndim < 3 or x.shape[1] % s or x.shape[2] % s:
+                raise ValueError(f"{self}: x has shape {x.shape}; MaxPooling(x, size={s}) takes x "
+                                 f"(batch, H, W, C) channels-last with H and W divisible by {s}")
+            B, H, W = x.shape[:3]
+            self._as4 = (B, H, W, math.prod(x.shape[3:]))
+            self._out_shape = (B, H // s, W // s) + x.shape[3:]
+            self._checked = x.shape
+        return self._as4, self._out_shape
+
+    def forward(self):
+        (x,) = self._values()
+        as4, shape = self._shapes(x)
+        buf = self._buffers[as4 + (self.size,)]
+        out = self.value if _reusable(self.value, shape) else np.empty(shape)
+        # the reshapes are for x of another rank than 4 (views unless x is strided)
+        maxpool_forward(x if x.ndim == 4 else x.reshape(as4), self.size,
+                        out if out.ndim == 4 else out.reshape(buf.arg.shape), buf.arg)
+        self._arg_of = buf  # buf.arg now holds this x's maxima
+        self.value = out
+
+    def backward(self):
+        (x,) = self._values()
+        as4, shape = self._shapes(x)
+        buf = self._buffers[as4 + (self.size,)]
+        if self._arg_of is not buf:  # no forward at this shape just before (rare): find the maxima again
+            maxpool_forward(x if x.ndim == 4 else x.reshape(as4), self.size, np.empty(buf.arg.shape), buf.arg)
+            self._arg_of = buf
+        g = self._upstream(shape)
+        maxpool_backward(g if g.ndim == 4 else g.reshape(buf.arg.shape), buf.arg, self.size, buf.dx)
+        self.gradients[self.inputs[0]] = buf.dx if x.ndim == 4 else buf.dx.reshape(x.shape)
+
+
+class Flatten(Node):
+    """(B, d1, d2, ...) to (B, d1 * d2 * ...), row-major (NumPy's reshape order).
+
+    The value is a copy in the node's own buffer, not a view of x: a view would
+    keep x's array alive, and the node producing x could not reuse its buffer
+    (an allocation per step); the copy costs less.  The gradient is the
+    upstream gradient reshaped to x's shape (a view of it when it is contiguous).
+    """
+
+    def __init__(self, x):
+        super().__init__([x])
+        self._x_shape = self._shape = None
+
+    def _shapes(self, x_shape):
+        """x's shape and the output's (B, width), remembered for the next call at the same shape."""
+        if x_shape != self._x_shape:
+            if len(x_shape) < 1:
+                raise ValueError(f"{self}: x is a scalar; Flatten takes a batch (batch, ...)")
+            # the width from the shape, not -1: reshape(0, -1) fails on an empty batch
+            self._shape = (x_shape[0], math.prod(x_shape[1:]))
+            self._x_shape = x_shape
+        return self._shape
+
+    def forward(self):
+        (x,) = self._values()
+        shape = self._shapes(x.shape)
+        out = self.value if _reusable(self.value, shape) else np.empty(shape)
+        np.copyto(out.reshape(x.shape), x)
+        self.value = out
+
+    def backward(self):
+        x_node = self.inputs[0]
+        x_shape = np.shape(x_node.value)
+        g = self._upstream(self._shapes(x_shape))
+        self.gradients[x_node] = g.reshape(x_shape)
