@@ -270,8 +270,10 @@ class Program:
             steps = max(1, min(int(steps * CHUNK_SECONDS / max(took, 1e-6)), 2 * steps, 2**40))
         done = time.perf_counter()
         if bad >= 0:
-            raise ValueError(f"training diverged: a prediction became NaN in epoch {epoch} at row {bad} "
-                             f"(of this epoch's order); lower the learning rate {lr}")
+            broken = [node for node in self.parameters if not np.all(np.isfinite(node.value))]
+            where = f"{broken[0]} became NaN or inf" if broken else "a prediction became NaN"
+            raise ValueError(f"training diverged: {where} in epoch {epoch} (row {bad} of this epoch's order); "
+                             f"lower the learning rate {lr}")
         return epoch_loss, done - compiled, compiled - start
 
 
