@@ -1,8 +1,10 @@
-"""Compile time of fastedf.fit: a cold first call (empty caches) and a warm one, each in a fresh process.
+"""Compile time of fastedf.fit by depth: a cold first call (empty caches) and a warm one, each in a fresh process.
 
-Prints fit's compile_time_s (the warm-up pass that compiles the graph
-engine's kernels, plus compiling or loading the training program) and the
-process's wall time.  Usage:  python benchmarks/bench_compile.py [--runs 3]
+For an MLP of L hidden Linear + Sigmoid layers (L = 0 is the study's logistic
+regression), prints fit's compile_time_s (the first-row check, which
+compiles the graph kernels it calls, plus compiling or loading the training
+program), the process's wall time, and `import fastedf` alone.
+Usage:  python benchmarks/bench_compile.py [--layers 0,1,2,4,8] [--runs 1]
 """
 import argparse
 import os
@@ -12,33 +14,42 @@ import tempfile
 import time
 
 CHILD = """
+import sys, time
+start = time.perf_counter()
 import fastedf
-from fastedf.models import logistic_regression
+imported = time.perf_counter() - start
+import numpy as np
+from fastedf.models import mlp
 from fastedf.study import study_data
 d = study_data(0)
-m = logistic_regression(2)
+m = mlp(2, (8,) * int(sys.argv[1]))
 h = fastedf.fit(m.loss, {m.x: d.X_train, m.y: d.y_train.reshape(-1, 1)}, batch_size=32, epochs=1, engine="compiled")
-print(h.compile_time_s)
+print(h.compile_time_s, imported)
 """
 
 
-def run(env):
+def run(env, layers):
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.split()[-1]), time.perf_counter() - start
+    out = subprocess.run([sys.executable, "-c", CHILD, str(layers)], env=env, capture_output=True, text=True,
+                         check=True)
+    compile_s, import_s = map(float, out.stdout.split()[-2:])
+    return compile_s, time.perf_counter() - start, import_s
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--layers", default="0,1,2,4,8")
+    parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    print(f"{'run':>4} {'cold compile s':>15} {'cold process s':>15} {'warm compile s':>15} {'warm process s':>15}")
-    for i in range(args.runs):
-        with tempfile.TemporaryDirectory() as cache:
-            env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTEDF_CACHE_DIR=os.path.join(cache, "programs"))
-            cold = run(env)
-            warm = run(env)
-        print(f"{i:>4} {cold[0]:>15.2f} {cold[1]:>15.2f} {warm[0]:>15.3f} {warm[1]:>15.2f}")
+    print(f"{'layers':>6} {'cold compile s':>15} {'cold process s':>15} {'warm compile s':>15} {'warm process s':>15}"
+          f" {'import s':>9}")
+    for layers in map(int, args.layers.split(",")):
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTEDF_CACHE_DIR=os.path.join(cache, "programs"))
+                cold = run(env, layers)
+                warm = run(env, layers)
+            print(f"{layers:>6} {cold[0]:>15.2f} {cold[1]:>15.2f} {warm[0]:>15.3f} {warm[1]:>15.2f} {warm[2]:>9.2f}")
 
 
 if __name__ == "__main__":
