@@ -230,3 +230,17 @@ def test_fit_reports_per_sample_mean_losses(digits_like):
     model = mlp(64, (16,), seed=0, activation="relu", classes=10)
     history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=300, epochs=1, lr=1e-9)
     assert history.epoch_loss[0] == pytest.approx(-np.mean(np.sum(Y * np.log(model.predict(X)), axis=1)), rel=1e-6)
+
+
+def test_softmax_and_linear_refusals_name_the_problem():
+    z = Input()
+    z.value = np.float64(3.0)
+    with pytest.raises(ValueError, match=r"Softmax#\d+: input is a scalar; Softmax needs \(batch, classes\)"):
+        Softmax(z).forward()
+    z.value = np.zeros((2, 0))
+    with pytest.raises(ValueError, match="no classes to normalise over"):
+        Softmax(z).forward()
+    with pytest.raises(TypeError, match=r"Linear needs \(x, A, b\) or \(x, n_in, n_out\)"):
+        Linear(Input(), Parameter(np.ones((2, 2))))
+    with pytest.raises(ValueError, match="layer sizes must be >= 1"):
+        Linear(Input(), 0, 3)

@@ -122,7 +122,7 @@ class Linear(Node):
         elif isinstance(x, Parameter) and isinstance(A, Input) and b is not None:
             x, A = A, x  # Linear(A, x, b): the data argument is the Input
         if b is None:
-            raise TypeError(f"Linear needs (x, A, b) or (x, n_in, n_out); got no bias argument")
+            raise TypeError("Linear needs (x, A, b) or (x, n_in, n_out); got no bias argument")
         super().__init__([x, A, b])
         self._dA = self._db = self._A_kept = self._g_kept = self._checked = None
         if isinstance(x, Input):  # data: its gradient is computed only when read
