@@ -2,11 +2,19 @@
 
 Subcommands are imported only when called, so `fastedf sweep` does not load
 the memory tooling and vice versa.
+
+Errors, decided here once for every subcommand:
+- anything the user typed or pointed at (UsageError, an OSError at a path,
+  running out of memory): one line `fastedf <cmd>: error: ...`, exit 2;
+- Ctrl-C: one line, exit 130 (a subcommand may print its own line and return 130);
+- anything else is a bug in fastedf: its traceback, then one line asking to
+  report it, exit 1.
 """
 import importlib
 import sys
+import traceback
 
-from .cli import EXIT_USAGE, UsageError
+from .cli import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 SUBCOMMANDS = {
     "sweep": "the batch-size study: time, loss, accuracy (and memory) against batch size",
@@ -33,7 +41,7 @@ def _usage():
 
 
 def main(argv=None):
-    """Run a subcommand; returns its exit code (2 for bad input, with a one-line message on stderr)."""
+    """Run a subcommand; returns its exit code (2 for bad input, 130 for Ctrl-C, 1 for a bug in fastedf)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(), file=sys.stdout if argv else sys.stderr)
@@ -45,15 +53,29 @@ def main(argv=None):
         return EXIT_USAGE
     try:
         return int(_run(name, rest) or 0)
-    except (UsageError, ValueError) as error:
-        message = " ".join(str(error).split())  # one line, whatever the message held
-        print(f"fastedf {name}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
     except SystemExit as done:  # --help and argparse's own exits
         return done.code if isinstance(done.code, int) else 0
     except KeyboardInterrupt:
-        print(f"fastedf {name}: interrupted", file=sys.stderr)
-        return 130
+        _error(name, "interrupted")
+        return EXIT_INTERRUPTED
+    except UsageError as error:
+        _error(name, f"error: {error}")
+        return EXIT_USAGE
+    except OSError as error:  # a file or directory the user named, or a full disk
+        where = f"{error.filename}: " if error.filename else ""
+        _error(name, f"error: {where}{error.strerror or error}")
+        return EXIT_USAGE
+    except MemoryError:
+        _error(name, "error: out of memory; use smaller values (see --help)")
+        return EXIT_USAGE
+    except Exception:  # noqa: BLE001  a bug in fastedf: the traceback is what a report needs
+        traceback.print_exc()
+        _error(name, "internal error; please report it with the traceback above")
+        return 1
+
+
+def _error(name, message):
+    print(f"fastedf {name}: " + " ".join(str(message).split()), file=sys.stderr)  # one line, whatever it held
 
 
 if __name__ == "__main__":

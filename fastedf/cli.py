@@ -1,14 +1,23 @@
-"""What every fastedf subcommand shares: a parser whose errors are one line, the exit codes, the environment record.
+"""What every fastedf subcommand shares: one-line errors, exit codes, the output-directory lock, resource limits.
 
 A subcommand builds its options with `ArgumentParser` and raises `UsageError`
-for bad input it finds later (a bad CSV, a NaN); `fastedf.__main__` prints
+for bad input it finds later (a bad CSV, a NaN, a path it cannot write, a run
+this machine cannot finish); `fastedf.__main__` prints
 `fastedf <cmd>: error: <message>` on one line and exits with `EXIT_USAGE`.
 """
 import argparse
+import errno
+import fcntl
+import math
 import os
 import platform
+import resource
+import shutil
 
 EXIT_USAGE = 2  # argparse's convention for bad command lines
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
+LARGEST_INT = 2**63 - 1  # integer options above this are refused before any arithmetic on them
+SEED_LIMIT = 2**64  # NumPy's generators and fit's shuffle take seeds in [0, 2**64)
 
 
 class UsageError(Exception):
@@ -38,14 +47,25 @@ def nonnegative_int(text):
     return value
 
 
+def seed_int(text):
+    """An argparse type: a seed, an integer in [0, 2**64)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {_short(text)!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**64), got {_short(text)}")
+    return value
+
+
 def positive_float(text):
-    """An argparse type: a finite number > 0."""
+    """An argparse type: a finite real number > 0 (complex, NaN, inf and overflowing values are refused)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"not a real number: {_short(text)!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {_short(text)!r}")
     return value
 
 
@@ -53,16 +73,247 @@ def int_list(text):
     """An argparse type: comma-separated integers >= 1, e.g. '1,2,4'."""
     items = [item.strip() for item in text.split(",")]
     if not text.strip() or any(not item for item in items):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {_short(text)!r}")
     return [positive_int(item) for item in items]
 
 
 def _int(text):
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        value = int(text)
+    except ValueError:  # also a number too long for int() to parse
+        raise argparse.ArgumentTypeError(f"not an integer: {_short(text)!r}") from None
+    if abs(value) > LARGEST_INT:
+        raise argparse.ArgumentTypeError(f"{_short(text)} is too large (at most 2**63 - 1)")
+    return value
 
+
+def _short(text, limit=40):
+    """The start of what the user typed, for a message that stays one readable line."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+# ---------------------------------------------------------------- paths the user named
+
+def path_error(error, path, doing="write"):
+    """A UsageError for an OSError met at a path the user named: 'cannot write results/x.csv: Is a directory'."""
+    reason = error.strerror or str(error)
+    return UsageError(f"cannot {doing} {error.filename or path}: {reason}")
+
+
+def make_output_dir(path, option="--out"):
+    """Create the directory `path` (and its parents) or raise a UsageError naming it."""
+    if not path:
+        raise UsageError(f"{option} is empty: name a directory")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{option} {path} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {option} directory {path}: {error.strerror or error}") from None
+
+
+class DirectoryLock:
+    """One writer per output directory: an exclusive flock on DIR/.fastedf.lock, which holds the owner's pid.
+
+    The lock belongs to the open file, so the operating system releases it when
+    the owner exits or is killed: a lock left by a dead process never blocks the
+    next run.  The file itself stays (removing it would race with a process
+    about to lock it).  A second process refuses with a UsageError naming the
+    directory and the owner's pid.
+    """
+
+    NAME = ".fastedf.lock"
+
+    def __init__(self, directory, command):
+        self.directory = directory
+        self.path = os.path.join(directory, self.NAME)
+        self.command = command
+        self._fd = None
+
+    def acquire(self):
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+        except OSError as error:
+            raise UsageError(f"cannot write to {self.directory}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            owner = _read_owner(fd)
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UsageError(f"{self.directory} is in use by another fastedf process ({owner}); wait for "
+                                 "it to finish or choose another --out") from None
+            raise UsageError(f"cannot lock {self.directory}: {error.strerror or error}") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {self.command}\n".encode())
+        except OSError as error:  # a full disk
+            os.close(fd)
+            raise UsageError(f"cannot write to {self.directory}: {error.strerror or error}") from None
+        self._fd = fd
+        return self
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_owner(fd):
+    """'pid 1234, fastedf sweep' from a lock file, or 'pid unknown' while its owner is still writing it."""
+    try:
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    pid, _, command = text.partition(" ")
+    return f"pid {pid}, {command}" if pid.isdigit() and command else f"pid {pid}" if pid.isdigit() else "pid unknown"
+
+
+# ---------------------------------------------------------------- what this machine can finish
+
+MAX_SECONDS = 7 * 24 * 3600  # a run whose least possible time exceeds a week is refused as one that cannot finish
+# Lower bounds of fastedf's costs, about a tenth of what was measured on a 2020s x86 core, so a refusal
+# means the run certainly cannot finish; the real time is typically ten times the bound.
+SECONDS_PER_UPDATE = {"compiled": 1e-8, "graph": 1e-6}  # fixed cost of one SGD step (measured 1.2e-7, 1.2e-5)
+SECONDS_PER_ELEMENT = 2e-10  # per feature value (plus the label) per sample per epoch (measured 2e-9)
+SECONDS_PER_FIT = 1e-5  # building a model and calling fit (measured 1e-4)
+SECONDS_PER_PROCESS = 0.05  # starting a Python process with NumPy (measured about 0.6 s with fastedf)
+
+
+def available_memory_bytes():
+    """Bytes this process may still allocate: MemAvailable, within any cgroup and RLIMIT_AS limit; None if unknown."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as a, open(usage_file) as b:
+                limit, usage = a.read().strip(), b.read().strip()
+            if limit.isdigit() and int(limit) < 2**60:
+                limits.append(int(limit) - int(usage))
+            break
+        except (OSError, ValueError):
+            continue
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)  # an upper bound: what is already mapped counts against it too
+    return max(0, min(limits)) if limits else None
+
+
+def free_disk_bytes(path):
+    """Free bytes on the file system holding `path` (or its nearest existing parent); None if unknown."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return None
+    return usage.free if usage.total else None  # /proc and the like report no size at all
+
+
+def format_bytes(n):
+    """1.5 GB: decimal units, as disks and `free -h` round them closely enough for a message."""
+    for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{_number(n / scale)} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_duration(seconds):
+    """3.2 days, 41 years: the largest unit that keeps the number >= 1."""
+    for unit, scale in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= scale:
+            return f"{_number(seconds / scale)} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _number(x):
+    """3 significant digits, without an exponent below 10**15: 7,080 rather than 7.08e+03."""
+    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}" if x < 1e15 else f"{x:.3g}"
+
+
+class Cost:
+    """What a run needs: seconds (a lower bound), bytes of memory, bytes of disk."""
+
+    def __init__(self, seconds=0.0, memory_bytes=0.0, disk_bytes=0.0):
+        self.seconds, self.memory_bytes, self.disk_bytes = float(seconds), float(memory_bytes), float(disk_bytes)
+
+
+def refuse_unless_it_fits(cost_of, options, what, disk_path):
+    """Raise a one-line UsageError when the run cannot fit this machine's memory, the disk at `disk_path`, or a week.
+
+    cost_of(values) -> Cost, `values` a dict {flag: int} of the options below;
+    the cost must not decrease when any of them grows.  options: {flag: (value
+    asked, default, smallest allowed)}.  The message names what was asked, the
+    first limit it breaks, and the largest value of one option (the one
+    furthest above its default that can make it fit) that fits every limit.
+    """
+    asked = {flag: value for flag, (value, _, _) in options.items()}
+    limits = {"memory_bytes": available_memory_bytes(), "disk_bytes": free_disk_bytes(disk_path),
+              "seconds": MAX_SECONDS}
+    explain = {
+        "memory_bytes": lambda need, limit: (f"needs about {format_bytes(need)} of memory and "
+                                             f"{format_bytes(limit)} is available"),
+        "disk_bytes": lambda need, limit: (f"would write about {format_bytes(need)} and {format_bytes(limit)} "
+                                           f"is free at {disk_path}"),
+        "seconds": lambda need, limit: (f"would take at least {format_duration(need)} even at fastedf's fastest "
+                                        f"speed, and at most {format_duration(limit)} is accepted")}
+
+    def broken(values):
+        """The first limit `values` break, as (field, need, limit), or None."""
+        cost = cost_of(values)
+        for field, limit in limits.items():
+            if limit is not None and getattr(cost, field) > limit:
+                return field, getattr(cost, field), limit
+        return None
+
+    problem = broken(asked)
+    if problem is None:
+        return
+    field, need, limit = problem
+    ratio = {flag: value / max(default, 1) for flag, (value, default, _) in options.items()}
+    for flag in sorted(options, key=ratio.get, reverse=True):
+        value, _, smallest = options[flag]
+        fits = _largest(lambda v, flag=flag: broken({**asked, flag: v}) is None, smallest, value)
+        if fits is not None:
+            raise UsageError(f"{flag} {value}: {what} {explain[field](need, limit)}; with the other options "
+                             f"as given, {flag} {fits} is the most that fits")
+    asked_text = ", ".join(f"{flag} {value}" for flag, value in asked.items())
+    raise UsageError(f"{what} ({asked_text}) {explain[field](need, limit)}, and lowering any one of these "
+                     "options is not enough")
+
+
+def _largest(fits, low, high):
+    """The largest v in [low, high) with fits(v), fits monotone (true then false); None if fits(low) is false."""
+    if not fits(low):
+        return None
+    while high - low > 1:  # invariant: fits(low), not fits(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+# ---------------------------------------------------------------- saved with every result
 
 def environment():
     """Versions, machine and CPU, saved with every result file."""

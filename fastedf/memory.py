@@ -26,18 +26,25 @@ starts with nothing left over from earlier points:
 
 `fastedf memory` (main) measures every batch size of every engine, fits a line
 peak = intercept + slope * batch_size by least squares, and writes memory.csv,
-memory.json and memory_vs_batch.png.
+memory.json and memory_vs_batch.png.  Like `fastedf sweep` it locks its --out
+(one writer per directory), writes each row as it is measured, stops on Ctrl-C
+with the measured rows kept (memory.json says complete: false), and refuses
+sizes this machine cannot finish before measuring anything.
 """
 import csv
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-from .cli import environment
+from .cli import (SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, ArgumentParser, Cost, DirectoryLock,
+                  UsageError, environment, int_list, make_output_dir, nonnegative_int, path_error, positive_int,
+                  refuse_unless_it_fits, seed_int)
 from .trainer import ENGINES
 
 DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
@@ -153,15 +160,21 @@ def _measure_here(engine, batch_size, features, samples, epochs, seed, path):
                  path)
 
 
+EXIT_CHILD_INTERRUPTED = 130  # the child's exit code when Ctrl-C reached it
+
+
 def run_child(command, where):
     """Run a child process with PYTHONMALLOC=malloc (step 4); the JSON on the last line of its output.
 
     The child exits with 2 when it rejects its arguments (raised here as
-    ValueError, with the child's last line of stderr); any other failure is a
-    RuntimeError.  `where` names the point in the messages.
+    ValueError, with the child's last line of stderr); Ctrl-C in the child is
+    a KeyboardInterrupt here; any other failure is a RuntimeError.  `where`
+    names the point in the messages.
     """
     env = dict(os.environ, PYTHONMALLOC="malloc")
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # Ctrl-C kills the child
+    if done.returncode in (EXIT_CHILD_INTERRUPTED, -signal.SIGINT):
+        raise KeyboardInterrupt  # Ctrl-C reached the child first (the terminal signals both)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or ["(no output)"]
         if done.returncode == 2:
@@ -216,13 +229,16 @@ def measure_peaks(engine, batch_sizes, features, samples, epochs, seed=0, on_row
 def _child(argv):
     """`python -m fastedf.memory --child ENGINE B D N EPOCHS SEED`: print one JSON line."""
     engine, batch_size, features, samples, epochs, seed = argv
-    with tempfile.TemporaryDirectory(prefix="fastedf-memray-") as tmp:
-        try:
-            result = _measure_here(engine, int(batch_size), int(features), int(samples), int(epochs),
-                                   int(seed), os.path.join(tmp, "fit.bin"))
-        except ValueError as error:
-            print(" ".join(str(error).split()), file=sys.stderr)
-            return 2
+    try:
+        with tempfile.TemporaryDirectory(prefix="fastedf-memray-") as tmp:
+            try:
+                result = _measure_here(engine, int(batch_size), int(features), int(samples), int(epochs),
+                                       int(seed), os.path.join(tmp, "fit.bin"))
+            except ValueError as error:
+                print(" ".join(str(error).split()), file=sys.stderr)
+                return 2
+    except KeyboardInterrupt:
+        return EXIT_CHILD_INTERRUPTED
     print(json.dumps(result))
     return 0
 
@@ -230,8 +246,6 @@ def _child(argv):
 # ---- fastedf memory: the command line ---------------------------------------------------------
 
 def _parser():
-    from .cli import ArgumentParser, int_list, nonnegative_int, positive_int
-
     parser = ArgumentParser(prog="fastedf memory",
                             description="Peak memory of fit against batch size, each point measured "
                                         "under memray in a fresh process.")
@@ -243,7 +257,7 @@ def _parser():
     what.add_argument("--features", type=positive_int, default=64, help="d, features per sample (default: 64)")
     what.add_argument("--samples", type=positive_int, default=16384, help="n, training rows (default: 16384)")
     what.add_argument("--epochs", type=nonnegative_int, default=3, help="epochs of the tracked fit (default: 3)")
-    what.add_argument("--seed", type=nonnegative_int, default=0, help="data and model seed (default: 0)")
+    what.add_argument("--seed", type=seed_int, default=0, help="data and model seed, below 2**64 (default: 0)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=os.path.join("results", "memory"),
                      help="directory for memory.csv, memory.json, memory_vs_batch.png (default: results/memory)")
@@ -252,13 +266,35 @@ def _parser():
 
 
 def _engines(text):
-    from .cli import UsageError
-
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in ENGINES]
     if not names or unknown:
         raise UsageError(f"--engine: expected a comma-separated list of {', '.join(ENGINES)}, got {text!r}")
     return list(dict.fromkeys(names))
+
+
+# The child's memory: X (n, d) and Y (n, 1), and as much again while the generator draws them.
+DATA_COPIES = 2
+MEMRAY_BYTES_PER_GRAPH_STEP = 2  # memray's capture file per graph-engine step (measured 0.7; compiled: none)
+
+
+def measurement_cost(engines, batch_sizes, features, samples, epochs):
+    """The Cost (fastedf.cli.Cost) of measuring every point: time a lower bound, memory per child, disk in temp.
+
+    Per point: a process start, the data drawn, a one-epoch warm-up and the
+    tracked fit, each epoch a step cost per batch and a cost per value.
+    """
+    seconds, disk = 0.0, 0.0
+    for engine in engines:
+        for b in batch_sizes:
+            steps = math.ceil(samples / b)
+            seconds += (SECONDS_PER_PROCESS + samples * features * SECONDS_PER_ELEMENT
+                        + (epochs + 1) * (steps * SECONDS_PER_UPDATE[engine]
+                                          + samples * (features + 1) * SECONDS_PER_ELEMENT))
+            if engine == "graph":
+                disk += epochs * steps * MEMRAY_BYTES_PER_GRAPH_STEP
+    memory = DATA_COPIES * BYTES_PER_FLOAT * samples * (features + 1) + 2 * BYTES_PER_FLOAT * (epochs + 1)
+    return Cost(seconds, memory, disk)
 
 
 def fits_by_engine(rows):
@@ -313,15 +349,27 @@ def plot(rows, fits, features, path, title=None):
 
 def main(argv=None):
     """`fastedf memory [options]`: measure, then write DIR/memory.csv, memory.json, memory_vs_batch.png."""
-    from .cli import UsageError
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     engines = _engines(args.engine)
     too_big = [b for b in args.batch_sizes if b > args.samples]
     if too_big:
         raise UsageError(f"--batch-sizes {too_big[0]} exceeds --samples {args.samples}")
-    os.makedirs(args.out, exist_ok=True)
+    default = parser.get_default
+    refuse_unless_it_fits(
+        lambda v: measurement_cost(engines, args.batch_sizes, v["--features"], v["--samples"], v["--epochs"]),
+        {"--epochs": (args.epochs, default("epochs"), 0),
+         "--samples": (args.samples, default("samples"), max(args.batch_sizes)),
+         "--features": (args.features, default("features"), 1)},
+        "the measurement", tempfile.gettempdir())
+    make_output_dir(args.out)
+    with DirectoryLock(args.out, "fastedf memory"):
+        return _measure_and_write(args, argv, engines)
+
+
+def _measure_and_write(args, argv, engines):
+    """main's work once --out is locked: memory.csv row by row, memory.json, the figure."""
     csv_path = os.path.join(args.out, "memory.csv")
     json_path = os.path.join(args.out, "memory.json")
     png_path = os.path.join(args.out, "memory_vs_batch.png")
@@ -341,21 +389,34 @@ def main(argv=None):
     print(f"fastedf memory: d={args.features}, n={args.samples}, {args.epochs} epochs -> {args.out}")
 
     rows = []
-    with open(csv_path, "w", newline="") as handle:
+    try:
+        handle = open(csv_path, "w", newline="", encoding="utf-8")
+    except OSError as error:
+        raise path_error(error, csv_path, "write") from None
+    with handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        handle.flush()
 
         def write(row):
-            writer.writerow(row)
-            handle.flush()  # an interrupt loses nothing measured
+            try:
+                writer.writerow(row)
+                handle.flush()  # an interrupt loses nothing measured
+            except OSError as error:
+                raise path_error(error, csv_path, "write") from None
             rows.append(row)
             print(f"  {row['engine']:8s} B={row['batch_size']:6d}  peak {row['peak_bytes']:>12,d} B"
                   f"   largest live: {row['largest_bytes']:,d} B at {row['largest_site']}", flush=True)
 
-        for engine in engines:
-            measure_peaks(engine, args.batch_sizes, args.features, args.samples, args.epochs, args.seed,
-                          on_row=write)
+        try:
+            writer.writeheader()
+            for engine in engines:
+                measure_peaks(engine, args.batch_sizes, args.features, args.samples, args.epochs, args.seed,
+                              on_row=write)
+        except ValueError as error:  # a child rejected its arguments
+            raise UsageError(str(error)) from None
+        except KeyboardInterrupt:
+            _write_json(json_path, {**summary, "interrupted": True, "rows": rows})
+            print(f"fastedf memory: interrupted; {len(rows)} measured points kept in {csv_path}", file=sys.stderr)
+            return 130
 
     summary["fits"] = fits_by_engine(rows)
     summary["complete"] = True
@@ -364,16 +425,24 @@ def main(argv=None):
         print(f"  {engine}: {f['slope_bytes_per_sample']:.1f} bytes per extra sample "
               f"(least for this engine {theoretical_bytes_per_sample(engine)})")
     if not args.no_plot:
-        plot(rows, summary["fits"], args.features, png_path,
-             title=f"Peak memory of fit, d={args.features}, n={args.samples}, {args.epochs} epochs (memray)")
+        try:
+            plot(rows, summary["fits"], args.features, png_path,
+                 title=f"Peak memory of fit, d={args.features}, n={args.samples}, {args.epochs} epochs (memray)")
+        except OSError as error:
+            raise path_error(error, png_path, "write") from None
     print(f"wrote {csv_path}, {json_path}" + ("" if args.no_plot else f", {png_path}"))
     return 0
 
 
 def _write_json(path, data):
-    with open(path, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
+    """Write `data` to `path` whole or not at all (a temporary file, then a rename)."""
+    try:
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(path + ".tmp", path)
+    except OSError as error:
+        raise path_error(error, path, "write") from None
 
 
 if __name__ == "__main__":

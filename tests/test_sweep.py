@@ -170,11 +170,11 @@ def test_resume_after_an_interruption_redoes_no_finished_row(tmp_path, capsys, m
     real = sweep.run_one
     calls = []
 
-    def interrupted(split, batch_size, seed, lr, epochs, *rest):
+    def interrupted(split, batch_size, seed, lr, epochs, *rest, **options):
         if len(calls) == 4:  # the warm-up and three runs, then Ctrl-C
             raise KeyboardInterrupt
         calls.append((batch_size, seed, epochs))
-        return real(split, batch_size, seed, lr, epochs, *rest)
+        return real(split, batch_size, seed, lr, epochs, *rest, **options)
 
     monkeypatch.setattr(sweep, "run_one", interrupted)
     code, err = run(["sweep", *TINY, "--out", out], capsys)
@@ -187,9 +187,9 @@ def test_resume_after_an_interruption_redoes_no_finished_row(tmp_path, capsys, m
 
     redone = []
 
-    def recording(split, batch_size, seed, lr, epochs, *rest):
+    def recording(split, batch_size, seed, lr, epochs, *rest, **options):
         redone.append((batch_size, seed, epochs))
-        return real(split, batch_size, seed, lr, epochs, *rest)
+        return real(split, batch_size, seed, lr, epochs, *rest, **options)
 
     monkeypatch.setattr(sweep, "run_one", recording)
     code, err = run(["sweep", *TINY, "--out", out, "--resume"], capsys)
@@ -267,6 +267,10 @@ BAD = {
     "no label column": (["--data", "csv:x1,x2,y\n1,2,0\n3,4,1\n4,5,0\n"], "label"),
     "empty CSV": (["--data", "csv:"], "empty"),
     "ragged CSV row": (["--data", "csv:x1,x2,label\n1,2,0\n3,1\n"], "fields"),
+    "label column named twice": (["--data", "csv:x1,label,label\n1,0,0\n3,1,1\n4,0,0\n"], "'label' more than"),
+    "feature column named twice": (["--data", "csv:x1,x1,label\n1,2,0\n3,4,1\n4,5,0\n"], "'x1' more than"),
+    "nameless column": (["--data", "csv:x1,,label\n1,2,0\n3,4,1\n4,5,0\n"], "no name"),
+    "seeds above 2**63": (["--seeds", str(2**64)], "--seeds"),
 }
 
 
