@@ -85,6 +85,12 @@ def train({args}, order, state, shuffle, rows, batch, micro, lr, epoch_loss, epo
 MAX_COMPILED_OPERATIONS = 24
 
 
+# Programs of at most this many operations (loss included) inline their kernels (fastedf.inlined):
+# the study's logistic regression steps 1.5x faster at batch size 1 for 0.3 s more cold compile;
+# one hidden layer more would double its compile time (docs/benchmarks.md).
+MAX_INLINED_OPERATIONS = 3
+
+
 class Unsupported(Exception):
     """A node's compile rule cannot lower it; the message says why."""
 
@@ -214,8 +220,9 @@ class Program:
                     + [f"sgd_update(p{i}, d{i}, lr)" for i in params])
         body = {k: "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
                 for k, depth, lines in (("shuffle", 16, shuffle), ("step", 12, step))}
+        inline = len(self.operations) + 1 <= MAX_INLINED_OPERATIONS
         self.source = TEMPLATE.format(args=", ".join(names), kernels_digest=_kernels_digest(),
-                                      op_imports=_OP_IMPORTS, **body)
+                                      op_imports=_INLINED_IMPORTS if inline else _OP_IMPORTS, **body)
         self.train = _load(self.source)
 
     def _arguments(self, order, rows_at_once):
@@ -282,6 +289,7 @@ CHUNK_SECONDS = 0.1  # a compiled fit returns to Python this often (Ctrl-C, prog
 
 _loaded = {}
 _OP_IMPORTS = "\n".join(f"from {m.__name__} import *" for m in MODULES)
+_INLINED_IMPORTS = "from fastedf.inlined import *"
 
 
 @functools.lru_cache(maxsize=None)
@@ -289,7 +297,8 @@ def _kernels_digest():
     """A hash of the kernel and JIT-policy sources, the JIT flags and Numba's version."""
     from . import config, kernels
     import numba
-    text = "".join(pathlib.Path(m.__file__).read_text() for m in (config, kernels, *MODULES))
+    from . import inlined
+    text = "".join(pathlib.Path(m.__file__).read_text() for m in (config, kernels, inlined, *MODULES))
     text += repr((config.CACHE, config.FASTMATH, config.BOUNDSCHECK, numba.__version__))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

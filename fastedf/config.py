@@ -69,6 +69,16 @@ def helper(func):
     return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")(func)
 
 
+def inlined(dispatcher):
+    """The same kernel compiled to be inlined (Numba IR) into the program that calls it (fastedf.inlined).
+
+    Small graphs' programs inline their kernels: a call costs ~6 ns and stops
+    the compiler from specialising, which at the study's batch sizes is most
+    of a step.  Never called from Python, so never cached on its own.
+    """
+    return njit(cache=False, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")(dispatcher.py_func)
+
+
 def program(func):
     """Compile a generated training program (fastedf.compiler).
 
