@@ -3,6 +3,7 @@
 Both engines share everything but the inner loop: validation, the batch
 order (fastedf.kernels.shuffle_order), the loss bookkeeping and the results.
 """
+import contextlib
 import math
 import signal
 import sys
@@ -175,6 +176,19 @@ def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None
     return epoch_loss
 
 
+@contextlib.contextmanager
+def _labels_not_kept(graph):
+    """Training never reads the labels' gradient: losses need not keep a copy of p for it."""
+    losses = [node for node in graph if hasattr(node, "keep_label_inputs")]
+    for node in losses:
+        node.keep_label_inputs = False
+    try:
+        yield
+    finally:
+        for node in losses:
+            del node.keep_label_inputs  # back to the class default
+
+
 class DeferredInterrupt:
     """Within the block, Ctrl-C raises KeyboardInterrupt only where check() is called (between steps).
 
@@ -254,7 +268,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
         else:
             compile_s = _warm_up_graph_engine(graph, order.shuffle)
             start = time.perf_counter()
-            with graph_run(graph):
+            with graph_run(graph), _labels_not_kept(graph):
                 epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report,
                                           micro_batch)
             train_s, used, note = time.perf_counter() - start, "graph", reason if engine == "auto" else ""

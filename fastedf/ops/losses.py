@@ -262,19 +262,31 @@ class Loss(Node):
         else:
             dp = _sum_to_shape(self.numpy_grad(*np.broadcast_arrays(y, p)) * scale, p.shape)
         self.gradients[p_node] = dp
-        # What the labels' gradient needs, as of this step: a read after later forwards still gets it.
-        # p is copied (holding it would stop its node reusing the buffer); y is the script's own array.
+        if not isinstance(y_node, Input):
+            self._keep(y, p, elementwise, scale)
+            self.gradients[y_node] = self._label_gradient()
+        elif self.keep_label_inputs:
+            self._keep(y, p, elementwise, scale)
+        else:
+            self._upstream_kept = None  # nothing kept: no stale label gradient can be read
+
+    # fit's graph engine never reads the labels' gradient and turns this off (one copy of p less per step)
+    keep_label_inputs = True
+
+    def _keep(self, y, p, elementwise, scale):
+        """What the labels' gradient needs, as of this step: a read after later forwards still gets it.
+
+        p is copied (holding it would stop its node reusing the buffer); y is the script's own array.
+        """
         kept = self._p_kept
         if kept is None or kept.shape != p.shape:
             kept = self._p_kept = np.empty(p.shape)
         kept[...] = p
         self._y_kept, self._elementwise_kept, self._upstream_kept = y, elementwise, scale
-        if not isinstance(y_node, Input):
-            self.gradients[y_node] = self._label_gradient()
 
     def _label_gradient(self):
         if self._upstream_kept is None:
-            raise KeyError(self.inputs[0])  # no backward yet
+            raise KeyError(self.inputs[0])  # no backward yet, or one that kept nothing (fit)
         y, p, elementwise = self._y_kept, self._p_kept, self._elementwise_kept
         if not elementwise:
             return _sum_to_shape(self.numpy_label_grad(np.broadcast_to(p, np.broadcast_shapes(y.shape, p.shape)))
