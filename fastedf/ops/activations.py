@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..config import kernel
+from ..config import helper, kernel
 from ..kernels import common_size
 from ..node import F64, Node, _reusable
 
@@ -64,14 +64,21 @@ def relu_backward(p, g, out):
         out.flat[i] = g.flat[i] if p.flat[i] > 0.0 else 0.0
 
 
+@helper
+def row_max(z, r):
+    """The largest entry of row r of z (2-D); NaN if the first entry is NaN."""
+    top = z[r, 0]
+    for j in range(1, z.shape[1]):
+        top = max(top, z[r, j])
+    return top
+
+
 @kernel
 def softmax_forward(z, out):
     """out[r] = exp(z[r] - max z[r]) / sum(...) for every row r of the last axis (2-D (rows, k))."""
     rows, k = z.shape
     for r in range(rows):
-        top = z[r, 0]
-        for j in range(1, k):
-            top = max(top, z[r, j])
+        top = row_max(z, r)
         total = 0.0
         for j in range(k):
             e = math.exp(z[r, j] - top)

@@ -16,15 +16,28 @@ import math
 
 import numpy as np
 
-from ..config import kernel
+from ..config import helper, kernel
 from ..kernels import common_size
 from ..node import Input, Node, _sum_to
-from .activations import Sigmoid, Softmax
+from .activations import Sigmoid, Softmax, row_max
 
 
 # Predictions are clipped to [BCE_EPS, 1 - BCE_EPS] inside BCE so that the loss
 # and its gradient stay finite when a sigmoid saturates to exactly 0 or 1.
 BCE_EPS = 1e-12
+
+
+@helper
+def bce_term(y, pc):
+    """-(y log pc + (1 - y) log(1 - pc)) for a clipped prediction pc.
+
+    0 * log(.) adds an exact zero, so the common 0/1 labels skip one log.
+    """
+    if y == 1.0:
+        return -math.log(pc)
+    if y == 0.0:
+        return -math.log(1.0 - pc)
+    return -(y * math.log(pc) + (1.0 - y) * math.log(1.0 - pc))
 
 
 @kernel
@@ -41,14 +54,7 @@ def bce_forward(y, p):
         pi = p.flat[i]
         if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
             return math.nan, i
-        pc = min(max(pi, BCE_EPS), 1.0 - BCE_EPS)
-        # 0 * log(.) adds an exact zero, so the common 0/1 labels skip one log.
-        if yi == 1.0:
-            total -= math.log(pc)
-        elif yi == 0.0:
-            total -= math.log(1.0 - pc)
-        else:
-            total -= yi * math.log(pc) + (1.0 - yi) * math.log(1.0 - pc)
+        total += bce_term(yi, min(max(pi, BCE_EPS), 1.0 - BCE_EPS))
     return total, -1
 
 
@@ -105,12 +111,7 @@ def sigmoid_bce(z, y, out, want_grad):
         if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
             return math.nan, i
         pc = min(max(pi, BCE_EPS), 1.0 - BCE_EPS)
-        if yi == 1.0:
-            total -= math.log(pc)
-        elif yi == 0.0:
-            total -= math.log(1.0 - pc)
-        else:
-            total -= yi * math.log(pc) + (1.0 - yi) * math.log(1.0 - pc)
+        total += bce_term(yi, pc)
         if want_grad:
             if pc == pi:
                 out.flat[i] = (pi - yi) * scale
@@ -167,9 +168,7 @@ def softmax_ce(z, y, out, want_grad):
     total = 0.0
     scale = 1.0 / max(rows, 1)
     for r in range(rows):
-        top = z[r, 0]
-        for j in range(1, k):
-            top = max(top, z[r, j])
+        top = row_max(z, r)
         norm = 0.0
         for j in range(k):
             norm += math.exp(z[r, j] - top)
