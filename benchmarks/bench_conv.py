@@ -43,7 +43,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import numpy_edf  # noqa: E402
+from fastedf import numpy_edf  # noqa: E402
 
 import fastedf  # noqa: E402
 from fastedf.config import kernel  # noqa: E402

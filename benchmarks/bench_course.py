@@ -4,7 +4,7 @@ Models: the digits MLP (64 -> 64 ReLU -> 10 Softmax, CE) on scikit-learn's
 8x8 digits, and the small conv net (8x8x1 -> Conv 3x3x4 -> ReLU ->
 MaxPooling 2 -> Flatten -> Linear 64 -> 10 -> Softmax, CE).  Each side trains
 the same initial parameters on the same rows in order with lr 0.1; the final
-parameters must agree with the NumPy course nodes (benchmarks/numpy_edf.py)
+parameters must agree with the NumPy course nodes (fastedf/numpy_edf.py)
 to 1e-8 before any time is printed.  Single thread (BLAS, OpenMP and Numba
 pinned to 1 before NumPy is imported); the minimum of --repeats runs.
 B = 1 runs of the Python loops are timed on --slow-rows rows and scaled to
@@ -26,7 +26,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import numpy_edf  # noqa: E402
+from fastedf import numpy_edf  # noqa: E402
 
 import fastedf  # noqa: E402
 from fastedf.datasets import load_digits  # noqa: E402

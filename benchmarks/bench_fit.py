@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import bench_graph  # noqa: E402
-import numpy_edf  # noqa: E402
+from fastedf import numpy_edf  # noqa: E402
 from handwritten import train_logistic  # noqa: E402
 
 import fastedf  # noqa: E402

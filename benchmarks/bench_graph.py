@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import numpy_edf  # noqa: E402
+from fastedf import numpy_edf  # noqa: E402
 
 import fastedf  # noqa: E402
 from fastedf.study import study_data  # noqa: E402

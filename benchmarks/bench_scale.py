@@ -6,7 +6,7 @@ float64, the same data and initial parameters for every implementation,
 batches in row order, the last partial batch averaged over its own size,
 plain SGD with lr 0.1 on the mean-over-rows gradient.
 
-Implementations: the NumPy EDF course loop (benchmarks/numpy_edf.py), the
+Implementations: the NumPy EDF course loop (fastedf/numpy_edf.py), the
 hand-written Numba loop calling BLAS (benchmarks/handwritten_mlp.py, "the
 limit"), the same course loop on fastedf nodes, fastedf.fit with
 engine="graph" and engine="compiled", and, when importable, PyTorch eager and
@@ -76,7 +76,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import handwritten_mlp  # noqa: E402
-import numpy_edf  # noqa: E402
+from fastedf import numpy_edf  # noqa: E402
 
 import fastedf  # noqa: E402
 

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import bench_graph  # noqa: E402
-import numpy_edf  # noqa: E402
+from fastedf import numpy_edf  # noqa: E402
 from bench_fit import time_fit  # noqa: E402
 
 import fastedf  # noqa: E402

@@ -17,7 +17,8 @@ import traceback
 from .cli import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 SUBCOMMANDS = {
-    "sweep": "the batch-size study: time, loss, accuracy (and memory) against batch size",
+    "sweep": "the batch-size study: time, loss, accuracy (and memory) against batch size; with --lrs, "
+             "updates to a target loss, the critical batch size and the gradient noise scale",
     "memory": "peak memory per batch size, each measured under memray in a fresh process",
 }
 

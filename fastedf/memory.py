@@ -26,7 +26,10 @@ starts with nothing left over from earlier points:
 
 `fastedf memory` (main) measures every batch size of every engine, fits a line
 peak = intercept + slope * batch_size by least squares, and writes memory.csv,
-memory.json and memory_vs_batch.png.  Like `fastedf sweep` it locks its --out
+memory.json and memory_vs_batch.png.  With `--micro-batch m` every point is
+measured a second time with fit(..., micro_batch=m), which computes each
+batch's gradient m rows at a time: the same updates, and buffers sized for m,
+so that line stays flat beyond B = m beside the one that grows.  Like `fastedf sweep` it locks its --out
 (one writer per directory), writes each row as it is measured, stops on Ctrl-C
 with the measured rows kept (memory.json says complete: false), and refuses
 sizes this machine cannot finish before measuring anything.
@@ -48,8 +51,9 @@ from .cli import (SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, 
 from .trainer import ENGINES
 
 DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
+# micro_batch: empty for whole-batch steps, else fit's micro_batch (the rows held at once)
 CSV_FIELDS = ("engine", "batch_size", "features", "samples", "epochs", "peak_bytes",
-              "largest_bytes", "largest_site")
+              "largest_bytes", "largest_site", "micro_batch")
 BYTES_PER_FLOAT = 8
 # The float64 buffers each engine keeps per sample in the batch (per output) for a Linear -> Sigmoid -> BCE
 # step.  The graph engine keeps every node's value and gradient: z, p, dL/dp, dL/dz.  The compiled engine
@@ -146,18 +150,19 @@ def track(run, path):
     return {"peak_bytes": peak, "largest": largest}
 
 
-def _measure_here(engine, batch_size, features, samples, epochs, seed, path):
+def _measure_here(engine, batch_size, features, samples, epochs, seed, path, micro_batch=None):
     """Steps 1-3 and 5 of the module docstring, in this process; returns the child's result dict."""
     from .models import logistic_regression
     from .trainer import fit
 
     X, Y = training_data(samples, features, seed)
     warm = logistic_regression(features, seed)
-    fit(warm.loss, {warm.x: X, warm.y: Y}, batch_size=batch_size, epochs=1, lr=0.1, engine=engine)
+    fit(warm.loss, {warm.x: X, warm.y: Y}, batch_size=batch_size, epochs=1, lr=0.1, engine=engine,
+        micro_batch=micro_batch)
     model = logistic_regression(features, seed)
     feeds = {model.x: X, model.y: Y}
-    return track(lambda: fit(model.loss, feeds, batch_size=batch_size, epochs=epochs, lr=0.1, engine=engine),
-                 path)
+    return track(lambda: fit(model.loss, feeds, batch_size=batch_size, epochs=epochs, lr=0.1, engine=engine,
+                             micro_batch=micro_batch), path)
 
 
 EXIT_CHILD_INTERRUPTED = 130  # the child's exit code when Ctrl-C reached it
@@ -184,12 +189,13 @@ def run_child(command, where):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(engine, batch_size, features, samples, epochs, seed=0):
+def measure(engine, batch_size, features, samples, epochs, seed=0, micro_batch=None):
     """One point, measured in a fresh process: {"peak_bytes": int, "largest": [{bytes, count, site}, ...]}.
 
-    "largest" lists the biggest allocation sites live at the peak.  Raises
-    ValueError when fit rejects the arguments (for example an engine that
-    cannot run), RuntimeError when the child fails otherwise.
+    "largest" lists the biggest allocation sites live at the peak.  micro_batch:
+    fit's option (None: the whole batch at once).  Raises ValueError when fit
+    rejects the arguments (for example an engine that cannot run), RuntimeError
+    when the child fails otherwise.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -198,28 +204,32 @@ def measure(engine, batch_size, features, samples, epochs, seed=0):
             raise ValueError(f"{name} must be >= 1, got {value!r}")
     if int(epochs) < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs!r}")
+    if micro_batch is not None and int(micro_batch) < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch!r}")
     command = [sys.executable, "-m", "fastedf.memory", "--child", engine, str(int(batch_size)),
-               str(int(features)), str(int(samples)), str(int(epochs)), str(int(seed))]
-    return run_child(command, f"{engine} engine, batch size {batch_size}")
+               str(int(features)), str(int(samples)), str(int(epochs)), str(int(seed)), str(int(micro_batch or 0))]
+    where = f"{engine} engine, batch size {batch_size}" + (f", micro-batch {micro_batch}" if micro_batch else "")
+    return run_child(command, where)
 
 
-def measure_peak(engine, batch_size, features, samples, epochs, seed=0):
+def measure_peak(engine, batch_size, features, samples, epochs, seed=0, micro_batch=None):
     """Peak bytes of `fit` for logistic regression on (samples, features) data, in a fresh process."""
-    return measure(engine, batch_size, features, samples, epochs, seed)["peak_bytes"]
+    return measure(engine, batch_size, features, samples, epochs, seed, micro_batch)["peak_bytes"]
 
 
-def measure_peaks(engine, batch_sizes, features, samples, epochs, seed=0, on_row=None):
+def measure_peaks(engine, batch_sizes, features, samples, epochs, seed=0, on_row=None, micro_batch=None):
     """measure_peak for every batch size; a list of rows, each a dict with the keys of CSV_FIELDS.
 
     on_row(row) is called as soon as each row is measured (to write it out at once).
     """
     rows = []
     for batch_size in batch_sizes:
-        result = measure(engine, batch_size, features, samples, epochs, seed)
+        result = measure(engine, batch_size, features, samples, epochs, seed, micro_batch)
         top = result["largest"][0] if result["largest"] else {"bytes": 0, "site": ""}
         row = {"engine": engine, "batch_size": int(batch_size), "features": int(features),
                "samples": int(samples), "epochs": int(epochs), "peak_bytes": result["peak_bytes"],
-               "largest_bytes": top["bytes"], "largest_site": top["site"]}
+               "largest_bytes": top["bytes"], "largest_site": top["site"],
+               "micro_batch": int(micro_batch) if micro_batch else None}
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -227,13 +237,14 @@ def measure_peaks(engine, batch_sizes, features, samples, epochs, seed=0, on_row
 
 
 def _child(argv):
-    """`python -m fastedf.memory --child ENGINE B D N EPOCHS SEED`: print one JSON line."""
-    engine, batch_size, features, samples, epochs, seed = argv
+    """`python -m fastedf.memory --child ENGINE B D N EPOCHS SEED [MICRO]`: print one JSON line (MICRO 0: none)."""
+    engine, batch_size, features, samples, epochs, seed, *micro = argv
+    micro_batch = int(micro[0]) if micro and int(micro[0]) > 0 else None
     try:
         with tempfile.TemporaryDirectory(prefix="fastedf-memray-") as tmp:
             try:
                 result = _measure_here(engine, int(batch_size), int(features), int(samples), int(epochs),
-                                       int(seed), os.path.join(tmp, "fit.bin"))
+                                       int(seed), os.path.join(tmp, "fit.bin"), micro_batch)
             except ValueError as error:
                 print(" ".join(str(error).split()), file=sys.stderr)
                 return 2
@@ -258,6 +269,9 @@ def _parser():
     what.add_argument("--samples", type=positive_int, default=16384, help="n, training rows (default: 16384)")
     what.add_argument("--epochs", type=nonnegative_int, default=3, help="epochs of the tracked fit (default: 3)")
     what.add_argument("--seed", type=seed_int, default=0, help="data and model seed, below 2**64 (default: 0)")
+    what.add_argument("--micro-batch", type=positive_int, metavar="M",
+                      help="also measure every point with fit(..., micro_batch=M): gradients accumulated over "
+                           "M rows at a time, the same updates (default: whole batches only)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=os.path.join("results", "memory"),
                      help="directory for memory.csv, memory.json, memory_vs_batch.png (default: results/memory)")
@@ -278,11 +292,12 @@ DATA_COPIES = 2
 MEMRAY_BYTES_PER_GRAPH_STEP = 2  # memray's capture file per graph-engine step (measured 0.7; compiled: none)
 
 
-def measurement_cost(engines, batch_sizes, features, samples, epochs):
+def measurement_cost(engines, batch_sizes, features, samples, epochs, passes=1):
     """The Cost (fastedf.cli.Cost) of measuring every point: time a lower bound, memory per child, disk in temp.
 
     Per point: a process start, the data drawn, a one-epoch warm-up and the
-    tracked fit, each epoch a step cost per batch and a cost per value.
+    tracked fit, each epoch a step cost per batch and a cost per value;
+    `passes` times (2 with --micro-batch).
     """
     seconds, disk = 0.0, 0.0
     for engine in engines:
@@ -294,14 +309,23 @@ def measurement_cost(engines, batch_sizes, features, samples, epochs):
             if engine == "graph":
                 disk += epochs * steps * MEMRAY_BYTES_PER_GRAPH_STEP
     memory = DATA_COPIES * BYTES_PER_FLOAT * samples * (features + 1) + 2 * BYTES_PER_FLOAT * (epochs + 1)
-    return Cost(seconds, memory, disk)
+    return Cost(seconds * passes, memory, disk * passes)
+
+
+def series_name(row):
+    """'compiled', or 'compiled, micro-batch 64': the line a measured row belongs to."""
+    micro = row.get("micro_batch")
+    return row["engine"] + (f", micro-batch {micro}" if micro else "")
 
 
 def fits_by_engine(rows):
-    """{engine: {"slope_bytes_per_sample", "intercept_bytes", "batch_sizes"}} for engines with >= 2 sizes."""
+    """{series: {"slope_bytes_per_sample", "intercept_bytes", "batch_sizes"}} for series with >= 2 sizes.
+
+    A series is an engine, or an engine with a micro-batch (series_name).
+    """
     fits = {}
-    for engine in dict.fromkeys(row["engine"] for row in rows):
-        mine = [row for row in rows if row["engine"] == engine]
+    for engine in dict.fromkeys(map(series_name, rows)):
+        mine = [row for row in rows if series_name(row) == engine]
         sizes = [row["batch_size"] for row in mine]
         if len(set(sizes)) >= 2:
             slope, intercept = fit_slope(sizes, [row["peak_bytes"] for row in mine])
@@ -321,8 +345,8 @@ def plot(rows, fits, features, path, title=None):
     sizes = np.array(sorted({row["batch_size"] for row in rows}), dtype=np.float64)
     line_x = np.linspace(0, sizes.max(), 200)
     colors = {}
-    for engine, marker in zip(dict.fromkeys(row["engine"] for row in rows), "os^D"):
-        mine = [row for row in rows if row["engine"] == engine]
+    for engine, marker in zip(dict.fromkeys(map(series_name, rows)), "os^Dv<>p"):
+        mine = [row for row in rows if series_name(row) == engine]
         points = ax.plot([r["batch_size"] for r in mine], [r["peak_bytes"] / 1024 for r in mine],
                          marker, label=f"{engine}: measured peak")
         colors[engine] = points[0].get_color()
@@ -335,6 +359,11 @@ def plot(rows, fits, features, path, title=None):
         ax.plot(line_x, theoretical_peak(line_x, features, engine) / 1024, "--", color=colors[engine],
                 label=f"{engine}: least, {theoretical_bytes_per_sample(engine)} B per sample "
                       f"({', '.join(PER_SAMPLE_BUFFERS[engine])})")
+    micro = {series_name(r): (r["engine"], r["micro_batch"]) for r in rows if r.get("micro_batch")}
+    for name, (engine, m) in micro.items():  # buffers for min(B, m) rows: flat beyond m
+        if engine in PER_SAMPLE_BUFFERS:
+            ax.plot(line_x, theoretical_peak(np.minimum(line_x, m), features, engine) / 1024, "--",
+                    color=colors[name], label=f"{name}: least, the same buffers for min(B, {m}) rows")
     ax.set_xlabel("batch size B (samples)")
     ax.set_ylabel("peak memory of fit (KiB)")
     ax.set_xlim(0, sizes.max() * 1.05)
@@ -358,7 +387,8 @@ def main(argv=None):
         raise UsageError(f"--batch-sizes {too_big[0]} exceeds --samples {args.samples}")
     default = parser.get_default
     refuse_unless_it_fits(
-        lambda v: measurement_cost(engines, args.batch_sizes, v["--features"], v["--samples"], v["--epochs"]),
+        lambda v: measurement_cost(engines, args.batch_sizes, v["--features"], v["--samples"], v["--epochs"],
+                                   2 if args.micro_batch else 1),
         {"--epochs": (args.epochs, default("epochs"), 0),
          "--samples": (args.samples, default("samples"), max(args.batch_sizes)),
          "--features": (args.features, default("features"), 1)},
@@ -368,13 +398,30 @@ def main(argv=None):
         return _measure_and_write(args, argv, engines)
 
 
+def micro_batch_summary(rows, fits, micro_batch):
+    """Lines comparing each engine's whole-batch slope with its micro-batch slope, and the peaks beyond M."""
+    lines = []
+    for engine in dict.fromkeys(row["engine"] for row in rows):
+        whole, micro = fits.get(engine), fits.get(f"{engine}, micro-batch {micro_batch}")
+        if whole is None or micro is None:
+            continue
+        beyond = [r["peak_bytes"] for r in rows if r["engine"] == engine and r.get("micro_batch")
+                  and r["batch_size"] >= micro_batch]
+        spread = (max(beyond) - min(beyond)) if len(beyond) >= 2 else 0
+        lines.append(f"  {engine}: {whole['slope_bytes_per_sample']:.1f} bytes per extra sample with whole batches, "
+                     f"{micro['slope_bytes_per_sample']:.2f} with micro-batches of {micro_batch} (peaks at "
+                     f"B >= {micro_batch} within {spread:,d} bytes of each other)")
+    return lines
+
+
 def _measure_and_write(args, argv, engines):
     """main's work once --out is locked: memory.csv row by row, memory.json, the figure."""
     csv_path = os.path.join(args.out, "memory.csv")
     json_path = os.path.join(args.out, "memory.json")
     png_path = os.path.join(args.out, "memory_vs_batch.png")
     config = {"engines": engines, "batch_sizes": args.batch_sizes, "features": args.features,
-              "samples": args.samples, "epochs": args.epochs, "seed": args.seed, "model": "logistic_regression",
+              "samples": args.samples, "epochs": args.epochs, "seed": args.seed, "micro_batch": args.micro_batch,
+              "model": "logistic_regression",
               "lr": 0.1, "shuffle": False,
               "method": "one fresh process per point, PYTHONMALLOC=malloc; warm-up fit (1 epoch) untracked; "
                         "memray.Tracker(native_traces=False) around fit only; peak = metadata.peak_memory",
@@ -403,7 +450,7 @@ def _measure_and_write(args, argv, engines):
             except OSError as error:
                 raise path_error(error, csv_path, "write") from None
             rows.append(row)
-            print(f"  {row['engine']:8s} B={row['batch_size']:6d}  peak {row['peak_bytes']:>12,d} B"
+            print(f"  {series_name(row):8s} B={row['batch_size']:6d}  peak {row['peak_bytes']:>12,d} B"
                   f"   largest live: {row['largest_bytes']:,d} B at {row['largest_site']}", flush=True)
 
         try:
@@ -411,6 +458,9 @@ def _measure_and_write(args, argv, engines):
             for engine in engines:
                 measure_peaks(engine, args.batch_sizes, args.features, args.samples, args.epochs, args.seed,
                               on_row=write)
+                if args.micro_batch:
+                    measure_peaks(engine, args.batch_sizes, args.features, args.samples, args.epochs, args.seed,
+                                  on_row=write, micro_batch=args.micro_batch)
         except ValueError as error:  # a child rejected its arguments
             raise UsageError(str(error)) from None
         except KeyboardInterrupt:
@@ -421,13 +471,19 @@ def _measure_and_write(args, argv, engines):
     summary["fits"] = fits_by_engine(rows)
     summary["complete"] = True
     _write_json(json_path, summary)
-    for engine, f in summary["fits"].items():
-        print(f"  {engine}: {f['slope_bytes_per_sample']:.1f} bytes per extra sample "
-              f"(least for this engine {theoretical_bytes_per_sample(engine)})")
+    for name, f in summary["fits"].items():
+        engine = name.split(",")[0]
+        least = (f"least for this engine {theoretical_bytes_per_sample(engine)}" if "," not in name
+                 else "buffers sized for the micro-batch")
+        print(f"  {name}: {f['slope_bytes_per_sample']:.1f} bytes per extra sample ({least})")
+    if args.micro_batch:
+        for line in micro_batch_summary(rows, summary["fits"], args.micro_batch):
+            print(line)
     if not args.no_plot:
         try:
             plot(rows, summary["fits"], args.features, png_path,
-                 title=f"Peak memory of fit, d={args.features}, n={args.samples}, {args.epochs} epochs (memray)")
+                 title=f"Peak memory of fit, d={args.features}, n={args.samples}, {args.epochs} epochs (memray)"
+                 + (f"\nwith and without micro-batches of {args.micro_batch}" if args.micro_batch else ""))
         except OSError as error:
             raise path_error(error, png_path, "write") from None
     print(f"wrote {csv_path}, {json_path}" + ("" if args.no_plot else f", {png_path}"))

@@ -12,14 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from .report import format_time, memory_growth, summarise, time_scaling, updates_per_epoch  # noqa: E402
+from .report import (ENGINE_NAMES, engine_rows, format_time, loss_name, memory_growth, study_rows,  # noqa: E402
+                     study_runs, summarise, time_scaling, updates_per_epoch)
 
 DPI = 110
 SCALING_LABELS = {"none": "fixed lr", "linear": "lr × B/B0", "sqrt": "lr × sqrt(B/B0)"}
 
 
 def _subtitle(config):
-    return (f"{config['engine']} engine, {config['epochs']} epochs, lr {config['lr']:g}, "
+    engines = config.get("engines") or [config["engine"]]
+    engine = f"{config['engine']} engine" if len(engines) == 1 else f"engines {', '.join(engines)}"
+    return (f"{engine}, {config['epochs']} epochs, lr {config['lr']:g}, "
             f"{config['seeds']} seed(s), {config['n_train']} training rows")
 
 
@@ -46,8 +49,14 @@ def _save(fig, out_dir, name, **margins):
     return name
 
 
-def plot_time(rows, config, out_dir, name="time_vs_batch_size.png"):
-    """Training time against B: median over seeds, min–max band, the ideal 1/B line and the overhead model."""
+def plot_time(rows, config, out_dir, name="time_vs_batch_size.png", all_rows=None):
+    """Training time against B: median over seeds, min–max band, the ideal 1/B line and the overhead model.
+
+    With more than one engine (all_rows holding their rows), one set of lines per engine.
+    """
+    engines = config.get("engines") or [config["engine"]]
+    if len(engines) > 1 and all_rows is not None:
+        return _plot_time_by_engine(all_rows, config, out_dir, name, engines)
     s = summarise(rows, "train_time_s")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.fill_between(s.batch_sizes, s.low, s.high, alpha=0.25, label="min – max over seeds")
@@ -63,6 +72,36 @@ def plot_time(rows, config, out_dir, name="time_vs_batch_size.png"):
     ax.set_ylabel(f"training time per run, s (median of {config['repeats']}, no compilation)")
     ax.set_title(f"Training time vs batch size\n{_subtitle(config)}", fontsize=10)
     ax.legend(fontsize=8)
+    return _save(fig, out_dir, name)
+
+
+def _plot_time_by_engine(rows, config, out_dir, name, engines):
+    """plot_time with one colour per engine: median and band over seeds, its ideal 1/B line, its overhead model."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for i, engine in enumerate(engines):
+        mine = engine_rows(rows, config, engine)
+        s = summarise(mine, "train_time_s")
+        if not len(s.batch_sizes):
+            continue
+        label = ENGINE_NAMES.get(engine, engine).split(" (")[0]
+        ax.fill_between(s.batch_sizes, s.low, s.high, color=f"C{i}", alpha=0.2)
+        ax.plot(s.batch_sizes, s.median, "o-", color=f"C{i}", label=f"{label}: median over seeds")
+        ax.plot(s.batch_sizes, s.median[0] * s.batch_sizes[0] / s.batch_sizes, "--", color=f"C{i}", lw=0.8,
+                alpha=0.7)
+        ts = time_scaling(mine, config["n_train"], config["epochs"])
+        if ts is not None:
+            ax.plot(s.batch_sizes, ts.model, ":", color=f"C{i}", lw=1.2,
+                    label=f"{label} fit: {format_time(ts.c_update)}/update + {format_time(ts.c_sample)}/sample")
+    ax.plot([], [], "k--", lw=0.8, label="ideal 1/B from each smallest B")
+    ax.set_yscale("log")
+    lowest = min(np.min(summarise(engine_rows(rows, config, e), "train_time_s").low, initial=np.inf)
+                 for e in engines)
+    if np.isfinite(lowest):
+        ax.set_ylim(bottom=lowest / 3)  # the ideal lines would pull the axis far below the data
+    _log2_axis(ax, config["batch_sizes"])
+    ax.set_ylabel(f"training time per run, s (median of {config['repeats']}, no compilation)")
+    ax.set_title(f"Training time vs batch size, by implementation\n{_subtitle(config)}", fontsize=10)
+    ax.legend(fontsize=7)
     return _save(fig, out_dir, name)
 
 
@@ -109,7 +148,7 @@ def plot_loss_curves(runs, config, out_dir, name="loss_curves.png"):
         by_epoch.plot(epochs, mean, color=colour, label=f"B = {b}")
         by_update.plot((epochs - 0.5) * updates_per_epoch(b, config["n_train"]), mean, color=colour)
     by_epoch.set_xlabel("epoch")
-    by_epoch.set_ylabel("mean training BCE of the epoch's batches")
+    by_epoch.set_ylabel(f"mean training {loss_name(config)} of the epoch's batches")
     by_epoch.set_title("against epochs", fontsize=10)
     by_update.set_xscale("log")
     by_update.set_xlabel("SGD updates (log scale, epoch midpoints)")
@@ -160,16 +199,146 @@ def plot_decision_boundaries(runs, config, split, out_dir, seed=0, name="decisio
     return _save(fig, out_dir, name)
 
 
-def make_figures(rows, runs, config, split, out_dir):
-    """Every figure the rows support; returns the file names written in out_dir."""
-    names = [plot_time(rows, config, out_dir)] if config["epochs"] > 0 else []  # no time to plot on a log axis
-    names += [plot_metric(rows, config, out_dir, "final_loss", "final training loss (mean BCE)",
+def make_figures(rows, runs, config, split, out_dir, science=None):
+    """Every figure the rows support; returns the file names written in out_dir.
+
+    rows and runs: every run of the sweep (runs keyed as fastedf.sweep keys
+    them); science: a report_science.Science for the steps-to-target and
+    noise-scale figures, or None.
+    """
+    all_rows, rows, runs = rows, study_rows(rows, config), study_runs(runs, config)
+    names = [plot_time(rows, config, out_dir, all_rows=all_rows)] if config["epochs"] > 0 else []
+    names += [plot_metric(rows, config, out_dir, "final_loss", f"final training loss (mean {loss_name(config)})",
                          "loss_vs_batch_size.png"),
              plot_metric(rows, config, out_dir, "test_accuracy", "test accuracy", "accuracy_vs_batch_size.png")]
     if memory_growth(rows) is not None:
         names.append(plot_memory(rows, config, out_dir))
     if config["epochs"] > 0:
         names.append(plot_loss_curves(runs, config, out_dir))
-    if len(config["features"]) == 2:  # a boundary in the plane of the data
-        names.append(plot_decision_boundaries(runs, config, split, out_dir))
+    if len(config["features"]) == 2 and not config.get("hidden") and config.get("classes", 1) == 1:
+        names.append(plot_decision_boundaries(runs, config, split, out_dir))  # a line in the plane of the data
+    if science is not None and science.steps is not None:
+        names.append(plot_steps_to_target(science, config, out_dir))
+        if len(config["lrs"]) > 1:
+            names.append(plot_steps_by_lr(science, config, out_dir))
+    if science is not None and science.noise:
+        names.append(plot_noise_scale(science, config, out_dir))
     return names
+
+
+REGIME_COLOURS = {"perfect scaling": "C2", "diminishing returns": "C1", "no benefit": "C3"}
+
+
+def _loglog_axis(ax, sizes):
+    _log2_axis(ax, sizes)
+    ax.set_yscale("log")
+
+
+def plot_steps_to_target(sci, config, out_dir, name="steps_to_target.png"):
+    """Updates to the target against B (log-log): each seed's best-lr count, the median coloured by regime,
+    the perfect-scaling line S ~ 1/B through the smallest B, and the fit S_min (1 + B_crit / B)."""
+    from . import science
+    st = sci.steps
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    from .report_science import best_per_batch_and_seed
+    points = [t for t in best_per_batch_and_seed(sci.results).values() if t is not None]
+    ax.plot([t.batch_size for t in points], [t.updates for t in points], ".", color="0.6", ms=5,
+            label="each seed (its best lr)")
+    sizes = [b for b, m in zip(st.batch_sizes, st.median) if m is not None]
+    med = [m for m in st.median if m is not None]
+    ax.plot(sizes, med, "-", color="0.3", lw=1)
+    labels = dict(zip(st.fitted_sizes, st.regimes))
+    for regime, colour in REGIME_COLOURS.items():
+        xs = [b for b in sizes if labels.get(b) == regime]
+        if xs:
+            ax.plot(xs, [med[sizes.index(b)] for b in xs], "o", color=colour, ms=7, label=f"median: {regime}")
+    rest = [b for b in sizes if b not in labels]
+    if rest:
+        ax.plot(rest, [med[sizes.index(b)] for b in rest], "o", mfc="none", color="0.3", ms=7,
+                label="median, fewer than half the seeds reached")
+    grid = np.geomspace(min(st.batch_sizes), max(st.batch_sizes), 100)
+    ax.plot(grid, med[0] * sizes[0] / grid, "k--", lw=1, label=f"perfect scaling S ~ 1/B from B = {sizes[0]}")
+    if st.fit is not None and st.fit.s_min > 0:
+        ax.plot(grid, science.predicted_steps(grid, st.fit.s_min, st.fit.e_min), ":", color="C0", lw=1.5,
+                label=f"fit S_min (1 + B_crit/B): S_min = {st.fit.s_min:.3g}, B_crit = {st.fit.b_crit:.3g}")
+        if np.isfinite(st.fit.b_crit) and grid[0] <= st.fit.b_crit <= grid[-1]:
+            ax.axvline(st.fit.b_crit, color="C0", lw=0.8, alpha=0.6)
+    b_simple = sci.b_simple_at_target
+    if b_simple is not None and np.isfinite(b_simple) and b_simple > 0:
+        label = f"B_simple where the reference run reached the target: {b_simple:.3g}"
+        if grid[0] / 2 <= b_simple <= grid[-1] * 2:
+            ax.axvline(b_simple, color="C4", lw=1, ls="-.", label=label)
+        else:  # far outside the batch sizes: named, not drawn (it would squash the axis)
+            ax.plot([], [], " ", label=label + " (off the axis)")
+    _loglog_axis(ax, config["batch_sizes"])
+    lowest = min([t.updates for t in points] + med)
+    ax.set_ylim(bottom=max(0.5, lowest / 3))  # the perfect-scaling line would pull the axis far below the data
+    ax.set_ylabel("SGD updates to reach the target (log scale)")
+    ax.set_title(f"Updates to the target, lr tuned per B over {len(config['lrs'])} values\n"
+                 f"target: {sci.target_short}\n{_subtitle(config)}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, name, top=0.83)
+
+
+def plot_steps_by_lr(sci, config, out_dir, name="steps_to_target_by_lr.png"):
+    """Median updates to the target against B for each lr of the grid (over the seeds that reached it)."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    lrs = sorted(config["lrs"])
+    colours = plt.cm.plasma(np.linspace(0, 0.85, len(lrs)))
+    for colour, lr in zip(colours, lrs):
+        by_b = {}
+        for t in sci.results:
+            if np.isclose(t.lr, lr, rtol=1e-12) and t.updates is not None:
+                by_b.setdefault(t.batch_size, []).append(t.updates)
+        sizes = sorted(by_b)
+        if sizes:
+            ax.plot(sizes, [np.median(by_b[b]) for b in sizes], "o-", color=colour, ms=4, label=f"lr {lr:g}")
+    st = sci.steps
+    sizes = [b for b, m in zip(st.batch_sizes, st.median) if m is not None]
+    ax.plot(sizes, [m for m in st.median if m is not None], "k-", lw=2, alpha=0.4, label="best lr per B and seed")
+    _loglog_axis(ax, config["batch_sizes"])
+    ax.set_ylabel("SGD updates to reach the target (median over seeds that reached it)")
+    ax.set_title(f"Updates to the target for each learning rate\ntarget: {sci.target_short}\n"
+                 f"{_subtitle(config)}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, name, top=0.83)
+
+
+def plot_noise_scale(sci, config, out_dir, name="noise_scale.png"):
+    """B_simple along the reference run (estimate and exact), with B_crit from the steps to target."""
+    points = sci.noise
+    noise = config["noise"]
+    fig, (ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    x = np.array([p["epoch"] for p in points], dtype=float)
+    shown = np.maximum(x, 0.5)  # epoch 0 drawn at 0.5 on the log axis
+    est = np.array([p["b_simple"] for p in points], dtype=float)
+    ax.plot(shown, np.where(est > 0, est, np.nan), "o-", label=f"estimate ({noise['steps']} pairs of "
+            f"B = {noise['b_small']}, {noise['b_big']})")
+    if noise["exact"]:
+        ax.plot(shown, [p["b_simple_exact"] for p in points], "k+", ms=9, label="exact, all per-sample gradients")
+    if sci.steps is not None and sci.steps.fit is not None and np.isfinite(sci.steps.fit.b_crit):
+        ax.axhline(sci.steps.fit.b_crit, color="C3", ls="--", lw=1,
+                   label=f"B_crit from steps to target: {sci.steps.fit.b_crit:.3g}")
+    if sci.at_target is not None:
+        ax.plot(max(sci.at_target["epoch"], 0.5), sci.b_simple_at_target, "s", mfc="none", color="C3", ms=12,
+                label="where the training loss first reached the target" if sci.target_reached_in_noise_run
+                else "last point (target not reached)")
+    for a in (ax, loss_ax):
+        a.set_xscale("log")
+        a.set_xlabel("epochs trained (log scale; the start drawn at 0.5)")
+        a.grid(True, alpha=0.3)
+    ax.set_yscale("log")
+    ax.set_ylabel("B_simple = tr(Σ) / |G|²")
+    ax.set_title("Gradient noise scale during training", fontsize=10)
+    ax.legend(fontsize=7)
+    loss_ax.plot(shown, [p["train_loss"] for p in points], "o-", color="C2")
+    target = sci.targets.get(noise["seed"])
+    if target is not None:
+        loss_ax.axhline(target, color="k", ls=":", lw=1, label=f"seed {noise['seed']}'s target {target:.4g}")
+        loss_ax.legend(fontsize=7)
+    loss_ax.set_yscale("log")
+    loss_ax.set_ylabel(f"training loss (mean {loss_name(config)}, whole training set)")
+    loss_ax.set_title(f"The reference run: B = {noise['batch_size']}, lr {noise['lr']:g}, seed {noise['seed']}",
+                      fontsize=10)
+    fig.suptitle(f"B_simple over training\n{_subtitle(config)}", fontsize=10)
+    return _save(fig, out_dir, name, left=0.07, right=0.98, bottom=0.12, top=0.82, wspace=0.25)

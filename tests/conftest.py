@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))  # numpy_edf, the plain NumPy EDF baseline
+sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_graph (profiling helpers) and the numpy_edf re-export
 sys.path.insert(0, str(ROOT / "tests"))  # naive.py
 
 

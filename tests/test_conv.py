@@ -1,5 +1,5 @@
 """Conv, MaxPooling and Flatten: kernels against tests/naive.py, gradients against finite differences,
-nodes against the plain-NumPy reference (benchmarks/numpy_edf.py), refusals, buffer reuse.
+nodes against the plain-NumPy reference (fastedf/numpy_edf.py), refusals, buffer reuse.
 
 Tolerances: kernels and reference rtol 1e-12 (summation order only), atol 1e-13;
 finite differences as in test_nodes (h = 1e-6, rtol 1e-6, atol 1e-8).
@@ -10,12 +10,11 @@ import weakref
 
 import naive
 import numpy as np
-import numpy_edf
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from test_nodes import check_gradients, projection
 
-from fastedf import Input, Linear, Parameter, backward_pass, forward_pass, topological_sort
+from fastedf import Input, Linear, Parameter, backward_pass, forward_pass, numpy_edf, topological_sort
 from fastedf.ops.conv import (Conv, Flatten, MaxPooling, conv_backward, conv_columns, conv_forward, conv_input_grad,
                               maxpool_backward, maxpool_forward)
 
@@ -156,7 +155,7 @@ def test_deferred_input_gradient_uses_K_as_it_was_at_backward(rng):
     assert_allclose(x.gradients[x], want, **TOL)
 
 
-# --- the nodes against benchmarks/numpy_edf.py -------------------------------
+# --- the nodes against fastedf/numpy_edf.py -------------------------------
 
 
 # fastedf's nodes by the names numpy_edf uses

@@ -4,7 +4,7 @@ Every script in tests/course_scripts/ is written as students write them
 (`from EDF import *`, their own forward_pass, backward_pass and sgd_update)
 and ends by setting `result`, a dict of trained parameters, printed losses and
 evaluated outputs.  Each is run twice from its source text: with `EDF` bound
-to the plain-NumPy reference (benchmarks/numpy_edf.py) and to fastedf; every
+to the plain-NumPy reference (fastedf/numpy_edf.py) and to fastedf; every
 number must agree to rtol 1e-10 (the kernels sum in another order than NumPy).
 """
 import pathlib
@@ -12,11 +12,11 @@ import sys
 import warnings
 
 import numpy as np
-import numpy_edf
 import pytest
 from numpy.testing import assert_allclose
 
 import fastedf
+from fastedf import numpy_edf
 
 SCRIPTS = sorted((pathlib.Path(__file__).parent / "course_scripts").glob("*.py"))
 

@@ -112,3 +112,21 @@ def test_training_epoch_stays_under_limit(engine, data_8mib):
     model = logistic_regression(64, seed=0)
     history = fit(model.loss, {model.x: X, model.y: Y}, batch_size=512, epochs=1, engine=engine)
     assert np.isfinite(history.epoch_loss).all()
+
+
+def test_micro_batches_keep_the_peak_flat(tmp_path, capsys):
+    # `fastedf memory --micro-batch 64`: the whole-batch line grows (24 B per sample, compiled), the micro-batch
+    # line does not: its buffers hold 64 rows whatever the batch (fit's micro_batch, the same updates).
+    import csv
+
+    assert main(["--engine", "compiled", "--batch-sizes", "256,2048", "--features", "64", "--samples", "4096",
+                 "--epochs", "1", "--micro-batch", "64", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "memory.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    whole = {int(r["batch_size"]): int(r["peak_bytes"]) for r in rows if not r["micro_batch"]}
+    micro = {int(r["batch_size"]): int(r["peak_bytes"]) for r in rows if r["micro_batch"] == "64"}
+    assert whole[2048] - whole[256] >= 20 * (2048 - 256), rows
+    assert abs(micro[2048] - micro[256]) <= NOISE_BYTES, rows
+    assert micro[2048] < whole[2048] - 20 * (2048 - 64)
+    out = capsys.readouterr().out
+    assert "compiled, micro-batch 64" in out and (tmp_path / "memory_vs_batch.png").exists()

@@ -1,4 +1,4 @@
-"""benchmarks/numpy_edf.py, the plain-NumPy reference of ../shared/EDF_API.md, checked on its own.
+"""fastedf/numpy_edf.py, the plain-NumPy reference of ../shared/EDF_API.md, checked on its own.
 
 Gradients against central finite differences (h = 1e-6, rtol 1e-6): every
 node is tested inside the probe f = sum(R * node(...)), R fixed random, whose
@@ -9,9 +9,10 @@ that of its value, BCE's that of its value / rows.
 import warnings
 
 import numpy as np
-import numpy_edf as edf
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+
+import fastedf.numpy_edf as edf
 
 H = 1e-6
 RTOL, ATOL = 1e-6, 1e-8
@@ -280,7 +281,7 @@ def test_softmax_ce_gradient_is_p_minus_y_over_rows(rng):
 
 def test_star_import_gives_the_nodes_and_np():
     namespace = {}
-    exec("from numpy_edf import *", namespace)
+    exec("from fastedf.numpy_edf import *", namespace)
     for name in ("Node", "Input", "Parameter", "Multiply", "Addition", "Linear", "Sigmoid", "BCE",
                  "ReLU", "Tanh", "Softmax", "CE", "Conv", "MaxPooling", "Flatten"):
         assert name in namespace
