@@ -328,8 +328,8 @@ def render(rows, runs, config, env, figures=(), warmup_compile_s=0.0, science=No
         f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}: data split and initial weights), "
         f"batch sizes {', '.join(map(str, config['batch_sizes']))}. "
         f"Times are the median of {config['repeats']} run(s), compilation excluded, on {env['cpu']} "
-        f"({env['timing']}); an untimed warm-up run came first and spent {format_time(warmup_compile_s)} "
-        f"compiling (0 when Numba's cache held the program).",
+        f"({env['timing']}){_timing_phrase(all_rows)}; an untimed warm-up run came first and spent "
+        f"{format_time(warmup_compile_s)} compiling (0 when Numba's cache held the program).",
         "",
     ]
     if figures:
@@ -343,6 +343,17 @@ def render(rows, runs, config, env, figures=(), warmup_compile_s=0.0, science=No
         parts += render_steps(science, config, figures)
         parts += render_noise(science, config, figures)
     return "\n".join(parts) + "\n"
+
+
+def _timing_phrase(rows):
+    """How the rows' times were measured (their `timing` column, fastedf.distributed's rule), as a clause."""
+    kinds = {r.get("timing", "serial") for r in rows}
+    if "worker-concurrent" in kinds:
+        return (", measured on Dask workers while other runs shared the cores (`--timing concurrent`): "
+                "they include that interference and are not comparable with times measured alone")
+    if "serial-client" in kinds:
+        return ", each run timed alone by the sweep's process while the Dask workers waited"
+    return ""
 
 
 ENGINE_NAMES = {"compiled": "fastedf compiled (`fit`, one Numba program)",

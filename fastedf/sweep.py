@@ -46,9 +46,25 @@ Guarantees:
   short by a kill is dropped and its run redone;
 - options this machine cannot finish (memory, disk, or a week at fastedf's
   fastest speed) are refused before anything runs, naming what fits.
+
+On a Dask cluster (`--workers N`: a LocalCluster of N single-threaded worker
+processes; `--scheduler ADDRESS`: a running cluster; fastedf.distributed):
+the workers execute the runs and this process writes each row as it arrives,
+in the same files, under the same lock, resumable the same way; the files
+are put in the serial order at the end.  Times stay honest (the rule in
+fastedf.distributed): with `--timing serial` (the default) a worker trains a
+run once, for its loss, accuracy and curves, and this process times it with
+--repeats runs while the workers have nothing to run; `--timing concurrent`
+keeps the workers' own times, measured side by side.  The `timing` column
+says which: serial (a sweep in one process), serial-client or
+worker-concurrent.  A worker that dies loses only its run, which is redone
+elsewhere and written once; Ctrl-C cancels what is still running and keeps
+every row already written.
 """
 import argparse
 import csv
+import dataclasses
+import functools
 import io
 import json
 import math
@@ -73,7 +89,12 @@ from .trainer import ENGINES
 LR_SCALINGS = ("none", "linear", "sqrt")
 EDF_ENGINE = "numpy_edf"  # --with-edf: the course loop on fastedf.numpy_edf, timed like an engine
 ROW_FIELDS = ("lr_scaling", "batch_size", "seed", "lr", "engine", "epochs", "updates",
-              "train_time_s", "compile_time_s", "final_loss", "test_accuracy", "peak_memory_bytes")
+              "train_time_s", "compile_time_s", "final_loss", "test_accuracy", "peak_memory_bytes", "timing")
+# timing: how train_time_s was measured (fastedf.distributed.TIMINGS): serial (one run at a time, in the sweep's
+# process), serial-client (the same, the run's other fields from a Dask worker), worker-concurrent (on a worker,
+# beside other runs: --timing concurrent).  Files from before the column read as serial.
+TIMINGS = {"serial": ("serial", "serial-client"), "concurrent": ("worker-concurrent",)}  # allowed per --timing
+_LATER_COLUMNS = {"timing": "serial"}  # results.csv columns added later: their value in files without them
 # With the lr grid (--lrs or --target-loss), after ROW_FIELDS:
 #   min_loss            the lowest whole-training-set loss at any checkpoint after the first update
 #                       (empty for runs without checkpoints: other engines);
@@ -86,13 +107,15 @@ TARGET_FIELDS = ("min_loss", "diverged_at_update")
 # fastedf.experiment.EXACT_NOISE_ROWS training rows).
 NOISE_FIELDS = ("epoch", "updates", "train_loss", "trace_sigma", "g_sq", "b_simple", "b_simple_exact")
 _INT_FIELDS = {"batch_size", "seed", "epochs", "updates", "peak_memory_bytes", "diverged_at_update"}
-_STR_FIELDS = {"lr_scaling", "engine"}
+_STR_FIELDS = {"lr_scaling", "engine", "timing"}
 _OPTIONAL_FIELDS = {"peak_memory_bytes", "min_loss", "diverged_at_update",  # "" reads as None
                     "train_time_s", "final_loss", "test_accuracy"}  # (these three: only in a diverged run)
 # Configuration entries that must match for --resume to reuse rows.
 _RESUME_KEYS = ("data", "label_column", "batch_sizes", "seeds", "epochs", "lr", "lr_scaling",
                 "engine", "repeats", "shuffle", "memory", "n_train", "n_test", "features",
-                "engines", "hidden", "activation", "classes", "digit", "lrs", "checkpoints_per_doubling", "noise")
+                "engines", "hidden", "activation", "classes", "digit", "lrs", "checkpoints_per_doubling", "noise",
+                "timing")
+_RESUME_DEFAULTS = {"timing": "serial"}  # configuration entries added later: their value in older results.json
 DIGITS = ("digits", "digits-binary")  # --data names of scikit-learn's 8x8 digits
 DEFAULT_NOISE_BATCH = 32  # the reference run's batch size for the noise scale (clipped to the training rows)
 
@@ -332,6 +355,15 @@ def build_parser():
                          help="timing repeats per run; the median is kept (default 3)")
     measure.add_argument("--memory", action="store_true",
                          help="measure peak memory per batch size under memray (fastedf.memory)")
+    cluster = parser.add_argument_group("on a Dask cluster (pip install -e '.[dask]')")
+    where = cluster.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=positive_int, metavar="N",
+                       help="train on a local Dask cluster of N single-threaded worker processes")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="train on a running Dask cluster, e.g. tcp://10.0.0.5:8786")
+    cluster.add_argument("--timing", choices=tuple(TIMINGS), default="serial",
+                         help="serial (default): time every run here, one at a time, while the workers wait; "
+                              "concurrent: keep the workers' times, measured side by side (faster, distorted)")
     output = parser.add_argument_group("output")
     output.add_argument("--out", default="results", metavar="DIR",
                         help="output directory, written by one sweep at a time (default results/)")
@@ -423,6 +455,7 @@ def build_config(args, dataset, n_train, n_test):
         "lrs": grid, "target_loss": value if kind == "loss" else None,
         "target_factor": value if kind == "factor" else None,
         "checkpoints_per_doubling": CHECKPOINTS_PER_DOUBLING if grid is not None else None, "noise": noise,
+        "timing": args.timing,
     }
 
 
@@ -589,11 +622,34 @@ def execute(spec, guard=_NO_GUARD):
                       checkpoints=spec.checkpoints)
     names = {"lr_scaling": spec.lr_scaling, "batch_size": spec.batch_size, "seed": spec.seed, "lr": spec.lr,
              "engine": spec.engine}
-    row = {**names, "epochs": spec.epochs, **trained.fields, "peak_memory_bytes": None}
+    row = {**names, "epochs": spec.epochs, **trained.fields, "peak_memory_bytes": None, "timing": "serial"}
     run = {**names, "epoch_loss": trained.epoch_loss, "parameters": trained.parameters}
     if trained.checkpoints is not None:
         run["checkpoints"] = trained.checkpoints
     return row, run
+
+
+def execute_on_worker(dataset, timing, spec):
+    """execute(spec) on a Dask worker (fastedf.distributed), the spec sent without its data (`dataset`, sent once).
+
+    timing "serial": one training run, for the row's losses, accuracy and
+    curves (the sweep's process times the run afterwards, `time_here`);
+    "concurrent": spec.repeats runs, and the worker's times stand.
+    """
+    return execute(dataclasses.replace(spec, dataset=dataset, repeats=spec.repeats if timing == "concurrent" else 1))
+
+
+def time_here(spec, row):
+    """The time fields of a run a worker trained, from spec.repeats runs in this process (None: it diverged)."""
+    if row["train_time_s"] is None:
+        return None
+    timed, _ = execute(dataclasses.replace(spec, checkpoints=None))
+    return {"train_time_s": timed["train_time_s"], "compile_time_s": timed["compile_time_s"]}
+
+
+def warm_up_worker(config, dataset):
+    """warm_up on a Dask worker, before its first run."""
+    warm_up(config, dataset.split(0))
 
 
 def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard=_NO_GUARD, model=ModelSpec(),
@@ -753,7 +809,7 @@ def _parse_row(raw, fields=ROW_FIELDS):
     """
     row = {}
     for name in fields:
-        text = raw.get(name)
+        text = raw.get(name, _LATER_COLUMNS.get(name))
         if text is None:
             raise ValueError(f"no {name} field")
         text = text.strip()
@@ -825,6 +881,9 @@ def row_problem(row, config):
         return f"peak_memory_bytes {peak!r} is not a byte count (this sweep measures memory)"
     if not config["memory"] and peak is not None:
         return f"peak_memory_bytes {peak!r} should be empty (this sweep does not measure memory)"
+    allowed = TIMINGS[config.get("timing", "serial")]
+    if row["timing"] not in allowed:
+        return f"timing {row['timing']!r} is not how this sweep measures time ({' or '.join(allowed)})"
     return None
 
 
@@ -944,6 +1003,7 @@ class ResultsDir:
         self._csv = self._runs = None
         self.fields = ROW_FIELDS
         self.noise_points = []
+        self._order = []  # the keys of the rows in results.csv, in file order
 
     def claim(self):
         """Create the directory and lock it: a second sweep on it refuses from now until `close`."""
@@ -965,6 +1025,7 @@ class ResultsDir:
         self._writer.writeheader()
         self._writer.writerows(_csv_row(row, self.fields) for row in rows.values())
         self._csv.flush()
+        self._order = list(rows)
         if config.get("noise"):
             self.write_noise(self.noise_points)
         self._runs = self._open(self.runs_path, "w")
@@ -1003,7 +1064,7 @@ class ResultsDir:
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"--resume: {self.json_path} is unreadable; use a fresh --out") from None
         for name in _RESUME_KEYS:
-            if previous.get(name) != config[name]:
+            if previous.get(name, _RESUME_DEFAULTS.get(name)) != config[name]:
                 raise UsageError(f"--resume: {self.path} holds a sweep with {name} = {previous.get(name)!r}, "
                                  f"not {config[name]!r}; use the same options or another --out")
         runs = self._read_runs(config)
@@ -1012,7 +1073,7 @@ class ResultsDir:
         reader = csv.reader(io.StringIO(text))
         try:
             header = [name.strip() for name in next(reader, [])]
-            missing = [name for name in self.fields if name not in header]
+            missing = [name for name in self.fields if name not in header and name not in _LATER_COLUMNS]
             if missing or len(set(header)) != len(header):
                 raise self._refuse(self.csv_path, 1, f"the header must name the columns {', '.join(self.fields)} "
                                                       "once each")
@@ -1075,6 +1136,33 @@ class ResultsDir:
             self._csv.flush()
         except OSError as error:
             raise path_error(error, self.path, "write to") from None
+        self._order.append(_key(row))
+
+    def put_in_order(self, rows):
+        """Rewrite results.csv and runs.jsonl in the order of `rows` (all rows written), each file replaced whole.
+
+        A sweep on a cluster appends rows as they arrive; this gives its files
+        the serial sweep's order.  The files are closed for appending afterwards.
+        """
+        keys = [_key(row) for row in rows]
+        if keys == self._order:
+            return
+        runs = self.runs()
+        for handle in (self._csv, self._runs):
+            handle.close()
+        self._csv = self._runs = None
+        table = io.StringIO()
+        writer = csv.DictWriter(table, self.fields)
+        writer.writeheader()
+        writer.writerows(_csv_row(row, self.fields) for row in rows)
+        for path, text in ((self.runs_path, "".join(json.dumps(runs[key]) + "\n" for key in keys)),
+                           (self.csv_path, table.getvalue())):
+            try:
+                with open(path + ".tmp", "w", newline="", encoding="utf-8") as handle:
+                    handle.write(text)
+                os.replace(path + ".tmp", path)  # never a half-written file: the old order or the new one
+            except OSError as error:
+                raise path_error(error, path, "write") from None
 
     def _read_noise(self, config):
         """The points of noise.csv when they are this sweep's complete reference run, each checked; else []."""
@@ -1176,18 +1264,64 @@ def sweep_batch_sizes(config, dataset, out, done, quiet=False, guard=_NO_GUARD):
                     peaks[spec.batch_size] = measure_memory(config["engine"], spec.batch_size,
                                                             len(config["features"]), config["n_train"])
             row, run = execute(spec, guard)
-            if config["memory"]:
-                row["peak_memory_bytes"] = peaks.get(spec.batch_size)
-            problem = row_problem(row, config) or run_problem(run, config)
-            if problem:
-                raise RuntimeError(f"fastedf made a row it would not read back: {problem}")
-            out.append(row, run)
-            done[spec.key] = row
+            _record(config, out, done, spec, row, run, peaks)
             bar.update()
             guard.check()  # a Ctrl-C that came after training stops the sweep here, its row safe
     finally:
         bar.close()
     return [done[key] for key in todo]
+
+
+def sweep_on_cluster(config, dataset, out, done, grid, quiet=False, guard=_NO_GUARD):
+    """sweep_batch_sizes with the runs executed on a Dask cluster (grid: an open fastedf.distributed.Grid).
+
+    Each row is written here as it arrives (timed here first with --timing
+    serial, while the workers wait); memory is measured here, one batch size
+    at a time; the files are put in sweep order at the end.  Returns all rows
+    in sweep order.
+    """
+    from tqdm import tqdm
+    todo = _todo(config)
+    peaks = {key[1]: row["peak_memory_bytes"] for key, row in done.items()}
+    remaining = [spec for spec in run_specs(config, dataset) if spec.key not in done]
+    bar = tqdm(total=len(todo), initial=len(todo) - len(remaining), desc=f"sweep on {grid.threads} workers",
+               unit="run", file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
+
+    def on_result(spec, result, timed):
+        row, run = result
+        row.update(timed.value or {}, timing=timed.how)
+        if config["memory"] and peaks.get(spec.batch_size) is None:
+            with guard.training():
+                peaks[spec.batch_size] = measure_memory(config["engine"], spec.batch_size,
+                                                        len(config["features"]), config["n_train"])
+        _record(config, out, done, spec, row, run, peaks)
+        bar.update()
+        guard.check()  # a Ctrl-C that came while the row was written stops the sweep here, its row safe
+
+    def time_one(spec, result):  # in this process, while the workers have nothing to run
+        return time_here(dataclasses.replace(spec, dataset=dataset), result[0])
+
+    try:
+        grid.run(functools.partial(execute_on_worker, dataset, config["timing"]),
+                 [dataclasses.replace(spec, dataset=None) for spec in remaining], on_result=on_result,
+                 time_one=time_one if config["timing"] == "serial" else None,
+                 warm_up=functools.partial(warm_up_worker, config, dataset), interruptible=guard.training)
+    finally:
+        bar.close()
+    rows = [done[key] for key in todo]
+    out.put_in_order(rows)
+    return rows
+
+
+def _record(config, out, done, spec, row, run, peaks):
+    """Check a finished run as --resume would, write its curve and row (out.append) and add the row to done."""
+    if config["memory"]:
+        row["peak_memory_bytes"] = peaks.get(spec.batch_size)
+    problem = row_problem(row, config) or run_problem(run, config)
+    if problem:
+        raise RuntimeError(f"fastedf made a row it would not read back: {problem}")
+    out.append(row, run)
+    done[spec.key] = row
 
 
 def measure_noise(config, dataset, out, guard=_NO_GUARD):
@@ -1254,9 +1388,29 @@ def write_steps_to_target(path, results, targets):
         raise path_error(error, path, "write") from None
 
 
+def _sweep_on_cluster(args, config, dataset, out, done, guard):
+    """sweep_on_cluster on the cluster --workers or --scheduler names; a LocalCluster is stopped afterwards."""
+    from .distributed import Grid
+    grid = Grid(workers=args.workers, scheduler=args.scheduler)
+    try:
+        with guard.training():  # Ctrl-C while the cluster starts stops at once
+            grid.open()
+        if not args.quiet:
+            print(f"fastedf sweep: {grid.threads} Dask worker threads; dashboard {grid.dashboard_link}",
+                  file=sys.stderr)
+        return sweep_on_cluster(config, dataset, out, done, grid, quiet=args.quiet, guard=guard)
+    finally:
+        grid.close()
+
+
 def main(argv=None):
     """`fastedf sweep [options]`; returns the exit code.  Bad input raises UsageError (exit 2 in fastedf.__main__)."""
     args = build_parser().parse_args(argv)
+    if args.timing != "serial" and not (args.workers or args.scheduler):
+        raise UsageError(f"--timing {args.timing} needs --workers or --scheduler")
+    if args.workers or args.scheduler:
+        from .distributed import require_dask
+        require_dask()  # before anything is read or written: one line saying what to install
     dataset = load_dataset(args)
     first = dataset.split(0)
     n_train, n_test = len(first.y_train), len(first.y_test)
@@ -1273,7 +1427,10 @@ def main(argv=None):
         with InterruptGuard() as guard:
             try:
                 warmup_compile_s = (warm_up(config, first, guard) if resumed < _total_runs(config) else 0.0)
-                rows = sweep_batch_sizes(config, dataset, out, done, quiet=args.quiet, guard=guard)
+                if args.workers or args.scheduler:
+                    rows = _sweep_on_cluster(args, config, dataset, out, done, guard)
+                else:
+                    rows = sweep_batch_sizes(config, dataset, out, done, quiet=args.quiet, guard=guard)
                 noise = measure_noise(config, dataset, out, guard)
             except KeyboardInterrupt:
                 kept = [done[key] for key in _todo(config) if key in done]
