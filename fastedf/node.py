@@ -99,6 +99,9 @@ class Node:
     """Base class: subclasses implement forward() and backward()."""
 
     _consumers = None  # the consumers inside the graph being run, when one is known (fastedf.graph.graph_run)
+    # Nodes whose input gradients are computed when read (data Inputs) keep what that needs at each
+    # backward (a copy of a weight, of the predictions).  fit sets this False: training never reads them.
+    keeps_deferred = True
 
     def __init__(self, inputs=None):
         inputs = [] if inputs is None else list(inputs)

@@ -177,16 +177,15 @@ def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None
 
 
 @contextlib.contextmanager
-def _labels_not_kept(graph):
-    """Training never reads the labels' gradient: losses need not keep a copy of p for it."""
-    losses = [node for node in graph if hasattr(node, "keep_label_inputs")]
-    for node in losses:
-        node.keep_label_inputs = False
+def _deferred_not_kept(graph):
+    """Training never reads the gradients of data Inputs: no node keeps copies for them (Node.keeps_deferred)."""
+    for node in graph:
+        node.keeps_deferred = False
     try:
         yield
     finally:
-        for node in losses:
-            del node.keep_label_inputs  # back to the class default
+        for node in graph:
+            del node.keeps_deferred  # back to the class default
 
 
 class DeferredInterrupt:
@@ -268,7 +267,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
         else:
             compile_s = _warm_up_graph_engine(graph, order.shuffle)
             start = time.perf_counter()
-            with graph_run(graph), _labels_not_kept(graph):
+            with graph_run(graph), _deferred_not_kept(graph):
                 epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report,
                                           micro_batch)
             train_s, used, note = time.perf_counter() - start, "graph", reason if engine == "auto" else ""

@@ -317,11 +317,11 @@ class Conv(Node):
         self.gradients[K_node] = buf.dK
         self.gradients[b_node] = buf.db
         if isinstance(x_node, Input):
-            # Keep K as it is now: the script may update it before reading the gradient.
-            if self._K_kept is None or self._K_kept.shape != K.shape:
-                self._K_kept = np.empty(K.shape)
-            self._K_kept[...] = K
-            self._g_kept = g
+            if self.keeps_deferred:  # keep K as it is now: the script may update it before reading the gradient
+                if self._K_kept is None or self._K_kept.shape != K.shape:
+                    self._K_kept = np.empty(K.shape)
+                self._K_kept[...] = K
+            self._g_kept = g if self.keeps_deferred else None
         else:
             if buf.dx is None:
                 buf.dx, buf.dcols = np.empty(x.shape), np.empty((buf.cols.shape[0] - 1, buf.cols.shape[1]))

@@ -191,9 +191,9 @@ class Linear(Node):
         self.gradients[A_node] = dA
         self.gradients[b_node] = db
         if isinstance(x_node, Input):
-            # Keep A as it is now: the script may update it before reading the gradient.
-            kept[...] = A
-            self._g_kept = g
+            if self.keeps_deferred:  # keep A as it is now: the script may update it before reading the gradient
+                kept[...] = A
+            self._g_kept = g if self.keeps_deferred else None
         else:
             self.gradients[x_node] = self._input_gradient(g, A)
 

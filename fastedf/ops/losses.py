@@ -264,13 +264,10 @@ class Loss(Node):
         if not isinstance(y_node, Input):
             self._keep(y, p, elementwise, scale)
             self.gradients[y_node] = self._label_gradient()
-        elif self.keep_label_inputs:
+        elif self.keeps_deferred:
             self._keep(y, p, elementwise, scale)
         else:
             self._upstream_kept = None  # nothing kept: no stale label gradient can be read
-
-    # fit's graph engine never reads the labels' gradient and turns this off (one copy of p less per step)
-    keep_label_inputs = True
 
     def _keep(self, y, p, elementwise, scale):
         """What the labels' gradient needs, as of this step: a read after later forwards still gets it.
