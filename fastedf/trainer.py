@@ -149,15 +149,7 @@ def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None
                     hi = min(lo + micro, stop)
                     for node, array in data.items():
                         node.value = array[lo:hi]
-                    try:
-                        for node in graph:
-                            node.forward()
-                    except ValueError as error:
-                        _check_parameters_finite(parameters, lr)  # a NaN that began in a parameter is its fault
-                        if "nan" not in str(error).lower():
-                            raise
-                        raise ValueError(f"training diverged in epoch {epoch}: {error}; "
-                                         f"lower the learning rate {lr}") from None
+                    _forward(graph, parameters, epoch, lr)
                     total += float(loss.value) if summed else float(loss.value) * (hi - lo)
                     for node in reversed(graph):
                         node.backward()
@@ -168,12 +160,28 @@ def _train_graph(graph, parameters, order, batch_size, epochs, lr, progress=None
                     sgd_update(parameters, lr)
                 else:
                     for p, acc in totals.items():
-                        p.value -= lr * acc
+                        K.sgd_update(p.value, acc, lr)  # fit made every parameter a private C-contiguous array
                 interrupt.check()
             epoch_loss[epoch] = total / rows
             if progress is not None:
                 progress(epoch + 1, epoch_loss)
     return epoch_loss
+
+
+def _forward(graph, parameters, epoch, lr):
+    """forward() on every node; a failure on a non-finite prediction is reported as divergence.
+
+    A NaN that began in a parameter is blamed on the parameter.
+    """
+    try:
+        for node in graph:
+            node.forward()
+    except ValueError as error:
+        _check_parameters_finite(parameters, lr)
+        prediction = graph[-1].inputs[-1].value if graph[-1].inputs else None
+        if prediction is None or np.all(np.isfinite(prediction)):
+            raise
+        raise ValueError(f"training diverged in epoch {epoch}: {error}; lower the learning rate {lr}") from None
 
 
 @contextlib.contextmanager
