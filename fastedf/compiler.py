@@ -10,9 +10,9 @@ directory and imported from there, so Numba's on-disk cache serves later
 processes: one compilation per graph structure, whatever the batch size.
 
 Fusions: a Sigmoid feeding only BCE, or a Softmax feeding only CE, is
-computed by the loss from its logits, dL/dz = (p - y) / rows, as PyTorch's
-BCEWithLogitsLoss does; it agrees with the node-by-node chain rule to
-rounding (tested to 1e-11).
+computed by the loss from its logits in one pass, as PyTorch's
+BCEWithLogitsLoss does; the result agrees
+with the node-by-node chain rule (tested to 1e-11).
 
 A program runs a bounded number of steps per call and returns where it
 stopped, so fit regains control every ~0.1 s (Ctrl-C, progress) without
@@ -260,14 +260,14 @@ class Program:
         shuffle = bool(order.shuffle)
         perm = order.order if shuffle else np.zeros(0, dtype=np.int64)  # unused without shuffling
         state = order.state if shuffle else np.uint64(0)
-        fixed = (perm, shuffle, order.rows, batch_size, micro, lr, epoch_loss)
+        fixed = (shuffle, order.rows, batch_size, micro, lr, epoch_loss)
         start = time.perf_counter()
-        self.train(*args, perm, state, *fixed[1:], 0, 0, 0, 0)  # compile or load, no training
+        self.train(*args, perm, state, *fixed, 0, 0, 0, 0)  # compile or load, no training
         compiled = time.perf_counter()
         epoch, row, steps, bad = 0, 0, 16, -1
         while epoch < epochs and bad < 0:
             chunk_start = time.perf_counter()
-            epoch, row, state, bad = self.train(*args, perm, state, *fixed[1:], epoch, row, epochs, steps)
+            epoch, row, state, bad = self.train(*args, perm, state, *fixed, epoch, row, epochs, steps)
             took = time.perf_counter() - chunk_start
             state = np.uint64(state)  # Numba returns a Python int; an int64 state would be another signature
             if shuffle:
@@ -295,9 +295,9 @@ _INLINED_IMPORTS = "from fastedf.inlined import *"
 @functools.lru_cache(maxsize=None)
 def _kernels_digest():
     """A hash of the kernel and JIT-policy sources, the JIT flags and Numba's version."""
-    from . import config, kernels
     import numba
-    from . import inlined
+
+    from . import config, inlined, kernels
     text = "".join(pathlib.Path(m.__file__).read_text() for m in (config, kernels, inlined, *MODULES))
     text += repr((config.CACHE, config.FASTMATH, config.BOUNDSCHECK, numba.__version__))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
