@@ -45,9 +45,9 @@ import tempfile
 
 import numpy as np
 
-from .cli import (SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, ArgumentParser, Cost, DirectoryLock,
-                  UsageError, environment, int_list, make_output_dir, nonnegative_int, path_error, positive_int,
-                  refuse_unless_it_fits, seed_int)
+from .cli import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, ArgumentParser,
+                  Cost, DirectoryLock, UsageError, environment, int_list, make_output_dir, nonnegative_int, path_error,
+                  positive_int, refuse_unless_it_fits, seed_int)
 from .trainer import ENGINES
 
 DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
@@ -165,7 +165,6 @@ def _measure_here(engine, batch_size, features, samples, epochs, seed, path, mic
                              micro_batch=micro_batch), path)
 
 
-EXIT_CHILD_INTERRUPTED = 130  # the child's exit code when Ctrl-C reached it
 
 
 def run_child(command, where):
@@ -178,7 +177,7 @@ def run_child(command, where):
     """
     env = dict(os.environ, PYTHONMALLOC="malloc")
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # Ctrl-C kills the child
-    if done.returncode in (EXIT_CHILD_INTERRUPTED, -signal.SIGINT):
+    if done.returncode in (EXIT_INTERRUPTED, -signal.SIGINT):
         raise KeyboardInterrupt  # Ctrl-C reached the child first (the terminal signals both)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or ["(no output)"]
@@ -249,7 +248,7 @@ def _child(argv):
                 print(" ".join(str(error).split()), file=sys.stderr)
                 return 2
     except KeyboardInterrupt:
-        return EXIT_CHILD_INTERRUPTED
+        return EXIT_INTERRUPTED
     print(json.dumps(result))
     return 0
 
@@ -466,7 +465,7 @@ def _measure_and_write(args, argv, engines):
         except KeyboardInterrupt:
             _write_json(json_path, {**summary, "interrupted": True, "rows": rows})
             print(f"fastedf memory: interrupted; {len(rows)} measured points kept in {csv_path}", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
 
     summary["fits"] = fits_by_engine(rows)
     summary["complete"] = True

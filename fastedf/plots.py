@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from .report import (ENGINE_NAMES, engine_rows, format_time, loss_name, memory_growth, study_rows,  # noqa: E402
+from .report import (engine_label, engine_rows, format_time, loss_name, memory_growth, study_rows,  # noqa: E402
                      study_runs, summarise, time_scaling, updates_per_epoch)
 
 DPI = 110
@@ -83,7 +83,7 @@ def _plot_time_by_engine(rows, config, out_dir, name, engines):
         s = summarise(mine, "train_time_s")
         if not len(s.batch_sizes):
             continue
-        label = ENGINE_NAMES.get(engine, engine).split(" (")[0]
+        label = engine_label(engine)
         ax.fill_between(s.batch_sizes, s.low, s.high, color=f"C{i}", alpha=0.2)
         ax.plot(s.batch_sizes, s.median, "o-", color=f"C{i}", label=f"{label}: median over seeds")
         ax.plot(s.batch_sizes, s.median[0] * s.batch_sizes[0] / s.batch_sizes, "--", color=f"C{i}", lw=0.8,

@@ -361,6 +361,11 @@ ENGINE_NAMES = {"compiled": "fastedf compiled (`fit`, one Numba program)",
                 "numpy_edf": "the course's NumPy EDF loop"}
 
 
+def engine_label(engine):
+    """An engine's name without its explanation: 'fastedf compiled'."""
+    return ENGINE_NAMES.get(engine, engine).split(" (")[0]
+
+
 def engine_rows(rows, config, engine):
     """The fixed-lr rows of one engine (the runs every engine makes)."""
     return [r for r in rows if r["engine"] == engine and r["lr_scaling"] == "none"
@@ -393,9 +398,9 @@ def _other_engines(rows, config, figures=()):
     times = {e: summarise(engine_rows(rows, config, e), "train_time_s").median for e in engines}
     if all(len(t) for t in times.values()):
         base = engines[0]
-        ratios = [f"{ENGINE_NAMES.get(e, e).split(' (')[0]} {np.median(times[e] / times[base]):.3g}x"
+        ratios = [f"{engine_label(e)} {np.median(times[e] / times[base]):.3g}x"
                   for e in engines[1:]]
-        out += [f"Median time relative to {ENGINE_NAMES.get(base, base).split(' (')[0]} over the batch sizes: "
+        out += [f"Median time relative to {engine_label(base)} over the batch sizes: "
                 + ", ".join(ratios) + ". **Verdict: the claim holds for an implementation only while its "
                 "per-update overhead dominates the per-sample work; the more overhead per update, the larger the "
                 "batch size up to which doubling halves the time.**", ""]

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import science
 from .experiment import examples_seen
+from .report import _table, format_time
 
 AGREEMENT_FACTOR = 2.0  # predicted and measured knee "agree" within this factor
 
@@ -305,11 +306,6 @@ def analyse(rows, runs, noise, config):
 
 # ---------------------------------------------------------------- report.md, sections 4 and 5
 
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
 def _g(x, digits=3):
     return "–" if x is None else f"{x:.{digits}g}"
 
@@ -340,7 +336,7 @@ def render_steps(sci, config, figures=()):
         lrs = st.best_lrs[i]
         table.append((b, f"{st.reached[i]}/{st.seeds}", _g(st.median[i], 4),
                       f"{_g(st.low[i], 4)} – {_g(st.high[i], 4)}", _g(st.epochs[i]), _g(st.examples[i], 4),
-                      "–" if st.seconds[i] is None else _format_seconds(st.seconds[i]),
+                      "–" if st.seconds[i] is None else format_time(st.seconds[i]),
                       ", ".join(f"{lr:g}" for lr in sorted(set(lrs))) or "–", by_b.get(b, "–")))
     out += [_table(("B", "seeds reaching", "updates (median)", "min – max", "epochs", "examples", "seconds",
                     "best lr(s)", "regime"), table), ""]
@@ -377,13 +373,6 @@ def render_steps(sci, config, figures=()):
             text += " Dropping an end of the grid: " + "; ".join(sens) + "."
         out += [text + _figure(figures, "steps_to_target_by_lr.png"), ""]
     return out
-
-
-def _format_seconds(seconds):
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
 
 
 def _regime_sentence(st):

@@ -78,9 +78,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cli import (SECONDS_PER_ELEMENT, SECONDS_PER_FIT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, ArgumentParser,
-                  Cost, DirectoryLock, UsageError, available_memory_bytes, environment, format_bytes, int_list,
-                  make_output_dir, nonnegative_int, path_error, positive_float, positive_int, refuse_unless_it_fits)
+from .cli import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_FIT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
+                  ArgumentParser, Cost, DirectoryLock, UsageError, available_memory_bytes, environment, format_bytes,
+                  int_list, make_output_dir, nonnegative_int, path_error, positive_float, positive_int,
+                  refuse_unless_it_fits)
 from .experiment import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS,
                          ModelSpec, checkpoint_schedule, noise_epochs)
 from .models import ACTIVATIONS
@@ -1357,10 +1358,6 @@ def _todo(config):
     return keys
 
 
-def _total_runs(config):
-    return len(_todo(config))
-
-
 STEPS_FIELDS = ("batch_size", "seed", "lr", "target_loss", "updates_to_target", "epochs_to_target",
                 "examples_to_target", "seconds_to_target", "best")
 
@@ -1424,21 +1421,22 @@ def main(argv=None):
         env = environment()
         done = out.start(config, env, args.resume)
         resumed = len(done)
+        todo = _todo(config)
         with InterruptGuard() as guard:
             try:
-                warmup_compile_s = (warm_up(config, first, guard) if resumed < _total_runs(config) else 0.0)
+                warmup_compile_s = (warm_up(config, first, guard) if resumed < len(todo) else 0.0)
                 if args.workers or args.scheduler:
                     rows = _sweep_on_cluster(args, config, dataset, out, done, guard)
                 else:
                     rows = sweep_batch_sizes(config, dataset, out, done, quiet=args.quiet, guard=guard)
                 noise = measure_noise(config, dataset, out, guard)
             except KeyboardInterrupt:
-                kept = [done[key] for key in _todo(config) if key in done]
+                kept = [done[key] for key in todo if key in done]
                 out.write_json(config, env, kept, complete=False, extra={"interrupted": True,
                                                                          "resumed_rows": resumed})
-                print(f"fastedf sweep: interrupted; {len(kept)} of {_total_runs(config)} runs kept in "
+                print(f"fastedf sweep: interrupted; {len(kept)} of {len(todo)} runs kept in "
                       f"{out.csv_path}; rerun with --resume to finish", file=sys.stderr)
-                return 130
+                return EXIT_INTERRUPTED
         runs = out.runs()
         science = None
         if config.get("lrs"):
