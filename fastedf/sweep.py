@@ -674,9 +674,9 @@ def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard
     X, y = split.X_train, split.y_train
     where = f"batch size {batch_size}, seed {seed}, lr {lr:g}"
     trajectory = None
+    total = epochs * math.ceil(len(X) / min(batch_size, len(X)))  # the updates of this run
     if checkpoints:
         probe = model.build(X.shape[1], classes, seed)
-        total = epochs * math.ceil(len(X) / min(batch_size, len(X)))
         try:
             with guard.training():
                 trajectory = train_with_checkpoints(
@@ -704,7 +704,7 @@ def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard
                         p.value = value
                     times.append(seconds)
                     compiles.append(0.0)
-                    updates = epochs * math.ceil(len(X) / min(batch_size, len(X)))
+                    updates = total
                 else:
                     history = fit(trained.loss, {trained.x: X, trained.y: labels}, batch_size=batch_size,
                                   epochs=epochs, lr=lr, shuffle=shuffle, seed=seed, engine=engine)
@@ -1260,10 +1260,7 @@ def sweep_batch_sizes(config, dataset, out, done, quiet=False, guard=_NO_GUARD):
     try:
         for spec in remaining:
             bar.set_postfix_str(f"B={spec.batch_size} seed={spec.seed} lr={spec.lr:g} {spec.engine}")
-            if config["memory"] and peaks.get(spec.batch_size) is None:
-                with guard.training():
-                    peaks[spec.batch_size] = measure_memory(config["engine"], spec.batch_size,
-                                                            len(config["features"]), config["n_train"])
+            _measure_peak(config, spec, peaks, guard)
             row, run = execute(spec, guard)
             _record(config, out, done, spec, row, run, peaks)
             bar.update()
@@ -1291,10 +1288,7 @@ def sweep_on_cluster(config, dataset, out, done, grid, quiet=False, guard=_NO_GU
     def on_result(spec, result, timed):
         row, run = result
         row.update(timed.value or {}, timing=timed.how)
-        if config["memory"] and peaks.get(spec.batch_size) is None:
-            with guard.training():
-                peaks[spec.batch_size] = measure_memory(config["engine"], spec.batch_size,
-                                                        len(config["features"]), config["n_train"])
+        _measure_peak(config, spec, peaks, guard)
         _record(config, out, done, spec, row, run, peaks)
         bar.update()
         guard.check()  # a Ctrl-C that came while the row was written stops the sweep here, its row safe
@@ -1312,6 +1306,14 @@ def sweep_on_cluster(config, dataset, out, done, grid, quiet=False, guard=_NO_GU
     rows = [done[key] for key in todo]
     out.put_in_order(rows)
     return rows
+
+
+def _measure_peak(config, spec, peaks, guard):
+    """With --memory, the peak memory at this run's batch size, measured once per batch size (in `peaks`)."""
+    if config["memory"] and peaks.get(spec.batch_size) is None:
+        with guard.training():
+            peaks[spec.batch_size] = measure_memory(config["engine"], spec.batch_size, len(config["features"]),
+                                                    config["n_train"])
 
 
 def _record(config, out, done, spec, row, run, peaks):
