@@ -86,8 +86,8 @@ MAX_COMPILED_OPERATIONS = 24
 
 
 # Programs of at most this many operations (loss included) inline their kernels (fastedf.inlined):
-# the study's logistic regression steps 1.5x faster at batch size 1 for 0.3 s more cold compile;
-# one hidden layer more would double its compile time (docs/benchmarks.md).
+# the study's logistic regression steps 1.1x faster at batch size 1 and 1.5x at 2 for 0.3 s more cold
+# compile; with one hidden layer inlining doubled the cold compile (3.4 -> 6.4 s, benchmarks/bench_compile.py).
 MAX_INLINED_OPERATIONS = 3
 
 

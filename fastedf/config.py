@@ -7,8 +7,9 @@ Environment overrides (read once, at import):
                          nnan/ninf are never set, NaN checks must keep working
   FASTEDF_BOUNDSCHECK=1  bounds-check every array access (slow; for debugging)
   FASTEDF_BLAS_THREADS=n threads of the BLAS that the kernels call (default 1: the
-                         course's matmuls are small, and a threaded BLAS on a busy
-                         2-core machine ran them 50x slower; measured in docs/benchmarks.md)
+                         course's matmuls are small; a two-thread BLAS with the other
+                         core busy was seen to run a digits MLP fit 50x slower, see
+                         docs/benchmarks.md, section 1, for how to compare)
 """
 import os
 import warnings
