@@ -1,5 +1,6 @@
 """Graph helpers with the names course scripts use: order, run and update a graph."""
 import contextlib
+import functools
 
 import numpy as np
 
@@ -81,14 +82,25 @@ def graph_run(graph):
     A consumer outside (a second graph sharing a Parameter, a node the loss
     also feeds) keeps whatever gradients it last computed; they never leak in.
     """
-    members = set(graph)
-    for node in graph:
-        node._consumers = [n for n in node.outputs if n in members]
+    nodes = tuple(graph)
+    for node, consumers in _consumers_within(nodes):
+        node._consumers = consumers
     try:
         yield
     finally:
-        for node in graph:
+        for node in nodes:
             node._consumers = None
+
+
+@functools.lru_cache(maxsize=32)
+def _consumers_within(nodes):
+    """(node, its consumers among `nodes`) for every node: computed once per graph, not once per step.
+
+    Consumers inside the graph depend only on its members: a node added to
+    it makes another tuple; a node built later outside it changes nothing.
+    """
+    members = set(nodes)
+    return tuple((node, [n for n in node.outputs if n in members]) for node in nodes)
 
 
 def sgd_update(trainables, lr=1e-2, learning_rate=None):
