@@ -101,6 +101,16 @@ def path_error(error, path, doing="write"):
     return UsageError(f"cannot {doing} {error.filename or path}: {reason}")
 
 
+def write_atomically(path, text):
+    """Write `text` to `path` whole or not at all (a temporary file, then a rename), or raise a path UsageError."""
+    try:
+        with open(path + ".tmp", "w", newline="", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(path + ".tmp", path)
+    except OSError as error:
+        raise path_error(error, path, "write") from None
+
+
 def make_output_dir(path, option="--out"):
     """Create the directory `path` (and its parents) or raise a UsageError naming it."""
     if not path:

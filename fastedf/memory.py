@@ -47,7 +47,7 @@ import numpy as np
 
 from .cli import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, ArgumentParser,
                   Cost, DirectoryLock, UsageError, environment, int_list, make_output_dir, nonnegative_int, path_error,
-                  positive_int, refuse_unless_it_fits, seed_int)
+                  positive_int, refuse_unless_it_fits, seed_int, write_atomically)
 from .trainer import ENGINES
 
 DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
@@ -490,14 +490,8 @@ def _measure_and_write(args, argv, engines):
 
 
 def _write_json(path, data):
-    """Write `data` to `path` whole or not at all (a temporary file, then a rename)."""
-    try:
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(path + ".tmp", path)
-    except OSError as error:
-        raise path_error(error, path, "write") from None
+    """Write `data` to `path` whole or not at all."""
+    write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ import numpy as np
 from .cli import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_FIT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
                   ArgumentParser, Cost, DirectoryLock, UsageError, available_memory_bytes, environment, format_bytes,
                   int_list, make_output_dir, nonnegative_int, path_error, positive_float, positive_int,
-                  refuse_unless_it_fits)
+                  refuse_unless_it_fits, write_atomically)
 from .experiment import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS,
                          ModelSpec, checkpoint_schedule, noise_epochs)
 from .models import ACTIVATIONS
@@ -1158,12 +1158,7 @@ class ResultsDir:
         writer.writerows(_csv_row(row, self.fields) for row in rows)
         for path, text in ((self.runs_path, "".join(json.dumps(runs[key]) + "\n" for key in keys)),
                            (self.csv_path, table.getvalue())):
-            try:
-                with open(path + ".tmp", "w", newline="", encoding="utf-8") as handle:
-                    handle.write(text)
-                os.replace(path + ".tmp", path)  # never a half-written file: the old order or the new one
-            except OSError as error:
-                raise path_error(error, path, "write") from None
+            write_atomically(path, text)  # never a half-written file: the old order or the new one
 
     def _read_noise(self, config):
         """The points of noise.csv when they are this sweep's complete reference run, each checked; else []."""
@@ -1220,13 +1215,7 @@ class ResultsDir:
 
     def write_json(self, config, env, rows, complete, extra=None):
         document = {"config": config, "environment": env, "complete": complete, "rows": rows, **(extra or {})}
-        tmp = self.json_path + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, indent=1)
-            os.replace(tmp, self.json_path)  # never a half-written results.json
-        except OSError as error:
-            raise path_error(error, self.json_path, "write") from None
+        write_atomically(self.json_path, json.dumps(document, indent=1))  # never a half-written results.json
 
 
 def _csv_row(row, fields=ROW_FIELDS):
