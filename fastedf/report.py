@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .distributed import TIMING_CLIENT, TIMING_WORKERS
+
 # A step B -> B' "keeps halving" while it saves at least this share of the
 # ideal saving 1 - U(B')/U(B) (U the updates; 1 - B/B' up to rounding).  For
 # doubling that is a time ratio of at most 0.75, which the overhead model
@@ -348,10 +350,10 @@ def render(rows, runs, config, env, figures=(), warmup_compile_s=0.0, science=No
 def _timing_phrase(rows):
     """How the rows' times were measured (their `timing` column, fastedf.distributed's rule), as a clause."""
     kinds = {r.get("timing", "serial") for r in rows}
-    if "worker-concurrent" in kinds:
+    if TIMING_WORKERS in kinds:
         return (", measured on Dask workers while other runs shared the cores (`--timing concurrent`): "
                 "they include that interference and are not comparable with times measured alone")
-    if "serial-client" in kinds:
+    if TIMING_CLIENT in kinds:
         return ", each run timed alone by the sweep's process while the Dask workers waited"
     return ""
 

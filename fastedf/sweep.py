@@ -82,6 +82,7 @@ from .cli import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_FIT, SECOND
                   ArgumentParser, Cost, DirectoryLock, UsageError, available_memory_bytes, environment, format_bytes,
                   int_list, make_output_dir, nonnegative_int, path_error, positive_float, positive_int,
                   refuse_unless_it_fits, write_atomically)
+from .distributed import TIMING_CLIENT, TIMING_SERIAL, TIMING_WORKERS
 from .experiment import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS,
                          ModelSpec, checkpoint_schedule, noise_epochs)
 from .models import ACTIVATIONS
@@ -94,8 +95,8 @@ ROW_FIELDS = ("lr_scaling", "batch_size", "seed", "lr", "engine", "epochs", "upd
 # timing: how train_time_s was measured (fastedf.distributed.TIMINGS): serial (one run at a time, in the sweep's
 # process), serial-client (the same, the run's other fields from a Dask worker), worker-concurrent (on a worker,
 # beside other runs: --timing concurrent).  Files from before the column read as serial.
-TIMINGS = {"serial": ("serial", "serial-client"), "concurrent": ("worker-concurrent",)}  # allowed per --timing
-_LATER_COLUMNS = {"timing": "serial"}  # results.csv columns added later: their value in files without them
+ALLOWED_TIMINGS = {"serial": (TIMING_SERIAL, TIMING_CLIENT), "concurrent": (TIMING_WORKERS,)}  # per --timing
+_LATER_COLUMNS = {"timing": TIMING_SERIAL}  # results.csv columns added later: their value in files without them
 # With the lr grid (--lrs or --target-loss), after ROW_FIELDS:
 #   min_loss            the lowest whole-training-set loss at any checkpoint after the first update
 #                       (empty for runs without checkpoints: other engines);
@@ -362,7 +363,7 @@ def build_parser():
                        help="train on a local Dask cluster of N single-threaded worker processes")
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="train on a running Dask cluster, e.g. tcp://10.0.0.5:8786")
-    cluster.add_argument("--timing", choices=tuple(TIMINGS), default="serial",
+    cluster.add_argument("--timing", choices=tuple(ALLOWED_TIMINGS), default="serial",
                          help="serial (default): time every run here, one at a time, while the workers wait; "
                               "concurrent: keep the workers' times, measured side by side (faster, distorted)")
     output = parser.add_argument_group("output")
@@ -623,7 +624,7 @@ def execute(spec, guard=_NO_GUARD):
                       checkpoints=spec.checkpoints)
     names = {"lr_scaling": spec.lr_scaling, "batch_size": spec.batch_size, "seed": spec.seed, "lr": spec.lr,
              "engine": spec.engine}
-    row = {**names, "epochs": spec.epochs, **trained.fields, "peak_memory_bytes": None, "timing": "serial"}
+    row = {**names, "epochs": spec.epochs, **trained.fields, "peak_memory_bytes": None, "timing": TIMING_SERIAL}
     run = {**names, "epoch_loss": trained.epoch_loss, "parameters": trained.parameters}
     if trained.checkpoints is not None:
         run["checkpoints"] = trained.checkpoints
@@ -882,7 +883,7 @@ def row_problem(row, config):
         return f"peak_memory_bytes {peak!r} is not a byte count (this sweep measures memory)"
     if not config["memory"] and peak is not None:
         return f"peak_memory_bytes {peak!r} should be empty (this sweep does not measure memory)"
-    allowed = TIMINGS[config.get("timing", "serial")]
+    allowed = ALLOWED_TIMINGS[config.get("timing", "serial")]
     if row["timing"] not in allowed:
         return f"timing {row['timing']!r} is not how this sweep measures time ({' or '.join(allowed)})"
     return None
