@@ -76,8 +76,9 @@ def run_to_target(row, run, target, n_train):
     most 9% above the first update that reached the target.
     """
     b = row["batch_size"]
-    curve = run.get("checkpoints") or []
-    hit = next((u for u, loss in curve if u > 0 and loss <= target), None)
+    trained = [(u, loss) for u, loss in run.get("checkpoints") or [] if u > 0]
+    first = science.steps_to_target([loss for _, loss in trained], target) if trained else None
+    hit = None if first is None else trained[first - 1][0]
     if hit is None:
         return ToTarget(b, row["seed"], row["lr"], None, None, None, None)
     per_epoch = math.ceil(n_train / b)
