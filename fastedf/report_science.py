@@ -57,7 +57,7 @@ def seed_targets(rows, factor=None, loss=None):
 
 
 @dataclass
-class ToTarget:
+class RunToTarget:
     """One run's cost to reach the target: updates (a checkpoint count), epochs, examples, seconds."""
 
     batch_size: int
@@ -70,7 +70,7 @@ class ToTarget:
 
 
 def run_to_target(row, run, target, n_train):
-    """ToTarget of one checkpointed run: the first checkpoint whose whole-training-set loss is <= target.
+    """RunToTarget of one checkpointed run: the first checkpoint whose whole-training-set loss is <= target.
 
     Checkpoints are 2**(1/8) apart (fastedf.experiment), so the count is at
     most 9% above the first update that reached the target.
@@ -80,14 +80,14 @@ def run_to_target(row, run, target, n_train):
     first = science.steps_to_target([loss for _, loss in trained], target) if trained else None
     hit = None if first is None else trained[first - 1][0]
     if hit is None:
-        return ToTarget(b, row["seed"], row["lr"], None, None, None, None)
+        return RunToTarget(b, row["seed"], row["lr"], None, None, None, None)
     per_epoch = math.ceil(n_train / b)
     seconds = (hit * row["train_time_s"] / row["updates"]) if row.get("train_time_s") and row["updates"] else None
-    return ToTarget(b, row["seed"], row["lr"], hit, hit / per_epoch, examples_seen(hit, b, n_train), seconds)
+    return RunToTarget(b, row["seed"], row["lr"], hit, hit / per_epoch, examples_seen(hit, b, n_train), seconds)
 
 
 def all_to_target(rows, runs, targets, n_train, engine):
-    """ToTarget of every checkpointed run of `engine`, each against its seed's target ({seed: loss})."""
+    """RunToTarget of every checkpointed run of `engine`, each against its seed's target ({seed: loss})."""
     out = []
     for row in rows:
         if row["engine"] != engine or "min_loss" not in row or row["seed"] not in targets:
@@ -99,7 +99,7 @@ def all_to_target(rows, runs, targets, n_train, engine):
 
 
 def best_per_batch_and_seed(results, lrs=None):
-    """{(B, seed): the ToTarget with the fewest updates over the lrs (ties: the smaller lr), or None if none reached}.
+    """{(B, seed): the RunToTarget with the fewest updates over the lrs (ties: the smaller lr), or None if none reached}.
 
     lrs: only these learning rates (a sub-grid, for the sensitivity check); default all.
     """
@@ -147,7 +147,7 @@ class StepsToTarget:
 
 
 def steps_to_target(results, lrs, seeds, lrs_subset=None):
-    """StepsToTarget from ToTarget results (all_to_target) and the lr grid, or None when nothing reached the target."""
+    """StepsToTarget from RunToTarget results (all_to_target) and the lr grid, or None when nothing reached the target."""
     best = best_per_batch_and_seed(results, lrs_subset)
     grid = sorted(lrs_subset if lrs_subset is not None else lrs)
     sizes = sorted({b for b, _ in best})
@@ -223,7 +223,7 @@ class Science:
     """Everything sections 4 and 5 of report.md say, computed once (fastedf.sweep writes it to results.json too).
 
     targets ({seed: loss}) and target_rule: the loss to reach and how it was chosen; results:
-    ToTarget per grid run; steps: StepsToTarget with the whole grid;
+    RunToTarget per grid run; steps: StepsToTarget with the whole grid;
     sensitivity: {name: StepsToTarget} with the grid's top or bottom lr
     removed; noise: the reference run's points; at_target: the point where
     its training loss reached the target (or its last) and whether it did;
