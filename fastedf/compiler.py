@@ -237,7 +237,8 @@ class Program:
         for node in self.parameters:
             node.value = np.asarray(node.value, dtype=np.float64, order="C")  # trained in place; q views it
             grad = np.zeros_like(node.value)
-            args += [node.value, node.value.reshape(_shape2d(node.value.shape)), grad, grad.reshape(_shape2d(grad.shape))]
+            args += [node.value, node.value.reshape(_shape2d(node.value.shape)),
+                     grad, grad.reshape(_shape2d(grad.shape))]
         for node, _ in self.buffers:
             shape = _shape2d(np.shape(node.value))
             if low.batched[node]:

@@ -77,7 +77,8 @@ def inlined(dispatcher):
     the compiler from specialising, which at the study's batch sizes is most
     of a step.  Never called from Python, so never cached on its own.
     """
-    return njit(cache=False, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")(dispatcher.py_func)
+    flags = dict(cache=False, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")
+    return njit(**flags)(dispatcher.py_func)
 
 
 def program(func):

@@ -147,7 +147,7 @@ class StepsToTarget:
 
 
 def steps_to_target(results, lrs, seeds, lrs_subset=None):
-    """StepsToTarget from RunToTarget results (all_to_target) and the lr grid, or None when nothing reached the target."""
+    """StepsToTarget from RunToTarget results (all_to_target) and the lr grid; None when nothing reached the target."""
     best = best_per_batch_and_seed(results, lrs_subset)
     grid = sorted(lrs_subset if lrs_subset is not None else lrs)
     sizes = sorted({b for b, _ in best})

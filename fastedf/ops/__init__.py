@@ -13,6 +13,9 @@ from .losses import BCE, CE
 
 MODULES = (elementwise, linear, activations, losses, conv)
 
+__all__ = ["Multiply", "Addition", "Linear", "Sigmoid", "Tanh", "ReLU", "Softmax", "BCE", "CE", "Conv", "MaxPooling",
+           "Flatten", "MODULES", "ALIASES"]
+
 ALIASES = {
     "SoftMax": Softmax, "CrossEntropy": CE, "Cross_Entropy": CE, "CrossEntropyLoss": CE,
     "ReLu": ReLU, "Relu": ReLU, "TanH": Tanh,

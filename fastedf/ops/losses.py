@@ -245,7 +245,8 @@ class Loss(Node):
         self.value = np.float64(total if self.reduction == "sum" else total / max(_rows(p.shape), 1))
 
     def _refuse(self, label, prediction, at):
-        what = f"label {label} is outside [0, 1]" if not 0 <= label <= 1 else f"prediction {prediction} is outside [0, 1]"
+        what = (f"label {label} is outside [0, 1]" if not 0 <= label <= 1
+                else f"prediction {prediction} is outside [0, 1]")
         raise ValueError(f"{self}: at element {at}, {what}")
 
     def backward(self):
@@ -326,7 +327,8 @@ class BCE(Loss):
     """
 
     reduction = "sum"
-    forward_kernel, backward_kernel, label_kernel = staticmethod(bce_forward), staticmethod(bce_backward), staticmethod(bce_label_grad)
+    forward_kernel, backward_kernel = staticmethod(bce_forward), staticmethod(bce_backward)
+    label_kernel = staticmethod(bce_label_grad)
     fused_kernel, fused_with = staticmethod(sigmoid_bce), Sigmoid
 
     @staticmethod
@@ -352,7 +354,8 @@ class CE(Loss):
     """
 
     reduction = "mean"
-    forward_kernel, backward_kernel, label_kernel = staticmethod(ce_forward), staticmethod(ce_backward), staticmethod(ce_label_grad)
+    forward_kernel, backward_kernel = staticmethod(ce_forward), staticmethod(ce_backward)
+    label_kernel = staticmethod(ce_label_grad)
     fused_kernel, fused_with = staticmethod(softmax_ce), Softmax
 
     @staticmethod
