@@ -14,7 +14,9 @@ JAX jit + lax.scan (optional, not fastedf dependencies).
 
 Threads: --threads N (default 1) sets OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS before
 NumPy is imported, torch.set_num_threads(N) and, for N = 1, XLA's single-thread
-flags; --threads 0 leaves every library at its default (all cores).  fastedf
+flag, and pins the process to N cores (sched_setaffinity), which is what
+actually holds XLA to one core; --threads 0 leaves every library at its
+default (all cores).  fastedf
 gets FASTEDF_BLAS_THREADS = N (all cores for 0).
 
 Correctness first: at every grid point each implementation is run on a check
@@ -62,8 +64,10 @@ if THREADS > 0:  # before NumPy, Numba, torch or JAX is imported
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[_var] = str(THREADS)
     if THREADS == 1:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    # The process runs on THREADS cores, whatever a library does with its threads: XLA's flags alone did not
+    # keep JAX's matmuls on one core (83 GFLOP/s where one core gives 48), so earlier tables flattered JAX.
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:THREADS])
 # fastedf pins the BLAS its kernels call (FASTEDF_BLAS_THREADS, default 1); give it the same threads as the others
 os.environ["FASTEDF_BLAS_THREADS"] = str(THREADS if THREADS > 0 else os.cpu_count())
 

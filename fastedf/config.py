@@ -61,6 +61,18 @@ def kernel(func):
     return self_healing(njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func))
 
 
+def vector_kernel(func):
+    """A kernel whose loop LLVM should vectorise (elementwise work calling fastedf.vexp.exp).
+
+    Compiled with NumPy's error model: a float division by zero gives inf or
+    NaN instead of raising, because Python's check is a branch in the loop that
+    stops the vectoriser.  Only for kernels whose divisors cannot be zero or
+    whose IEEE result is the right one (1 / (1 + exp(.)) >= 1 never is zero).
+    """
+    flags = dict(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model="numpy")
+    return self_healing(njit(**flags)(func))
+
+
 def helper(func):
     """Compile a tiny helper that kernels call (a size check, a branch): inlined into each caller.
 
@@ -78,6 +90,9 @@ def inlined(dispatcher):
     of a step.  Never called from Python, so never cached on its own.
     """
     flags = dict(cache=False, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")
+    error_model = dispatcher.targetoptions.get("error_model")
+    if error_model:
+        flags["error_model"] = error_model
     return njit(**flags)(dispatcher.py_func)
 
 

@@ -9,21 +9,25 @@ import math
 
 import numpy as np
 
-from ..config import helper, kernel
+from ..config import helper, kernel, vector_kernel
 from ..kernels import common_size
 from ..node import F64, Node, _reusable
+from ..vexp import exp
 
 
-@kernel
+@helper
+def sigmoid(v):
+    """1 / (1 + exp(-v)) from e = exp(-|v|), which never overflows: 1 / (1 + e) or e / (1 + e); branch-free."""
+    e = exp(-abs(v))
+    d = 1.0 / (1.0 + e)
+    return d if v >= 0.0 else e * d
+
+
+@vector_kernel
 def sigmoid_forward(z, out):
-    """out = 1 / (1 + exp(-z)), evaluated so that exp never overflows."""
+    """out = sigmoid(z), vectorised by LLVM (fastedf.vexp)."""
     for i in range(common_size(z, out)):
-        v = z.flat[i]
-        if v >= 0.0:
-            out.flat[i] = 1.0 / (1.0 + math.exp(-v))
-        else:
-            e = math.exp(v)
-            out.flat[i] = e / (1.0 + e)
+        out.flat[i] = sigmoid(z.flat[i])
 
 
 @kernel
@@ -73,7 +77,7 @@ def row_max(z, r):
     return top
 
 
-@kernel
+@vector_kernel
 def softmax_forward(z, out):
     """out[r] = exp(z[r] - max z[r]) / sum(...) for every row r of the last axis (2-D (rows, k))."""
     rows, k = z.shape
@@ -81,7 +85,7 @@ def softmax_forward(z, out):
         top = row_max(z, r)
         total = 0.0
         for j in range(k):
-            e = math.exp(z[r, j] - top)
+            e = exp(z[r, j] - top)
             out[r, j] = e
             total += e
         for j in range(k):
@@ -109,8 +113,8 @@ class Activation(Node):
         super().__init__([x])
         self._dz = None
 
-    numpy_forward = None  # NumPy's SIMD version for big arrays, where it beats a scalar libm loop
-    NUMPY_MIN_SIZE = 1024  # measured: benchmarks/bench_activations.py
+    numpy_forward = None  # NumPy's SIMD version for big arrays, where it beats a scalar libm loop (Tanh)
+    NUMPY_MIN_SIZE = 64  # measured: benchmarks/bench_activations.py
 
     def forward(self):
         (z,) = self._values()
@@ -158,21 +162,11 @@ class Sigmoid(Activation):
 
     forward_kernel, backward_kernel = staticmethod(sigmoid_forward), staticmethod(sigmoid_backward)
 
-    @staticmethod
-    def numpy_forward(z, out):
-        """1 / (1 + exp(-z)) in four in-place ufunc passes; exp(-z) = inf gives the right limit 0."""
-        with np.errstate(over="ignore"):
-            np.negative(z, out=out)
-            np.exp(out, out=out)
-        np.add(out, 1.0, out=out)
-        np.reciprocal(out, out=out)
-
 
 class Tanh(Activation):
     """tanh(x), elementwise."""
 
     forward_kernel, backward_kernel = staticmethod(tanh_forward), staticmethod(tanh_backward)
-    NUMPY_MIN_SIZE = 64  # NumPy's tanh beats libm's from 64 elements on
 
     @staticmethod
     def numpy_forward(z, out):

@@ -19,7 +19,8 @@ import numpy as np
 from ..config import helper, kernel
 from ..kernels import common_size
 from ..node import Input, Node, _sum_to
-from .activations import Sigmoid, Softmax, row_max
+from ..vexp import exp
+from .activations import Sigmoid, Softmax, row_max, sigmoid
 
 
 # Predictions are clipped to [BCE_EPS, 1 - BCE_EPS] inside BCE so that the loss
@@ -101,12 +102,7 @@ def sigmoid_bce(z, y, out, want_grad):
     total = 0.0
     scale = 1.0 / max(z.shape[0], 1)
     for i in range(min(common_size(z, y), common_size(z, out))):
-        v = z.flat[i]
-        if v >= 0.0:
-            pi = 1.0 / (1.0 + math.exp(-v))
-        else:
-            e = math.exp(v)
-            pi = e / (1.0 + e)
+        pi = sigmoid(z.flat[i])
         yi = y.flat[i]
         if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
             return math.nan, i
@@ -171,10 +167,10 @@ def softmax_ce(z, y, out, want_grad):
         top = row_max(z, r)
         norm = 0.0
         for j in range(k):
-            norm += math.exp(z[r, j] - top)
+            norm += exp(z[r, j] - top)
         dot = 0.0
         for j in range(k):
-            pj = math.exp(z[r, j] - top) / norm
+            pj = exp(z[r, j] - top) / norm
             yj = y[r, j]
             if not (0.0 <= yj <= 1.0 and 0.0 <= pj <= 1.0):
                 return math.nan, r * k + j
