@@ -111,9 +111,7 @@ def main():
     for model in args.models.split(","):
         data = X if model == "mlp" else X.reshape(-1, 8, 8, 1)
         init = init_params(model)
-        if model == "conv" and "fit compiled" in sides:
-            sides = {k: v for k, v in sides.items() if k != "fit compiled"}  # conv runs in the graph engine
-        fastest = "fit compiled" if "fit compiled" in sides else "fit graph"
+        fastest = "fit compiled"
         print(f"{'model':>5} {'B':>4} " + " ".join(f"{name:>20}" for name in sides) + f" {'numpy/' + fastest:>22}")
         for batch in map(int, args.batch_sizes.split(",")):
             rows = args.slow_rows if batch == 1 else len(X)

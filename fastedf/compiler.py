@@ -23,7 +23,10 @@ Buffer names in the generated source, for the node numbered i:
   x{i} the batch slice of s{i};  p{i} a Parameter's array, q{i} its 2-D view,
   d{i} its gradient, e{i} the gradient's 2-D view;  V{i}/G{i} an operation's
   value and gradient buffers sized for a full batch, v{i}/g{i} their rows
-  for the current batch.
+  for the current batch; w{i}_name an extra buffer of node i's rule
+  (Lowering.buffer).  A batched value of rank > 2 (an image batch) is held
+  as (batch, the product of the other axes); the rules of the ops that take
+  images reshape it.
 """
 import functools
 import hashlib
@@ -118,6 +121,18 @@ class Lowering:
         p = loss.inputs[1] if len(loss.inputs) == 2 else None
         fuses = getattr(loss, "fused_with", None) is not None and type(p) is loss.fused_with
         self.fused = {p} if fuses and p.outputs == [loss] else set()
+        self.extra = []  # (name, per_row, shape, dtype) of the buffers the rules asked for (buffer())
+
+    def buffer(self, node, name, per_row=None, shape=None, dtype="float64"):
+        """The name of an extra buffer for node's rule: flat with `per_row` elements per batch row (the rule
+        slices and reshapes it for the batch's n rows), or of a fixed `shape`.  Zeroed once per fit."""
+        full = f"w{self.index[node]}_{name}"
+        self.extra.append((full, per_row, shape, dtype))
+        return full
+
+    def shape(self, node):
+        """The node's value's shape at fit's dry run (the first batch)."""
+        return np.shape(node.value)
 
     def value(self, node):
         i = self.index[node]
@@ -154,6 +169,8 @@ def _unsupported(graph, low):
         if len(consumers) > 1 and low.wants_grad[node]:
             return f"{node} feeds {len(consumers)} nodes; the compiled engine sums no fan-out yet"
         shape = np.shape(node.value)
+        if len(shape) > 2 and consumers and all(getattr(n, "lowers_any_rank", False) for n in consumers):
+            continue  # images between the rules that reshape them (Conv, MaxPooling, Flatten, activations)
         if node is not loss and (len(shape) > 2 or (low.batched[node] and len(shape) != 2)):
             if not (isinstance(node, Input) and all(hasattr(n, "reduction") for n in consumers) and len(shape) == 1):
                 return f"{node} has shape {shape}; compiled values are (batch, k) or parameters of rank <= 2"
@@ -201,6 +218,7 @@ class Program:
         self.buffers = [(node, name) for node in self.operations
                         for name in ("V", "G")[:1 + (low.wants_grad[node] and node not in low.fused)]]
         names += [f"{name}{low.index[node]}" for node, name in self.buffers]
+        names += [extra[0] for extra in low.extra]
         views = [f"x{i} = s{i}[lo:hi]" for i in map(low.index.get, self.inputs)]
         for node, name in self.buffers:
             i, view = low.index[node], name.lower()
@@ -240,10 +258,11 @@ class Program:
             args += [node.value, node.value.reshape(_shape2d(node.value.shape)),
                      grad, grad.reshape(_shape2d(grad.shape))]
         for node, _ in self.buffers:
-            shape = _shape2d(np.shape(node.value))
-            if low.batched[node]:
-                shape = (rows_at_once, shape[1])
+            shape = np.shape(node.value)
+            shape = (rows_at_once, int(np.prod(shape[1:]))) if low.batched[node] else _shape2d(shape)
             args.append(np.zeros(shape))
+        for _, per_row, shape, dtype in low.extra:
+            args.append(np.zeros(per_row * rows_at_once if per_row is not None else shape, dtype=dtype))
         if self.micro:
             args += [np.zeros_like(node.value) for node in self.parameters]
         return args

@@ -14,7 +14,9 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from test_nodes import check_gradients, projection
 
-from fastedf import Input, Linear, Parameter, backward_pass, forward_pass, numpy_edf, topological_sort
+import fastedf
+from fastedf import (CE, Input, Linear, Parameter, ReLU, Softmax, Tanh, backward_pass, forward_pass, numpy_edf,
+                     topological_sort)
 from fastedf.ops.conv import (Conv, Flatten, MaxPooling, conv_backward, conv_columns, conv_forward, conv_input_grad,
                               maxpool_backward, maxpool_forward)
 
@@ -425,3 +427,51 @@ def test_backward_after_a_forward_at_another_shape_rebuilds_the_columns(rng):
     conv.backward()  # the columns in the cache for x1's shape are stale: x2's forward ran last
     _, want_dK, _ = naive.conv_backward(x1, K.value, g)
     assert_allclose(conv.gradients[K], want_dK, **TOL)
+
+
+def conv_net(two_convs, seed=5):
+    """(B, 8, 6, 2) images -> Conv 3x3 -> ReLU -> MaxPooling [-> Conv 3x3 -> Tanh] -> Flatten -> Linear -> Softmax/CE."""
+    rng = np.random.default_rng(seed)
+    x, y = Input(), Input()
+    K, c = Parameter(rng.normal(scale=0.5, size=(3, 3, 2, 4))), Parameter(np.zeros(4))
+    h = MaxPooling(ReLU(Conv(x, K, c)), 2)
+    parameters = [K, c]
+    if two_convs:  # a conv whose input is an operation: its dx and MaxPooling's backward run too
+        K2, c2 = Parameter(rng.normal(scale=0.3, size=(3, 3, 4, 3))), Parameter(np.zeros((1, 3)))
+        h = Tanh(Conv(h, K2, c2))
+        parameters += [K2, c2]
+    A, b = Parameter(rng.normal(scale=0.2, size=(4 * 3 * (3 if two_convs else 4), 10))), Parameter(np.zeros(10))
+    loss = CE(y, Softmax(Linear(Flatten(h), A, b)))
+    return x, y, parameters + [A, b], loss
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return rng.uniform(size=(300, 8, 6, 2)), np.eye(10)[rng.integers(0, 10, 300)]
+
+
+def fit_conv_net(images, engine, two_convs, **options):
+    x, y, parameters, loss = conv_net(two_convs)
+    history = fastedf.fit(loss, {x: images[0], y: images[1]}, epochs=2, lr=0.05, engine=engine, **options)
+    return history, np.concatenate([p.value.ravel() for p in parameters])
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 32, 256])
+@pytest.mark.parametrize("two_convs", [False, True])
+def test_engines_agree_on_conv_nets(images, batch_size, two_convs):
+    """Compiled and graph engines: the same epoch losses and parameters to 1e-11, shuffled, a short last batch."""
+    runs = {engine: fit_conv_net(images, engine, two_convs, batch_size=batch_size, shuffle=True, seed=3)
+            for engine in ("graph", "compiled")}
+    assert [runs[engine][0].engine for engine in runs] == ["graph", "compiled"]
+    assert_allclose(runs["compiled"][0].epoch_loss, runs["graph"][0].epoch_loss, rtol=1e-11)
+    assert_allclose(runs["compiled"][1], runs["graph"][1], rtol=1e-11, atol=1e-13)
+
+
+def test_conv_nets_compile_under_auto_and_with_micro_batches(images):
+    auto, _ = fit_conv_net(images, "auto", True, batch_size=32)
+    assert (auto.engine, auto.note) == ("compiled", "")
+    graph = fit_conv_net(images, "graph", True, batch_size=32, micro_batch=8)
+    compiled = fit_conv_net(images, "compiled", True, batch_size=32, micro_batch=8)
+    assert_allclose(compiled[0].epoch_loss, graph[0].epoch_loss, rtol=1e-11)
+    assert_allclose(compiled[1], graph[1], rtol=1e-11, atol=1e-13)

@@ -142,6 +142,8 @@ class Activation(Node):
         self.backward_kernel(p, g, dz)
         self.gradients[self.inputs[0]] = dz
 
+    lowers_any_rank = True  # elementwise: an image batch is as good as its (batch, H * W * C) rows
+
     def lower(self, low):
         """Compile rule: the forward kernel, and the backward one unless the loss differentiates it (fused)."""
         (z,) = self.inputs
@@ -183,6 +185,7 @@ class Softmax(Activation):
     """exp(x) / sum(exp(x)) over the last axis of every row, the row's max subtracted first (no overflow)."""
 
     forward_kernel, backward_kernel = staticmethod(softmax_forward), staticmethod(softmax_backward)
+    lowers_any_rank = False  # row-wise over the last axis
 
     def _check(self, z):
         if z.ndim != 2:

@@ -8,8 +8,9 @@ loops at the course's sizes (8x8x1 to 28x28x1 and 14x14x8 images, 3x3
 kernels, 4 to 16 channels, batches of 1 to 256): im2col was 1.4 to 7 times
 faster at every size, so it is the only implementation.
 
-No compile rules: the compiled engine handles 2-D values only, so these nodes
-run in the graph engine.
+Compile rules: in a compiled program an image batch (B, H, W, C) is held as
+(B, H * W * C) rows; each rule reshapes its rows to images with the sizes
+seen at fit's dry run, so one program serves every batch size.
 """
 import math
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from .. import config
 from ..config import kernel
-from ..node import Input, Node, _reusable
+from ..node import Input, Node, Parameter, _reusable
 
 
 @kernel
@@ -145,6 +146,17 @@ def conv_input_grad(g, K, dcols, dx):
                 elif lo < hi:
                     add_into(dxf[(lo + d) * cin + c:(hi + d) * cin:cin], row[lo:hi])
                 t += 1
+
+
+@kernel
+def split_bias_row(dKb, dK, db):
+    """dK and db from conv_backward's dKb (T + 1, C_out): dK (as (T, C_out)) its first T rows, db its last."""
+    taps, cout = dKb.shape[0] - 1, dKb.shape[1]
+    if dK.size != taps * cout or db.size != cout:
+        raise ValueError("fastedf kernel: arrays of different sizes")
+    copy_into(dK.reshape(dK.size), dKb.reshape(dKb.size)[:dK.size])
+    for o in range(cout):
+        db.flat[o] = dKb[taps, o]
 
 
 @kernel
@@ -328,6 +340,29 @@ class Conv(Node):
             conv_input_grad(g, K, buf.dcols, buf.dx)
             self.gradients[x_node] = buf.dx
 
+    lowers_any_rank = True
+
+    def lower(self, low):
+        """Compile rule: conv_forward into the rule's own columns, conv_backward, and dx when needed."""
+        x, K, b = self.inputs
+        if not (isinstance(K, Parameter) and isinstance(b, Parameter)):
+            raise low.Unsupported(f"{self}: K and b must be Parameters to compile")
+        _, H, W, cin = low.shape(x)
+        kh, kw, _, cout = low.shape(K)
+        taps, pixels, i = kh * kw * cin, H * W, low.index[self]
+        cols = low.buffer(self, "cols", per_row=(taps + 1) * pixels)
+        Kb, dKb = (low.buffer(self, name, shape=(taps + 1, cout)) for name in ("Kb", "dKb"))
+        forward = [f"cols{i} = {cols}[:n * {(taps + 1) * pixels}].reshape(({taps + 1}, n * {pixels}))",
+                   f"conv_forward({_images(low.value(x), H, W, cin)}, {low.value(K)}, {low.value(b)}, "
+                   f"cols{i}, {Kb}, {_images(low.value(self), H, W, cout)})"]
+        g = _images(low.grad(self), H, W, cout)
+        backward = [f"conv_backward(cols{i}, {g}, {dKb})", f"split_bias_row({dKb}, {low.grad(K)}, {low.grad(b)})"]
+        if low.wants_grad[x]:
+            dcols = low.buffer(self, "dcols", per_row=taps * pixels)
+            backward.append(f"conv_input_grad({g}, {low.value(K)}, {dcols}[:n * {taps * pixels}].reshape(({taps}, "
+                            f"n * {pixels})), {_images(low.grad(x), H, W, cin)})")
+        return forward, backward
+
     def _data_gradient(self):
         g, K = self._g_kept, self._K_kept
         if g is None:
@@ -365,22 +400,22 @@ class MaxPooling(Node):
         self._buffers = _Cache(_PoolBuffers)
         self._checked = self._arg_of = None
 
-    def _shapes(self, x):
+    def _shapes(self, shape):
         """x's shape as (B, H, W, C) for the kernels, and the output's shape; raises unless they fit."""
-        if x.shape != self._checked:
+        if shape != self._checked:
             s = self.size
-            if x.ndim < 3 or x.shape[1] % s or x.shape[2] % s:
-                raise ValueError(f"{self}: x has shape {x.shape}; MaxPooling(x, size={s}) takes x "
+            if len(shape) < 3 or shape[1] % s or shape[2] % s:
+                raise ValueError(f"{self}: x has shape {shape}; MaxPooling(x, size={s}) takes x "
                                  f"(batch, H, W, C) channels-last with H and W divisible by {s}")
-            B, H, W = x.shape[:3]
-            self._as4 = (B, H, W, math.prod(x.shape[3:]))
-            self._out_shape = (B, H // s, W // s) + x.shape[3:]
-            self._checked = x.shape
+            B, H, W = shape[:3]
+            self._as4 = (B, H, W, math.prod(shape[3:]))
+            self._out_shape = (B, H // s, W // s) + shape[3:]
+            self._checked = shape
         return self._as4, self._out_shape
 
     def forward(self):
         (x,) = self._values()
-        as4, shape = self._shapes(x)
+        as4, shape = self._shapes(x.shape)
         buf = self._buffers[as4 + (self.size,)]
         out = self.value if _reusable(self.value, shape) else np.empty(shape)
         # the reshapes are for x of another rank than 4 (views unless x is strided)
@@ -391,7 +426,7 @@ class MaxPooling(Node):
 
     def backward(self):
         (x,) = self._values()
-        as4, shape = self._shapes(x)
+        as4, shape = self._shapes(x.shape)
         buf = self._buffers[as4 + (self.size,)]
         if self._arg_of is not buf:  # no forward at this shape just before (rare): find the maxima again
             maxpool_forward(x if x.ndim == 4 else x.reshape(as4), self.size, np.empty(buf.arg.shape), buf.arg)
@@ -399,6 +434,24 @@ class MaxPooling(Node):
         g = self._upstream(shape)
         maxpool_backward(g if g.ndim == 4 else g.reshape(buf.arg.shape), buf.arg, self.size, buf.dx)
         self.gradients[self.inputs[0]] = buf.dx if x.ndim == 4 else buf.dx.reshape(x.shape)
+
+    lowers_any_rank = True
+
+    def lower(self, low):
+        """Compile rule: maxpool_forward, the maxima's positions in the rule's own int64 buffer, and back."""
+        (x,) = self.inputs
+        _, H, W, C = self._shapes(low.shape(x))[0]
+        s, i = self.size, low.index[self]
+        pooled = (H // s) * (W // s) * C
+        arg = low.buffer(self, "arg", per_row=pooled, dtype="int64")
+        forward = [f"arg{i} = {_images(arg + f'[:n * {pooled}]', H // s, W // s, C)}",
+                   f"maxpool_forward({_images(low.value(x), H, W, C)}, {s}, "
+                   f"{_images(low.value(self), H // s, W // s, C)}, arg{i})"]
+        backward = []
+        if low.wants_grad[x]:
+            backward = [f"maxpool_backward({_images(low.grad(self), H // s, W // s, C)}, arg{i}, {s}, "
+                        f"{_images(low.grad(x), H, W, C)})"]
+        return forward, backward
 
 
 class Flatten(Node):
@@ -436,3 +489,20 @@ class Flatten(Node):
         x_shape = np.shape(x_node.value)
         g = self._upstream(self._shapes(x_shape))
         self.gradients[x_node] = g.reshape(x_shape)
+
+    lowers_any_rank = True
+
+    def lower(self, low):
+        """Compile rule: a copy of the rows, which the program already holds flattened, and of their gradient."""
+        (x,) = self.inputs
+        width = math.prod(low.shape(x)[1:])
+        forward = [f"copy_into({low.value(self)}.reshape(n * {width}), {low.value(x)}.reshape(n * {width}))"]
+        backward = []
+        if low.wants_grad[x]:
+            backward = [f"copy_into({low.grad(x)}.reshape(n * {width}), {low.grad(self)}.reshape(n * {width}))"]
+        return forward, backward
+
+
+def _images(rows, H, W, C):
+    """Source for the program's (n, H * W * C) rows `rows` seen as n images (n, H, W, C)."""
+    return f"{rows}.reshape((n, {H}, {W}, {C}))"
