@@ -103,8 +103,9 @@ class Lowering:
 
     Unsupported = Unsupported
 
-    def __init__(self, graph):
-        self.graph = graph
+    def __init__(self, graph, micro=False):
+        self.graph, self.micro = graph, micro
+        self.updated_by_rule = set()  # Parameters whose SGD step a rule emits itself (see Linear.lower)
         self.index = {node: i for i, node in enumerate(graph)}
         self.batched, self.wants_grad = {}, {}
         for node in graph:  # topological order: inputs are known first
@@ -186,7 +187,7 @@ def lower(graph, micro=False):
 
     micro: generate the micro-batch step (gradients accumulated over chunks of a batch).
     """
-    low = Lowering(graph)
+    low = Lowering(graph, micro)
     reason = _unsupported(graph, low)
     if reason:
         return None, reason
@@ -235,7 +236,8 @@ class Program:
         else:
             step = (["stop = min(start + batch, rows)", "lo, hi = start, stop", "n = stop - start"]
                     + views + forward + ["epoch_loss[epoch] += loss_sum"] + backward
-                    + [f"sgd_update(p{i}, d{i}, lr)" for i in params])
+                    + [f"sgd_update(p{i}, d{i}, lr)" for i in params
+                       if graph[i] not in low.updated_by_rule])
         body = {k: "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
                 for k, depth, lines in (("shuffle", 16, shuffle), ("step", 12, step))}
         inline = len(self.operations) + 1 <= MAX_INLINED_OPERATIONS

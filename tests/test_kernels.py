@@ -7,7 +7,7 @@ import warnings
 import naive
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 
 K = naive.all_kernels()
 
@@ -169,3 +169,21 @@ def test_sigmoid_bce_backward_is_the_chain_of_both(rng):
                                                (-1e308, 1e308, [[1.0, np.nan], [0.0, 0.0]], 0)])
 def test_first_bad_row(low, high, data, row):
     assert K.first_bad_row(np.array(data), low, high) == row
+
+
+@pytest.mark.parametrize("n,m", [(1, 1), (784, 1), (3, 5), (64, 64)])
+def test_linear_sgd_one_row_is_backward_then_sgd_bit_for_bit(rng, n, m):
+    """The fused batch-of-one step against linear_backward and two sgd_updates: the same bits."""
+    x, g, A, b = rng.normal(size=(1, n)), rng.normal(size=(1, m)), rng.normal(size=(n, m)), rng.normal(size=m)
+    A2, b2, dA, db = A.copy(), b.copy(), np.empty((n, m)), np.empty(m)
+    K.linear_backward(x, g, dA, db)
+    K.sgd_update(A2, dA, 0.3)
+    K.sgd_update(b2, db, 0.3)
+    K.linear_sgd_one_row(x, g, A, b, 0.3)
+    assert_array_equal(A, A2)
+    assert_array_equal(b, b2)
+
+
+def test_linear_sgd_one_row_refuses_other_shapes(rng):
+    with pytest.raises(ValueError, match="arrays of different shapes"):
+        K.linear_sgd_one_row(np.ones((2, 3)), np.ones((2, 4)), np.ones((3, 4)), np.ones(4), 0.1)
