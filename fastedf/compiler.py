@@ -319,8 +319,8 @@ def _kernels_digest():
     """A hash of the kernel and JIT-policy sources, the JIT flags and Numba's version."""
     import numba
 
-    from . import config, inlined, kernels
-    text = "".join(pathlib.Path(m.__file__).read_text() for m in (config, kernels, inlined, *MODULES))
+    from . import config, inlined, kernels, vexp
+    text = "".join(pathlib.Path(m.__file__).read_text() for m in (config, kernels, vexp, inlined, *MODULES))
     text += repr((config.CACHE, config.FASTMATH, config.BOUNDSCHECK, numba.__version__))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

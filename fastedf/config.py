@@ -51,6 +51,14 @@ def pin_blas_threads():
             lib.set_num_threads(BLAS_THREADS)
 
 
+# Every kernel, helper and program is compiled with these flags.  NumPy's error model: a float division by zero
+# gives inf or NaN instead of raising ZeroDivisionError, because Python's check is a branch in every loop that
+# divides, and it stops LLVM from vectorising it (sigmoid's 1 / (1 + e): 2x slower).  No division in fastedf's
+# kernels can be by zero: rows and batch sizes are at least 1 (max(n, 1) where a batch may be empty), predictions
+# are clipped before they divide, and 1 + exp(.) >= 1.
+FLAGS = dict(fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model="numpy")
+
+
 def kernel(func):
     """Compile `func` as a serial fastedf kernel with the project's JIT flags.
 
@@ -58,19 +66,7 @@ def kernel(func):
     compiled once per signature and cached, so a program's own compile time
     grows with its number of calls, not with the size of the kernels it calls.
     """
-    return self_healing(njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func))
-
-
-def vector_kernel(func):
-    """A kernel whose loop LLVM should vectorise (elementwise work calling fastedf.vexp.exp).
-
-    Compiled with NumPy's error model: a float division by zero gives inf or
-    NaN instead of raising, because Python's check is a branch in the loop that
-    stops the vectoriser.  Only for kernels whose divisors cannot be zero or
-    whose IEEE result is the right one (1 / (1 + exp(.)) >= 1 never is zero).
-    """
-    flags = dict(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model="numpy")
-    return self_healing(njit(**flags)(func))
+    return self_healing(njit(cache=CACHE, **FLAGS)(func))
 
 
 def helper(func):
@@ -79,7 +75,7 @@ def helper(func):
     A call between compiled functions costs ~6 ns; for a helper doing less
     than that, inlining is cheaper and adds almost nothing to compile time.
     """
-    return njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")(func)
+    return njit(cache=CACHE, inline="always", **FLAGS)(func)
 
 
 def inlined(dispatcher):
@@ -89,11 +85,7 @@ def inlined(dispatcher):
     the compiler from specialising, which at the study's batch sizes is most
     of a step.  Never called from Python, so never cached on its own.
     """
-    flags = dict(cache=False, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, inline="always")
-    error_model = dispatcher.targetoptions.get("error_model")
-    if error_model:
-        flags["error_model"] = error_model
-    return njit(**flags)(dispatcher.py_func)
+    return njit(cache=False, inline="always", **FLAGS)(dispatcher.py_func)
 
 
 def program(func):
@@ -102,7 +94,7 @@ def program(func):
     With Numba's runtime (NRT) on, as the kernels it calls need it for BLAS
     (np.dot with an out argument); a program still allocates nothing per step.
     """
-    return self_healing(njit(cache=CACHE, fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True)(func))
+    return self_healing(njit(cache=CACHE, **FLAGS)(func))
 
 
 def self_healing(dispatcher):

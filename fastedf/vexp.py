@@ -7,9 +7,8 @@ into AVX code inside the caller's loop: x = k ln2 + r with |r| <= ln2/2,
 exp(r) by its Taylor polynomial to degree 13 (truncation < 2e-17 relative),
 and 2^k built from the exponent bits.  Measured against np.exp on 2 million
 points over the whole range: at most 1 ulp apart, subnormals, 0, inf and NaN
-included (tests/test_vexp.py).  Callers must use the `vector` kernel flavour
-(fastedf.config.vector_kernel): Python's division-by-zero check in the loop
-would stop the vectoriser.
+included (tests/test_vexp.py).  LLVM vectorises a loop calling it only
+under NumPy's error model, which fastedf.config.FLAGS sets for every kernel.
 """
 import math
 

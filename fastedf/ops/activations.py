@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..config import helper, kernel, vector_kernel
+from ..config import helper, kernel
 from ..kernels import common_size
 from ..node import F64, Node, _reusable
 from ..vexp import exp
@@ -23,7 +23,7 @@ def sigmoid(v):
     return d if v >= 0.0 else e * d
 
 
-@vector_kernel
+@kernel
 def sigmoid_forward(z, out):
     """out = sigmoid(z), vectorised by LLVM (fastedf.vexp)."""
     for i in range(common_size(z, out)):
@@ -77,7 +77,7 @@ def row_max(z, r):
     return top
 
 
-@vector_kernel
+@kernel
 def softmax_forward(z, out):
     """out[r] = exp(z[r] - max z[r]) / sum(...) for every row r of the last axis (2-D (rows, k))."""
     rows, k = z.shape
