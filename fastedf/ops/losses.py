@@ -97,18 +97,19 @@ def sigmoid_bce(z, y, out, want_grad):
     """BCE of p = sigmoid(z) summed, and out = dBCE/dz (when want_grad) for rows = z.shape[0].
 
     The same arithmetic as sigmoid_forward, bce_forward and sigmoid_bce_backward
-    in turn.  With want_grad, p is first written to out in one vectorised pass
-    (sigmoid_forward's), then read back as each gradient replaces it; without,
-    out is not touched.  Returns (loss, bad) as bce_forward does.
+    in turn.  With want_grad and 16 elements or more, p is first written to out
+    in one vectorised pass (sigmoid_forward's), then read back as each gradient
+    replaces it; without want_grad, out is not touched.  Returns (loss, bad) as bce_forward does.
     """
     total = 0.0
     scale = 1.0 / max(z.shape[0], 1)
     size = min(common_size(z, y), common_size(z, out))
-    if want_grad:
+    first_pass = want_grad and size >= 16  # a vector loop's set-up costs more than it saves below ~16
+    if first_pass:
         for i in range(size):
             out.flat[i] = sigmoid(z.flat[i])
     for i in range(size):
-        pi = out.flat[i] if want_grad else sigmoid(z.flat[i])
+        pi = out.flat[i] if first_pass else sigmoid(z.flat[i])
         yi = y.flat[i]
         if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
             return math.nan, i
