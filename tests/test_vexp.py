@@ -1,12 +1,13 @@
-"""fastedf.vexp.exp, the vectorisable exp of the Sigmoid and Softmax kernels, against np.exp.
+"""fastedf.vexp: the vectorisable exp (Sigmoid, Softmax) against np.exp, its tanh (Tanh) against np.tanh.
 
-Bound: at most 1 ulp apart wherever np.exp is finite and nonzero (subnormals
-included), and exactly NumPy's 0, inf and NaN at the edges.
+Bounds: exp at most 1 ulp from np.exp wherever that is finite and nonzero
+(subnormals included), exactly NumPy's 0, inf and NaN at the edges; tanh at
+most 2 ulp from np.tanh, exactly +-1 at the ends, NaN for NaN.
 """
 import numpy as np
 from numba import njit
 
-from fastedf.ops.activations import sigmoid_forward
+from fastedf.ops.activations import sigmoid_forward, tanh_forward
 from fastedf.vexp import exp
 
 
@@ -52,3 +53,13 @@ def test_sigmoid_kernel_matches_numpy_to_a_few_ulps(rng):
     finite = np.isfinite(z)
     np.testing.assert_allclose(out[finite], want[finite], rtol=1e-15, atol=0)  # a few ulps: two roundings
     assert list(out[~finite][:2]) == [1.0, 0.0] and np.isnan(out[-1])
+
+
+def test_tanh_within_two_ulp(rng):
+    x = np.concatenate([rng.normal(0, 1, 200_000), rng.uniform(-1e-8, 1e-8, 10_000), rng.uniform(-30, 30, 50_000),
+                        [0.625, -0.625, np.nextafter(0.625, 0), 1e-310, 400.0, -400.0, np.inf, -np.inf, np.nan]])
+    got, want = np.empty_like(x), np.tanh(x)
+    tanh_forward(x, got)
+    finite = np.isfinite(x) & (want != 0)
+    assert ulps_apart(got[finite], want[finite]).max() <= 2.0
+    assert list(got[-5:-1]) == [1.0, -1.0, 1.0, -1.0] and np.isnan(got[-1])

@@ -5,14 +5,13 @@ two kernels, forward(z, out) and backward(p, g, out) = dL/dz, and one class
 pattern.  Elementwise kernels index through .flat and take arrays of any
 rank; Softmax works on the rows of its last axis.
 """
-import math
 
 import numpy as np
 
 from ..config import helper, kernel
 from ..kernels import common_size
 from ..node import F64, Node, _reusable
-from ..vexp import exp
+from ..vexp import exp, tanh
 
 
 @helper
@@ -40,9 +39,9 @@ def sigmoid_backward(p, g, out):
 
 @kernel
 def tanh_forward(z, out):
-    """out = tanh(z)."""
+    """out = tanh(z), vectorised by LLVM (fastedf.vexp)."""
     for i in range(common_size(z, out)):
-        out.flat[i] = math.tanh(z.flat[i])
+        out.flat[i] = tanh(z.flat[i])
 
 
 @kernel
@@ -113,17 +112,11 @@ class Activation(Node):
         super().__init__([x])
         self._dz = None
 
-    numpy_forward = None  # NumPy's SIMD version for big arrays, where it beats a scalar libm loop (Tanh)
-    NUMPY_MIN_SIZE = 64  # measured: benchmarks/bench_activations.py
-
     def forward(self):
         (z,) = self._values()
         z = self._check(z)
         out = self.value if _reusable(self.value, z.shape) else np.empty(z.shape)
-        if self.numpy_forward is not None and z.size >= self.NUMPY_MIN_SIZE:
-            self.numpy_forward(z, out)
-        else:
-            self.forward_kernel(z, out)
+        self.forward_kernel(z, out)
         self.value = out
 
     def _check(self, z):
@@ -169,10 +162,6 @@ class Tanh(Activation):
     """tanh(x), elementwise."""
 
     forward_kernel, backward_kernel = staticmethod(tanh_forward), staticmethod(tanh_backward)
-
-    @staticmethod
-    def numpy_forward(z, out):
-        np.tanh(z, out=out)
 
 
 class ReLU(Activation):
