@@ -82,11 +82,11 @@ def softmax_forward(z, out):
     rows, k = z.shape
     for r in range(rows):
         top = row_max(z, r)
+        for j in range(k):  # apart from the sum, which must stay in order: this loop vectorises
+            out[r, j] = exp(z[r, j] - top)
         total = 0.0
         for j in range(k):
-            e = exp(z[r, j] - top)
-            out[r, j] = e
-            total += e
+            total += out[r, j]
         for j in range(k):
             out[r, j] /= total
 

@@ -173,11 +173,17 @@ def softmax_ce(z, y, out, want_grad):
     for r in range(rows):
         top = row_max(z, r)
         norm = 0.0
-        for j in range(k):
-            norm += exp(z[r, j] - top)
+        if want_grad:  # the exps into out first, a loop that vectorises, as softmax_forward does
+            for j in range(k):
+                out[r, j] = exp(z[r, j] - top)
+            for j in range(k):
+                norm += out[r, j]
+        else:
+            for j in range(k):
+                norm += exp(z[r, j] - top)
         dot = 0.0
         for j in range(k):
-            pj = exp(z[r, j] - top) / norm
+            pj = (out[r, j] if want_grad else exp(z[r, j] - top)) / norm
             yj = y[r, j]
             if not (0.0 <= yj <= 1.0 and 0.0 <= pj <= 1.0):
                 return math.nan, r * k + j
