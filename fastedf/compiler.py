@@ -166,16 +166,45 @@ def _unsupported(graph, low):
     for node in graph:
         if type(node) not in (Input, Parameter) and not hasattr(type(node), "lower"):
             return f"{node} is a {type(node).__name__}, which has no compiled rule"
+        own = _own_code(type(node))
+        if own:
+            return (f"{node} is a {type(node).__name__}, which overrides {own}(): the compile rule it inherits "
+                    "does not describe that code")
         consumers = [n for n in node.outputs if n in low.index]
         if len(consumers) > 1 and low.wants_grad[node]:
             return f"{node} feeds {len(consumers)} nodes; the compiled engine sums no fan-out yet"
         shape = np.shape(node.value)
-        if len(shape) > 2 and consumers and all(getattr(n, "lowers_any_rank", False) for n in consumers):
-            continue  # images between the rules that reshape them (Conv, MaxPooling, Flatten, activations)
+        if len(shape) > 2 and consumers and _any_rank_fits(node, consumers, low):
+            continue  # images between the rules that reshape them, or a Conv's kernel
         if node is not loss and (len(shape) > 2 or (low.batched[node] and len(shape) != 2)):
             if not (isinstance(node, Input) and all(hasattr(n, "reduction") for n in consumers) and len(shape) == 1):
                 return f"{node} has shape {shape}; compiled values are (batch, k) or parameters of rank <= 2"
     return None
+
+
+def _own_code(cls):
+    """The method ('forward', 'backward') a class from outside fastedf overrides below any compile rule, or ''.
+
+    A user's subclass of a fastedf node that brings its own forward or backward
+    is not what the inherited rule compiles (a LeakyReLU made from ReLU); one
+    that writes its own `lower` vouches for it.
+    """
+    for klass in cls.__mro__:
+        if "lower" in vars(klass) or klass.__module__.split(".")[0] == "fastedf":
+            return ""
+        for method in ("forward", "backward"):
+            if method in vars(klass):
+                return method
+    return ""
+
+
+def _any_rank_fits(node, consumers, low):
+    """A value of rank > 2 compiles as a batch of images between rules that reshape rows (lowers_any_rank),
+    or as a Parameter in a weight slot of every consumer (Conv's K)."""
+    if low.batched[node]:
+        return all(getattr(n, "lowers_any_rank", False) for n in consumers)
+    return isinstance(node, Parameter) and all(
+        any(n.inputs[i] is node for i in getattr(n, "weight_slots", ())) for n in consumers)
 
 
 def _indent(lines):

@@ -4,7 +4,9 @@ Environment overrides (read once, at import):
   FASTEDF_CACHE=0        do not write Numba's on-disk cache (default: cache)
   FASTEDF_FASTMATH=1     allow reassociation and contraction (default: off, so
                          results do not depend on how LLVM orders sums);
-                         nnan/ninf are never set, NaN checks must keep working
+                         nnan/ninf are never set, NaN checks must keep working;
+                         reassociation undoes fastedf.vexp's exact range
+                         reduction: exp and sigmoid then err by up to ~100 ulp
   FASTEDF_BOUNDSCHECK=1  bounds-check every array access (slow; for debugging)
   FASTEDF_BLAS_THREADS=n threads of the BLAS that the kernels call (default 1: the
                          course's matmuls are small; a two-thread BLAS with the other

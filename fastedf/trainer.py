@@ -18,7 +18,7 @@ from .compiler import lower
 from .config import pin_blas_threads
 from .graph import graph_run, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter, as_float64
-from .ops import BCE
+from .ops import BCE, CE
 
 ENGINES = ("compiled", "graph")  # what fit(engine=...) can run; "auto" picks one
 
@@ -89,11 +89,12 @@ def validate_feeds(graph, feeds):
     if len(set(rows.values())) > 1:
         raise ValueError(f"feeds have different row counts: {', '.join(f'{n}: {r}' for n, r in rows.items())}")
     for node in graph:
-        if isinstance(node, BCE) and node.inputs[0] in checked:
+        if isinstance(node, (BCE, CE)) and node.inputs[0] in checked:
             labels = checked[node.inputs[0]]
             row = K.first_bad_row(labels.reshape(len(labels), -1), 0.0, 1.0)
             if row >= 0:
-                raise ValueError(f"{node.inputs[0]}: BCE labels must lie in [0, 1]; row {row} is {labels[row]}")
+                raise ValueError(f"{node.inputs[0]}: {type(node).__name__} labels must lie in [0, 1]; "
+                                 f"row {row} is {labels[row]}")
     return checked
 
 
@@ -279,7 +280,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
                 epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report,
                                           micro_batch)
             train_s, used, note = time.perf_counter() - start, "graph", reason if engine == "auto" else ""
-            _check_parameters_finite(parameters, lr)
+        _check_parameters_finite(parameters, lr)  # a last step can make a parameter inf with finite predictions
     finally:
         if bar is not None:
             bar.close()

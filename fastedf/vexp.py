@@ -83,6 +83,6 @@ def tanh(x):
     """tanh(x) to within 2 ulp of np.tanh, NaN for NaN; vectorisable (both forms computed, one selected)."""
     a = abs(x)
     z = x * x
-    small = x + x * z * (((P0 * z + P1) * z + P2) / (((z + Q1) * z + Q2) * z + Q3))
+    small = x * (1.0 + z * (((P0 * z + P1) * z + P2) / (((z + Q1) * z + Q2) * z + Q3)))  # -0.0 stays -0.0
     big = 1.0 - 2.0 / (exp(2.0 * a) + 1.0)  # exp overflows to inf from |x| = 355: 1 exactly
     return small if a < 0.625 else (big if x >= 0.0 else -big)

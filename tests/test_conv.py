@@ -15,8 +15,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from test_nodes import check_gradients, projection
 
 import fastedf
-from fastedf import (CE, Input, Linear, Parameter, ReLU, Softmax, Tanh, backward_pass, forward_pass, numpy_edf,
-                     topological_sort)
+from fastedf import (CE, Addition, Input, Linear, Parameter, ReLU, Softmax, Tanh, backward_pass, forward_pass,
+                     numpy_edf, topological_sort)
 from fastedf.ops.conv import (Conv, Flatten, MaxPooling, conv_backward, conv_columns, conv_forward, conv_input_grad,
                               maxpool_backward, maxpool_forward)
 
@@ -430,7 +430,9 @@ def test_backward_after_a_forward_at_another_shape_rebuilds_the_columns(rng):
 
 
 def conv_net(two_convs, seed=5):
-    """(B, 8, 6, 2) images -> Conv 3x3 -> ReLU -> MaxPooling [-> Conv 3x3 -> Tanh] -> Flatten -> Linear -> Softmax/CE."""
+    """(B, 8, 6, 2) images -> Conv 3x3 -> ReLU -> MaxPooling [-> Conv 3x3 -> Tanh] -> Flatten -> Linear -> CE.
+
+    The head is Softmax into CE."""
     rng = np.random.default_rng(seed)
     x, y = Input(), Input()
     K, c = Parameter(rng.normal(scale=0.5, size=(3, 3, 2, 4))), Parameter(np.zeros(4))
@@ -475,3 +477,16 @@ def test_conv_nets_compile_under_auto_and_with_micro_batches(images):
     compiled = fit_conv_net(images, "compiled", True, batch_size=32, micro_batch=8)
     assert_allclose(compiled[0].epoch_loss, graph[0].epoch_loss, rtol=1e-11)
     assert_allclose(compiled[1], graph[1], rtol=1e-11, atol=1e-13)
+
+
+def test_a_parameter_of_rank_4_outside_convs_kernel_slot_is_left_to_the_graph_engine():
+    """Rules reshape image rows by the batch; an unbatched image (a Parameter) only compiles as a Conv's K."""
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(10, 2)), np.eye(2)[rng.integers(0, 2, 10)]
+    x, y = Input(), Input()
+    image = Parameter(rng.normal(size=(1, 2, 2, 1)))
+    z = Addition(Linear(Flatten(image), Parameter(rng.normal(size=(4, 2))), Parameter(np.zeros(2))),
+                 Linear(x, Parameter(rng.normal(size=(2, 2))), Parameter(np.zeros(2))))
+    history = fastedf.fit(CE(y, Softmax(z)), {x: X, y: Y}, batch_size=4, epochs=1)
+    assert history.engine == "graph"
+    assert f"{image} has shape (1, 2, 2, 1)" in history.note

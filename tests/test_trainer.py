@@ -223,3 +223,60 @@ def test_nan_during_training_raises(engine):
     X = np.array([[1.0, 1.0], [1e300, 1e300]])
     with pytest.raises(ValueError, match="nan|NaN"):
         fastedf.fit(loss, {x: X, y: np.ones((2, 1))}, batch_size=1, epochs=1, engine=engine)
+
+
+def test_a_last_step_that_makes_a_parameter_inf_is_reported_by_both_engines():
+    """Predictions stay finite (softmax of +-inf logits), so only the parameter check can see it."""
+    from fastedf import CE, Softmax
+    X, Y = np.array([[1e300, -1e300]] * 4), np.array([[0.0, 1.0]] * 4)
+    for engine in ("compiled", "graph"):
+        x, y = Input(), Input()
+        A = Parameter(np.zeros((2, 2)))
+        loss = CE(y, Softmax(Linear(x, A, Parameter(np.zeros(2)))))
+        with pytest.raises(ValueError, match=rf"training diverged: {A} became NaN or inf; lower the learning rate"):
+            fastedf.fit(loss, {x: X, y: Y}, batch_size=4, epochs=1, lr=1e10, engine=engine)
+
+
+def test_ce_labels_outside_0_1_are_named_before_training():
+    from fastedf import CE, Softmax
+    x, y = Input(), Input()
+    loss = CE(y, Softmax(Linear(x, Parameter(np.zeros((2, 2))), Parameter(np.zeros(2)))))
+    Y = np.array([[0.0, 1.0], [0.0, 2.0]])
+    for engine in ("compiled", "graph"):
+        with pytest.raises(ValueError, match=rf"{y}: CE labels must lie in \[0, 1\]; row 1 is \[0. 2.\]"):
+            fastedf.fit(loss, {x: np.ones((2, 2)), y: Y}, batch_size=2, epochs=1, engine=engine)
+
+
+class LeakyReLU(fastedf.ReLU):
+    """A student's node built on fastedf's ReLU with its own forward and backward."""
+
+    def forward(self):
+        z = self.inputs[0].value
+        self.value = np.where(z > 0, z, 0.1 * z)
+
+    def backward(self):
+        z = self.inputs[0].value
+        self.gradients[self.inputs[0]] = self._upstream(z.shape) * np.where(z > 0, 1.0, 0.1)
+
+
+class RenamedReLU(fastedf.ReLU):
+    """A subclass that only renames: fastedf's code, so it compiles."""
+
+
+def test_a_subclass_with_its_own_forward_is_not_compiled_by_its_parents_rule():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(40, 3)), (rng.uniform(size=(40, 1)) > 0.5) * 1.0
+    histories = {}
+    for cls, engine in ((LeakyReLU, "auto"), (LeakyReLU, "graph"), (RenamedReLU, "auto")):
+        x, y = Input(), Input()
+        hidden = cls(Linear(x, Parameter(np.full((3, 4), 0.3)), Parameter(np.zeros(4))))
+        loss = BCE(y, Sigmoid(Linear(hidden, Parameter(np.full((4, 1), -0.2)), Parameter(np.zeros(1)))))
+        histories[cls, engine] = fastedf.fit(loss, {x: X, y: Y}, batch_size=8, epochs=2, engine=engine)
+    leaky = histories[LeakyReLU, "auto"]
+    assert leaky.engine == "graph" and "overrides forward(): the compile rule it inherits" in leaky.note
+    assert_allclose(leaky.epoch_loss, histories[LeakyReLU, "graph"].epoch_loss, rtol=0)
+    assert histories[RenamedReLU, "auto"].engine == "compiled"
+    x, y = Input(), Input()
+    loss = BCE(y, Sigmoid(LeakyReLU(Linear(x, Parameter(np.ones((3, 1))), Parameter(np.zeros(1))))))
+    with pytest.raises(ValueError, match="cannot compile this graph: .* overrides forward()"):
+        fastedf.fit(loss, {x: X, y: Y}, engine="compiled")

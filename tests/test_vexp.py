@@ -63,3 +63,6 @@ def test_tanh_within_two_ulp(rng):
     finite = np.isfinite(x) & (want != 0)
     assert ulps_apart(got[finite], want[finite]).max() <= 2.0
     assert list(got[-5:-1]) == [1.0, -1.0, 1.0, -1.0] and np.isnan(got[-1])
+    zeros = np.empty(2)
+    tanh_forward(np.array([-0.0, 0.0]), zeros)
+    assert list(np.signbit(zeros)) == [True, False]  # -0.0 stays -0.0, as in NumPy

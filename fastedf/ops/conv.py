@@ -341,6 +341,7 @@ class Conv(Node):
             self.gradients[x_node] = buf.dx
 
     lowers_any_rank = True
+    weight_slots = (1,)  # K, a Parameter of rank 4
 
     def lower(self, low):
         """Compile rule: conv_forward into the rule's own columns, conv_backward, and dx when needed."""
