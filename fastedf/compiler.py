@@ -244,9 +244,10 @@ class Program:
         self.operations = [n for n in graph if not isinstance(n, (Input, Parameter)) and n is not graph[-1]]
         names = [f"f{low.index[n]}, s{low.index[n]}" for n in self.inputs]
         names += [f"p{i}, q{i}, d{i}, e{i}" for i in map(low.index.get, self.parameters)]
-        # an operation's buffers: its value V, and its gradient G unless nobody computes one
-        self.buffers = [(node, name) for node in self.operations
-                        for name in ("V", "G")[:1 + (low.wants_grad[node] and node not in low.fused)]]
+        # an operation's buffers: its value V, and its gradient G unless nobody computes one; an activation
+        # fused into the loss has neither (the loss computes p from the logits and writes dL/dz itself)
+        self.buffers = [(node, name) for node in self.operations if node not in low.fused
+                        for name in ("V", "G")[:1 + low.wants_grad[node]]]
         names += [f"{name}{low.index[node]}" for node, name in self.buffers]
         names += [extra[0] for extra in low.extra]
         views = [f"x{i} = s{i}[lo:hi]" for i in map(low.index.get, self.inputs)]

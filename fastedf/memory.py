@@ -57,16 +57,16 @@ CSV_FIELDS = ("engine", "batch_size", "features", "samples", "epochs", "peak_byt
 BYTES_PER_FLOAT = 8
 # The float64 buffers each engine keeps per sample in the batch (per output) for a Linear -> Sigmoid -> BCE
 # step.  The graph engine keeps every node's value and gradient: z, p, dL/dp, dL/dz.  The compiled engine
-# fuses Sigmoid's backward into the loss's (sigmoid_bce_backward computes dL/dz = (p - y) / N directly), so
-# it has no dL/dp: z, p, dL/dz.
-PER_SAMPLE_BUFFERS = {"graph": ("z", "p", "dL/dp", "dL/dz"), "compiled": ("z", "p", "dL/dz")}
+# computes Sigmoid and BCE in one kernel from the logits (sigmoid_bce writes dL/dz = (p - y) / N, p only
+# passing through that buffer), so it keeps z and dL/dz.
+PER_SAMPLE_BUFFERS = {"graph": ("z", "p", "dL/dp", "dL/dz"), "compiled": ("z", "dL/dz")}
 
 
 def theoretical_bytes_per_sample(engine="graph", n_out=1):
     """Bytes one extra batch sample must cost `engine`: its per-sample buffers, float64, n_out each.
 
-    32 for the graph engine (z, p, dL/dp, dL/dz), 24 for the compiled engine
-    (z, p, dL/dz: its fused sigmoid-BCE backward needs no dL/dp).  Assumes the
+    32 for the graph engine (z, p, dL/dp, dL/dz), 16 for the compiled engine
+    (z, dL/dz: its fused sigmoid-BCE kernel keeps neither p nor dL/dp).  Assumes the
     data stay where they are (a batch is a view of X and Y, not a copy) and that
     dL/dx, which training never reads, is not computed.  It is the least for
     each engine's design, which keeps every per-sample value it computes; a
