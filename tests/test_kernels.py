@@ -32,6 +32,7 @@ def test_linear(rng, batch, n, m, bias_2d):
     assert_allclose(dx, naive.linear_input_grad(g, A), **TOL)
 
 
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")  # strided on purpose
 def test_linear_reads_strided_input(rng):
     wide = rng.normal(size=(6, 4))
     x = wide[:, ::2]  # not contiguous
