@@ -13,9 +13,9 @@ from ..node import Input, Node, Parameter, _reusable
 BLAS_MIN_WORK = 384
 
 # Weights of at least this many elements take their batch-of-one SGD step fused with their gradient
-# (linear_sgd_one_row; 2 -> 64 -> 1 at B = 1: 3.1 -> 2.6 ms per epoch); below it the pass saved is less than
-# the 0.5-1 s the extra code adds to a cold compile.
-FUSED_STEP_MIN_SIZE = 128
+# (linear_sgd_one_row; at B = 1, 2 -> 64 -> 1: 3.1 -> 2.6 ms per epoch, 64 -> 1: 0.655 -> 0.623 ms); below it
+# the pass saved is less than the ~0.5 s the extra code adds to a cold compile (the study's 2 weights).
+FUSED_STEP_MIN_SIZE = 64
 
 
 @helper
