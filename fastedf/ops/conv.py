@@ -278,8 +278,7 @@ class Conv(Node):
             self.gradients.defer(x, self._data_gradient)
 
     def forward(self):
-        if not config._blas_pinned:
-            config.pin_blas_threads()  # the kernels' products run in BLAS
+        config.pin_blas_threads()  # the kernels' products run in BLAS; a no-op after the first call
         x, K, b = self._values()
         self._check_shapes(x, K, b)
         buf = self._buffers[x.shape, K.shape, b.shape]

@@ -157,8 +157,7 @@ class Linear(Node):
             self.gradients.defer(x, self._data_gradient)
 
     def forward(self):
-        if not config._blas_pinned:
-            config.pin_blas_threads()
+        config.pin_blas_threads()  # a no-op after the first call
         if self._sizes is not None:
             shape = np.shape(self.inputs[0].value)
             self._size_parameters(shape[1] if len(shape) == 2 else None)
