@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .models import mlp
+from .science import updates_per_epoch
 
 CHECKPOINTS_PER_DOUBLING = 8  # update counts 2**(k/8): consecutive checkpoints at most 2**(1/8) = 1.09x apart
 
@@ -125,7 +126,7 @@ def train_with_checkpoints(model, X, Y, batch_size, epochs, lr, shuffle, seed, e
     Y = np.ascontiguousarray(Y, dtype=np.float64)
     rows = len(X)
     batch_size = min(int(batch_size), rows)
-    per_epoch = -(-rows // batch_size)
+    per_epoch = updates_per_epoch(rows, batch_size)
     total = epochs * per_epoch
     order = EpochOrder({model.x: X, model.y: Y}, shuffle, int(seed) if shuffle else None)
     epoch_loss, checkpoints, spent = [], [], 0.0
@@ -160,8 +161,7 @@ def train_with_checkpoints(model, X, Y, batch_size, epochs, lr, shuffle, seed, e
 
 def examples_seen(updates, batch_size, rows):
     """Training rows processed by the first `updates` SGD updates (each epoch: full batches, then the rest)."""
-    per_epoch = -(-rows // batch_size)
-    full, rest = divmod(int(updates), per_epoch)
+    full, rest = divmod(int(updates), updates_per_epoch(rows, batch_size))
     return full * rows + min(rest * batch_size, rows)
 
 
@@ -267,7 +267,7 @@ def noise_trajectory(model, X, y, batch_size, epochs, lr, shuffle, seed, engine,
     if exact is None:
         exact = len(X) <= EXACT_NOISE_ROWS
     rng = np.random.default_rng(seed)
-    per_epoch = -(-len(X) // min(int(batch_size), len(X)))
+    per_epoch = updates_per_epoch(len(X), min(int(batch_size), len(X)))
     points = []
 
     def measure(m, updates):

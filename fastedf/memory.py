@@ -36,7 +36,6 @@ sizes this machine cannot finish before measuring anything.
 """
 import csv
 import json
-import math
 import os
 import signal
 import subprocess
@@ -48,6 +47,7 @@ import numpy as np
 from .cli import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, ArgumentParser,
                   Cost, DirectoryLock, UsageError, environment, int_list, make_output_dir, nonnegative_int, path_error,
                   positive_int, refuse_unless_it_fits, seed_int, write_atomically)
+from .science import updates_per_epoch
 from .trainer import ENGINES
 
 DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
@@ -301,7 +301,7 @@ def measurement_cost(engines, batch_sizes, features, samples, epochs, passes=1):
     seconds, disk = 0.0, 0.0
     for engine in engines:
         for b in batch_sizes:
-            steps = math.ceil(samples / b)
+            steps = updates_per_epoch(samples, b)
             seconds += (SECONDS_PER_PROCESS + samples * features * SECONDS_PER_ELEMENT
                         + (epochs + 1) * (steps * SECONDS_PER_UPDATE[engine]
                                           + samples * (features + 1) * SECONDS_PER_ELEMENT))

@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from .report import (engine_label, engine_rows, format_time, loss_name, memory_growth, study_rows,  # noqa: E402
-                     study_runs, summarise, time_scaling, updates_per_epoch)
+                     study_runs, summarise, time_scaling)
+from .science import updates_per_epoch  # noqa: E402
 
 DPI = 110
 SCALING_LABELS = {"none": "fixed lr", "linear": "lr × B/B0", "sqrt": "lr × sqrt(B/B0)"}
@@ -146,7 +147,7 @@ def plot_loss_curves(runs, config, out_dir, name="loss_curves.png"):
         mean = np.mean(curves, axis=0)
         epochs = np.arange(1, len(mean) + 1)
         by_epoch.plot(epochs, mean, color=colour, label=f"B = {b}")
-        by_update.plot((epochs - 0.5) * updates_per_epoch(b, config["n_train"]), mean, color=colour)
+        by_update.plot((epochs - 0.5) * updates_per_epoch(config["n_train"], b), mean, color=colour)
     by_epoch.set_xlabel("epoch")
     by_epoch.set_ylabel(f"mean training {loss_name(config)} of the epoch's batches")
     by_epoch.set_title("against epochs", fontsize=10)

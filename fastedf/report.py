@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .distributed import TIMING_CLIENT, TIMING_WORKERS
+from .science import updates_per_epoch
 
 # A step B -> B' "keeps halving" while it saves at least this share of the
 # ideal saving 1 - U(B')/U(B) (U the updates; 1 - B/B' up to rounding).  For
@@ -55,11 +56,6 @@ def summarise(rows, field, scaling="none"):
                    np.nanmin(table, 0), np.nanmax(table, 0), dict(zip(seeds, table)))
 
 
-def updates_per_epoch(batch_size, n_train):
-    """ceil(n_train / B): the last partial batch is an update too."""
-    return math.ceil(n_train / batch_size)
-
-
 # ---------------------------------------------------------------- claim 1: time
 
 @dataclass
@@ -98,7 +94,7 @@ def time_scaling(rows, n_train, epochs, scaling="none"):
         return None
     sizes, t = s.batch_sizes.astype(float), s.median
     slope = float(np.polyfit(np.log2(sizes), np.log2(t), 1)[0])
-    updates = np.array([epochs * updates_per_epoch(int(b), n_train) for b in s.batch_sizes], dtype=float)
+    updates = np.array([epochs * updates_per_epoch(n_train, int(b)) for b in s.batch_sizes], dtype=float)
     steps = []
     for i in range(len(sizes) - 1):
         ratio, ideal = t[i + 1] / t[i], updates[i + 1] / updates[i]
@@ -236,8 +232,8 @@ def equal_updates(runs, batch_sizes, seeds, n_train, scaling="none"):
                 continue
             curve_small, curve_large = np.array(a["epoch_loss"]), np.array(b["epoch_loss"])
             middle = np.arange(len(curve_small)) + 0.5
-            at_small = middle * updates_per_epoch(small, n_train)
-            target = (len(curve_large) - 0.5) * updates_per_epoch(large, n_train)
+            at_small = middle * updates_per_epoch(n_train, small)
+            target = (len(curve_large) - 0.5) * updates_per_epoch(n_train, large)
             if target < at_small[0]:
                 continue  # the smaller batch's first epoch already had more updates
             values.append((curve_large[-1], curve_small[-1], np.interp(target, at_small, curve_small), target))
@@ -253,7 +249,7 @@ def equal_updates(runs, batch_sizes, seeds, n_train, scaling="none"):
 def last_batch(batch_size, n_train):
     """(rows in an epoch's last batch, its share of the updates); (batch_size, 0.0) when every batch is full."""
     rest = n_train % batch_size
-    return (rest, 1 / updates_per_epoch(batch_size, n_train)) if rest else (batch_size, 0.0)
+    return (rest, 1 / updates_per_epoch(n_train, batch_size)) if rest else (batch_size, 0.0)
 
 
 # ---------------------------------------------------------------- report.md

@@ -81,7 +81,7 @@ def run_to_target(row, run, target, n_train):
     hit = None if first is None else trained[first - 1][0]
     if hit is None:
         return RunToTarget(b, row["seed"], row["lr"], None, None, None, None)
-    per_epoch = math.ceil(n_train / b)
+    per_epoch = science.updates_per_epoch(n_train, b)
     seconds = (hit * row["train_time_s"] / row["updates"]) if row.get("train_time_s") and row["updates"] else None
     return RunToTarget(b, row["seed"], row["lr"], hit, hit / per_epoch, examples_seen(hit, b, n_train), seconds)
 

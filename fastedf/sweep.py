@@ -86,6 +86,7 @@ from .distributed import TIMING_CLIENT, TIMING_SERIAL, TIMING_WORKERS
 from .experiment import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS,
                          ModelSpec, checkpoint_schedule, noise_epochs)
 from .models import ACTIVATIONS
+from .science import updates_per_epoch
 from .trainer import ENGINES
 
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -496,7 +497,7 @@ def sweep_cost(config, data_bytes, epochs, seeds, repeats):
             lrs = grid if engine == engines[0] and scaling == "none" else 1
             trainings = repeats + (1 if config.get("lrs") and engine == engines[0] else 0)
             step = SECONDS_PER_UPDATE.get(engine, EDF_SECONDS_PER_UPDATE)
-            steps = sum(math.ceil(n / b) for b in sizes)
+            steps = sum(updates_per_epoch(n, b) for b in sizes)
             runs += lrs * len(sizes) * seeds
             seconds += lrs * seeds * (len(sizes) * trainings * SECONDS_PER_FIT
                                       + trainings * epochs * (steps * step + len(sizes) * n * work
@@ -675,7 +676,7 @@ def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard
     X, y = split.X_train, split.y_train
     where = f"batch size {batch_size}, seed {seed}, lr {lr:g}"
     trajectory = None
-    total = epochs * math.ceil(len(X) / min(batch_size, len(X)))  # the updates of this run
+    total = epochs * updates_per_epoch(len(X), min(batch_size, len(X)))  # the updates of this run
     if checkpoints:
         probe = model.build(X.shape[1], classes, seed)
         try:
@@ -864,7 +865,7 @@ def row_problem(row, config):
         if len(lrs) > 1:
             return f"lr {row['lr']!r} is not in this sweep's grid ({', '.join(map(repr, lrs))})"
         return f"lr {row['lr']!r} is not the {scaling!r} learning rate at batch size {b} ({lrs[0]!r})"
-    updates = config["epochs"] * math.ceil(config["n_train"] / b)
+    updates = config["epochs"] * updates_per_epoch(config["n_train"], b)
     if row["updates"] != updates:
         return f"updates {row['updates']} is not {config['epochs']} epochs of batch size {b} ({updates})"
     diverged = row.get("diverged_at_update")
@@ -937,7 +938,7 @@ def _checkpoints_problem(run, config):
     points = run.get("checkpoints")
     if not isinstance(points, list) or not points:
         return "checkpoints is missing or empty (a grid run records its loss at checkpoints)", False
-    total = config["epochs"] * math.ceil(config["n_train"] / max(1, int(run["batch_size"])))
+    total = config["epochs"] * updates_per_epoch(config["n_train"], max(1, int(run["batch_size"])))
     last = -1
     for point in points:
         if not (isinstance(point, list) and len(point) == 2 and isinstance(point[0], int)
@@ -956,7 +957,7 @@ def noise_problem(point, config):
     epoch = point["epoch"]
     if epoch not in noise["at_epochs"]:
         return f"epoch {epoch!r} is not one this sweep measures ({', '.join(map(str, noise['at_epochs']))})"
-    updates = epoch * math.ceil(config["n_train"] / noise["batch_size"])
+    updates = epoch * updates_per_epoch(config["n_train"], noise["batch_size"])
     if point["updates"] != updates:
         return f"updates {point['updates']!r} is not {epoch} epochs of batch size {noise['batch_size']} ({updates})"
     for name in ("train_loss", "trace_sigma", "g_sq"):
