@@ -71,10 +71,19 @@ def positive_float(text):
 
 def int_list(text):
     """An argparse type: comma-separated integers >= 1, e.g. '1,2,4'."""
-    items = [item.strip() for item in text.split(",")]
-    if not text.strip() or any(not item for item in items):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {_short(text)!r}")
-    return [positive_int(item) for item in items]
+    return _comma_list(text, positive_int, "integers")
+
+
+def float_list(text):
+    """An argparse type: comma-separated finite numbers > 0, e.g. '0.03,0.1,0.3'."""
+    return _comma_list(text, positive_float, "numbers")
+
+
+def _comma_list(text, item, what):
+    items = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not part for part in items):
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {_short(text)!r}")
+    return [item(part) for part in items]
 
 
 def _int(text):

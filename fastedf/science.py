@@ -66,14 +66,20 @@ def _finite_number(name, value, positive=False, nonnegative=False):
     return value
 
 
-def _vector(name, values, positive=True, min_len=1):
-    """A 1-D finite float64 array (positive unless told otherwise) of at least min_len entries."""
+def _one_dimensional(name, values):
+    """`values` as a 1-D float64 array (NaN allowed), or a ValueError naming `name`."""
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a sequence of numbers, got {type(values).__name__}") from None
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _vector(name, values, positive=True, min_len=1):
+    """A 1-D finite float64 array (positive unless told otherwise) of at least min_len entries."""
+    arr = _one_dimensional(name, values)
     if len(arr) < min_len:
         raise ValueError(f"{name} needs at least {min_len} values, got {len(arr)}")
     bad = np.flatnonzero(~np.isfinite(arr) | ((arr <= 0) if positive else False))
@@ -103,12 +109,7 @@ def steps_to_target(loss_curve, target):
     NaN entries (a diverged run) never count as reaching the target.
     """
     target = _finite_number("target", target)
-    try:
-        curve = np.asarray(loss_curve, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"loss_curve must be a sequence of numbers, got {type(loss_curve).__name__}") from None
-    if curve.ndim != 1:
-        raise ValueError(f"loss_curve must be one-dimensional, got shape {curve.shape}")
+    curve = _one_dimensional("loss_curve", loss_curve)
     if len(curve) == 0:
         raise ValueError("loss_curve is empty")
     hits = np.flatnonzero(curve <= target)  # NaN <= target is False

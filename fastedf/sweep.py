@@ -80,7 +80,7 @@ import numpy as np
 
 from .cli import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_FIT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
                   ArgumentParser, Cost, DirectoryLock, UsageError, available_memory_bytes, environment, format_bytes,
-                  int_list, make_output_dir, nonnegative_int, path_error, positive_float, positive_int,
+                  float_list, int_list, make_output_dir, nonnegative_int, path_error, positive_float, positive_int,
                   refuse_unless_it_fits, write_atomically)
 from .distributed import TIMING_CLIENT, TIMING_SERIAL, TIMING_WORKERS
 from .experiment import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS,
@@ -272,14 +272,6 @@ def lr_scalings(text):
         if name not in LR_SCALINGS:
             raise argparse.ArgumentTypeError(f"unknown scaling {name!r} (choose from {', '.join(LR_SCALINGS)})")
     return ["none"] + [name for name in LR_SCALINGS[1:] if name in names]
-
-
-def float_list(text):
-    """An argparse type: comma-separated finite numbers > 0, e.g. '0.03,0.1,0.3'."""
-    items = [item.strip() for item in text.split(",")]
-    if not text.strip() or any(not item for item in items):
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text[:40]!r}")
-    return [positive_float(item) for item in items]
 
 
 def target_value(text):
