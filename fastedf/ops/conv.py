@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from .. import config
-from ..config import kernel
+from ..config import helper, kernel
 from ..node import Input, Node, Parameter, _reusable
 
 
@@ -60,6 +60,20 @@ def add_into(dst, src):
         dst[q] += src[q]
 
 
+@helper
+def tap_shift(u, v, kh, kw, W, P):
+    """Tap (u, v) of a kh x kw kernel over P pixels of W-wide images, in flat pixel order.
+
+    Returns (du, dv, d, lo, hi): the tap's offset from the centre, the flat
+    shift d, and the pixels [lo, hi) whose shifted index p + d is inside [0, P).
+    Taps that cross an image edge there (to a neighbouring row or image) are
+    for tap_mask.
+    """
+    du, dv = u - kh // 2, v - kw // 2
+    d = du * W + dv
+    return du, dv, d, max(0, -d), min(P, P - d)
+
+
 @kernel
 def conv_columns(x, kh, kw, cols):
     """cols[(u, v, c), (n, i, j)] = x[n, i + u - kh//2, j + v - kw//2, c], 0 outside x (im2col, transposed).
@@ -73,11 +87,8 @@ def conv_columns(x, kh, kw, cols):
     for u in range(kh):
         for v in range(kw):
             # In flat pixel order the tap is a shift by d: one long copy (through views, so
-            # it vectorizes), then the taps that crossed an image edge (read a neighbouring
-            # row or image) are zeroed.
-            du, dv = u - kh // 2, v - kw // 2
-            d = du * W + dv
-            lo, hi = max(0, -d), min(P, P - d)
+            # it vectorizes), then the taps that crossed an image edge are zeroed.
+            du, dv, d, lo, hi = tap_shift(u, v, kh, kw, W, P)
             for c in range(cin):
                 row = cols[t]
                 if lo < hi and cin == 1:
@@ -135,9 +146,7 @@ def conv_input_grad(g, K, dcols, dx):
     t = 0
     for u in range(kh):
         for v in range(kw):
-            du, dv = u - kh // 2, v - kw // 2
-            d = du * W + dv
-            lo, hi = max(0, -d), min(P, P - d)
+            du, dv, d, lo, hi = tap_shift(u, v, kh, kw, W, P)
             for c in range(cin):
                 row = dcols[t]
                 tap_mask(row, batch, H, W, du, dv)  # taps that fell outside x carry no gradient
