@@ -21,11 +21,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import course_loop  # noqa: E402
 from fastedf import numpy_edf  # noqa: E402
 
 import fastedf  # noqa: E402
@@ -68,20 +68,11 @@ def _sorted(loss):
     return order
 
 
-def course_loop(edf, model, init, X, Y, batch, epochs):
-    """The course's training loop over `edf`'s nodes; returns (seconds, parameters)."""
+def run_course_loop(edf, model, init, X, Y, batch, epochs):
+    """The course's training loop (benchmarks/course_loop.py) over `edf`'s nodes; returns (seconds, parameters)."""
     x, y, loss, graph, params = build(edf, model, init)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for i in range(0, len(X), batch):
-            x.value, y.value = X[i:i + batch], Y[i:i + batch]
-            for n in graph:
-                n.forward()
-            for n in reversed(graph):
-                n.backward()
-            for t in params:
-                t.value -= LR * t.gradients[t]
-    return time.perf_counter() - start, [p.value.copy() for p in params]
+    seconds = course_loop.train(graph, params, x, y, X, Y, batch, epochs, LR)
+    return seconds, [p.value.copy() for p in params]
 
 
 def fit(engine):
@@ -103,8 +94,8 @@ def main():
     args = parser.parse_args()
     X, labels = load_digits()
     Y = np.eye(10)[labels.astype(int)]
-    sides = {"numpy course nodes": lambda *a: course_loop(numpy_edf, *a),
-             "fastedf course loop": lambda *a: course_loop(fastedf, *a),
+    sides = {"numpy course nodes": lambda *a: run_course_loop(numpy_edf, *a),
+             "fastedf course loop": lambda *a: run_course_loop(fastedf, *a),
              "fit graph": fit("graph"), "fit compiled": fit("compiled")}
     python_loops = {"numpy course nodes", "fastedf course loop", "fit graph"}
     print("single thread; ms per epoch of", len(X), "rows (* = timed on", args.slow_rows, "rows, scaled)")

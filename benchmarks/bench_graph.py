@@ -14,13 +14,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import course_loop  # noqa: E402
 from fastedf import numpy_edf  # noqa: E402
 
 import fastedf  # noqa: E402
 from fastedf.study import study_data  # noqa: E402
 
 
-def course_loop(edf, X, Y, batch_size, epochs, lr=0.1):
+def batched_loop(edf, X, Y, batch_size, epochs, lr=0.1):
     """The loop of ../shared/EDF_API.md, written against module `edf`; returns seconds per update."""
     x, y = edf.Input(), edf.Input()
     A, b = edf.Parameter(np.zeros((X.shape[1], 1))), edf.Parameter(np.zeros(1))
@@ -28,20 +29,8 @@ def course_loop(edf, X, Y, batch_size, epochs, lr=0.1):
     sigmoid = edf.Sigmoid(linear)
     loss = edf.BCE(y, sigmoid)
     graph = [x, y, A, b, linear, sigmoid, loss]
-    trainable = [A, b]
-    updates = 0
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for i in range(0, len(X), batch_size):
-            x.value, y.value = X[i:i + batch_size], Y[i:i + batch_size]
-            for n in graph:
-                n.forward()
-            for n in reversed(graph):
-                n.backward()
-            for t in trainable:
-                t.value -= lr * t.gradients[t]
-            updates += 1
-    return (time.perf_counter() - start) / updates
+    seconds = course_loop.train(graph, [A, b], x, y, X, Y, batch_size, epochs, lr)
+    return seconds / (epochs * -(-len(X) // batch_size))
 
 
 def per_sample_loop(edf, X, Y, epochs, lr=0.1):
@@ -77,11 +66,11 @@ def main():
     for batch_size in map(int, args.batch_sizes.split(",")):
         epochs = max(1, min(20, batch_size // 8))
         for edf in (numpy_edf, fastedf):  # warm-up: compilation, caches
-            course_loop(edf, X, Y, batch_size, 1)
+            batched_loop(edf, X, Y, batch_size, 1)
         times = {numpy_edf: [], fastedf: []}
         for _ in range(args.repeats):
             for edf in times:
-                times[edf].append(course_loop(edf, X, Y, batch_size, epochs))
+                times[edf].append(batched_loop(edf, X, Y, batch_size, epochs))
         ref, ours = statistics.median(times[numpy_edf]), statistics.median(times[fastedf])
         print(f"{batch_size:>6} {ref * 1e6:>17.2f} {ours * 1e6:>15.2f} {ref / ours:>8.2f}x")
     for edf in (numpy_edf, fastedf):

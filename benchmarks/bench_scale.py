@@ -79,6 +79,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import course_loop  # noqa: E402
 import handwritten_mlp  # noqa: E402
 from fastedf import numpy_edf  # noqa: E402
 
@@ -149,28 +150,19 @@ def edf_graph(edf, init):
 # ---------------------------------------------------------------- implementations
 # Each: impl(X, Y, init, batch, epochs) -> (seconds spent training, final parameters as NumPy arrays).
 
-def course_loop(edf, X, Y, init, batch, epochs):
-    """The course's loop: forward every node in order, backward in reverse, t.value -= lr * t.gradients[t]."""
+def run_course_loop(edf, X, Y, init, batch, epochs):
+    """The course's loop (benchmarks/course_loop.py) over `edf`'s nodes; returns (seconds, parameters)."""
     x, y, _, nodes, params = edf_graph(edf, init)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for i in range(0, len(X), batch):
-            x.value, y.value = X[i:i + batch], Y[i:i + batch]
-            for n in nodes:
-                n.forward()
-            for n in reversed(nodes):
-                n.backward()
-            for t in params:
-                t.value -= LR * t.gradients[t]
-    return time.perf_counter() - start, [np.array(p.value) for p in params]
+    seconds = course_loop.train(nodes, params, x, y, X, Y, batch, epochs, LR)
+    return seconds, [np.array(p.value) for p in params]
 
 
 def numpy_edf_loop(X, Y, init, batch, epochs):
-    return course_loop(numpy_edf, X, Y, init, batch, epochs)
+    return run_course_loop(numpy_edf, X, Y, init, batch, epochs)
 
 
 def fastedf_loop(X, Y, init, batch, epochs):
-    return course_loop(fastedf, X, Y, init, batch, epochs)
+    return run_course_loop(fastedf, X, Y, init, batch, epochs)
 
 
 def handwritten(X, Y, init, batch, epochs):
