@@ -13,11 +13,14 @@ import sys
 import tempfile
 import time
 
+from fastedf.compiler import MAX_INLINED_OPERATIONS
+
 CHILD = """
 import sys, time
 start = time.perf_counter()
 import fastedf
 imported = time.perf_counter() - start
+fastedf.compiler.MAX_INLINED_OPERATIONS = int(sys.argv[2])
 import numpy as np
 from fastedf.models import mlp
 from fastedf.study import study_data
@@ -28,10 +31,10 @@ print(h.compile_time_s, imported)
 """
 
 
-def run(env, layers):
+def run(env, layers, max_inlined):
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, str(layers)], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(layers), str(max_inlined)], env=env, capture_output=True,
+                         text=True, check=True)
     compile_s, import_s = map(float, out.stdout.split()[-2:])
     return compile_s, time.perf_counter() - start, import_s
 
@@ -40,6 +43,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default="0,1,2,4,8")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--max-inlined", type=int, default=MAX_INLINED_OPERATIONS,
+                        help="programs of at most this many operations inline their kernels (0: none)")
     args = parser.parse_args()
     print(f"{'layers':>6} {'cold compile s':>15} {'cold process s':>15} {'warm compile s':>15} {'warm process s':>15}"
           f" {'import s':>9}")
@@ -47,8 +52,8 @@ def main():
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as cache:
                 env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTEDF_CACHE_DIR=os.path.join(cache, "programs"))
-                cold = run(env, layers)
-                warm = run(env, layers)
+                cold = run(env, layers, args.max_inlined)
+                warm = run(env, layers, args.max_inlined)
             print(f"{layers:>6} {cold[0]:>15.2f} {cold[1]:>15.2f} {warm[0]:>15.3f} {warm[1]:>15.2f} {warm[2]:>9.2f}")
 
 

@@ -18,6 +18,7 @@ from fastedf import numpy_edf  # noqa: E402
 from handwritten import train_logistic  # noqa: E402
 
 import fastedf  # noqa: E402
+from fastedf import compiler  # noqa: E402
 from fastedf.models import logistic_regression  # noqa: E402
 from fastedf.study import study_data  # noqa: E402
 
@@ -51,7 +52,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-sizes", default="1,2,32,1024")
+    parser.add_argument("--max-inlined", type=int, default=compiler.MAX_INLINED_OPERATIONS,
+                        help="programs of at most this many operations inline their kernels (0: none)")
     args = parser.parse_args()
+    compiler.MAX_INLINED_OPERATIONS = args.max_inlined
     data = study_data(seed=0)
     X, y = data.X_train, data.y_train
     samples = args.epochs * len(X)
@@ -61,7 +65,7 @@ def main():
         hand = time_handwritten(X, y, batch_size, args.epochs, args.repeats)
         ours, _ = time_fit(X, y, batch_size, args.epochs, args.repeats)
         edf_epochs = 1 if batch_size < 32 else args.epochs
-        edf = min(bench_graph.course_loop(numpy_edf, X, y.reshape(-1, 1), batch_size, edf_epochs)
+        edf = min(bench_graph.batched_loop(numpy_edf, X, y.reshape(-1, 1), batch_size, edf_epochs)
                   for _ in range(3)) * -(-len(X) // batch_size) / len(X)
         print(f"{batch_size:>6} {hand / samples * 1e9:>15.1f} {ours / samples * 1e9:>18.1f} "
               f"{ours / hand:>12.2f}x {edf * 1e9:>20.1f} {edf / (ours / samples):>17.0f}x")

@@ -27,9 +27,9 @@ def main():
     data = study_data(seed=0)
     X, Y = data.X_train, data.y_train.reshape(-1, 1)
     ways = {
-        "NumPy EDF, course loop": lambda b: bench_graph.course_loop(numpy_edf, X, Y, b, args.epochs)
+        "NumPy EDF, course loop": lambda b: bench_graph.batched_loop(numpy_edf, X, Y, b, args.epochs)
         * args.epochs * -(-len(X) // b),
-        "fastedf nodes, course loop": lambda b: bench_graph.course_loop(fastedf, X, Y, b, args.epochs)
+        "fastedf nodes, course loop": lambda b: bench_graph.batched_loop(fastedf, X, Y, b, args.epochs)
         * args.epochs * -(-len(X) // b),
         "fastedf.fit, graph engine": lambda b: time_fit(X, Y, b, args.epochs, 0, "graph")[0],
         "fastedf.fit, compiled engine": lambda b: time_fit(X, Y, b, args.epochs, 0, "compiled")[0],

@@ -89,8 +89,9 @@ MAX_COMPILED_OPERATIONS = 24
 
 
 # Programs of at most this many operations (loss included) inline their kernels (fastedf.inlined):
-# the study's logistic regression steps 1.1x faster at batch size 1 and 1.5x at 2 for 0.3 s more cold
-# compile; with one hidden layer inlining doubled the cold compile (3.4 -> 6.4 s, benchmarks/bench_compile.py).
+# the study's logistic regression steps 1.5x faster at batch sizes 1 and 2 for ~0.3 s more cold compile
+# (bench_fit.py and bench_compile.py, each with --max-inlined 0 to compare); with one hidden layer inlining
+# doubled the cold compile (3.4 -> 6.4 s, round 2).
 MAX_INLINED_OPERATIONS = 3
 
 

@@ -55,7 +55,8 @@ def pin_blas_threads():
 
 # Every kernel, helper and program is compiled with these flags.  NumPy's error model: a float division by zero
 # gives inf or NaN instead of raising ZeroDivisionError, because Python's check is a branch in every loop that
-# divides, and it stops LLVM from vectorising it (sigmoid's 1 / (1 + e): 2x slower).  No division in fastedf's
+# divides, and it stops LLVM from vectorising it (the study at B = 32 ran 1.80x a fused loop with it, 1.30x
+# without: benchmarks/bench_fit.py before and after commit e6bd516).  No division in fastedf's
 # kernels can be by zero: rows and batch sizes are at least 1 (max(n, 1) where a batch may be empty), predictions
 # are clipped before they divide, and 1 + exp(.) >= 1.
 FLAGS = dict(fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model="numpy")

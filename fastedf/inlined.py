@@ -2,9 +2,10 @@
 
 Same source, another compile flag (fastedf.config.inlined): a program of a few
 operations with its kernels inlined runs the study's steps faster than one
-that calls them (130 -> 118 ns per sample at batch size 1, 75 -> 49 at 2:
-benchmarks/bench_fit.py, docs/benchmarks.md) for 0.3 s more cold compile; deep graphs
-call the kernels instead, so their compile time stays linear in depth.
+that calls them (159 -> 108 ns per sample at batch size 1, 93 -> 65 at 2:
+`benchmarks/bench_fit.py` against `--max-inlined 0`) for ~0.3 s more cold compile
+(`bench_compile.py --layers 0`, 2.9 -> 3.2 s); deep graphs call the kernels
+instead, so their compile time stays linear in depth.
 """
 from numba.core.registry import CPUDispatcher
 

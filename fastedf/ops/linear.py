@@ -14,7 +14,8 @@ BLAS_MIN_WORK = 384
 
 # Weights of at least this many elements take their batch-of-one SGD step fused with their gradient
 # (linear_sgd_one_row; at B = 1, 2 -> 64 -> 1: 3.1 -> 2.6 ms per epoch, 64 -> 1: 0.655 -> 0.623 ms); below it
-# the pass saved is less than the ~0.5 s the extra code adds to a cold compile (the study's 2 weights).
+# the pass saved is less than the kernel's own cold compile, 0.8 s in Numba's compile events (the study's 2
+# weights).
 FUSED_STEP_MIN_SIZE = 64
 
 

@@ -104,7 +104,8 @@ def sigmoid_bce(z, y, out, want_grad):
     total = 0.0
     scale = 1.0 / max(z.shape[0], 1)
     size = min(common_size(z, y), common_size(z, out))
-    first_pass = want_grad and size >= 16  # a vector loop's set-up costs more than it saves below ~16
+    # the vector pass cost the study's one-row step 18 ns of 130 (bench_fit.py); 16 is a guess, not a crossover
+    first_pass = want_grad and size >= 16
     if first_pass:
         for i in range(size):
             out.flat[i] = sigmoid(z.flat[i])
