@@ -231,14 +231,14 @@ def lower(graph, micro=False):
             return None, str(why)
         forward += lines[0]
         backward = lines[1] + backward
-    return Program(low, forward, backward, micro), None
+    return Program(low, forward, backward), None
 
 
 class Program:
     """One graph's training loop as a compiled function, and the buffers it runs on."""
 
-    def __init__(self, low, forward, backward, micro=False):
-        self.low, self.micro = low, micro
+    def __init__(self, low, forward, backward):
+        self.low = low
         graph = low.graph
         self.inputs = [n for n in graph if isinstance(n, Input)]
         self.parameters = [n for n in graph if isinstance(n, Parameter)]
@@ -257,7 +257,7 @@ class Program:
             views.append(f"{view}{i} = {name}{i}[:n]" if low.batched[node] else f"{view}{i} = {name}{i}")
         shuffle = [f"take_rows(f{i}, order, s{i})" for i in map(low.index.get, self.inputs)]
         params = list(map(low.index.get, self.parameters))
-        if micro:
+        if low.micro:
             names += [f"a{i}" for i in params]
             step = (["stop = min(start + batch, rows)", "share = 1.0 / (stop - start)", "lo = start",
                      "while lo < stop:", "    hi = min(lo + micro, stop)", "    n = hi - lo"]
@@ -296,7 +296,7 @@ class Program:
             args.append(np.zeros(shape))
         for _, per_row, shape, dtype in low.extra:
             args.append(np.zeros(per_row * rows_at_once if per_row is not None else shape, dtype=dtype))
-        if self.micro:
+        if low.micro:
             args += [np.zeros_like(node.value) for node in self.parameters]
         return args
 
