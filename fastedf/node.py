@@ -48,6 +48,18 @@ def _reusable(current, shape):
             and current.dtype is F64 and sys.getrefcount(current) <= _PRIVATE_REFS)
 
 
+def _kept_copy(buffer, array):
+    """`array` copied into `buffer`, or into a new array when `buffer` is None or of another shape; returns it.
+
+    For what a node keeps at backward for a gradient computed later (a weight a
+    script may update before it reads a data Input's gradient).
+    """
+    if buffer is None or buffer.shape != array.shape:
+        buffer = np.empty(array.shape)
+    buffer[...] = array
+    return buffer
+
+
 def _sum_to(grad, shape):
     """`grad` summed over the axes that broadcasting added or stretched, so it has `shape`."""
     if grad.shape == shape:

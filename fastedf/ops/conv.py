@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import config
 from ..config import helper, kernel
-from ..node import Input, Node, Parameter, _reusable
+from ..node import Input, Node, Parameter, _kept_copy, _reusable
 
 
 @kernel
@@ -338,9 +338,7 @@ class Conv(Node):
         self.gradients[b_node] = buf.db
         if isinstance(x_node, Input):
             if self.keeps_deferred:  # keep K as it is now: the script may update it before reading the gradient
-                if self._K_kept is None or self._K_kept.shape != K.shape:
-                    self._K_kept = np.empty(K.shape)
-                self._K_kept[...] = K
+                self._K_kept = _kept_copy(self._K_kept, K)
             self._g_kept = g if self.keeps_deferred else None
         else:
             if buf.dx is None:

@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import config
 from ..config import helper, kernel
-from ..node import Input, Node, Parameter, _reusable
+from ..node import Input, Node, Parameter, _kept_copy, _reusable
 
 
 # Multiply-adds (batch * n * m) from which a BLAS call beats the register loops,
@@ -153,7 +153,7 @@ class Linear(Node):
         if b is None:
             raise TypeError("Linear needs (x, A, b) or (x, n_in, n_out); got no bias argument")
         super().__init__([x, A, b])
-        self._dA = self._db = self._A_kept = self._g_kept = self._checked = None
+        self._dA = self._db = self._dx = self._A_kept = self._g_kept = self._checked = None
         if isinstance(x, Input):  # data: its gradient is computed only when read
             self.gradients.defer(x, self._data_gradient)
 
@@ -212,27 +212,28 @@ class Linear(Node):
         x, A, b = self._values()
         self._check_shapes(x, A, b)  # values may have changed since forward
         g = self._upstream((x.shape[0], A.shape[1]))
-        dA, db, kept = self._dA, self._db, self._A_kept
+        dA, db = self._dA, self._db
         if dA is None or dA.shape != A.shape or db.shape != b.shape:
-            dA, db, kept = self._dA, self._db, self._A_kept = np.empty(A.shape), np.empty(b.shape), np.empty(A.shape)
+            dA, db = self._dA, self._db = np.empty(A.shape), np.empty(b.shape)
         linear_backward(x, g, dA, db)
         self.gradients[A_node] = dA
         self.gradients[b_node] = db
         if isinstance(x_node, Input):
             if self.keeps_deferred:  # keep A as it is now: the script may update it before reading the gradient
-                kept[...] = A
+                self._A_kept = _kept_copy(self._A_kept, A)
             self._g_kept = g if self.keeps_deferred else None
         else:
-            self.gradients[x_node] = self._input_gradient(g, A)
+            dx = self._dx
+            if dx is None or dx.shape != (g.shape[0], A.shape[0]):
+                dx = self._dx = np.empty((g.shape[0], A.shape[0]))  # reused by the next backward, as dA is
+            linear_input_grad(g, A, dx)
+            self.gradients[x_node] = dx
 
     def _data_gradient(self):
-        if self._g_kept is None:
+        g, A = self._g_kept, self._A_kept
+        if g is None:
             raise KeyError(self.inputs[0])  # no backward yet
-        return self._input_gradient(self._g_kept, self._A_kept)
-
-    @staticmethod
-    def _input_gradient(g, A):
-        dx = np.empty((g.shape[0], A.shape[0]))
+        dx = np.empty((g.shape[0], A.shape[0]))  # a fresh array per read: the script keeps it
         linear_input_grad(g, A, dx)
         return dx
 

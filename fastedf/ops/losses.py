@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import helper, kernel
 from ..kernels import common_size
-from ..node import Input, Node, _sum_to
+from ..node import Input, Node, _kept_copy, _sum_to
 from ..vexp import exp
 from .activations import Sigmoid, Softmax, row_max, sigmoid
 
@@ -285,10 +285,7 @@ class Loss(Node):
 
         p is copied (holding it would stop its node reusing the buffer); y is the script's own array.
         """
-        kept = self._p_kept
-        if kept is None or kept.shape != p.shape:
-            kept = self._p_kept = np.empty(p.shape)
-        kept[...] = p
+        self._p_kept = _kept_copy(self._p_kept, p)
         self._y_kept, self._elementwise_kept, self._upstream_kept = y, elementwise, scale
 
     def _label_gradient(self):
