@@ -212,11 +212,6 @@ def maxpool_backward(g, arg, size, dx):
                             dx[n, i * size + u, j * size + v, c] = g[n, i, j, c] if arg[n, i, j, c] == at else 0.0
 
 
-def _c_contiguous(a):
-    """`a` itself when C-contiguous (the usual case: kernels reshape it), else a C-contiguous copy."""
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
-
 class _Cache:
     """Buffers keyed by shape: `cache[key]` is `make(*key)`, made at the first use of the key and reused after.
 
@@ -293,7 +288,7 @@ class Conv(Node):
         buf = self._buffers[x.shape, K.shape, b.shape]
         shape = x.shape[:3] + (K.shape[3],)
         out = self.value if _reusable(self.value, shape) else np.empty(shape)
-        conv_forward(buf.contiguous_x(x), _c_contiguous(K), b, buf.cols, buf.Kb, out)
+        conv_forward(buf.contiguous_x(x), np.ascontiguousarray(K), b, buf.cols, buf.Kb, out)
         self._columns_of = buf  # buf.cols now hold this x
         self.value = out
 
@@ -327,8 +322,8 @@ class Conv(Node):
         x_node, K_node, b_node = self.inputs
         x, K, b = self._values()
         self._check_shapes(x, K, b)  # values may have changed since forward
-        g = _c_contiguous(self._upstream(x.shape[:3] + (K.shape[3],)))
-        K = _c_contiguous(K)
+        g = np.ascontiguousarray(self._upstream(x.shape[:3] + (K.shape[3],)))
+        K = np.ascontiguousarray(K)
         buf = self._buffers[x.shape, K.shape, b.shape]
         if self._columns_of is not buf:  # no forward at these shapes just before: x's columns again
             conv_forward(buf.contiguous_x(x), K, b, buf.cols, buf.Kb, np.empty(g.shape))
