@@ -28,6 +28,11 @@ CONV_SHAPES = [(1, 4, 4, 1, 1, 1, 1), (3, 4, 5, 2, 1, 1, 3), (0, 5, 5, 2, 3, 3, 
                (3, 8, 8, 1, 3, 3, 4), (3, 5, 7, 2, 5, 3, 3), (2, 3, 2, 3, 5, 3, 1), (1, 1, 1, 1, 3, 3, 2)]
 
 
+def sink(node, g):
+    """A stand-in consumer whose gradient for `node` is g: node.backward() reads it as its upstream gradient."""
+    return types.SimpleNamespace(gradients={node: g})
+
+
 def conv_buffers(B, H, W, cin, kh, kw, cout):
     """Kernel outputs filled with NaN, so an element a kernel forgets to write shows."""
     taps = kh * kw * cin
@@ -217,9 +222,9 @@ def test_maxpool_and_flatten_other_ranks_equal_the_reference(rng, shape):
     for f, r in zip(fast, ref):
         assert_array_equal(f.value, r.value)
     for node, want in zip(fast, ref):
-        node.outputs = [type("Sink", (), {"gradients": {node: np.ones(want.value.shape)}})()]
+        node.outputs = [sink(node, np.ones(want.value.shape))]
         node.backward()
-    ref[0].outputs = [type("Sink", (), {"gradients": {ref[0]: np.ones(ref[0].value.shape)}})()]
+    ref[0].outputs = [sink(ref[0], np.ones(ref[0].value.shape))]
     ref[0].backward()
     assert_array_equal(fast[0].gradients[fl[0]], ref[0].gradients[rl[0]])
     assert_array_equal(fast[1].gradients[fl[0]], np.ones(shape))
@@ -255,7 +260,7 @@ def test_maxpool_backward_after_a_forward_at_another_shape(rng):
     x1, x2 = rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(3, 6, 4, 3))
     pool = MaxPooling(x, 2)
     g = rng.normal(size=(2, 2, 2, 3))
-    pool.outputs.append(type("Sink", (), {"gradients": {pool: g}})())
+    pool.outputs.append(sink(pool, g))
     for value in (x1, x2):
         x.value = value
         pool.forward()
@@ -419,7 +424,7 @@ def test_backward_after_a_forward_at_another_shape_rebuilds_the_columns(rng):
     K, b = Parameter(rng.normal(size=(3, 3, 1, 2))), Parameter(np.zeros(2))
     conv = Conv(x, K, b)
     g = rng.normal(size=(2, 4, 4, 2))
-    conv.outputs.append(type("Sink", (), {"gradients": {conv: g}})())
+    conv.outputs.append(sink(conv, g))
     for value in (x1, x2):
         x.value = value
         conv.forward()
