@@ -18,7 +18,7 @@ from .compiler import lower
 from .config import pin_blas_threads
 from .graph import graph_run, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter, as_float64
-from .ops import BCE, CE
+from .ops.losses import Loss
 
 ENGINES = ("compiled", "graph")  # what fit(engine=...) can run; "auto" picks one
 
@@ -89,7 +89,7 @@ def validate_feeds(graph, feeds):
     if len(set(rows.values())) > 1:
         raise ValueError(f"feeds have different row counts: {', '.join(f'{n}: {r}' for n, r in rows.items())}")
     for node in graph:
-        if isinstance(node, (BCE, CE)) and node.inputs[0] in checked:
+        if isinstance(node, Loss) and node.inputs[0] in checked:  # every fastedf loss takes labels in [0, 1]
             labels = checked[node.inputs[0]]
             row = K.first_bad_row(labels.reshape(len(labels), -1), 0.0, 1.0)
             if row >= 0:
