@@ -24,6 +24,13 @@ def common_size(a, b):
     return a.size
 
 
+@helper
+def common_size3(a, b, c):
+    """a.size, after checking that b and c have as many elements (see common_size)."""
+    common_size(a, c)
+    return common_size(a, b)
+
+
 @kernel
 def sgd_update(param, grad, lr):
     """param -= lr * grad, in place; both with the same number of elements."""

@@ -9,7 +9,7 @@ rank; Softmax works on the rows of its last axis.
 import numpy as np
 
 from ..config import helper, kernel
-from ..kernels import common_size
+from ..kernels import common_size, common_size3
 from ..node import F64, Node, _reusable
 from ..vexp import exp, tanh
 
@@ -32,7 +32,7 @@ def sigmoid_forward(z, out):
 @kernel
 def sigmoid_backward(p, g, out):
     """out = g * p * (1 - p), the chain rule through p = sigmoid(z)."""
-    for i in range(min(common_size(p, g), common_size(p, out))):
+    for i in range(common_size3(p, g, out)):
         pi = p.flat[i]
         out.flat[i] = g.flat[i] * pi * (1.0 - pi)
 
@@ -47,7 +47,7 @@ def tanh_forward(z, out):
 @kernel
 def tanh_backward(p, g, out):
     """out = g * (1 - p^2), the chain rule through p = tanh(z)."""
-    for i in range(min(common_size(p, g), common_size(p, out))):
+    for i in range(common_size3(p, g, out)):
         pi = p.flat[i]
         out.flat[i] = g.flat[i] * (1.0 - pi * pi)
 
@@ -63,7 +63,7 @@ def relu_forward(z, out):
 @kernel
 def relu_backward(p, g, out):
     """out = g where p > 0 (z > 0), else 0: the gradient is 0 at z <= 0."""
-    for i in range(min(common_size(p, g), common_size(p, out))):
+    for i in range(common_size3(p, g, out)):
         out.flat[i] = g.flat[i] if p.flat[i] > 0.0 else 0.0
 
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ..config import helper, kernel
-from ..kernels import common_size
+from ..kernels import common_size, common_size3
 from ..node import Input, Node, _kept_copy, _sum_to
 from ..vexp import exp
 from .activations import Sigmoid, Softmax, row_max, sigmoid
@@ -62,7 +62,7 @@ def bce_forward(y, p):
 @kernel
 def bce_backward(y, p, scale, out):
     """out = scale * (p - y) / (p (1 - p)), p clipped; scale = upstream / rows."""
-    for i in range(min(common_size(p, y), common_size(p, out))):
+    for i in range(common_size3(p, y, out)):
         pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
         out.flat[i] = (pc - y.flat[i]) / (pc * (1.0 - pc)) * scale
 
@@ -74,7 +74,7 @@ def sigmoid_bce_backward(y, p, scale, out):
     Where the clip of BCE is active (p outside [eps, 1 - eps]) it is the chain
     rule through the clip, as bce_backward followed by sigmoid_backward gives.
     """
-    for i in range(min(common_size(p, y), common_size(p, out))):
+    for i in range(common_size3(p, y, out)):
         pi = p.flat[i]
         if BCE_EPS <= pi <= 1.0 - BCE_EPS:
             out.flat[i] = (pi - y.flat[i]) * scale
@@ -103,7 +103,7 @@ def sigmoid_bce(z, y, out, want_grad):
     """
     total = 0.0
     scale = 1.0 / max(z.shape[0], 1)
-    size = min(common_size(z, y), common_size(z, out))
+    size = common_size3(z, y, out)
     # the vector pass cost the study's one-row step 18 ns of 130 (bench_fit.py); 16 is a guess, not a crossover
     first_pass = want_grad and size >= 16
     if first_pass:
@@ -145,7 +145,7 @@ def ce_forward(y, p):
 @kernel
 def ce_backward(y, p, scale, out):
     """out = -scale * y / max(p, eps); scale = upstream / rows."""
-    for i in range(min(common_size(p, y), common_size(p, out))):
+    for i in range(common_size3(p, y, out)):
         out.flat[i] = -scale * y.flat[i] / max(p.flat[i], BCE_EPS)
 
 
