@@ -83,3 +83,20 @@ def first_bad_row(a, low, high):
             if not (low <= a[i, k] <= high):
                 return i
     return -1
+
+
+# Views into a compiled program's arena (fastedf.compiler): record i of the int64 table holds
+# start, stop and the shape of one named buffer.  Generated code picks the helper of the buffer's rank.
+@helper
+def view1(arena, table, i):
+    return arena[table[i]:table[i + 1]]
+
+
+@helper
+def view2(arena, table, i):
+    return arena[table[i]:table[i + 1]].reshape((table[i + 2], table[i + 3]))
+
+
+@helper
+def view4(arena, table, i):
+    return arena[table[i]:table[i + 1]].reshape((table[i + 2], table[i + 3], table[i + 4], table[i + 5]))

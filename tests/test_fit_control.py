@@ -125,14 +125,6 @@ def test_other_graphs_gradients_never_leak_into_a_fit(study):
     assert_allclose(results["graph"], results["compiled"], rtol=1e-12)
 
 
-def test_a_deep_graph_falls_back_to_the_graph_engine_and_says_why():
-    rng = np.random.default_rng(0)
-    X, Y = rng.normal(size=(32, 2)), np.ones((32, 1))
-    model = mlp(2, (2,) * (compiler.MAX_COMPILED_OPERATIONS // 2 + 1))
-    history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, epochs=1)
-    assert history.engine == "graph" and "operations" in history.note
-
-
 @pytest.mark.parametrize("change,match", [
     (lambda m: setattr(m.parameters[0], "value", np.full((2, 1), np.inf)), "contains NaN or inf before training"),
     (lambda m: setattr(m.parameters[1], "value", np.array([np.nan])), "contains NaN or inf before training"),

@@ -1,0 +1,101 @@
+"""Loop rolling (fastedf.rolling): repeated layers compile to one loop, and the numbers do not change."""
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import fastedf
+from fastedf import BCE, Input, Linear, Parameter, ReLU, Sigmoid, Tanh, compiler, rolling
+from fastedf.graph import forward_pass, topological_sort
+from fastedf.models import mlp
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(45, 3))
+    return X, (X[:, :1] + X[:, 1:2] > 0).astype(float)
+
+
+def fit_both(build, data, **kwargs):
+    """(graph run, compiled run): each (History, parameters) of a fresh model from build()."""
+    X, Y = data
+    runs = []
+    for engine in ("graph", "compiled"):
+        model = build()
+        history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, lr=0.5, engine=engine, **kwargs)
+        runs.append((history, [p.value.copy() for p in model.parameters]))
+    return runs
+
+
+@pytest.mark.parametrize("hidden", [(4, 4, 4), (9,) * 30, (3, 9, 9, 9, 9, 2)])
+@pytest.mark.parametrize("batch_size,micro_batch", [(1, None), (7, None), (16, 5)])
+def test_deep_mlps_compile_and_give_the_graph_engines_numbers(data, hidden, batch_size, micro_batch):
+    # width 9: 81 weights, so those layers also take their own SGD step (Linear's fused rule) in the loop
+    (hg, pg), (hc, pc) = fit_both(lambda: mlp(3, hidden, seed=2, init_scale=0.5), data, batch_size=batch_size,
+                                  epochs=2, shuffle=True, seed=1, micro_batch=micro_batch)
+    assert hc.engine == "compiled"
+    assert_allclose(hc.epoch_loss, hg.epoch_loss, rtol=1e-11, atol=1e-14)
+    for a, b in zip(pc, pg):
+        assert_allclose(a, b, rtol=1e-11, atol=1e-14)
+
+
+def program(model, X, Y):
+    model.x.value, model.y.value = X[:1], Y[:1]
+    graph = topological_sort(model.loss)
+    forward_pass(graph)
+    prog, reason = compiler.lower(graph)
+    assert reason is None
+    return prog
+
+
+def test_one_program_serves_a_stack_of_layers_at_any_depth(data):
+    X, Y = data
+    four, twelve = (program(mlp(3, (5,) * depth), X, Y) for depth in (4, 12))
+    assert four.source == twelve.source  # so Numba compiles it once, and its cache serves both
+    assert four.source.count("for layer in range(") == 3  # forward, backward, and the SGD updates after
+    assert four.length == twelve.length == 5  # Linear (of x), [Activation, Linear] rolled, Linear, loss
+
+
+def test_a_deep_graph_without_repeated_layers_falls_back_to_the_graph_engine_and_says_why(data):
+    X, Y = data
+    square_free = "abcacbabcbacabcacbacabcb"  # Thue's ternary word: no block of layers repeats back to back
+    x, y, layer, rng = Input(), Input(), None, np.random.default_rng(0)
+    layer = x
+    for letter in square_free:
+        A, b = Parameter(rng.normal(size=(3 if layer is x else 2, 2))), Parameter(np.zeros(2))
+        layer = {"a": Sigmoid, "b": Tanh, "c": ReLU}[letter](Linear(layer, A, b))
+    A, b = Parameter(rng.normal(size=(2, 1))), Parameter(np.zeros(1))
+    loss = BCE(y, Sigmoid(Linear(layer, A, b)))
+    history = fastedf.fit(loss, {x: X, y: Y}, epochs=1)
+    assert history.engine == "graph" and "operations" in history.note
+
+
+def units(*lines):
+    return [{"forward": [line], "backward": [], "accumulate": [], "update": []} for line in lines]
+
+
+def kind(name):
+    return "same"
+
+
+def test_segments_roll_the_longest_run_of_matching_groups():
+    found = rolling.segments(units("f(x0, v1)", "g(v1, v2)", "f(v2, v3)", "g(v3, v4)", "f(v4, v5)", "h(v5)"), kind)
+    assert [(s.start, s.length, s.repeats) for s in found] == [(0, 1, 1), (1, 2, 2), (5, 1, 1)]
+
+
+def test_segments_do_not_roll_over_different_array_kinds_or_assignments():
+    lines = ("f(v1, p2)", "f(v3, p4)", "f(v5, p6)")
+    assert len(rolling.segments(units(*lines), kind)) == 1
+    ranks = {"p2": 1, "p4": 2, "p6": 1}
+    assert len(rolling.segments(units(*lines), lambda name: ranks.get(name, 2))) == 3
+    assert len(rolling.segments(units("c1 = f(v2)", "c3 = f(v4)"), kind)) == 2
+
+
+def test_a_rolled_backward_runs_from_the_last_layer_to_the_first():
+    sections = rolling.emit(
+        [{"forward": [f"f(v{i})"], "backward": [f"b(g{i})"], "accumulate": [], "update": []} for i in (1, 2, 3)],
+        rolling.segments(units("f(v1)", "f(v2)", "f(v3)"), kind), lambda names: f"T[{names[0]}..{names[-1]}]",
+        lambda k: str(k))
+    assert sections["forward"][0] == "for layer in range(3):"
+    assert sections["backward"][0] == "for layer in range(3 - 1, -1, -1):"
+    assert sections["backward"][1:] == ["    g_0_1 = T[G1..G3][:n]", "    b(g_0_1)"]  # the view of layer l, sliced
