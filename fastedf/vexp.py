@@ -44,17 +44,35 @@ def _float_from_bits(typingctx, bits):
     return types.float64(types.int64), codegen
 
 
+@intrinsic
+def _bits_of_float(typingctx, x):
+    """The int64 holding the IEEE-754 bit pattern of the float64 `x` (a bit cast, no conversion)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen
+
+
+# Adding 1.5 * 2^52 puts an integer-valued float's value in the low bits of the sum's mantissa: a float to
+# int64 conversion made of a float add and an integer subtract, which AVX2 has for vectors (it has no packed
+# float64 -> int64 conversion; that is AVX-512, and without it LLVM did not vectorise exp on an AMD EPYC).
+SHIFTER = 6755399441055744.0
+
+
 @helper
-def _pow2(k):
-    """2.0 ** k for an integer -1022 <= k <= 1023, from its exponent bits."""
-    return _float_from_bits((k + 1023) << 52)
+def _pow2(h):
+    """2.0 ** h for an integer-valued float -1022 <= h <= 1023, from its exponent bits."""
+    return _float_from_bits((_bits_of_float(h + (1023.0 + SHIFTER)) - _bits_of_float(SHIFTER)) << 52)
 
 
 @helper
 def exp(x):
     """e ** x to within 1 ulp of np.exp, NaN for NaN; vectorisable (no branch, no call)."""
     x = min(max(x, LOW), HIGH)  # NaN stays NaN
-    k = math.floor(x * LOG2E + 0.5)
+    k = np.floor(x * LOG2E + 0.5)  # np.floor stays a float: math.floor gives an int64, a conversion AVX2 lacks
     r = (x - k * LN2_HI) - k * LN2_LO
     p = C13
     p = p * r + C12
@@ -70,9 +88,8 @@ def exp(x):
     p = p * r + C2
     p = p * r + C1
     p = p * r + C0
-    n = np.int64(k)  # NaN gives some integer; p is NaN then and so is the product
-    half = n >> 1  # 2^n as 2^half * 2^(n - half): both factors stay normal from -1075 to 1024
-    return p * _pow2(half) * _pow2(n - half)
+    half = np.floor(k * 0.5)  # 2^k as 2^half * 2^(k - half): both factors stay normal from -1075 to 1024
+    return p * _pow2(half) * _pow2(k - half)  # k NaN: some factor, but p is NaN and so is the product
 
 
 # tanh(x) = x + x z P(z) / Q(z), z = x^2, for |x| < 0.625 (Cephes, tanh.c)
