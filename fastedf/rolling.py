@@ -5,13 +5,14 @@ over buffer names that carry the node's number (v5, p6, d6...).  The layers
 of a deep MLP give the same lines but for those numbers, and a program that
 repeats them grows, and takes longer to compile, with every layer.  Here a
 run of k >= 2 consecutive groups of operations whose lines match up to
-renaming becomes `for layer in range(k)` over tuples of their buffers, so the
-program's length, and its compile time, stop growing with depth.
+renaming becomes `for layer in range(k)` that takes layer l's buffers from
+a table (fastedf.compiler.Program), so the program's length, and its compile
+time, stop growing with depth.
 
 The loop runs the same statements in the same order as the repeated lines
 (backward sections in reverse), so every number is unchanged.  A group rolls
-only when each renamed buffer has one array type across the groups (the
-program indexes a homogeneous tuple) and its lines assign no local name (a
+only when each renamed buffer has one array type across the groups (one
+line of source must view them all) and its lines assign no local name (a
 local of one section read in another would keep only the last layer's).
 """
 import re
@@ -21,8 +22,8 @@ NAME = re.compile(r"\b([xsfpqdeVGvgwa])(\d+)(_[A-Za-z]\w*)?\b")
 ASSIGNS = re.compile(r"^\s*[A-Za-z_]\w*(\s*,\s*[A-Za-z_]\w*)*\s*=[^=]", re.M)
 SECTIONS = ("forward", "backward", "accumulate", "update")
 MAX_GROUP = 8  # operations in one repeated group
-ROLLED = {"p", "q", "d", "e", "a", "v", "g"}  # the buffers a loop can take from tuples
-VIEWS = {"v": "V", "g": "G"}  # a batch view, taken in the loop from the full buffer's tuple
+ROLLED = {"p", "q", "d", "e", "a", "v", "g"}  # the buffers that can differ from layer to layer
+VIEWS = {"v": "V", "g": "G"}  # a batch view: the loop views the full buffer, then slices the batch's rows
 
 
 class Segment:
