@@ -103,5 +103,5 @@ def tanh(x):
     a = abs(x)
     z = x * x
     small = x * (1.0 + z * (((P0 * z + P1) * z + P2) / (((z + Q1) * z + Q2) * z + Q3)))  # -0.0 stays -0.0
-    big = 1.0 - 2.0 / (exp(2.0 * a) + 1.0)  # exp overflows to inf from |x| = 355: 1 exactly
-    return small if a < 0.625 else (big if x >= 0.0 else -big)
+    big = math.copysign(1.0 - 2.0 / (exp(2.0 * a) + 1.0), x)  # exp overflows to inf from |x| = 355: 1 exactly
+    return small if a < 0.625 else big  # one select: a nested one (sign) kept LLVM from vectorising on AVX2
