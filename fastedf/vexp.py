@@ -32,28 +32,22 @@ C = [1.0 / math.factorial(n) for n in range(14)]
 (C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13) = C
 
 
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    """The float64 whose IEEE-754 bit pattern is the int64 `bits` (a bit cast, no conversion)."""
-    if bits != types.int64:
-        return None
+def _bit_cast(source, target):
+    """A Numba intrinsic that reinterprets a `source` value's 64 bits as a `target` (a bit cast, no conversion)."""
+    @intrinsic
+    def cast(typingctx, value):
+        if value != source:
+            return None
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
 
-    return types.float64(types.int64), codegen
+        return target(source), codegen
+    return cast
 
 
-@intrinsic
-def _bits_of_float(typingctx, x):
-    """The int64 holding the IEEE-754 bit pattern of the float64 `x` (a bit cast, no conversion)."""
-    if x != types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-
-    return types.int64(types.float64), codegen
+_float_from_bits = _bit_cast(types.int64, types.float64)  # the float64 whose IEEE-754 bits are the int64
+_bits_of_float = _bit_cast(types.float64, types.int64)  # the int64 holding the float64's IEEE-754 bits
 
 
 # Adding 1.5 * 2^52 puts an integer-valued float's value in the low bits of the sum's mantissa: a float to
