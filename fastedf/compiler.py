@@ -236,11 +236,12 @@ def lower(graph, micro=False):
             return None, str(why)
         units.append({"node": node, "forward": forward, "backward": backward})
     _add_updates(units, low)
-    length = rolling.rolled_length(units, functools.partial(_kind, low))
+    found = rolling.segments(units, functools.partial(_kind, low))
+    length = sum(seg.length for seg in found)  # each rolled loop counted once
     if length > MAX_COMPILED_OPERATIONS:
         return None, (f"the graph has {length} operations after rolling its repeated layers into loops; programs "
                       f"are compiled for at most {MAX_COMPILED_OPERATIONS} (compile time grows with length)")
-    return Program(low, units), None
+    return Program(low, units, found), None
 
 
 def _add_updates(units, low):
@@ -279,14 +280,15 @@ class Program:
     arena and copied back to their arrays after every chunk of steps.
     """
 
-    def __init__(self, low, units):
+    def __init__(self, low, units, found):
         self.low = low
         graph = low.graph
         self.inputs = [n for n in graph if isinstance(n, Input)]
         self.parameters = [n for n in graph if isinstance(n, Parameter)]
         self.records, self.table_size = [], 0  # the table's fixed part: what the source names by position
-        self.layer_records = []  # then the rolled loops' buffers, layer by layer (_layer_view)
-        sections, self.length = rolling.roll(units, functools.partial(_kind, low), self._layer_view, self._repeats)
+        self.layer_records, self.layers_size = [], 0  # then the rolled loops' buffers, layer by layer (_layer_view)
+        sections = rolling.emit(units, found, self._layer_view, self._repeats)
+        self.length = sum(seg.length for seg in found)
         text = "\n".join(line for lines in sections.values() for line in lines)
         # node numbers in order of first use: the source, renumbered so, is the same for a graph at any depth
         number = {}
@@ -327,8 +329,12 @@ class Program:
         """A record of the table's fixed part (a buffer name, an int, or a _Layers); returns its position."""
         base = self.table_size
         self.records.append(entry)
-        self.table_size += 2 + len(_storage(self.low, entry, 1)[1]) if isinstance(entry, str) else 1
+        self.table_size += self._size(entry) if isinstance(entry, str) else 1
         return base
+
+    def _size(self, name):
+        """Table entries of a buffer's record: start, stop and its shape."""
+        return 2 + len(_storage(self.low, name, 1)[1])
 
     def _view(self, name, base):
         """Source for the view of record `base`, which describes `name`."""
@@ -342,9 +348,10 @@ class Program:
         is itself a record of it: the program's source, and so its compiled
         code and cache entry, serve the graph at any depth.
         """
-        at = self._record(_Layers(sum(2 + len(_storage(self.low, n, 1)[1]) for n in self.layer_records)))
+        at, stride = self._record(_Layers(self.layers_size)), self._size(names[0])  # one kind: equal records
         self.layer_records += names
-        return self._view(names[0], f"table[{at}] + {2 + len(_storage(self.low, names[0], 1)[1])} * layer")
+        self.layers_size += stride * len(names)
+        return self._view(names[0], f"table[{at}] + {stride} * layer")
 
     def _repeats(self, repeats):
         """Source for a rolled loop's trip count, read from the table: a constant would let LLVM unroll it."""

@@ -27,10 +27,14 @@ VIEWS = {"v": "V", "g": "G"}  # a batch view: the loop views the full buffer, th
 
 
 class Segment:
-    """Operations ops[start:start + length * repeats], `length` per group; repeats == 1: not rolled."""
+    """Operations ops[start:start + length * repeats], `length` per group; repeats == 1: not rolled.
 
-    def __init__(self, start, length, repeats):
-        self.start, self.length, self.repeats = start, length, repeats
+    names: per group, its buffer names in order of first appearance (canonical), so slot s of every group
+    is the same role.
+    """
+
+    def __init__(self, start, length, repeats, names=()):
+        self.start, self.length, self.repeats, self.names = start, length, repeats, names
 
 
 def group_lines(units, start, length):
@@ -77,15 +81,19 @@ def segments(units, kind):
                     break
                 repeats += 1
             if repeats > 1 and length * repeats > best.length * best.repeats:
-                best = Segment(start, length, repeats)
+                best = Segment(start, length, repeats, [text(start + t * length, length)[1] for t in range(repeats)])
         found.append(best)
         start += best.length * best.repeats
     return found
 
 
 def emit(units, found, view, repeats):
-    """Each section's lines, a rolled run as a loop over repeats(k) layers that takes layer l's buffers from
-    view(names)."""
+    """Each section's lines (SECTIONS), a rolled segment as a loop over its layers.
+
+    units: per operation, in graph order, its lines by section;  found: segments(units, kind);
+    view(names): source for the loop's current layer's buffer, names[l] in layer l;
+    repeats(k): source for a loop's trip count k.
+    """
     out = {section: [] for section in SECTIONS}
     for number, seg in enumerate(found):
         groups = [group_lines(units, seg.start + t * seg.length, seg.length) for t in range(seg.repeats)]
@@ -94,7 +102,7 @@ def emit(units, found, view, repeats):
                 _add(out, section, groups[0][section])
             continue
         rename, count = {}, repeats(seg.repeats)
-        for slot, names in enumerate(zip(*(canonical(group)[1] for group in groups))):
+        for slot, names in enumerate(zip(*seg.names)):
             if len(set(names)) == 1:
                 continue  # the same buffer in every layer (the labels)
             letter = NAME.match(names[0]).group(1)
@@ -116,20 +124,3 @@ def emit(units, found, view, repeats):
 def _add(out, section, lines):
     """Append a segment's lines to its section; backward sections run from the last segment to the first."""
     out[section] = out[section] + lines if section != "backward" else lines + out[section]
-
-
-def rolled_length(units, kind):
-    """The program's length in operations, each rolled loop counted once."""
-    return sum(seg.length for seg in segments(units, kind))
-
-
-def roll(units, kind, view, repeats=str):
-    """(sections, length): the program's lines by section, and its length as rolled_length.
-
-    units: per operation, in graph order, its lines by section (SECTIONS);
-    kind(name): the array type of a buffer name (layers share a loop only where kinds agree);
-    view(names): source for the loop's current layer's buffer, names[l] in layer l;
-    repeats(k): source for a loop's trip count k.
-    """
-    found = segments(units, kind)
-    return emit(units, found, view, repeats), sum(seg.length for seg in found)

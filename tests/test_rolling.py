@@ -92,10 +92,9 @@ def test_segments_do_not_roll_over_different_array_kinds_or_assignments():
 
 
 def test_a_rolled_backward_runs_from_the_last_layer_to_the_first():
-    sections = rolling.emit(
-        [{"forward": [f"f(v{i})"], "backward": [f"b(g{i})"], "accumulate": [], "update": []} for i in (1, 2, 3)],
-        rolling.segments(units("f(v1)", "f(v2)", "f(v3)"), kind), lambda names: f"T[{names[0]}..{names[-1]}]",
-        lambda k: str(k))
+    layers = [{"forward": [f"f(v{i})"], "backward": [f"b(g{i})"], "accumulate": [], "update": []} for i in (1, 2, 3)]
+    sections = rolling.emit(layers, rolling.segments(layers, kind), lambda names: f"T[{names[0]}..{names[-1]}]",
+                            lambda k: str(k))
     assert sections["forward"][0] == "for layer in range(3):"
     assert sections["backward"][0] == "for layer in range(3 - 1, -1, -1):"
     assert sections["backward"][1:] == ["    g_0_1 = T[G1..G3][:n]", "    b(g_0_1)"]  # the view of layer l, sliced
