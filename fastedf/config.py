@@ -79,8 +79,9 @@ def helper(func):
     inlines it (it is small): the sigmoid and tanh loops still vectorise
     (bench_activations.py).  Numba's own inline="always" copied and re-typed
     the helper's IR at every call site, which cost compile time in every
-    kernel: bench_compile.py, 2 hidden layers cold, 9.9 -> 7.6 s on this
-    round's machine.  Cached like a kernel, and healed like one.
+    kernel (bench_compile.py --layers 2, one cold run each before and after
+    this change on the AVX2 machine of docs/benchmarks.md section 2: 9.9 and
+    7.6 s; runs there vary by ~25%).  Cached like a kernel, and healed like one.
     """
     return self_healing(njit(cache=CACHE, **FLAGS)(func))
 
