@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+from fastedf.ops import linear
+
 K = naive.all_kernels()
 
 TOL = dict(rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("batch,n,m", [(1, 1, 1), (1, 2, 1), (7, 3, 4), (33, 5, 2)])
+@pytest.mark.parametrize("batch,n,m", [(1, 1, 1), (1, 2, 1), (7, 3, 4), (33, 5, 2), (5, 9, 1), (3, 2, 9)])
 @pytest.mark.parametrize("bias_2d", [False, True])
 def test_linear(rng, batch, n, m, bias_2d):
     x, A, g = rng.normal(size=(batch, n)), rng.normal(size=(n, m)), rng.normal(size=(batch, m))
@@ -30,6 +32,33 @@ def test_linear(rng, batch, n, m, bias_2d):
     dx = np.full((batch, n), np.nan)
     K.linear_input_grad(g, A, dx)
     assert_allclose(dx, naive.linear_input_grad(g, A), **TOL)
+
+
+# Below the BLAS crossover each shape takes one of several loop orders (linear.py): every one adds in the order
+# below, so each result is that of a plain Python sum to the last bit.
+@pytest.mark.parametrize("batch,n,m", [(40, 2, 1), (4, 9, 1), (2, 3, 6), (6, 5, 2), (1, 7, 3)])
+def test_linear_register_loops_add_in_one_stated_order(rng, batch, n, m):
+    assert batch * n * m < linear.BLAS_MIN_WORK
+    x, A, b, g = rng.normal(size=(batch, n)), rng.normal(size=(n, m)), rng.normal(size=m), rng.normal(size=(batch, m))
+    out, dA, db, dx = np.empty((batch, m)), np.empty((n, m)), np.empty(m), np.empty((batch, n))
+    K.linear_forward(x, A, b, out)
+    K.linear_backward(x, g, dA, db)
+    K.linear_input_grad(g, A, dx)
+    for i, j in np.ndindex(batch, m):
+        want = float(b[j])
+        for k in range(n):
+            want += float(x[i, k]) * float(A[k, j])
+        assert out[i, j] == want
+    for k, j in np.ndindex(n, m):
+        want = float(x[0, k]) * float(g[0, j])
+        for i in range(1, batch):
+            want += float(x[i, k]) * float(g[i, j])
+        assert dA[k, j] == want
+    for i, k in np.ndindex(batch, n):
+        want = 0.0
+        for j in range(m):
+            want += float(g[i, j]) * float(A[k, j])
+        assert dx[i, k] == want
 
 
 @pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")  # strided on purpose

@@ -36,12 +36,30 @@ def linear_forward(x, A, b, out):
             for j in range(m):
                 out[i, j] += b.flat[j]
         return
-    for i in range(batch):
-        for j in range(m):
-            acc = b.flat[j]  # sum in a register: the compiler cannot rule out that out aliases x or A
+    # Every out[i, j] is b[j] + x[i, 0] A[0, j] + x[i, 1] A[1, j] + ..., added in that order whichever loop
+    # runs, so all three give the same bits; which is fastest depends on the shape (bench_crossover.py --loops).
+    if m == 1 and n < 8:  # a narrow logistic head: a pass over the rows per input column, no chain between rows
+        for i in range(batch):
+            out[i, 0] = b.flat[0]
+        for k in range(n):
+            a = A[k, 0]
+            for i in range(batch):
+                out[i, 0] += x[i, k] * a
+    elif m >= 4:  # wide rows: x[i, k] times A's row k added to out's row i, vectorised along the row
+        for i in range(batch):
+            for j in range(m):
+                out[i, j] = b.flat[j]
             for k in range(n):
-                acc += x[i, k] * A[k, j]
-            out[i, j] = acc
+                xik = x[i, k]
+                for j in range(m):
+                    out[i, j] += xik * A[k, j]
+    else:  # a dot product per output, summed in a register (out may alias x or A, as far as LLVM knows)
+        for i in range(batch):
+            for j in range(m):
+                acc = b.flat[j]
+                for k in range(n):
+                    acc += x[i, k] * A[k, j]
+                out[i, j] = acc
 
 
 @kernel
@@ -62,6 +80,22 @@ def linear_backward(x, g, dA, db):
     if blas_pays(batch, n, m):
         np.dot(x.T, g, dA)
         return
+    # dA[k, j] sums x[i, k] g[i, j] over the rows in order, whichever loop runs (bench_crossover.py --loops)
+    if m == 1 and n < 8:  # one output, few inputs: a register sum per input column
+        for k in range(n):
+            acc = x[0, k] * g[0, 0]
+            for i in range(1, batch):
+                acc += x[i, k] * g[i, 0]
+            dA[k, 0] = acc
+        return
+    if m == 1:  # one output: the loops below without their one-trip innermost loop, which kept them scalar
+        for k in range(n):
+            dA[k, 0] = x[0, k] * g[0, 0]
+        for i in range(1, batch):
+            gi = g[i, 0]
+            for k in range(n):
+                dA[k, 0] += x[i, k] * gi
+        return
     for j in range(m):
         for k in range(n):
             dA[k, j] = x[0, k] * g[0, j]
@@ -79,6 +113,12 @@ def linear_input_grad(g, A, dx):
     n = A.shape[0]
     if blas_pays(batch, n, m):
         np.dot(g, A.T, dx)
+        return
+    if m == 1:  # one output: an outer product, vectorised along A's column
+        for i in range(batch):
+            gi = g[i, 0]
+            for k in range(n):
+                dx[i, k] = 0.0 + gi * A[k, 0]  # 0.0 + as the loop below: -0.0 becomes 0.0 there too
         return
     for i in range(batch):
         for k in range(n):

@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 
-from ..config import helper, kernel
+from ..config import helper, inlined_helper, kernel
 from ..kernels import common_size, common_size3
 from ..node import Input, Node, _kept_copy, _sum_to
-from ..vexp import exp
+from ..vexp import exp, log
 from .activations import Sigmoid, Softmax, row_max, sigmoid
 
 
@@ -28,17 +28,33 @@ from .activations import Sigmoid, Softmax, row_max, sigmoid
 BCE_EPS = 1e-12
 
 
-@helper
+@inlined_helper
 def bce_term(y, pc):
-    """-(y log pc + (1 - y) log(1 - pc)) for a clipped prediction pc.
+    """-(y log pc + (1 - y) log(1 - pc)) for a clipped prediction pc, with fastedf.vexp's log.
 
-    0 * log(.) adds an exact zero, so the common 0/1 labels skip one log.
+    Branch-free, so that a loop of it vectorises; for the common 0/1 labels it
+    is the one-log value exactly (0 * log(.) is a signed zero, which adds nothing).
     """
-    if y == 1.0:
-        return -math.log(pc)
-    if y == 0.0:
-        return -math.log(1.0 - pc)
-    return -(y * math.log(pc) + (1.0 - y) * math.log(1.0 - pc))
+    return -(y * log(pc) + (1.0 - y) * log(1.0 - pc))
+
+
+@helper
+def first_bad(y, p, size):
+    """-1, or the first flat index below `size` whose label or prediction is outside [0, 1] (NaN included).
+
+    One vectorisable pass that looks at everything, then a scalar search only when something is wrong:
+    an early return inside the loop kept LLVM from vectorising it.
+    """
+    ok = True
+    for i in range(size):
+        yi, pi = y.flat[i], p.flat[i]
+        ok &= (0.0 <= yi) & (yi <= 1.0) & (0.0 <= pi) & (pi <= 1.0)
+    if ok:
+        return -1
+    for i in range(size):
+        if not (0.0 <= y.flat[i] <= 1.0 and 0.0 <= p.flat[i] <= 1.0):
+            return i
+    return -1
 
 
 @kernel
@@ -49,13 +65,13 @@ def bce_forward(y, p):
     outside [0, 1] or whose prediction is outside [0, 1] (NaN included); the
     loss is then NaN and the caller raises.
     """
+    size = common_size(p, y)
+    bad = first_bad(y, p, size)
+    if bad >= 0:
+        return math.nan, bad
     total = 0.0
-    for i in range(common_size(p, y)):
-        yi = y.flat[i]
-        pi = p.flat[i]
-        if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
-            return math.nan, i
-        total += bce_term(yi, min(max(pi, BCE_EPS), 1.0 - BCE_EPS))
+    for i in range(size):
+        total += bce_term(y.flat[i], min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS))
     return total, -1
 
 
@@ -97,30 +113,36 @@ def sigmoid_bce(z, y, out, want_grad):
     """BCE of p = sigmoid(z) summed, and out = dBCE/dz (when want_grad) for rows = z.shape[0].
 
     The same arithmetic as sigmoid_forward, bce_forward and sigmoid_bce_backward
-    in turn.  With want_grad and 16 elements or more, p is first written to out
-    in one vectorised pass (sigmoid_forward's), then read back as each gradient
-    replaces it; without want_grad, out is not touched.  Returns (loss, bad) as bce_forward does.
+    in turn.  With want_grad, in vectorised passes over out: p, the check,
+    each element's loss term (summed in order afterwards, as bce_forward sums),
+    then the gradient from p computed again (cheaper than a buffer for it).
+    Without want_grad, out is not touched.  Returns (loss, bad) as bce_forward does.
     """
-    total = 0.0
     scale = 1.0 / max(z.shape[0], 1)
     size = common_size3(z, y, out)
-    # the vector pass cost the study's one-row step 18 ns of 130 (bench_fit.py); 16 is a guess, not a crossover
-    first_pass = want_grad and size >= 16
-    if first_pass:
+    if not want_grad:
+        total = 0.0
         for i in range(size):
-            out.flat[i] = sigmoid(z.flat[i])
+            pi, yi = sigmoid(z.flat[i]), y.flat[i]
+            if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
+                return math.nan, i
+            total += bce_term(yi, min(max(pi, BCE_EPS), 1.0 - BCE_EPS))
+        return total, -1
     for i in range(size):
-        pi = out.flat[i] if first_pass else sigmoid(z.flat[i])
-        yi = y.flat[i]
-        if not (0.0 <= yi <= 1.0 and 0.0 <= pi <= 1.0):
-            return math.nan, i
+        out.flat[i] = sigmoid(z.flat[i])
+    bad = first_bad(y, out, size)
+    if bad >= 0:
+        return math.nan, bad
+    for i in range(size):
+        out.flat[i] = bce_term(y.flat[i], min(max(out.flat[i], BCE_EPS), 1.0 - BCE_EPS))
+    total = 0.0
+    for i in range(size):
+        total += out.flat[i]
+    for i in range(size):
+        pi, yi = sigmoid(z.flat[i]), y.flat[i]
         pc = min(max(pi, BCE_EPS), 1.0 - BCE_EPS)
-        total += bce_term(yi, pc)
-        if want_grad:
-            if pc == pi:
-                out.flat[i] = (pi - yi) * scale
-            else:
-                out.flat[i] = (pc - yi) / (pc * (1.0 - pc)) * scale * pi * (1.0 - pi)
+        clipped = (pc - yi) / (pc * (1.0 - pc)) * scale * pi * (1.0 - pi)
+        out.flat[i] = (pi - yi) * scale if pc == pi else clipped
     return total, -1
 
 
