@@ -38,7 +38,7 @@ def linear_forward(x, A, b, out):
         return
     # Every out[i, j] is b[j] + x[i, 0] A[0, j] + x[i, 1] A[1, j] + ..., added in that order whichever loop
     # runs, so all three give the same bits; which is fastest depends on the shape (bench_crossover.py --loops).
-    if m == 1 and n < 8:  # a narrow logistic head: a pass over the rows per input column, no chain between rows
+    if m == 1 and n < 8 <= batch:  # a narrow logistic head: a pass over the rows per input column
         for i in range(batch):
             out[i, 0] = b.flat[0]
         for k in range(n):
