@@ -21,7 +21,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from .config import helper
+from .config import fma_helper, helper
 
 LOG2E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * LN2_HI is exact for |k| < 2^11
@@ -65,7 +65,7 @@ def _pow2(h):
     return _float_from_bits((_bits_of_float(h + (1023.0 + SHIFTER)) - _bits_of_float(SHIFTER)) << 52)
 
 
-@helper
+@fma_helper
 def exp(x):
     """e ** x to within 1 ulp of np.exp, NaN for NaN; vectorisable (no branch, no call)."""
     x = min(max(x, LOW), HIGH)  # NaN stays NaN
