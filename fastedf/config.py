@@ -98,17 +98,6 @@ def fma_helper(func):
     return self_healing(njit(cache=CACHE, **dict(FLAGS, fastmath=FASTMATH or {"contract"}))(func))
 
 
-def inlined_helper(func):
-    """A helper that LLVM would not inline into its callers' loops, copied in as Numba IR instead.
-
-    fastedf.ops.losses.bce_term_vector, with fastedf.vexp's log twice, is past
-    LLVM's inlining threshold: called, it kept BCE's loops scalar (21.5 ns per
-    element against 5.3 inlined, a loop over 4096 elements on the AVX2 machine).
-    Never compiled on its own, so nothing to cache.
-    """
-    return njit(inline="always", **FLAGS)(func)
-
-
 def inlined(dispatcher):
     """The same kernel compiled to be inlined (Numba IR) into the program that calls it (fastedf.inlined).
 

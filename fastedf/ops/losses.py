@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..config import helper, inlined_helper, kernel
+from ..config import helper, kernel
 from ..kernels import common_size, common_size3
 from ..node import Input, Node, _kept_copy, _sum_to
 from ..vexp import exp, log
@@ -45,13 +45,6 @@ def bce_term(y, pc):
     return -(y * math.log(pc) + (1.0 - y) * math.log(1.0 - pc))
 
 
-@inlined_helper
-def bce_term_vector(y, pc):
-    """bce_term for loops that vectorise: branch-free, with fastedf.vexp's log (within 1 ulp of libm's),
-    so each term is within a few ulp of bce_term's."""
-    return -(y * log(pc) + (1.0 - y) * log(1.0 - pc))
-
-
 @helper
 def sigmoid_bce_grad(p, y, scale):
     """dBCE/dz for p = sigmoid(z): scale * (p - y), or the chain rule through BCE's clip where it is active."""
@@ -78,6 +71,15 @@ def first_bad(y, p, size):
         if not (0.0 <= y.flat[i] <= 1.0 and 0.0 <= p.flat[i] <= 1.0):
             return i
     return -1
+
+
+@helper
+def hard_labels(y, size):
+    """True when the first `size` labels are all exactly 0 or 1 (one vectorisable pass)."""
+    hard = True
+    for i in range(size):
+        hard &= (y.flat[i] == 0.0) | (y.flat[i] == 1.0)
+    return hard
 
 
 @kernel
@@ -130,14 +132,16 @@ def sigmoid_bce(z, y, out, want_grad):
     """BCE of p = sigmoid(z) summed, and out = dBCE/dz (when want_grad) for rows = z.shape[0].
 
     The same arithmetic as sigmoid_forward, bce_forward and sigmoid_bce_backward
-    in turn.  With want_grad, in vectorised passes over out: p, the check,
-    each element's loss term (summed in order afterwards, as bce_forward sums),
-    then the gradient from p computed again (cheaper than a buffer for it).
-    Without want_grad, out is not touched.  Returns (loss, bad) as bce_forward does.
+    in turn.  With want_grad, 16 elements or more and labels all 0 or 1: in
+    vectorised passes over out (p, the check, each element's loss term with
+    fastedf.vexp's log, within 1 ulp of bce_term's, summed in order afterwards,
+    then the gradient from p computed again, cheaper than a buffer for it).
+    Otherwise one scalar pass.  Without want_grad, out is not touched.
+    Returns (loss, bad) as bce_forward does.
     """
     scale = 1.0 / max(z.shape[0], 1)
     size = common_size3(z, y, out)
-    if not want_grad or size < 16:  # one scalar pass: five passes over a row or two cost more than they save
+    if not want_grad or size < 16 or not hard_labels(y, size):  # a row or two, or soft labels
         total = 0.0
         for i in range(size):
             pi, yi = sigmoid(z.flat[i]), y.flat[i]
@@ -153,8 +157,9 @@ def sigmoid_bce(z, y, out, want_grad):
     bad = first_bad(y, out, size)
     if bad >= 0:
         return math.nan, bad
-    for i in range(size):
-        out.flat[i] = bce_term_vector(y.flat[i], min(max(out.flat[i], BCE_EPS), 1.0 - BCE_EPS))
+    for i in range(size):  # bce_term for a 0/1 label: one log, of pc or of 1 - pc
+        pc = min(max(out.flat[i], BCE_EPS), 1.0 - BCE_EPS)
+        out.flat[i] = -log(pc if y.flat[i] == 1.0 else 1.0 - pc)
     total = 0.0
     for i in range(size):
         total += out.flat[i]
