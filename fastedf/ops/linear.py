@@ -80,21 +80,12 @@ def linear_backward(x, g, dA, db):
     if blas_pays(batch, n, m):
         np.dot(x.T, g, dA)
         return
-    # dA[k, j] sums x[i, k] g[i, j] over the rows in order, whichever loop runs (bench_crossover.py --loops)
-    if m == 1 and n < 8:  # one output, few inputs: a register sum per input column
-        for k in range(n):
+    if m == 1:  # one output: a register sum per input column (the loops below had a one-trip innermost loop)
+        for k in range(n):  # the same sum, in the same order: the same bits
             acc = x[0, k] * g[0, 0]
             for i in range(1, batch):
                 acc += x[i, k] * g[i, 0]
             dA[k, 0] = acc
-        return
-    if m == 1:  # one output: the loops below without their one-trip innermost loop, which kept them scalar
-        for k in range(n):
-            dA[k, 0] = x[0, k] * g[0, 0]
-        for i in range(1, batch):
-            gi = g[i, 0]
-            for k in range(n):
-                dA[k, 0] += x[i, k] * gi
         return
     for j in range(m):
         for k in range(n):
