@@ -1,5 +1,6 @@
 """fit under control: chunked compiled runs, Ctrl-C, progress, fallbacks, and inputs it must refuse or protect."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,16 +193,28 @@ def _damage(directory, how):
             path.write_bytes(b"" if how == "empty-index" else b"garbage")
 
 
-@pytest.mark.parametrize("how", ["truncated", "garbage", "stub", "empty-index"])
-def test_a_damaged_cache_heals_itself(tmp_path, how):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), FASTEDF_CACHE_DIR=str(tmp_path / "programs"))
-    run = lambda: subprocess.run([sys.executable, "-c", HEAL], env=env, capture_output=True, text=True, timeout=300)
-    first = run()
+@pytest.fixture(scope="module")
+def healthy_cache(tmp_path_factory):
+    """Caches filled by one cold run of HEAL, and its output: each damage test starts from a copy."""
+    root = tmp_path_factory.mktemp("healthy")
+    first = _heal_run(root)
     assert first.returncode == 0, first.stderr[-2000:]
+    return root, first.stdout.split()[0]
+
+
+def _heal_run(root):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(root / "numba"), FASTEDF_CACHE_DIR=str(root / "programs"))
+    return subprocess.run([sys.executable, "-c", HEAL], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "stub", "empty-index"])
+def test_a_damaged_cache_heals_itself(tmp_path, healthy_cache, how):
+    root, loss = healthy_cache
+    for name in ("numba", "programs"):
+        shutil.copytree(root / name, tmp_path / name)
     _damage(tmp_path, how)
-    second, third = run(), run()
+    second, third = _heal_run(tmp_path), _heal_run(tmp_path)
     assert second.returncode == 0 and third.returncode == 0, second.stderr[-2000:] + third.stderr[-2000:]
-    loss = first.stdout.split()[0]
     assert second.stdout.split()[0] == loss == third.stdout.split()[0]  # the same training, not a stub's
     assert int(second.stdout.split()[1]) <= 1 and third.stdout.split()[1] == "0"  # at most one warning, then healed
 
