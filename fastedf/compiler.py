@@ -305,6 +305,7 @@ class Program:
         # np.int64(...): a literal argument would compile one specialisation of the helper per position
         prologue = [f"{name} = {self._view(name, f'np.int64({self._record(name)})')}"
                     for name in sorted(names, key=functools.partial(_used, number)) if name[0] not in "xvg"]
+        prologue += [f"s{i} = borrowed(s{i})" for i in map(low.index.get, self.inputs)]  # per-step slices
         shuffle = [f"take_rows(f{i}, order, s{i})" for i in map(low.index.get, self.inputs)]
         one_pass = views + sections["forward"] + ["epoch_loss[epoch] += loss_sum"] + sections["backward"]
         if low.micro:

@@ -239,3 +239,19 @@ def test_linear_sgd_one_row_is_backward_then_sgd_bit_for_bit(rng, n, m):
 def test_linear_sgd_one_row_refuses_other_shapes(rng):
     with pytest.raises(ValueError, match="arrays of different shapes"):
         K.linear_sgd_one_row(np.ones((2, 3)), np.ones((2, 4)), np.ones((3, 4)), np.ones(4), 0.1)
+
+
+def test_borrowed_views_read_and_write_the_arrays_memory():
+    from numba import njit
+
+    from fastedf.kernels import borrowed
+
+    @njit
+    def double_middle(a):
+        view = borrowed(a)[1:3]
+        view *= 2.0
+        return view.sum(), borrowed(a).reshape((2, 2))[1, 0]
+
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    assert double_middle(a) == (10.0, 6.0)
+    assert_array_equal(a, [1.0, 4.0, 6.0, 4.0])

@@ -127,6 +127,8 @@ def test_micro_batches_keep_the_peak_flat(tmp_path, capsys):
     micro = {int(r["batch_size"]): int(r["peak_bytes"]) for r in rows if r["micro_batch"] == "64"}
     assert whole[2048] - whole[256] >= 14 * (2048 - 256), rows
     assert abs(micro[2048] - micro[256]) <= NOISE_BYTES, rows
-    assert micro[2048] < whole[2048] - 14 * (2048 - 64)
+    # below the whole batch by (at least) the activations of the rows beyond 256; not counted from 64 rows, since
+    # the micro-batch line has fixed buffers of its own (gradient accumulators, ~0.5-1 KB here)
+    assert micro[2048] < whole[2048] - 14 * (2048 - 256), rows
     out = capsys.readouterr().out
     assert "compiled, micro-batch 64" in out and (tmp_path / "memory_vs_batch.png").exists()
