@@ -16,7 +16,8 @@ K = naive.all_kernels()
 TOL = dict(rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("batch,n,m", [(1, 1, 1), (1, 2, 1), (7, 3, 4), (33, 5, 2), (5, 9, 1), (3, 2, 9)])
+@pytest.mark.parametrize("batch,n,m", [(1, 1, 1), (1, 2, 1), (7, 3, 4), (33, 5, 2), (5, 9, 1), (3, 2, 9),
+                                     (300, 5, 1), (40, 30, 20)])
 @pytest.mark.parametrize("bias_2d", [False, True])
 def test_linear(rng, batch, n, m, bias_2d):
     x, A, g = rng.normal(size=(batch, n)), rng.normal(size=(n, m)), rng.normal(size=(batch, m))
