@@ -62,6 +62,12 @@ def pin_blas_threads():
 FLAGS = dict(fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model="numpy")
 
 
+def _compiled(func, flags=FLAGS):
+    """`func` compiled with `flags`, cached on disk, its cache entries healed (kernel, helper and program differ
+    only in what they are for)."""
+    return self_healing(njit(cache=CACHE, **flags)(func))
+
+
 def kernel(func):
     """Compile `func` as a serial fastedf kernel with the project's JIT flags.
 
@@ -69,7 +75,7 @@ def kernel(func):
     compiled once per signature and cached, so a program's own compile time
     grows with its number of calls, not with the size of the kernels it calls.
     """
-    return self_healing(njit(cache=CACHE, **FLAGS)(func))
+    return _compiled(func)
 
 
 def helper(func):
@@ -83,7 +89,7 @@ def helper(func):
     this change on the AVX2 machine of docs/benchmarks.md section 2: 9.9 and
     7.6 s; runs there vary by ~25%).  Cached like a kernel, and healed like one.
     """
-    return self_healing(njit(cache=CACHE, **FLAGS)(func))
+    return _compiled(func)
 
 
 def fma_helper(func):
@@ -91,11 +97,12 @@ def fma_helper(func):
 
     fastedf.vexp's exp: its polynomial is 13 multiply-adds in a chain, 26
     roundings and 26 latencies without FMA; with it the sigmoid over 32768
-    elements took 2.77 ns per element instead of 3.65 on the AVX2 machine
-    (one run each, still within 1 ulp of np.exp).  Only where the CPU has
-    FMA; every engine calls the same helper, so they agree to the last bit.
+    elements took 2.77 ns per element instead of 3.65 on the AVX2 machine (an
+    ad hoc timing, one run each; bench_activations.py, one run before and one
+    after: 114.8 -> 97.9 us), still within 1 ulp of np.exp.  Only where the
+    CPU has FMA; every engine calls the same helper, so they agree to the last bit.
     """
-    return self_healing(njit(cache=CACHE, **dict(FLAGS, fastmath=FASTMATH or {"contract"}))(func))
+    return _compiled(func, dict(FLAGS, fastmath=FASTMATH or {"contract"}))
 
 
 def inlined(dispatcher):
@@ -114,7 +121,7 @@ def program(func):
     With Numba's runtime (NRT) on, as the kernels it calls need it for BLAS
     (np.dot with an out argument); a program still allocates nothing per step.
     """
-    return self_healing(njit(cache=CACHE, **FLAGS)(func))
+    return _compiled(func)
 
 
 def self_healing(dispatcher):
