@@ -108,7 +108,7 @@ def tanh(x):
 LG1, LG2, LG3 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01
 LG4, LG5, LG6, LG7 = 2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01, \
     1.479819860511658591e-01
-_U32, _U52 = np.uint64(32), np.uint64(52)
+_U20, _U32, _U52 = np.uint64(20), np.uint64(32), np.uint64(52)
 _HIGH_MANTISSA, _ROUND, _BIT20 = np.uint64(0x000FFFFF), np.uint64(0x95F64), np.uint64(0x100000)
 _ONE_HIGH, _MANTISSA = np.uint64(0x3FF00000), np.uint64(0x000FFFFFFFFFFFFF)
 _SHIFTER_BITS = np.uint64(0x4338000000000000)  # the bits of SHIFTER
@@ -123,7 +123,7 @@ def log(x):
     high = (bits >> _U32) & _HIGH_MANTISSA
     half = (high + _ROUND) & _BIT20  # set where the mantissa is >= sqrt(2): then use x / 2 and k + 1
     m = _float_from_ubits((bits & _MANTISSA) | ((half ^ _ONE_HIGH) << _U32))  # in [sqrt(2)/2, sqrt(2))
-    biased = (bits >> _U52) + (half >> np.uint64(20))  # k + 1023, k the exponent of x = 2^k m
+    biased = (bits >> _U52) + (half >> _U20)  # k + 1023, k the exponent of x = 2^k m
     k = (_float_from_ubits(biased | _SHIFTER_BITS) - SHIFTER) - 1023.0  # an int to float without cvtqq2pd
     f = m - 1.0
     hfsq = 0.5 * f * f
