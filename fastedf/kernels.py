@@ -95,9 +95,10 @@ def borrowed(typingctx, array):
     Every view Numba makes of an owned array takes a reference and drops it
     again, each an atomic add in a call that LLVM does not inline: at the
     study's batch size of 1 those calls took as long as the rest of the step
-    (perf, one run).  A view of a borrowed array takes none.  Only for arrays
-    that outlive every use of the view: a program's arguments, which its
-    caller holds until it returns, and that it never returns or stores.
+    (an ad hoc perf profile, one run; bench_fit.py at B = 1 shows the gain).
+    A view of a borrowed array takes none.  Only for arrays that outlive every
+    use of the view: a program's arguments, which its caller holds until it
+    returns, and that it never returns or stores.
     """
     if not isinstance(array, types.Array):
         return None

@@ -37,7 +37,8 @@ def linear_forward(x, A, b, out):
                 out[i, j] += b.flat[j]
         return
     # Every out[i, j] is b[j] + x[i, 0] A[0, j] + x[i, 1] A[1, j] + ..., added in that order whichever loop
-    # runs, so all three give the same bits; which is fastest depends on the shape (bench_crossover.py --loops).
+    # runs, so all three give the same bits; which is fastest depends on the shape (ad hoc timings of each loop,
+    # one process each: docs/benchmarks.md section 1, "What changed"; test_kernels checks the order).
     if m == 1 and n < 8 <= batch:  # a narrow logistic head: a pass over the rows per input column
         for i in range(batch):
             out[i, 0] = b.flat[0]
