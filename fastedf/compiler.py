@@ -10,6 +10,9 @@ a view into one arena described by a table (Program), so a program's length,
 and its compile time, do not grow with depth; node numbers are renumbered
 by first use, so a stack of identical layers gives one source at any depth.
 
+Programs of more than MAX_INLINED_OPERATIONS operations call their kernels
+by address (fastedf.calls), so a new graph compiles only its own loop.
+
 The program's source is written to a file named by its hash in the cache
 directory and imported from there, so Numba's on-disk cache serves later
 processes: one compilation per graph structure, whatever the batch size.
@@ -38,13 +41,14 @@ import hashlib
 import importlib.util
 import os
 import pathlib
+import pickle
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-from . import rolling
+from . import calls, rolling
 from .node import Input, Parameter
 from .ops import MODULES
 
@@ -53,23 +57,30 @@ TEMPLATE = '''\
 # kernels {kernels_digest}: Numba's cache does not see edits to called functions, this line does
 import numpy as np
 
+from fastedf.calls import kcall, kernel_hashes
 from fastedf.config import program
 from fastedf.kernels import *
 {op_imports}
 
 
 @program
-def train({args}, order, state, shuffle, rows, batch, micro, lr, epoch_loss, epoch, start, epochs, max_steps):
+def train({args}, kernels, order, state, shuffle, rows, batch, micro, lr, epoch_loss, epoch, start, epochs,
+          max_steps):
     """Run SGD steps from (epoch, start) until `epochs` are done or `max_steps` steps were taken.
 
     Returns (epoch, start, state, bad_row): where to resume, the shuffle state,
     and -1 or the row (of this epoch's order) whose prediction became NaN.
+    `kernels` holds the address of each kernel call's function (fastedf.calls);
+    max_steps == 0 writes their expected hashes into it instead and returns.
     With micro-batches (fit's micro_batch), a step runs forward and backward
     on `micro` rows at a time and accumulates their gradients, weighted by
     their share of the batch, before the update.
     epoch_loss[epoch] accumulates the running epoch's summed loss, so a fit cut
     into chunks computes exactly the numbers of one call.
     """
+    if max_steps == 0:
+        kernel_hashes(kernels, {slots})
+        return epoch, start, state, -1
 {prologue}
     steps = 0
     while epoch < epochs:
@@ -77,7 +88,6 @@ def train({args}, order, state, shuffle, rows, batch, micro, lr, epoch_loss, epo
             return epoch, start, state, -1
         if start == 0:
             if shuffle:
-                state = shuffle_order(order, state)
 {shuffle}
             epoch_loss[epoch] = 0.0
         while start < rows:
@@ -306,7 +316,8 @@ class Program:
         prologue = [f"{name} = {self._view(name, f'np.int64({self._record(name)})')}"
                     for name in sorted(names, key=functools.partial(_used, number)) if name[0] not in "xvg"]
         prologue += [f"s{i} = borrowed(s{i})" for i in map(low.index.get, self.inputs)]  # per-step slices
-        shuffle = [f"take_rows(f{i}, order, s{i})" for i in map(low.index.get, self.inputs)]
+        shuffle = ["state = shuffle_order(order, state)"]
+        shuffle += [f"take_rows(f{i}, order, s{i})" for i in map(low.index.get, self.inputs)]
         one_pass = views + sections["forward"] + ["epoch_loss[epoch] += loss_sum"] + sections["backward"]
         if low.micro:
             step = (["stop = min(start + batch, rows)", "share = 1.0 / (stop - start)", "lo = start",
@@ -322,9 +333,12 @@ class Program:
         body["args"] = args
         body = {k: rolling.NAME.sub(lambda m: f"{m.group(1)}{number[m.group(2)]}{m.group(3) or ''}", v)
                 for k, v in body.items()}
-        self.source = TEMPLATE.format(kernels_digest=_kernels_digest(),
-                                      op_imports=_INLINED_IMPORTS if inline else _OP_IMPORTS, **body)
-        self.train = _load(self.source)
+        source = TEMPLATE.format(kernels_digest=_kernels_digest(), slots="{slots}",
+                                 op_imports=_INLINED_IMPORTS if inline else _OP_IMPORTS, **body)
+        # an inlined program's kernels are part of it; a longer one calls them by address (fastedf.calls)
+        source, self.called = calls.by_address(source, {} if inline else _called_kernels())
+        self.source = source.replace("{slots}", str(len(self.called)))
+        self.train, self.path = _load(self.source)
 
     def _record(self, entry):
         """A record of the table's fixed part (a buffer name, an int, or a _Layers); returns its position."""
@@ -410,13 +424,13 @@ class Program:
         state = order.state if shuffle else np.uint64(0)
         fixed = (shuffle, order.rows, batch_size, micro, lr, epoch_loss)
         start = time.perf_counter()
-        self.train(*args, perm, state, *fixed, 0, 0, 0, 0)  # compile or load, no training
+        table = self._kernel_table(lambda table: self.train(*args, table, perm, state, *fixed, 0, 0, 0, 0))
         compiled = time.perf_counter()
         epoch, row, steps, bad = 0, 0, 16, -1
         try:
             while epoch < epochs and bad < 0:
                 chunk_start = time.perf_counter()
-                epoch, row, state, bad = self.train(*args, perm, state, *fixed, epoch, row, epochs, steps)
+                epoch, row, state, bad = self.train(*args, table, perm, state, *fixed, epoch, row, epochs, steps)
                 took = time.perf_counter() - chunk_start
                 self._copy_back()
                 state = np.uint64(state)  # Numba returns a Python int; an int64 state would be another signature
@@ -434,6 +448,88 @@ class Program:
             raise ValueError(f"training diverged: {where} in epoch {epoch} (row {bad} of this epoch's order); "
                              f"lower the learning rate {lr}")
         return epoch_loss, done - compiled, compiled - start
+
+
+    def _kernel_table(self, report):
+        """The addresses of the program's kernels by call site, after compiling or loading it (fastedf.calls).
+
+        report(table) calls the program with max_steps == 0, which compiles or
+        loads it and writes the hash of each call site's kernel into table.
+        The kernels and signatures come from typing the program, when it was
+        compiled just now, else from this process's memory or the file beside
+        the program's source; any that do not match the hashes of the code
+        Numba loaded are discarded and the program is compiled again.
+        """
+        table = np.zeros(len(self.called), dtype=np.int64)
+        calls._typed.clear()
+        report(table)
+        if not self.called:  # an inlined program
+            return table
+        for _ in range(2):
+            if calls._typed:  # compiled just now
+                typed = [calls._typed.get(slot) for slot in range(len(self.called))]
+                _tables[self.path] = [None if t is None else (t[0], tuple(t[1].args)) for t in typed]
+                _write_atomic(self.path + ".kernels", pickle.dumps(_describe(_tables[self.path])))
+            known = _tables.get(self.path) or _read_kernels(self.path + ".kernels")
+            addresses = _addresses(known, self.called, table)
+            if addresses is not None:
+                _tables[self.path] = known
+                return addresses
+            calls._typed.clear()
+            self.train.recompile()  # its cached code and the kernels file disagree: type it again
+            report(table)
+        raise RuntimeError(f"fastedf: the kernels of {self.path} do not match its compiled code after recompiling")
+
+
+def _describe(kernels):
+    """A picklable description of (dispatcher, signature args) pairs (None for a call site compiled away)."""
+    return [None if k is None else (k[0].py_func.__module__, k[0].py_func.__name__, k[1]) for k in kernels]
+
+
+def _read_kernels(path):
+    """The (dispatcher, signature args) pairs _describe wrote to `path`, or None when it is missing or damaged."""
+    try:
+        with open(path, "rb") as f:
+            described = pickle.load(f)
+        return [None if entry is None else (getattr(importlib.import_module(entry[0]), entry[1]), tuple(entry[2]))
+                for entry in described]
+    except Exception:  # any damage: the caller compiles the program again
+        return None
+
+
+def _addresses(kernels, called, hashes):
+    """int64 entry points of `kernels` for the call sites `called` (names), or None unless every kernel is the
+    one named there and its hash is the one the compiled program wrote into `hashes`."""
+    if kernels is None or len(kernels) != len(called):
+        return None
+    addresses = np.zeros(len(called), dtype=np.int64)
+    for slot, (kernel, name) in enumerate(zip(kernels, called)):
+        if kernel is None and hashes[slot] == 0:
+            continue  # the compiler removed this call site: it is never called
+        if kernel is None or _called_kernels().get(name) is not kernel[0]:
+            return None
+        try:
+            addresses[slot], hashed = calls.address(*kernel)
+        except Exception:
+            return None
+        if hashed != hashes[slot]:
+            return None
+    return addresses
+
+
+def _write_atomic(path, data):
+    """Write bytes to `path` through a temporary file in its directory, so readers never see half of it."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+@functools.lru_cache(maxsize=None)
+def _called_kernels():
+    """{name: dispatcher} of the kernels a program calls by address: all but the arena views, which it inlines."""
+    from . import kernels
+    return calls.kernels_of((kernels, *MODULES), exclude=("view1", "view2", "view4"))
 
 
 def _used(number, name):
@@ -468,6 +564,7 @@ CHUNK_SECONDS = 0.1  # a compiled fit returns to Python this often (Ctrl-C, prog
 
 
 _loaded = {}
+_tables = {}  # program path: its kernels' (dispatcher, signature) by call site, once known in this process
 _OP_IMPORTS = "\n".join(f"from {m.__name__} import *" for m in MODULES)
 _INLINED_IMPORTS = "from fastedf.inlined import *"
 
@@ -498,7 +595,7 @@ def cache_dir():
 
 
 def _load(source):
-    """The `train` function of `source`, imported from a file named by its hash.
+    """The `train` function of `source`, imported from a file named by its hash, and the file's path.
 
     The file's content is checked against `source` before it is imported: a
     missing, truncated, garbage or edited file is rewritten atomically (its
@@ -515,13 +612,10 @@ def _load(source):
     except (OSError, UnicodeDecodeError):
         intact = False
     if not intact:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(source)
-        os.replace(tmp, path)
+        _write_atomic(path, source.encode())
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    _loaded[digest] = module.train
-    return module.train
+    _loaded[digest] = module.train, path
+    return _loaded[digest]

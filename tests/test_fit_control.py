@@ -1,5 +1,6 @@
 """fit under control: chunked compiled runs, Ctrl-C, progress, fallbacks, and inputs it must refuse or protect."""
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -191,6 +192,17 @@ def _damage(directory, how):
             path.write_text(text[: len(text) // 2] if how == "truncated" else "\x00garbage(")
         elif path.suffix in (".nbi", ".nbc") and how in ("garbage", "empty-index"):
             path.write_bytes(b"" if how == "empty-index" else b"garbage")
+        elif path.suffix == ".kernels" and how.startswith("kernels"):  # a program's kernel table (fastedf.calls)
+            if how == "kernels-missing":
+                path.unlink()
+            elif how == "kernels-garbage":
+                path.write_bytes(b"garbage")
+            else:  # each entry given another call site's signature of the same kernel: loads, but does not match
+                entries = pickle.loads(path.read_bytes())
+                swapped = [(m, name, next((a for m2, n2, a in entries if n2 == name and a != args), args))
+                           for m, name, args in entries]
+                assert swapped != entries, "no kernel is called with two signatures: nothing to swap"
+                path.write_bytes(pickle.dumps(swapped))
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +219,8 @@ def _heal_run(root):
     return subprocess.run([sys.executable, "-c", HEAL], env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("how", ["truncated", "garbage", "stub", "empty-index"])
+@pytest.mark.parametrize("how", ["truncated", "garbage", "stub", "empty-index", "kernels-missing",
+                                 "kernels-garbage", "kernels-swapped"])
 def test_a_damaged_cache_heals_itself(tmp_path, healthy_cache, how):
     root, loss = healthy_cache
     for name in ("numba", "programs"):

@@ -189,22 +189,23 @@ def test_one_compilation_for_every_batch_size(data):
     for batch_size in (1, 3, 64, 1050):
         history, _ = train(data, "compiled", batch_size=batch_size, epochs=1)
     assert compiler._loaded
-    for program in compiler._loaded.values():  # every program this process built: one signature each
+    for program, _ in compiler._loaded.values():  # every program this process built: one signature each
         assert len(program.signatures) == 1
 
 
-def test_second_process_loads_from_cache(tmp_path):
-    script = textwrap.dedent("""
+@pytest.mark.parametrize("model", ["logistic_regression(2)", "mlp(2, (3,))"])  # kernels inlined; called by address
+def test_second_process_loads_from_cache(tmp_path, model):
+    script = textwrap.dedent(f"""
         import fastedf
         from fastedf import compiler
-        from fastedf.models import logistic_regression
+        from fastedf.models import logistic_regression, mlp
         from fastedf.study import study_data
         d = study_data(0)
-        m = logistic_regression(2)
-        h = fastedf.fit(m.loss, {m.x: d.X_train, m.y: d.y_train.reshape(-1, 1)}, epochs=1, engine="compiled")
-        (program,) = compiler._loaded.values()
+        m = {model}
+        h = fastedf.fit(m.loss, {{m.x: d.X_train, m.y: d.y_train.reshape(-1, 1)}}, epochs=1, engine="compiled")
+        ((program, _),) = compiler._loaded.values()
         print(program.stats.cache_hits and sum(program.stats.cache_hits.values()),
-              sum(program.stats.cache_misses.values()), h.compile_time_s)
+              sum(program.stats.cache_misses.values()), h.compile_time_s, repr(h.epoch_loss[0]))
     """)
     env = {"FASTEDF_CACHE_DIR": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "PATH": ""}
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
@@ -212,6 +213,7 @@ def test_second_process_loads_from_cache(tmp_path):
     first, second = (run.stdout.split() for run in runs)
     assert int(first[1]) == 1  # compiled once
     assert int(second[0]) >= 1 and int(second[1]) == 0  # then loaded, not compiled
+    assert second[3] == first[3]  # the same training
 
 
 @pytest.mark.parametrize("engine", ["graph", "compiled"])
