@@ -119,7 +119,7 @@ def program(func):
     """Compile a generated training program (fastedf.compiler).
 
     With Numba's runtime (NRT) on, as the kernels it calls need it for BLAS
-    (np.dot with an out argument); a program still allocates nothing per step.
+    (np.dot's BLAS calls, kernels.gemm); a program still allocates nothing per step.
     """
     return _compiled(func)
 

@@ -10,6 +10,7 @@ import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np import linalg
 
 from .config import helper, kernel
 
@@ -112,6 +113,27 @@ def borrowed(typingctx, array):
         view.parent = cgutils.get_null_value(view.parent.type)
         return view._getvalue()
     return array(array), codegen
+
+
+@intrinsic
+def gemm(typingctx, a, b, out):
+    """out = a @ b for 2-D float64 arrays, out C-contiguous (a copy of any other would be written); returns out.
+
+    np.dot(a, b, out)'s own code (numba.np.linalg: a copy of a strided
+    operand, the shape checks, then BLAS gemm, or gemv or dot for a vector
+    operand), so the same BLAS calls and bits, without the function Numba's
+    np.dot compiles around that code for each combination of layouts: ~0.25 s
+    of cold compile apiece, its IR optimised again in every kernel that calls it.
+    """
+    if not (all(isinstance(t, types.Array) and t.ndim == 2 and t.dtype == types.float64 for t in (a, b, out))
+            and out.layout == "C"):
+        return None
+    linalg.ensure_blas()
+
+    def codegen(context, builder, signature, args):
+        with linalg.make_contiguous(context, builder, signature, args) as (signature, args):
+            return linalg.dot_3_mm(context, builder, signature, args)
+    return out(a, b, out), codegen
 
 
 # Views into a compiled program's arena (fastedf.compiler): record i of the int64 table holds

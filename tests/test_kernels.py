@@ -7,8 +7,11 @@ import warnings
 import naive
 import numpy as np
 import pytest
+from numba import njit
+from numba.core.errors import TypingError
 from numpy.testing import assert_allclose, assert_array_equal
 
+from fastedf.kernels import gemm
 from fastedf.ops import linear
 
 K = naive.all_kernels()
@@ -256,3 +259,40 @@ def test_borrowed_views_read_and_write_the_arrays_memory():
     a = np.array([1.0, 2.0, 3.0, 4.0])
     assert double_middle(a) == (10.0, 6.0)
     assert_array_equal(a, [1.0, 4.0, 6.0, 4.0])
+
+
+@njit(cache=False)
+def _gemm(a, b, out):
+    return gemm(a, b, out)
+
+
+@njit(cache=False)
+def _np_dot(a, b, out):
+    return np.dot(a, b, out)
+
+
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")  # strided on purpose
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 7, 5), (6, 7, 1), (33, 20, 17), (3, 0, 4)])
+@pytest.mark.parametrize("layouts", ["CC", "FC", "CF", "AC"])
+def test_gemm_is_numbas_np_dot(rng, m, k, n, layouts):
+    def operand(rows, cols, layout):
+        if layout == "F":
+            return np.asfortranarray(rng.normal(size=(rows, cols)))
+        if layout == "A":
+            return rng.normal(size=(rows, 2 * cols))[:, ::2]
+        return rng.normal(size=(rows, cols))
+    a, b = operand(m, k, layouts[0]), operand(k, n, layouts[1])
+    out, want = np.full((m, n), np.nan), np.full((m, n), np.nan)
+    assert _gemm(a, b, out) is not None
+    _np_dot(a, b, want)
+    assert_array_equal(out, want)  # the same BLAS calls: the same bits
+    assert_allclose(out, a @ b, **TOL)
+
+
+def test_gemm_checks_shapes_and_refuses_an_output_it_cannot_write():
+    with pytest.raises(ValueError, match="incompatible"):
+        _gemm(np.ones((2, 3)), np.ones((4, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="incompatible"):
+        _gemm(np.ones((2, 3)), np.ones((3, 2)), np.zeros((3, 2)))
+    with pytest.raises(TypingError):
+        _gemm(np.ones((2, 3)), np.ones((3, 2)), np.zeros((2, 4))[:, ::2])  # a strided out: a copy would be written

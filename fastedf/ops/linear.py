@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import config
 from ..config import helper, kernel
+from ..kernels import gemm
 from ..node import Input, Node, Parameter, _kept_copy, _reusable
 
 
@@ -31,7 +32,7 @@ def linear_forward(x, A, b, out):
     batch, n = x.shape
     m = A.shape[1]
     if blas_pays(batch, n, m):
-        np.dot(x, A, out)  # gemm into the preallocated out
+        gemm(x, A, out)  # into the preallocated out
         for i in range(batch):
             for j in range(m):
                 out[i, j] += b.flat[j]
@@ -79,7 +80,7 @@ def linear_backward(x, g, dA, db):
         for j in range(m):
             db.flat[j] += g[i, j]
     if blas_pays(batch, n, m):
-        np.dot(x.T, g, dA)
+        gemm(x.T, g, dA)
         return
     if m == 1:  # one output: a register sum per input column (the loops below had a one-trip innermost loop)
         for k in range(n):  # the same sum, in the same order: the same bits
@@ -110,7 +111,7 @@ def linear_input_grad(g, A, dx):
                 dx[i, k] = 0.0 + gi * A[k, 0]  # 0.0 + as the loop below: -0.0 becomes 0.0 there too
         return
     if blas_pays(batch, n, m):
-        np.dot(g, A.T, dx)
+        gemm(g, A.T, dx)
         return
     for i in range(batch):
         for k in range(n):
