@@ -114,6 +114,11 @@ MAX_COMPILED_OPERATIONS = 24
 MAX_INLINED_OPERATIONS = 3
 
 
+# Kernels a program runs once per epoch (shuffling): called by address even where it inlines the rest,
+# as inlining them would only add to its compile time.  fastedf.inlined leaves them out.
+PER_EPOCH = ("shuffle_order", "take_rows")
+
+
 class Unsupported(Exception):
     """A node's compile rule cannot lower it; the message says why."""
 
@@ -335,8 +340,10 @@ class Program:
                 for k, v in body.items()}
         source = TEMPLATE.format(kernels_digest=_kernels_digest(), slots="{slots}",
                                  op_imports=_INLINED_IMPORTS if inline else _OP_IMPORTS, **body)
-        # an inlined program's kernels are part of it; a longer one calls them by address (fastedf.calls)
-        source, self.called = calls.by_address(source, {} if inline else _called_kernels())
+        # a longer program calls its kernels by address (fastedf.calls); an inlined one only those of each epoch
+        called = _called_kernels()
+        called = {k: called[k] for k in PER_EPOCH} if inline else called
+        source, self.called = calls.by_address(source, called)
         self.source = source.replace("{slots}", str(len(self.called)))
         self.train, self.path = _load(self.source)
 
