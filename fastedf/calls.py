@@ -42,12 +42,16 @@ def kernel_hash(dispatcher, signature):
 
 
 @intrinsic(prefer_literal=True)
-def kcall(typingctx, kernel, table, slot, args):
-    """kernel(*args), through the function pointer in table[slot] (int64 addresses, one per call site)."""
-    if not (isinstance(kernel, types.Dispatcher) and isinstance(slot, types.IntegerLiteral)
-            and isinstance(args, types.BaseTuple)):
+def kcall(typingctx, kernel, table, slot, *args):
+    """kernel(*args), through the function pointer in table[slot] (int64 addresses, one per call site).
+
+    The arguments travel as star arguments, not a tuple: building a tuple of
+    arrays takes a reference to each (an NRT call apiece, per step).
+    """
+    if not (isinstance(kernel, types.Dispatcher) and isinstance(slot, types.IntegerLiteral)):
         return None
-    signature = typingctx.resolve_function_type(kernel, tuple(args), {})
+    # unliteral: a constant argument would compile a kernel of its own (prefer_literal is for the slot)
+    signature = typingctx.resolve_function_type(kernel, tuple(types.unliteral(a) for a in args), {})
     if signature is None:
         return None
 
@@ -59,14 +63,14 @@ def kcall(typingctx, kernel, table, slot, args):
         at = builder.gep(addresses.data, [context.get_constant(types.intp, slot.literal_value)])
         function_type = context.call_conv.get_function_type(signature.return_type, signature.args)
         function = builder.inttoptr(builder.load(at), function_type.as_pointer())
-        given = cgutils.unpack_tuple(builder, llargs[3], len(args))
+        given = [builder.extract_value(llargs[3], i) for i in range(len(args))]
         values = [context.cast(builder, v, have, want) for v, have, want in zip(given, args, signature.args)]
         status, result = context.call_conv.call_function(builder, function, signature.return_type, signature.args,
                                                          values)
         with cgutils.if_unlikely(builder, status.is_error):
             context.call_conv.return_status_propagate(builder, status)
         return result
-    return signature.return_type(kernel, table, slot, args), codegen
+    return signature.return_type(kernel, table, slot, types.StarArgTuple.from_types(args)), codegen
 
 
 @intrinsic(prefer_literal=True)
@@ -106,7 +110,7 @@ def by_address(text, kernels, table="kernels"):
             continue
         close = _closing(text, match.end())
         out.append(text[at:match.start()])
-        out.append(f"kcall({match.group(1)}, {table}, {len(names)}, ({text[match.end():close]},))")
+        out.append(f"kcall({match.group(1)}, {table}, {len(names)}, {text[match.end():close]})")
         names.append(match.group(1))
         at = close + 1
     out.append(text[at:])

@@ -20,16 +20,16 @@ def program(kernels, a, x, y, report):
     if report:
         calls.kernel_hashes(kernels, 2)
         return 0.0
-    first = calls.kcall(axpy, kernels, 0, (a, x, y))
-    return first + calls.kcall(axpy, kernels, 1, (1, x[:2], y[:2]))  # an int the kernel's signature casts
+    first = calls.kcall(axpy, kernels, 0, a, x, y)
+    return first + calls.kcall(axpy, kernels, 1, 1, x[:2], y[:2])  # an int the kernel's signature casts
 
 
 def test_by_address_rewrites_only_the_kernels_calls():
     text = "v = f(a, g(b), c[:n].reshape((n, 2)))\nh(x)\nmin(f(y), 2)\n"
     rewritten, names = calls.by_address(text, {"f": None, "h": None})
     assert names == ["f", "h", "f"]
-    assert rewritten == ("v = kcall(f, kernels, 0, (a, g(b), c[:n].reshape((n, 2)),))\n"
-                         "kcall(h, kernels, 1, (x,))\nmin(kcall(f, kernels, 2, (y,)), 2)\n")
+    assert rewritten == ("v = kcall(f, kernels, 0, a, g(b), c[:n].reshape((n, 2)))\n"
+                         "kcall(h, kernels, 1, x)\nmin(kcall(f, kernels, 2, y), 2)\n")
 
 
 @pytest.fixture(scope="module")
