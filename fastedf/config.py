@@ -78,8 +78,13 @@ def kernel(func):
     return _compiled(func)
 
 
+# A helper is only ever called from compiled code: Numba need not build the wrappers that Python and C
+# callers would need (~0.05 s of cold compile per helper and signature, ~15 of them per fit).
+_HELPER_FLAGS = dict(FLAGS, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
 def helper(func):
-    """Compile a tiny helper that kernels call (a size check, fastedf.vexp's exp).
+    """Compile a tiny helper that kernels call (a size check, fastedf.vexp's exp); not callable from Python.
 
     Compiled once per signature and linked into its callers, where LLVM
     inlines it (it is small): the sigmoid and tanh loops still vectorise
@@ -89,7 +94,7 @@ def helper(func):
     this change on the AVX2 machine of docs/benchmarks.md section 2: 9.9 and
     7.6 s; runs there vary by ~25%).  Cached like a kernel, and healed like one.
     """
-    return _compiled(func)
+    return _compiled(func, _HELPER_FLAGS)
 
 
 def fma_helper(func):
@@ -102,7 +107,7 @@ def fma_helper(func):
     after: 114.8 -> 97.9 us), still within 1 ulp of np.exp.  Only where the
     CPU has FMA; every engine calls the same helper, so they agree to the last bit.
     """
-    return _compiled(func, dict(FLAGS, fastmath=FASTMATH or {"contract"}))
+    return _compiled(func, dict(_HELPER_FLAGS, fastmath=FASTMATH or {"contract"}))
 
 
 def inlined(dispatcher):
