@@ -59,7 +59,9 @@ def pin_blas_threads():
 # without: benchmarks/bench_fit.py before and after commit e6bd516).  No division in fastedf's
 # kernels can be by zero: rows and batch sizes are at least 1 (max(n, 1) where a batch may be empty), predictions
 # are clipped before they divide, and 1 + exp(.) >= 1.
-FLAGS = dict(fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model="numpy")
+# No C wrapper (no_cfunc_wrapper): it serves Numba's first-class function calls, which fastedf never makes, and
+# costs cold compile time for every function.
+FLAGS = dict(fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model="numpy", no_cfunc_wrapper=True)
 
 
 def _compiled(func, flags=FLAGS):
@@ -78,9 +80,9 @@ def kernel(func):
     return _compiled(func)
 
 
-# A helper is only ever called from compiled code: Numba need not build the wrappers that Python and C
-# callers would need (~0.05 s of cold compile per helper and signature, ~15 of them per fit).
-_HELPER_FLAGS = dict(FLAGS, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+# A helper is only ever called from compiled code: Numba need not build the wrapper that Python callers need
+# (with the C wrapper, ~0.05 s of cold compile per helper and signature, ~15 of them per fit).
+_HELPER_FLAGS = dict(FLAGS, no_cpython_wrapper=True)
 
 
 def helper(func):
