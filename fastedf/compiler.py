@@ -456,7 +456,6 @@ class Program:
                              f"lower the learning rate {lr}")
         return epoch_loss, done - compiled, compiled - start
 
-
     def _kernel_table(self, report):
         """The addresses of the program's kernels by call site, after compiling or loading it (fastedf.calls).
 
@@ -475,8 +474,11 @@ class Program:
         for _ in range(2):
             if calls._typed:  # compiled just now
                 typed = [calls._typed.get(slot) for slot in range(len(self.called))]
-                _tables[self.path] = [None if t is None else (t[0], tuple(t[1].args)) for t in typed]
-                _write_atomic(self.path + ".kernels", pickle.dumps(_describe(_tables[self.path])))
+                _tables[self.path] = [None if t is None else (t[0].py_func.__name__, tuple(t[1].args)) for t in typed]
+                try:
+                    _write_atomic(self.path + ".kernels", pickle.dumps(_tables[self.path]))
+                except OSError:
+                    pass  # a later process compiles the program again
             known = _tables.get(self.path) or _read_kernels(self.path + ".kernels")
             addresses = _addresses(known, self.called, table)
             if addresses is not None:
@@ -488,36 +490,30 @@ class Program:
         raise RuntimeError(f"fastedf: the kernels of {self.path} do not match its compiled code after recompiling")
 
 
-def _describe(kernels):
-    """A picklable description of (dispatcher, signature args) pairs (None for a call site compiled away)."""
-    return [None if k is None else (k[0].py_func.__module__, k[0].py_func.__name__, k[1]) for k in kernels]
-
-
 def _read_kernels(path):
-    """The (dispatcher, signature args) pairs _describe wrote to `path`, or None when it is missing or damaged."""
+    """The call sites' (kernel name, signature args) that a compile wrote to `path`, or None if missing or damaged."""
     try:
         with open(path, "rb") as f:
-            described = pickle.load(f)
-        return [None if entry is None else (getattr(importlib.import_module(entry[0]), entry[1]), tuple(entry[2]))
-                for entry in described]
+            return pickle.load(f)
     except Exception:  # any damage: the caller compiles the program again
         return None
 
 
 def _addresses(kernels, called, hashes):
-    """int64 entry points of `kernels` for the call sites `called` (names), or None unless every kernel is the
-    one named there and its hash is the one the compiled program wrote into `hashes`."""
-    if kernels is None or len(kernels) != len(called):
+    """int64 entry points of the (name, signature args) `kernels` for the call sites `called` (names), or None
+    unless each is the kernel named there and its hash is the one the compiled program wrote into `hashes`."""
+    if not isinstance(kernels, list) or len(kernels) != len(called):
         return None
     addresses = np.zeros(len(called), dtype=np.int64)
     for slot, (kernel, name) in enumerate(zip(kernels, called)):
         if kernel is None and hashes[slot] == 0:
             continue  # the compiler removed this call site: it is never called
-        if kernel is None or _called_kernels().get(name) is not kernel[0]:
-            return None
         try:
-            addresses[slot], hashed = calls.address(*kernel)
-        except Exception:
+            written, args = kernel
+            if written != name:
+                return None
+            addresses[slot], hashed = calls.address(_called_kernels()[name], args)
+        except Exception:  # not a pair, an unknown signature: damage
             return None
         if hashed != hashes[slot]:
             return None

@@ -199,8 +199,8 @@ def _damage(directory, how):
                 path.write_bytes(b"garbage")
             else:  # each entry given another call site's signature of the same kernel: loads, but does not match
                 entries = pickle.loads(path.read_bytes())
-                swapped = [(m, name, next((a for m2, n2, a in entries if n2 == name and a != args), args))
-                           for m, name, args in entries]
+                swapped = [(name, next((a for n2, a in entries if n2 == name and a != args), args))
+                           for name, args in entries]
                 assert swapped != entries, "no kernel is called with two signatures: nothing to swap"
                 path.write_bytes(pickle.dumps(swapped))
 
