@@ -44,6 +44,7 @@ import pathlib
 import pickle
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -466,6 +467,10 @@ class Program:
         the program's source; any that do not match the hashes of the code
         Numba loaded are discarded and the program is compiled again.
         """
+        with _typing:  # calls._typed is one per process: one program compiled and read at a time
+            return self._fill_table(report)
+
+    def _fill_table(self, report):
         table = np.zeros(len(self.called), dtype=np.int64)
         calls._typed.clear()
         report(table)
@@ -567,7 +572,8 @@ CHUNK_SECONDS = 0.1  # a compiled fit returns to Python this often (Ctrl-C, prog
 
 
 _loaded = {}
-_tables = {}  # program path: its kernels' (dispatcher, signature) by call site, once known in this process
+_tables = {}  # program path: its kernels' (name, signature args) by call site, once known in this process
+_typing = threading.Lock()
 _OP_IMPORTS = "\n".join(f"from {m.__name__} import *" for m in MODULES)
 _INLINED_IMPORTS = "from fastedf.inlined import *"
 

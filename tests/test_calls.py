@@ -68,3 +68,31 @@ def test_the_hash_names_the_signature(typed):
     (d0, s0), (d1, s1) = typed[0][0], typed[0][1]
     assert d0 is d1 is axpy and s0 != s1  # float and int scale
     assert calls.kernel_hash(d0, s0) != calls.kernel_hash(d1, s1) and typed[1][0] != typed[1][1]
+
+
+def test_programs_compiled_in_threads_get_their_own_kernels(tmp_path, monkeypatch):
+    """Two threads compiling two new programs at once give the numbers of one fit at a time (a program whose table
+    was read from the other's compile would be recompiled, not run: the hashes guard it)."""
+    import threading
+
+    import fastedf
+    from fastedf.models import mlp
+    monkeypatch.setenv("FASTEDF_CACHE_DIR", str(tmp_path))  # new program files: both compile here
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    Y = (X[:, :1] > 0) * 1.0
+
+    def fit(activation, results):
+        model = mlp(3, (4, 5), activation=activation, seed=2)
+        history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=8, epochs=3, engine="compiled")
+        results[activation] = history.epoch_loss
+
+    together, alone = {}, {}
+    threads = [threading.Thread(target=fit, args=(a, together)) for a in ("tanh", "relu")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for activation in ("tanh", "relu"):
+        fit(activation, alone)
+        assert np.array_equal(together[activation], alone[activation])
