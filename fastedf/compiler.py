@@ -298,55 +298,42 @@ class Program:
 
     def __init__(self, low, units, found):
         self.low = low
-        graph = low.graph
-        self.inputs = [n for n in graph if isinstance(n, Input)]
-        self.parameters = [n for n in graph if isinstance(n, Parameter)]
+        self.inputs = [n for n in low.graph if isinstance(n, Input)]
+        self.parameters = [n for n in low.graph if isinstance(n, Parameter)]
         self.records, self.table_size = [], 0  # the table's fixed part: what the source names by position
         self.layer_records, self.layers_size = [], 0  # then the rolled loops' buffers, layer by layer (_layer_view)
         sections = rolling.emit(units, found, self._layer_view, self._repeats)
         self.length = sum(seg.length for seg in found)
+        self.source, self.called = _source(self._body(sections), inline=len(units) <= MAX_INLINED_OPERATIONS)
+        self.train, self.path = _load(self.source)
+
+    def _body(self, sections):
+        """The template's parts (args, prologue, shuffle, step) for the rules' lines by section, their nodes
+        renumbered in order of first use: the source so is the same for a graph at any depth."""
+        low, inputs = self.low, [self.low.index[node] for node in self.inputs]
         text = "\n".join(line for lines in sections.values() for line in lines)
-        # node numbers in order of first use: the source, renumbered so, is the same for a graph at any depth
         number = {}
         for match in rolling.NAME.finditer(text):
             number.setdefault(match.group(2), len(number))
-        for i in map(low.index.get, self.inputs):
+        for i in inputs:
             number.setdefault(str(i), len(number))
         names = {match.group(0) for match in rolling.NAME.finditer(text)}
-        views = [f"x{i} = s{i}[lo:hi]" for i in map(low.index.get, self.inputs)]
+        views = [f"x{i} = s{i}[lo:hi]" for i in inputs]
         for name in sorted((n for n in names if n[0] in rolling.VIEWS), key=functools.partial(_used, number)):
             full = rolling.VIEWS[name[0]] + name[1:]
-            views.append(f"{name} = {full}[:n]" if low.batched[graph[int(name[1:])]] else f"{name} = {full}")
+            views.append(f"{name} = {full}[:n]" if low.batched[low.graph[int(name[1:])]] else f"{name} = {full}")
             names.add(full)
         # np.int64(...): a literal argument would compile one specialisation of the helper per position
         prologue = [f"{name} = {self._view(name, f'np.int64({self._record(name)})')}"
                     for name in sorted(names, key=functools.partial(_used, number)) if name[0] not in "xvg"]
-        prologue += [f"s{i} = borrowed(s{i})" for i in map(low.index.get, self.inputs)]  # per-step slices
-        shuffle = ["state = shuffle_order(order, state)"]
-        shuffle += [f"take_rows(f{i}, order, s{i})" for i in map(low.index.get, self.inputs)]
-        one_pass = views + sections["forward"] + ["epoch_loss[epoch] += loss_sum"] + sections["backward"]
-        if low.micro:
-            step = (["stop = min(start + batch, rows)", "share = 1.0 / (stop - start)", "lo = start",
-                     "while lo < stop:", "    hi = min(lo + micro, stop)", "    n = hi - lo"]
-                    + _indent(one_pass + sections["accumulate"] + ["lo = hi"]) + sections["update"])
-        else:
-            step = ["stop = min(start + batch, rows)", "lo, hi = start, stop", "n = stop - start"] + one_pass
-            step += sections["update"]
+        prologue += [f"s{i} = borrowed(s{i})" for i in inputs]  # per-step slices
+        shuffle = ["state = shuffle_order(order, state)"] + [f"take_rows(f{i}, order, s{i})" for i in inputs]
         body = {k: "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
-                for k, depth, lines in (("shuffle", 16, shuffle), ("step", 12, step), ("prologue", 4, prologue))}
-        args = ", ".join([f"f{i}, s{i}" for i in map(low.index.get, self.inputs)] + ["arena, iarena, table"])
-        inline = len(units) <= MAX_INLINED_OPERATIONS
-        body["args"] = args
-        body = {k: rolling.NAME.sub(lambda m: f"{m.group(1)}{number[m.group(2)]}{m.group(3) or ''}", v)
+                for k, depth, lines in (("shuffle", 16, shuffle), ("step", 12, _step(low.micro, sections, views)),
+                                        ("prologue", 4, prologue))}
+        body["args"] = ", ".join([f"f{i}, s{i}" for i in inputs] + ["arena, iarena, table"])
+        return {k: rolling.NAME.sub(lambda m: f"{m.group(1)}{number[m.group(2)]}{m.group(3) or ''}", v)
                 for k, v in body.items()}
-        source = TEMPLATE.format(kernels_digest=_kernels_digest(), slots="{slots}",
-                                 op_imports=_INLINED_IMPORTS if inline else _OP_IMPORTS, **body)
-        # a longer program calls its kernels by address (fastedf.calls); an inlined one only those of each epoch
-        called = _called_kernels()
-        called = {k: called[k] for k in PER_EPOCH} if inline else called
-        source, self.called = calls.by_address(source, called)
-        self.source = source.replace("{slots}", str(len(self.called)))
-        self.train, self.path = _load(self.source)
 
     def _record(self, entry):
         """A record of the table's fixed part (a buffer name, an int, or a _Layers); returns its position."""
@@ -538,6 +525,29 @@ def _called_kernels():
     """{name: dispatcher} of the kernels a program calls by address: all but the arena views, which it inlines."""
     from . import kernels
     return calls.kernels_of((kernels, *MODULES), exclude=("view1", "view2", "view4"))
+
+
+def _step(micro, sections, views):
+    """The lines of one SGD step: forward, loss and backward over the batch (or each micro-batch), then updates."""
+    one_pass = views + sections["forward"] + ["epoch_loss[epoch] += loss_sum"] + sections["backward"]
+    if micro:
+        return (["stop = min(start + batch, rows)", "share = 1.0 / (stop - start)", "lo = start",
+                 "while lo < stop:", "    hi = min(lo + micro, stop)", "    n = hi - lo"]
+                + _indent(one_pass + sections["accumulate"] + ["lo = hi"]) + sections["update"])
+    return ["stop = min(start + batch, rows)", "lo, hi = start, stop", "n = stop - start"] + one_pass + sections["update"]
+
+
+def _source(body, inline):
+    """The program's source from the template's parts, and the kernel name of each call site it makes by address.
+
+    A program that inlines its kernels (fastedf.inlined) calls only those of each epoch by address, a longer one
+    all of them (fastedf.calls).
+    """
+    source = TEMPLATE.format(kernels_digest=_kernels_digest(), slots="{slots}",
+                             op_imports=_INLINED_IMPORTS if inline else _OP_IMPORTS, **body)
+    called = _called_kernels()
+    source, names = calls.by_address(source, {k: called[k] for k in PER_EPOCH} if inline else called)
+    return source.replace("{slots}", str(len(names))), names
 
 
 def _used(number, name):
