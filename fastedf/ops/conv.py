@@ -23,12 +23,6 @@ from ..node import Input, Node, Parameter, _kept_copy, _reusable
 
 
 @kernel
-def matmul_into(a, b, out):
-    """out = a @ b by BLAS; a, b C- or F-contiguous, out C-contiguous.  An empty sum gives zeros."""
-    gemm(a, b, out)
-
-
-@kernel
 def tap_mask(row, batch, H, W, du, dv):
     """row[p] = 0 for every pixel p = (n, i, j) whose tap (i + du, j + dv) falls outside the H x W image."""
     for n in range(batch):
@@ -113,7 +107,7 @@ def conv_forward(x, K, b, cols, Kb, out):
     copy_into(Kb.reshape(Kb.size)[:K.size], K.reshape(K.size))
     for o in range(cout):
         Kb[taps, o] = b.flat[o]
-    matmul_into(cols.T, Kb, out.reshape(cols.shape[1], cout))
+    gemm(cols.T, Kb, out.reshape(cols.shape[1], cout))
 
 
 @kernel
@@ -124,7 +118,7 @@ def conv_backward(cols, g, dKb):
     sum_{n, i, j} x[n, i + u - kh//2, j + v - kw//2, c] g[n, i, j, o]; the last row,
     from the row of ones, is db[o] = sum_{n, i, j} g[n, i, j, o].
     """
-    matmul_into(cols, g.reshape(cols.shape[1], g.shape[3]), dKb)
+    gemm(cols, g.reshape(cols.shape[1], g.shape[3]), dKb)
 
 
 @kernel
@@ -138,7 +132,7 @@ def conv_input_grad(g, K, dcols, dx):
     batch, H, W, cin = dx.shape
     kh, kw, _, cout = K.shape
     P = batch * H * W
-    matmul_into(K.reshape(kh * kw * cin, cout), g.reshape(P, cout).T, dcols)
+    gemm(K.reshape(kh * kw * cin, cout), g.reshape(P, cout).T, dcols)
     dxf = dx.reshape(dx.size)
     dxf[:] = 0.0
     t = 0
