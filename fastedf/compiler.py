@@ -257,7 +257,7 @@ def lower(graph, micro=False):
     if length > MAX_COMPILED_OPERATIONS:
         return None, (f"the graph has {length} operations after rolling its repeated layers into loops; programs "
                       f"are compiled for at most {MAX_COMPILED_OPERATIONS} (compile time grows with length)")
-    return Program(low, units, found), None
+    return Program(low, units, found, length), None
 
 
 def _add_updates(units, low):
@@ -296,14 +296,13 @@ class Program:
     arena and copied back to their arrays after every chunk of steps.
     """
 
-    def __init__(self, low, units, found):
-        self.low = low
+    def __init__(self, low, units, found, length):
+        self.low, self.length = low, length  # each rolled loop counted once (lower)
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.parameters = [n for n in low.graph if isinstance(n, Parameter)]
         self.records, self.table_size = [], 0  # the table's fixed part: what the source names by position
         self.layer_records, self.layers_size = [], 0  # then the rolled loops' buffers, layer by layer (_layer_view)
         sections = rolling.emit(units, found, self._layer_view, self._repeats)
-        self.length = sum(seg.length for seg in found)
         self.source, self.called = _source(self._body(sections), inline=len(units) <= MAX_INLINED_OPERATIONS)
         self.train, self.path = _load(self.source)
 
@@ -466,12 +465,13 @@ class Program:
         for _ in range(2):
             if calls._typed:  # compiled just now
                 typed = [calls._typed.get(slot) for slot in range(len(self.called))]
-                _tables[self.path] = [None if t is None else (t[0].py_func.__name__, tuple(t[1].args)) for t in typed]
+                known = [None if t is None else (t[0].py_func.__name__, tuple(t[1].args)) for t in typed]
                 try:
-                    _write_atomic(self.path + ".kernels", pickle.dumps(_tables[self.path]))
+                    _write_atomic(self.path + ".kernels", pickle.dumps(known))
                 except OSError:
                     pass  # a later process compiles the program again
-            known = _tables.get(self.path) or _read_kernels(self.path + ".kernels")
+            else:
+                known = _tables.get(self.path) or _read_kernels(self.path + ".kernels")
             addresses = _addresses(known, self.called, table)
             if addresses is not None:
                 _tables[self.path] = known
