@@ -32,7 +32,7 @@ from numba.core import cgutils
 from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic
 
-_typed = {}  # slot -> (kernel dispatcher, signature) of the program being typed (compiles are serialised)
+_typed = {}  # slot -> (kernel dispatcher, signature) of the program compiled last (compiles are serialised)
 
 
 def kernel_hash(dispatcher, signature):

@@ -35,8 +35,9 @@ def bce_term(y, pc):
     0 * log(.) adds an exact zero, so the common 0/1 labels skip one log.
     libm's log: fastedf.vexp's is faster per element in a vector loop but
     longer in latency, which at batch size 1 lies on each step's critical
-    path (the study's fit at B = 1 took 4.5-5.7x the hand-written loop's time
-    with it, 3.6-3.8x without: bench_fit.py, a few runs each).
+    path (with an ad hoc variant that used it, not kept, the study's fit at
+    B = 1 took 4.5-5.7x the hand-written loop's time in bench_fit.py, 3.6-3.8x
+    without, a few runs each).
     """
     if y == 1.0:
         return -math.log(pc)
