@@ -22,6 +22,10 @@ fills the table only with the addresses of functions whose hashes match the
 compiled code's, slot by slot; anything else is recompiled.  A slot's call
 uses the kernel's own calling convention, so a Python exception raised in a
 kernel propagates as from a direct call.
+
+A short program (the study's) calls its kernels with `icall` instead: the
+kernel's code is linked into the program and LLVM inlines it, so its steps
+run without calls, and compiling the program types only its own loop.
 """
 import hashlib
 import re
@@ -63,14 +67,42 @@ def kcall(typingctx, kernel, table, slot, *args):
         at = builder.gep(addresses.data, [context.get_constant(types.intp, slot.literal_value)])
         function_type = context.call_conv.get_function_type(signature.return_type, signature.args)
         function = builder.inttoptr(builder.load(at), function_type.as_pointer())
-        given = [builder.extract_value(llargs[3], i) for i in range(len(args))]
-        values = [context.cast(builder, v, have, want) for v, have, want in zip(given, args, signature.args)]
-        status, result = context.call_conv.call_function(builder, function, signature.return_type, signature.args,
-                                                         values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return result
+        return _call(context, builder, function, signature, args, llargs[3])
     return signature.return_type(kernel, table, slot, types.StarArgTuple.from_types(args)), codegen
+
+
+@intrinsic
+def icall(typingctx, kernel, *args):
+    """kernel(*args), a direct call that LLVM inlines (a call-site alwaysinline).
+
+    The kernel is compiled (or loaded from Numba's cache) on its own and its
+    code linked into the caller, where LLVM inlines it; Numba's own
+    inline="always" would type the kernel's body again in every caller.
+    """
+    if not isinstance(kernel, types.Dispatcher):
+        return None
+    signature = typingctx.resolve_function_type(kernel, tuple(types.unliteral(a) for a in args), {})
+    if signature is None:
+        return None
+
+    def codegen(context, builder, sig, llargs):
+        compiled = kernel.dispatcher.overloads[tuple(signature.args)]
+        context.add_linking_libs([compiled.library])
+        function = context.declare_function(builder.module, compiled.fndesc)
+        return _call(context, builder, function, signature, args, llargs[1], attrs=("alwaysinline",))
+    return signature.return_type(kernel, types.StarArgTuple.from_types(args)), codegen
+
+
+def _call(context, builder, function, signature, given_types, given, attrs=None):
+    """Call a Numba-compiled `function` of `signature` with the star-argument tuple `given` (of `given_types`),
+    propagating its exception as a direct call would."""
+    values = [context.cast(builder, builder.extract_value(given, i), have, want)
+              for i, (have, want) in enumerate(zip(given_types, signature.args))]
+    status, result = context.call_conv.call_function(builder, function, signature.return_type, signature.args,
+                                                     values, attrs=attrs)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return result
 
 
 @intrinsic(prefer_literal=True)
@@ -104,13 +136,24 @@ def _hash_global(module, slot):
 
 def by_address(text, kernels, table="kernels"):
     """`text` with every call of a name in `kernels` made a kcall through `table`; returns (text, names by slot)."""
+    return _rewrite_calls(text, kernels, lambda name, args, slot: f"kcall({name}, {table}, {slot}, {args})")
+
+
+def inlined(text, kernels):
+    """`text` with every call of a name in `kernels` made an icall (inlined by LLVM)."""
+    return _rewrite_calls(text, kernels, lambda name, args, slot: f"icall({name}, {args})")[0]
+
+
+def _rewrite_calls(text, kernels, call):
+    """`text` with each call `name(args)` of a name in `kernels` replaced by call(name, args, its number);
+    returns (text, the names in order)."""
     names, out, at = [], [], 0
     for match in re.finditer(r"\b([A-Za-z_]\w*)\(", text):
         if match.group(1) not in kernels or match.start() < at:
             continue
         close = _closing(text, match.end())
         out.append(text[at:match.start()])
-        out.append(f"kcall({match.group(1)}, {table}, {len(names)}, {text[match.end():close]})")
+        out.append(call(match.group(1), text[match.end():close], len(names)))
         names.append(match.group(1))
         at = close + 1
     out.append(text[at:])

@@ -11,7 +11,8 @@ and its compile time, do not grow with depth; node numbers are renumbered
 by first use, so a stack of identical layers gives one source at any depth.
 
 Programs of more than MAX_INLINED_OPERATIONS operations call their kernels
-by address (fastedf.calls), so a new graph compiles only its own loop.
+by address (fastedf.calls), so a new graph compiles only its own loop;
+shorter ones (the study's) have LLVM inline them (fastedf.calls.icall).
 
 The program's source is written to a file named by its hash in the cache
 directory and imported from there, so Numba's on-disk cache serves later
@@ -58,7 +59,7 @@ TEMPLATE = '''\
 # kernels {kernels_digest}: Numba's cache does not see edits to called functions, this line does
 import numpy as np
 
-from fastedf.calls import kcall, kernel_hashes
+from fastedf.calls import icall, kcall, kernel_hashes
 from fastedf.config import program
 from fastedf.kernels import *
 {op_imports}
@@ -108,7 +109,7 @@ def train({args}, kernels, order, state, shuffle, rows, batch, micro, lr, epoch_
 MAX_COMPILED_OPERATIONS = 24
 
 
-# Programs of at most this many operations (loss included) inline their kernels (fastedf.inlined):
+# Programs of at most this many operations (loss included) inline their kernels (fastedf.calls.icall):
 # the study's logistic regression steps 1.5x faster at batch sizes 1 and 2 for ~0.3 s more cold compile
 # (bench_fit.py and bench_compile.py, each with --max-inlined 0 to compare); with one hidden layer inlining
 # doubled the cold compile (3.4 -> 6.4 s, round 2).
@@ -116,7 +117,7 @@ MAX_INLINED_OPERATIONS = 3
 
 
 # Kernels a program runs once per epoch (shuffling): called by address even where it inlines the rest,
-# as inlining them would only add to its compile time.  fastedf.inlined leaves them out.
+# as inlining them would only add to its compile time.
 PER_EPOCH = ("shuffle_order", "take_rows")
 
 
@@ -460,7 +461,7 @@ class Program:
         table = np.zeros(len(self.called), dtype=np.int64)
         calls._typed.clear()
         report(table)
-        if not self.called:  # an inlined program
+        if not self.called:  # a program that calls nothing by address
             return table
         for _ in range(2):
             if calls._typed:  # compiled just now
@@ -540,12 +541,13 @@ def _step(micro, sections, views):
 def _source(body, inline):
     """The program's source from the template's parts, and the kernel name of each call site it makes by address.
 
-    A program that inlines its kernels (fastedf.inlined) calls only those of each epoch by address, a longer one
-    all of them (fastedf.calls).
+    A program that inlines its kernels (fastedf.calls.icall) calls only those of each epoch by address, a longer
+    one all of them (fastedf.calls.kcall).
     """
-    source = TEMPLATE.format(kernels_digest=_kernels_digest(), slots="{slots}",
-                             op_imports=_INLINED_IMPORTS if inline else _OP_IMPORTS, **body)
+    source = TEMPLATE.format(kernels_digest=_kernels_digest(), slots="{slots}", op_imports=_OP_IMPORTS, **body)
     called = _called_kernels()
+    if inline:
+        source = calls.inlined(source, {k: v for k, v in called.items() if k not in PER_EPOCH})
     source, names = calls.by_address(source, {k: called[k] for k in PER_EPOCH} if inline else called)
     return source.replace("{slots}", str(len(names))), names
 
@@ -585,7 +587,6 @@ _loaded = {}
 _tables = {}  # program path: its kernels' (name, signature args) by call site, once known in this process
 _typing = threading.Lock()
 _OP_IMPORTS = "\n".join(f"from {m.__name__} import *" for m in MODULES)
-_INLINED_IMPORTS = "from fastedf.inlined import *"
 
 
 @functools.lru_cache(maxsize=None)
@@ -593,8 +594,8 @@ def _kernels_digest():
     """A hash of the kernel and JIT-policy sources, the JIT flags and Numba's version."""
     import numba
 
-    from . import config, inlined, kernels, vexp
-    text = "".join(pathlib.Path(m.__file__).read_text() for m in (config, kernels, vexp, inlined, *MODULES))
+    from . import calls, config, kernels, vexp
+    text = "".join(pathlib.Path(m.__file__).read_text() for m in (calls, config, kernels, vexp, *MODULES))
     text += repr((config.CACHE, config.FASTMATH, config.BOUNDSCHECK, numba.__version__))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -73,9 +73,9 @@ def _compiled(func, flags=FLAGS):
 def kernel(func):
     """Compile `func` as a serial fastedf kernel with the project's JIT flags.
 
-    Kernels are called, not inlined, by the compiled training programs: each is
-    compiled once per signature and cached, so a program's own compile time
-    grows with its number of calls, not with the size of the kernels it calls.
+    Each kernel is compiled once per signature and cached; the training
+    programs call it by address or have LLVM inline its compiled code
+    (fastedf.calls), so Numba never types a kernel's body again for a program.
     """
     return _compiled(func)
 
@@ -111,16 +111,6 @@ def fma_helper(func):
     CPU has FMA; every engine calls the same helper, so they agree to the last bit.
     """
     return _compiled(func, dict(_HELPER_FLAGS, fastmath=FASTMATH or {"contract"}))
-
-
-def inlined(dispatcher):
-    """The same kernel compiled to be inlined (Numba IR) into the program that calls it (fastedf.inlined).
-
-    Small graphs' programs inline their kernels: a call costs ~6 ns and stops
-    the compiler from specialising, which at the study's batch sizes is most
-    of a step.  Never called from Python, so never cached on its own.
-    """
-    return njit(cache=False, inline="always", **FLAGS)(dispatcher.py_func)
 
 
 def program(func):

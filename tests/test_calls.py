@@ -24,6 +24,30 @@ def program(kernels, a, x, y, report):
     return first + calls.kcall(axpy, kernels, 1, 1, x[:2], y[:2])  # an int the kernel's signature casts
 
 
+@njit(cache=False)
+def inlining(a, x, y):
+    return calls.icall(axpy, a, x, y) + calls.icall(axpy, 1, x[:2], y[:2])
+
+
+def test_an_inlined_call_computes_what_a_direct_call_does_without_a_call():
+    x, y = np.arange(4.0), np.ones(4)
+    assert inlining(2.0, x, y) == 8.0 + 4.0
+    expected = np.ones(4) + 2.0 * np.arange(4.0)
+    expected[:2] += np.arange(2.0)
+    assert np.array_equal(y, expected)
+    code = inlining.inspect_llvm(inlining.signatures[0])
+    body = code[code.index("define", code.index("inlining")):]
+    body = body[:body.index("\n}\n")]  # the first function defined after the name: the compiled body
+    assert "axpy" not in body  # LLVM inlined both calls
+    with pytest.raises(ValueError, match="axpy: sizes differ"):
+        inlining(2.0, np.zeros(3), np.zeros(4))
+
+
+def test_inlined_rewrites_only_the_kernels_calls():
+    text = "v = f(a, g(b))\nmin(f(y), 2)\n"
+    assert calls.inlined(text, {"f": None}) == "v = icall(f, a, g(b))\nmin(icall(f, y), 2)\n"
+
+
 def test_by_address_rewrites_only_the_kernels_calls():
     text = "v = f(a, g(b), c[:n].reshape((n, 2)))\nh(x)\nmin(f(y), 2)\n"
     rewritten, names = calls.by_address(text, {"f": None, "h": None})
