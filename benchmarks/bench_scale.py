@@ -208,7 +208,8 @@ def torch_eager(X, Y, init, batch, epochs):
 
 @functools.lru_cache(maxsize=None)
 def jax_trainer(n, batch, epochs):
-    """A jitted (params, X, Y) -> params running every epoch in lax.scan; compiled once per shape."""
+    """A jitted (params, X, Y) -> (params, each epoch's mean loss) running every epoch in lax.scan; compiled once
+    per shape."""
     full, rest = n // batch, n % batch
 
     def loss(params, xb, yb):
@@ -218,10 +219,14 @@ def jax_trainer(n, batch, epochs):
         p = jnp.clip(h, EPS, 1 - EPS)
         return -jnp.mean(yb * jnp.log(p) + (1 - yb) * jnp.log(1 - p))
 
-    grad = jax.grad(loss)
+    # The loss's value too, as every other implementation computes it (each epoch's mean is returned): with
+    # jax.grad alone XLA drops the forward's logs, a step that does less than the others' (the d = 2 logistic
+    # regression at B = 1 took 0.239 ms per epoch that way, docs/benchmarks.md section 1 at ecde755).
+    value_and_grad = jax.value_and_grad(loss)
 
     def step(params, xy):
-        return [p - LR * g for p, g in zip(params, grad(params, *xy))], None
+        value, grads = value_and_grad(params, *xy)
+        return [p - LR * g for p, g in zip(params, grads)], value * xy[0].shape[0]
 
     @jax.jit
     def train(params, X, Y):
@@ -229,12 +234,14 @@ def jax_trainer(n, batch, epochs):
         Xf, Yf = X[:full * batch].reshape(full, batch, d), Y[:full * batch].reshape(full, batch, 1)
 
         def epoch(params, _):
-            params, _ = jax.lax.scan(step, params, (Xf, Yf))
+            params, losses = jax.lax.scan(step, params, (Xf, Yf))
+            total = losses.sum()
             if rest:
-                params, _ = step(params, (X[full * batch:], Y[full * batch:]))
-            return params, None
+                params, last = step(params, (X[full * batch:], Y[full * batch:]))
+                total = total + last
+            return params, total / n
 
-        return jax.lax.scan(epoch, params, None, length=epochs)[0]
+        return jax.lax.scan(epoch, params, None, length=epochs)
 
     return train
 
@@ -243,7 +250,7 @@ def jax_scan(X, Y, init, batch, epochs):
     train = jax_trainer(len(X), batch, epochs)
     params, Xj, Yj = [jnp.asarray(p) for p in init], jnp.asarray(X), jnp.asarray(Y)
     start = time.perf_counter()
-    params = jax.block_until_ready(train(params, Xj, Yj))
+    params, epoch_loss = jax.block_until_ready(train(params, Xj, Yj))
     return time.perf_counter() - start, [np.asarray(p) for p in params]
 
 
