@@ -134,14 +134,16 @@ def _hash_global(module, slot):
         return variable
 
 
-def by_address(text, kernels, table="kernels"):
-    """`text` with every call of a name in `kernels` made a kcall through `table`; returns (text, names by slot)."""
-    return _rewrite_calls(text, kernels, lambda name, args, slot: f"kcall({name}, {table}, {slot}, {args})")
+def by_address(text, kernels, table="kernels", first_slot=0):
+    """`text` with every call of a name in `kernels` made a kcall through `table`, slots numbered from
+    `first_slot`; returns (text, the called names in slot order)."""
+    return _rewrite_calls(text, kernels,
+                          lambda name, args, i: f"kcall({name}, {table}, {first_slot + i}, {args})")
 
 
 def inlined(text, kernels):
     """`text` with every call of a name in `kernels` made an icall (inlined by LLVM)."""
-    return _rewrite_calls(text, kernels, lambda name, args, slot: f"icall({name}, {args})")[0]
+    return _rewrite_calls(text, kernels, lambda name, args, i: f"icall({name}, {args})")[0]
 
 
 def _rewrite_calls(text, kernels, call):

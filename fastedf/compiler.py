@@ -545,12 +545,15 @@ def _source(body, inline):
     A program that inlines its kernels (fastedf.calls.icall) calls only those of each epoch by address, a longer
     one all of them (fastedf.calls.kcall).
     """
-    source = TEMPLATE.format(kernels_digest=_kernels_digest(), slots="{slots}", op_imports=_OP_IMPORTS, **body)
     called = _called_kernels()
-    if inline:
-        source = calls.inlined(source, {k: v for k, v in called.items() if k not in PER_EPOCH})
-    source, names = calls.by_address(source, {k: called[k] for k in PER_EPOCH} if inline else called)
-    return source.replace("{slots}", str(len(names))), names
+    by_address = {k: called[k] for k in PER_EPOCH} if inline else called
+    inlined = {k: v for k, v in called.items() if k not in by_address}
+    parts, names = {}, []
+    for key in ("args", "prologue", "shuffle", "step"):  # the template's order: slots are numbered as they appear
+        text = calls.inlined(body[key], inlined) if inlined else body[key]
+        parts[key], found = calls.by_address(text, by_address, first_slot=len(names))
+        names += found
+    return TEMPLATE.format(kernels_digest=_kernels_digest(), slots=len(names), op_imports=_OP_IMPORTS, **parts), names
 
 
 def _used(number, name):

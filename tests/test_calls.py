@@ -54,6 +54,8 @@ def test_by_address_rewrites_only_the_kernels_calls():
     assert names == ["f", "h", "f"]
     assert rewritten == ("v = kcall(f, kernels, 0, a, g(b), c[:n].reshape((n, 2)))\n"
                          "kcall(h, kernels, 1, x)\nmin(kcall(f, kernels, 2, y), 2)\n")
+    assert calls.by_address("h(x)\nf(y)\n", {"f": None, "h": None}, first_slot=3) == (
+        "kcall(h, kernels, 3, x)\nkcall(f, kernels, 4, y)\n", ["h", "f"])  # a later part of the same program
 
 
 @pytest.fixture(scope="module")
