@@ -41,6 +41,19 @@ def test_compiled_equals_graph_engine(data, batch_size, shuffle):
     assert hc.updates == hg.updates == 8 * math.ceil(1050 / batch_size)
 
 
+def test_inlined_kernels_give_the_numbers_of_kernels_called_by_address(data, monkeypatch):
+    """The study's program has LLVM inline its kernels (fastedf.calls.icall); the same program calling them by
+    address computes the same bits: inlining changes no arithmetic (both the scalar and the vector passes)."""
+    from fastedf import compiler
+    for batch_size in (1, 32, 1024):
+        kwargs = dict(batch_size=batch_size, epochs=3, lr=0.1, shuffle=True, seed=5)
+        inlined = train(data, "compiled", **kwargs)
+        with monkeypatch.context() as patch:
+            patch.setattr(compiler, "MAX_INLINED_OPERATIONS", 0)
+            called = train(data, "compiled", **kwargs)
+        assert np.array_equal(inlined[1], called[1]) and np.array_equal(inlined[0].epoch_loss, called[0].epoch_loss)
+
+
 def test_graph_engine_is_the_course_loop(data):
     X, Y = data
     history, params = train(data, "graph", batch_size=100, epochs=3, lr=0.2)
