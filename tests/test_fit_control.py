@@ -232,13 +232,14 @@ def test_a_damaged_cache_heals_itself(tmp_path, healthy_cache, how):
     assert int(second.stdout.split()[1]) <= 1 and third.stdout.split()[1] == "0"  # at most one warning, then healed
 
 
+@pytest.mark.parametrize("hidden", [(8,), ()])  # called by address; a three-operation program inlines its kernels
 @pytest.mark.parametrize("engine", ["graph", "compiled"])
-def test_micro_batches_give_the_batch_update(engine):
+def test_micro_batches_give_the_batch_update(engine, hidden):
     rng = np.random.default_rng(3)
     X, Y = rng.random((300, 16)), np.eye(4)[rng.integers(0, 4, size=300)]
     runs = []
     for micro in (None, 7, 64, 1000):
-        model = mlp(16, (8,), seed=1, activation="relu", classes=4)
+        model = mlp(16, hidden, seed=1, activation="relu", classes=4)
         history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=64, epochs=2, lr=0.3, engine=engine,
                               micro_batch=micro)
         assert history.engine == engine
