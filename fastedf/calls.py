@@ -172,11 +172,12 @@ def _closing(text, start):
     raise ValueError(f"unbalanced parentheses in generated code: {text[start:start + 80]!r}")
 
 
-def kernels_of(modules, exclude=()):
-    """{name: dispatcher} of the Numba kernels defined in `modules`."""
+def kernels_of(modules):
+    """{name: dispatcher} of the Numba kernels defined in `modules`: not their helpers (fastedf.config.helper,
+    compiled without a CPython wrapper), which compiled code calls directly, like the arena views."""
     return {name: value for module in modules for name, value in vars(module).items()
             if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__
-            and name not in exclude}
+            and not value.targetoptions.get("no_cpython_wrapper", False)}
 
 
 def address(dispatcher, signature_args):

@@ -524,9 +524,9 @@ def _write_atomic(path, data):
 
 @functools.lru_cache(maxsize=None)
 def _called_kernels():
-    """{name: dispatcher} of the kernels a program calls by address: all but the arena views, which it inlines."""
+    """{name: dispatcher} of the kernels a program calls by address or inlines (fastedf.calls)."""
     from . import kernels
-    return calls.kernels_of((kernels, *MODULES), exclude=("view1", "view2", "view4"))
+    return calls.kernels_of((kernels, *MODULES))
 
 
 def _step(micro, sections, views):
