@@ -29,12 +29,17 @@ def inlining(a, x, y):
     return calls.icall(axpy, a, x, y) + calls.icall(axpy, 1, x[:2], y[:2])
 
 
-def test_an_inlined_call_computes_what_a_direct_call_does_without_a_call():
+def check_both_axpys(run):
+    """run(a, x, y) makes the two axpy calls of `program` and `inlining`: the values direct calls give."""
     x, y = np.arange(4.0), np.ones(4)
-    assert inlining(2.0, x, y) == 8.0 + 4.0
+    assert run(2.0, x, y) == 8.0 + 4.0
     expected = np.ones(4) + 2.0 * np.arange(4.0)
     expected[:2] += np.arange(2.0)
     assert np.array_equal(y, expected)
+
+
+def test_an_inlined_call_computes_what_a_direct_call_does_without_a_call():
+    check_both_axpys(inlining)
     code = inlining.inspect_llvm(inlining.signatures[0])
     body = code[code.index("define", code.index("inlining")):]
     body = body[:body.index("\n}\n")]  # the first function defined after the name: the compiled body
@@ -78,11 +83,8 @@ def table(typed):
 
 
 def test_a_call_by_address_computes_what_a_direct_call_does(typed):
-    x, y = np.arange(4.0), np.ones(4)
-    assert program(table(typed), 2.0, x, y, False) == 8.0 + 4.0
-    expected = np.ones(4) + 2.0 * np.arange(4.0)
-    expected[:2] += np.arange(2.0)
-    assert np.array_equal(y, expected)
+    addresses = table(typed)
+    check_both_axpys(lambda a, x, y: program(addresses, a, x, y, False))
 
 
 def test_a_kernels_exception_propagates_through_the_call(typed):
