@@ -117,11 +117,6 @@ MAX_COMPILED_OPERATIONS = 24
 MAX_INLINED_OPERATIONS = 3
 
 
-# Kernels a program runs once per epoch (shuffling): called by address even where it inlines the rest,
-# as inlining them would only add to its compile time.
-PER_EPOCH = ("shuffle_order", "take_rows")
-
-
 class Unsupported(Exception):
     """A node's compile rule cannot lower it; the message says why."""
 
@@ -542,16 +537,15 @@ def _step(micro, sections, views):
 def _source(body, inline):
     """The program's source from the template's parts, and the kernel name of each call site it makes by address.
 
-    A program that inlines its kernels (fastedf.calls.icall) calls only those of each epoch by address, a longer
-    one all of them (fastedf.calls.kcall).
+    A program that inlines its kernels (fastedf.calls.icall) still calls those of its once-per-epoch shuffle by
+    address, as inlining them would only add to its compile time; a longer one calls all of them by address
+    (fastedf.calls.kcall).
     """
     called = _called_kernels()
-    by_address = {k: called[k] for k in PER_EPOCH} if inline else called
-    inlined = {k: v for k, v in called.items() if k not in by_address}
     parts, names = {}, []
     for key in ("args", "prologue", "shuffle", "step"):  # the template's order: slots are numbered as they appear
-        text = calls.inlined(body[key], inlined) if inlined else body[key]
-        parts[key], found = calls.by_address(text, by_address, first_slot=len(names))
+        text = calls.inlined(body[key], called) if inline and key != "shuffle" else body[key]
+        parts[key], found = calls.by_address(text, called, first_slot=len(names))
         names += found
     return TEMPLATE.format(kernels_digest=_kernels_digest(), slots=len(names), op_imports=_OP_IMPORTS, **parts), names
 
