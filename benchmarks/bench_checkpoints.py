@@ -17,9 +17,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import fastedf  # noqa: E402
-from fastedf.experiment import checkpoint_schedule, train_with_checkpoints  # noqa: E402
 from fastedf.models import logistic_regression  # noqa: E402
-from fastedf.study import study_data  # noqa: E402
+from fastedf.study.data import study_data  # noqa: E402
+from fastedf.study.training import checkpoint_schedule, train_with_checkpoints  # noqa: E402
 
 
 def main():

@@ -18,7 +18,7 @@ import course_loop  # noqa: E402
 from fastedf import numpy_edf  # noqa: E402
 
 import fastedf  # noqa: E402
-from fastedf.study import study_data  # noqa: E402
+from fastedf.study.data import study_data  # noqa: E402
 
 
 def batched_loop(edf, X, Y, batch_size, epochs, lr=0.1):

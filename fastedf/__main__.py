@@ -14,8 +14,9 @@ import importlib
 import sys
 import traceback
 
-from .cli import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from .guardrails import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
+MODULES = {"sweep": "fastedf.study.sweep", "memory": "fastedf.study.memory"}  # each subcommand's module: its main
 SUBCOMMANDS = {
     "sweep": "the batch-size study: time, loss, accuracy (and memory) against batch size; with --lrs, "
              "updates to a target loss, the critical batch size and the gradient noise scale",
@@ -25,9 +26,9 @@ SUBCOMMANDS = {
 
 def _run(name, argv):
     try:
-        module = importlib.import_module(f"fastedf.{name}")
+        module = importlib.import_module(MODULES[name])
     except ModuleNotFoundError as error:
-        if error.name != f"fastedf.{name}":
+        if error.name != MODULES[name]:
             raise  # a missing dependency inside the module: a real error, not a usage one
         raise UsageError(f"the {name} subcommand is not available in this version") from None
     if not hasattr(module, "main"):

@@ -16,9 +16,9 @@ import time
 import pytest
 
 import fastedf
-from fastedf import memory, sweep
 from fastedf.__main__ import main
-from fastedf.cli import DirectoryLock, UsageError
+from fastedf.guardrails import DirectoryLock, UsageError
+from fastedf.study import data, memory, one_run, options, results, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Graph engine, nothing to compile: each run takes milliseconds.
@@ -73,7 +73,7 @@ def assert_one_line(code, err, *expected, exit_code=2):
 
 LOCK_HOLDER = """
 import sys, time
-from fastedf.cli import DirectoryLock
+from fastedf.guardrails import DirectoryLock
 DirectoryLock(sys.argv[1], "fastedf sweep").acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -163,7 +163,7 @@ def test_sigint_keeps_every_finished_row_and_resume_completes_them(tmp_path, cap
 def test_sigint_after_training_finished_keeps_that_run(tmp_path, capsys, monkeypatch):
     # The signal lands between the end of training and the row reaching the disk (in the issue, right after a
     # compiled run that had ignored Ctrl-C): the row must be written, then the sweep stops.
-    real = sweep.row_problem
+    real = results.row_problem
     sent = []
 
     def check_and_interrupt(row, config):
@@ -217,16 +217,16 @@ def test_sizes_that_cannot_finish_are_refused_at_once(case, tmp_path, capsys):
 
 
 def test_the_value_named_as_fitting_does_fit(tmp_path):
-    args = sweep.build_parser().parse_args(["--seeds", str(10**9)])
-    dataset = sweep.Dataset("study")
-    config = sweep.build_config(args, dataset, 1050, 350)
+    args = options.build_parser().parse_args(["--seeds", str(10**9)])
+    dataset = data.Dataset("study")
+    config = options.build_config(args, dataset, 1050, 350)
     data_bytes = 1400 * 3 * 8
     with pytest.raises(UsageError, match="most that fits") as refused:
-        sweep.refuse_what_cannot_finish(config, data_bytes, str(tmp_path))
+        options.refuse_what_cannot_finish(config, data_bytes, str(tmp_path))
     fits = int(str(refused.value).split("--seeds ")[-1].split()[0])
-    sweep.refuse_what_cannot_finish({**config, "seeds": fits}, data_bytes, str(tmp_path))  # accepted
+    options.refuse_what_cannot_finish({**config, "seeds": fits}, data_bytes, str(tmp_path))  # accepted
     with pytest.raises(UsageError):
-        sweep.refuse_what_cannot_finish({**config, "seeds": fits + 1}, data_bytes, str(tmp_path))
+        options.refuse_what_cannot_finish({**config, "seeds": fits + 1}, data_bytes, str(tmp_path))
 
 
 def test_huge_epochs_from_the_console_give_one_line_not_a_memory_error():
@@ -235,7 +235,7 @@ def test_huge_epochs_from_the_console_give_one_line_not_a_memory_error():
 
 
 def test_each_seed_is_split_only_when_its_run_starts(tmp_path, monkeypatch):
-    split, run_one = sweep.Dataset.split, sweep.run_one
+    split, run_one = data.Dataset.split, one_run.run_one
     seen, at_first_run = [], []
 
     def counting_split(self, seed):
@@ -247,8 +247,8 @@ def test_each_seed_is_split_only_when_its_run_starts(tmp_path, monkeypatch):
             at_first_run.append(set(seen))
         return run_one(*args, **options)
 
-    monkeypatch.setattr(sweep.Dataset, "split", counting_split)
-    monkeypatch.setattr(sweep, "run_one", first_run)
+    monkeypatch.setattr(data.Dataset, "split", counting_split)
+    monkeypatch.setattr(one_run, "run_one", first_run)
     assert main(["sweep", *TINY, "--seeds", "50", "--batch-sizes", "1050", "--out", str(tmp_path)]) == 0
     assert at_first_run == [{0}]
     assert sorted(set(seen)) == list(range(50))
@@ -410,7 +410,7 @@ def test_a_training_failure_names_the_run_in_one_line(tmp_path, capsys, monkeypa
     def diverges(*args, **options):
         raise ValueError("training diverged at epoch 1; lower lr")
 
-    monkeypatch.setattr(fastedf, "fit", diverges)
+    monkeypatch.setattr(one_run, "fit", diverges)
     code, err = run(["sweep", *TINY, "--out", str(tmp_path)], capsys)
     assert_one_line(code, err, "batch size 8", "lower lr")
 

@@ -9,9 +9,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 import fastedf
-from fastedf import BCE, Input, Linear, Multiply, Addition, Node, Parameter, Sigmoid
+from fastedf import BCE, Addition, Input, Linear, Multiply, Node, Parameter, Sigmoid
 from fastedf.models import logistic_regression, mlp
-from fastedf.study import study_data
+from fastedf.study.data import study_data
 
 SAME = dict(rtol=1e-11, atol=0)
 
@@ -212,7 +212,7 @@ def test_second_process_loads_from_cache(tmp_path, model):
         import fastedf
         from fastedf import compiler
         from fastedf.models import logistic_regression, mlp
-        from fastedf.study import study_data
+        from fastedf.study.data import study_data
         d = study_data(0)
         m = {model}
         h = fastedf.fit(m.loss, {{m.x: d.X_train, m.y: d.y_train.reshape(-1, 1)}}, epochs=1, engine="compiled")
