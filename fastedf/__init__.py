@@ -8,13 +8,13 @@ import numpy as np
 
 from .graph import backward_pass, forward_pass, sgd_update, topological_sort
 from .node import Input, Node, Parameter
-from .ops import (ALIASES, BCE, CE, Addition, Conv, Flatten, Linear, MaxPooling, Multiply, ReLU, Sigmoid, Softmax,
-                  Tanh)
+from .ops import ALIASES, NODES
 from .trainer import History, fit
 
+globals().update(NODES)
 globals().update(ALIASES)
 
 __version__ = "0.2.0"
 
-__all__ = ["np", "Node", "Input", "Parameter", "Multiply", "Addition", "Linear", "Sigmoid", "Tanh", "ReLU",
-           "Softmax", "BCE", "CE", "Conv", "MaxPooling", "Flatten", *ALIASES, "topological_sort", "forward_pass", "backward_pass", "sgd_update"]
+__all__ = ["np", "Node", "Input", "Parameter", *NODES, *ALIASES, "topological_sort", "forward_pass", "backward_pass",
+           "sgd_update"]

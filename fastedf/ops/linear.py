@@ -296,3 +296,11 @@ class Linear(Node):
         one_row = f"linear_sgd_one_row({low.value(x)}, {low.grad(self)}, {low.value(A)}, {low.value(b)}, lr)"
         rows_apart = ["    " + line for line in gradients + steps]
         return forward, backward + ["if n == 1:", "    " + one_row, "else:"] + rows_apart
+
+
+# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
+# place among the op modules in a generated program (the order of its imports and kernel table; a new module
+# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+NODES = (Linear,)
+ALIASES = {}
+ORDER = 1

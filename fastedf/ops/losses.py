@@ -421,3 +421,11 @@ class CE(Loss):
     @staticmethod
     def numpy_label_grad(p):
         return -np.log(np.maximum(p, BCE_EPS))
+
+
+# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
+# place among the op modules in a generated program (the order of its imports and kernel table; a new module
+# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+NODES = (BCE, CE)
+ALIASES = {"CrossEntropy": CE, "Cross_Entropy": CE, "CrossEntropyLoss": CE}
+ORDER = 3
