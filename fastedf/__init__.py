@@ -14,7 +14,7 @@ from .trainer import History, fit
 globals().update(NODES)
 globals().update(ALIASES)
 
-__version__ = "0.2.0"
+__version__ = "0.2.0"  # the one place the version is written (setup.cfg reads it)
 
 __all__ = ["np", "Node", "Input", "Parameter", *NODES, *ALIASES, "topological_sort", "forward_pass", "backward_pass",
            "sgd_update"]

@@ -14,6 +14,7 @@ import importlib
 import sys
 import traceback
 
+from . import __version__
 from .guardrails import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 MODULES = {"sweep": "fastedf.study.sweep", "memory": "fastedf.study.memory"}  # each subcommand's module: its main
@@ -37,7 +38,8 @@ def _run(name, argv):
 
 
 def _usage():
-    lines = ["usage: fastedf <subcommand> [options]   (fastedf <subcommand> --help for its options)", ""]
+    lines = ["usage: fastedf <subcommand> [options]   (fastedf <subcommand> --help for its options)",
+             "       fastedf --version", ""]
     lines += [f"  {name:8s} {text}" for name, text in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
@@ -48,6 +50,9 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_USAGE
+    if argv[0] == "--version":
+        print(f"fastedf {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(f"fastedf: error: unknown subcommand {name!r} (choose from {', '.join(SUBCOMMANDS)})",

@@ -7,6 +7,7 @@ another process, SIGINT is a real signal, a killed lock holder is SIGKILLed.
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -427,3 +428,12 @@ def test_learning_rates_that_are_not_finite_reals_are_refused(case, tmp_path, ca
     args, expected = LR[case]
     code, err = run(["sweep", *TINY, *args, "--out", str(tmp_path / "out")], capsys)
     assert_one_line(code, err, "--lr", expected)
+
+
+def test_version_prints_the_package_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"fastedf {fastedf.__version__}\n"
+    done = subprocess.run([sys.executable, "-m", "fastedf", "--version"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert (done.returncode, done.stdout) == (0, f"fastedf {fastedf.__version__}\n")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", fastedf.__version__)
