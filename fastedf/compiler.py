@@ -112,8 +112,7 @@ MAX_COMPILED_OPERATIONS = 24
 # Programs of at most this many operations (loss included) have LLVM inline their kernels (fastedf.calls.icall):
 # the study's logistic regression then steps 1.7x faster at batch size 1 and 1.5x at 2, for ~2.5 s more cold
 # compile and ~1 s more for a new graph, as LLVM optimises the kernels' code again inside the program
-# (bench_fit.py and bench_compile.py --layers 0, each against --max-inlined 0, two runs each; docs/benchmarks.md
-# section 2, session 7).
+# (bench_fit.py and bench_compile.py --layers 0, each against --max-inlined 0, two runs each; docs/benchmarks.md).
 MAX_INLINED_OPERATIONS = 3
 
 

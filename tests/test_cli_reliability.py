@@ -1,4 +1,4 @@
-"""The command line under hostile use (issue 10): one writer per --out, Ctrl-C, sizes that cannot finish,
+"""The command line under hostile use: one writer per --out, Ctrl-C, sizes that cannot finish,
 damaged inputs, and no traceback for anything the user typed or pointed at.
 
 Real processes where the behaviour is about processes: the lock is held by
@@ -162,7 +162,7 @@ def test_sigint_keeps_every_finished_row_and_resume_completes_them(tmp_path, cap
 
 
 def test_sigint_after_training_finished_keeps_that_run(tmp_path, capsys, monkeypatch):
-    # The signal lands between the end of training and the row reaching the disk (in the issue, right after a
+    # The signal lands between the end of training and the row reaching the disk (as it can right after a
     # compiled run that had ignored Ctrl-C): the row must be written, then the sweep stops.
     real = results.row_problem
     sent = []

@@ -1,4 +1,4 @@
-"""The sweep past the study (issue 11): checkpointed runs, steps to a target, the lr grid, the noise-scale run,
+"""The sweep past the study: checkpointed runs, steps to a target, the lr grid, the noise-scale run,
 other engines and the NumPy EDF loop, digits and MLPs end to end, and --resume over the new files."""
 import csv
 import json
@@ -337,7 +337,7 @@ def test_digits_binary_is_one_digit_against_the_rest(tmp_path):
 
 
 def test_a_run_spec_is_shippable_and_execute_is_pure():
-    """execute(RunSpec) -> (row, run) is what a worker elsewhere would run (issue 12): the spec pickles, and the
+    """execute(RunSpec) -> (row, run) is what a worker elsewhere would run: the spec pickles, and the
     same spec gives the same numbers (apart from timings)."""
     import pickle
 

@@ -1,6 +1,6 @@
 """Losses: BCE (a sum over the batch) and CE (a mean over rows), their kernels and compile rules.
 
-The course's conventions (EDF_API.md): BCE's value is the sum over all
+The course's conventions (docs/conventions.md): BCE's value is the sum over all
 elements, CE's the mean over rows of -sum_k y_k log p_k; both gradients are
 divided by the rows, so `t.value -= lr * t.gradients[t]` is mean-gradient SGD
 at every batch size.  An empty batch has loss 0.0 and zero gradients.
