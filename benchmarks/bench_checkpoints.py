@@ -2,7 +2,7 @@
 
 The study's logistic regression (1050 rows) at batch size 1 for 100 epochs
 (105,000 updates), compiled engine, single thread: one `fit` call, against
-`experiment.train_with_checkpoints` measuring the whole training set's loss
+`study.training.train_with_checkpoints` measuring the whole training set's loss
 at update counts 2^(k/8) (118 checkpoints).  Both must end at the same
 weights (1e-12).  Prints seconds and the cost per checkpoint; best of --repeats.
 Usage:  python benchmarks/bench_checkpoints.py [--epochs 100] [--repeats 3]

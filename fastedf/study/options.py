@@ -238,7 +238,7 @@ EDF_SECONDS_PER_UPDATE = 1e-6  # the NumPy EDF course loop's fixed cost per step
 def sweep_cost(config, data_bytes, epochs, seeds, repeats):
     """The Cost of a sweep with `config` but these epochs, seeds and repeats.
 
-    Time is a lower bound (cli.SECONDS_PER_*): per fit a fixed cost, per SGD
+    Time is a lower bound (guardrails.SECONDS_PER_*): per fit a fixed cost, per SGD
     step the engine's step cost, per epoch every parameter's work for every
     training row once (for logistic regression, every training value).
     Checkpointed runs (the lr grid) train once more and make about two fit

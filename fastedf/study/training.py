@@ -230,7 +230,7 @@ def train_numpy_edf(model, X, Y, batch_size, epochs, lr, shuffle, seed):
 # ---------------------------------------------------------------- the gradient noise scale during training
 
 NOISE_B_SMALL, NOISE_B_BIG = 8, 512  # the two batch sizes of the estimator (drawn with replacement)
-NOISE_STEPS = 100  # pairs of batches per measurement, averaged (science.NoiseScaleEMA(decay=None))
+NOISE_STEPS = 100  # pairs of batches per measurement, averaged (batch_scaling.NoiseScaleEMA(decay=None))
 NOISE_POINTS = 12  # measurements after epochs, log-spaced, besides the one at the start
 EXACT_NOISE_ROWS = 5000  # also the exact B_simple from every per-sample gradient up to this many training rows
 
@@ -249,7 +249,7 @@ def noise_trajectory(model, X, y, batch_size, epochs, lr, shuffle, seed, engine,
 
     The run is fit's (train_with_checkpoints, checkpoints at those epochs' ends).
     Each dict: epoch, updates, train_loss (whole training set), and
-    science.measure_noise_scale's trace_sigma, g_sq, b_simple (from `steps`
+    batch_scaling.measure_noise_scale's trace_sigma, g_sq, b_simple (from `steps`
     pairs of batches of b_small and b_big rows drawn with replacement, plainly
     averaged); b_simple_exact from all per-sample gradients when `exact`
     (default: up to EXACT_NOISE_ROWS rows), else None.  Stops early, with the
