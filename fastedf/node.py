@@ -114,6 +114,9 @@ class Node:
     # Nodes whose input gradients are computed when read (data Inputs) keep what that needs at each
     # backward (a copy of a weight, of the predictions).  fit sets this False: training never reads them.
     keeps_deferred = True
+    # fit sets this True: its feeds' rows are samples, so shapes that could also read as samples as columns
+    # (Linear's x (n, 1) with A (1, n)) are not ambiguous there.
+    rows_are_samples = False
 
     def __init__(self, inputs=None):
         inputs = [] if inputs is None else list(inputs)

@@ -186,15 +186,18 @@ def _forward(graph, parameters, epoch, lr):
 
 
 @contextlib.contextmanager
-def _deferred_not_kept(graph):
-    """Training never reads the gradients of data Inputs: no node keeps copies for them (Node.keeps_deferred)."""
+def _training(graph):
+    """Within the block the nodes know they are trained by fit (Node.keeps_deferred, Node.rows_are_samples).
+
+    Training never reads the gradients of data Inputs, so no node keeps copies for them; the feeds' rows are samples.
+    """
     for node in graph:
-        node.keeps_deferred = False
+        node.keeps_deferred, node.rows_are_samples = False, True
     try:
         yield
     finally:
         for node in graph:
-            del node.keeps_deferred  # back to the class default
+            del node.keeps_deferred, node.rows_are_samples  # back to the class defaults
 
 
 class DeferredInterrupt:
@@ -276,7 +279,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
         else:
             compile_s = _warm_up_graph_engine(graph, order.shuffle)
             start = time.perf_counter()
-            with graph_run(graph), _deferred_not_kept(graph):
+            with graph_run(graph), _training(graph):
                 epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report,
                                           micro_batch)
             train_s, used, note = time.perf_counter() - start, "graph", reason if engine == "auto" else ""

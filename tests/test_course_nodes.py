@@ -163,14 +163,49 @@ def test_linear_weight_first_with_an_input_is_accepted(rng):
     ((4, 3), (2, 3), r"\(n_out, n_in\): pass its transpose, Parameter\(A.T\)"),
     ((3, 5), (2, 3), r"samples as columns \(A @ x\): feed x.T"),
     ((4,), (4, 2), r"reshape x to 2-D"),
-    ((4, 3), (5, 2), r"x \(batch, n_in\), A \(n_in, n_out\)"),
+    ((4, 3), (5, 2), r"A's rows \(5\) must match x's columns \(3\)"),
 ])
 def test_linear_refuses_other_layouts_naming_shapes_and_the_fix(rng, x_shape, A_shape, match):
     x, A, b = Input(), Parameter(rng.normal(size=A_shape)), Parameter(np.zeros(A_shape[-1]))
     x.value = rng.normal(size=x_shape)
-    with pytest.raises(ValueError, match=r"Linear#\d+: x has shape .* and A has shape .*" ) as error:
+    with pytest.raises(ValueError, match=r"Linear#\d+: x has shape .*, A has shape .* and b has shape .*") as error:
         Linear(x, A, b).forward()
     assert __import__("re").search(match, str(error.value))
+    assert "fastedf computes x @ A + b" in str(error.value) and "`fastedf run SCRIPT.py`" in str(error.value)
+
+
+@pytest.mark.parametrize("b_shape", [(1, 1), (3,)])  # the course's bias, then the one the old message asked for
+def test_one_sample_as_a_column_is_refused_not_an_outer_product(rng, b_shape):
+    """x (n_in, 1) with A (1, n_in) fits x @ A, but means A @ x: one sample as a column, one output."""
+    x, A, b = Input(), Parameter(rng.normal(size=(1, 3))), Parameter(np.zeros(b_shape))
+    x.value = rng.normal(size=(3, 1))
+    loss = BCE(Input(), Sigmoid(Linear(x, A, b)))
+    loss.inputs[0].value = np.ones((1, 1))
+    with pytest.raises(ValueError) as error:
+        forward_pass(topological_sort(loss))
+    message = str(error.value)
+    for part in (r"Linear#\d+: x has shape \(3, 1\), A has shape \(1, 3\) and b has shape", "samples as columns",
+                 r"fastedf computes x @ A \+ b with samples as rows: x \(B, n_in\), A \(n_in, n_out\)",
+                 "Addition\\(Multiply\\(x, A\\), b\\)", "`fastedf run SCRIPT.py`"):
+        assert __import__("re").search(part, message), part
+    layer = Linear(x, 3, 1)  # the layer form's sizes, swapped to fit x's width, would give the same outer product
+    with pytest.raises(ValueError, match="samples as columns"):
+        layer.forward()
+
+
+def test_fit_reads_one_feature_rows_as_samples_in_both_engines(rng):
+    """In fit the feeds' rows are samples: a batch of 4 one-feature rows into 4 outputs is not ambiguous."""
+    X, Y = rng.normal(size=(12, 1)), (rng.random((12, 4)) > 0.5) * 1.0
+    runs = []
+    for engine in ("graph", "compiled"):
+        x, y, A, b = Input(), Input(), Parameter(np.full((1, 4), 0.3)), Parameter(np.zeros(4))
+        history = fastedf.fit(BCE(y, Sigmoid(Linear(x, A, b))), {x: X, y: Y}, batch_size=4, epochs=2, engine=engine)
+        runs.append((history.epoch_loss, A.value.copy()))
+    assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
+    assert_allclose(runs[0][1], runs[1][1], rtol=1e-12)
+    x.value = X[:4]  # outside fit the same shapes are ambiguous again
+    with pytest.raises(ValueError, match="samples as columns"):
+        Linear(x, A, b).forward()
 
 
 def test_linear_square_weight_is_read_as_given(rng):
