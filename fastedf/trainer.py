@@ -358,7 +358,8 @@ def _check_first_row(graph, feeds):
         for node in graph:
             node.forward()
     except ValueError as error:
-        raise ValueError(f"{error} (checked on the first row of the feeds)") from None
+        shapes = ", ".join(f"{node} {array.shape}" for node, array in feeds.items())
+        raise ValueError(f"{error} (checked on the first row of the feeds, shaped {shapes})") from None
     return time.perf_counter() - start
 
 

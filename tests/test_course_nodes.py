@@ -12,7 +12,7 @@ from test_nodes import check_gradients, projection
 
 import fastedf
 from fastedf import BCE, CE, Input, Linear, Parameter, ReLU, Sigmoid, Softmax, Tanh, forward_pass, topological_sort
-from fastedf.models import mlp
+from fastedf.models import logistic_regression, mlp
 
 K = naive.all_kernels()
 TOL = dict(rtol=1e-12, atol=1e-15)
@@ -127,6 +127,58 @@ def test_labels_that_do_not_broadcast_are_refused(rng):
     y.value = np.ones((3, 1))
     with pytest.raises(ValueError, match=r"labels have shape \(3, 1\) but predictions have shape \(4, 1\)"):
         BCE(y, p).forward()
+
+
+@pytest.mark.parametrize("engine", ["graph", "compiled", "course loop"])
+@pytest.mark.parametrize("index_shape", [(-1, 1), (-1,)])
+def test_class_index_labels_into_ce_are_refused_before_training(rng, engine, index_shape):
+    """Two-class index labels against (n, 2) predictions would broadcast (each 1 becoming [1, 1])."""
+    X = rng.normal(size=(40, 3))
+    labels = (X[:, 0] > 0).astype(float).reshape(index_shape)
+    model = mlp(3, (4,), seed=1, classes=2)
+    before = [p.value.copy() for p in model.parameters]
+    with pytest.raises(ValueError) as error:
+        if engine == "course loop":
+            model.x.value, model.y.value = X[:8], labels[:8]
+            graph = topological_sort(model.loss)
+            forward_pass(graph)
+            fastedf.backward_pass(graph)
+        else:
+            fastedf.fit(model.loss, {model.x: X, model.y: labels}, batch_size=8, epochs=1, engine=engine)
+    message = str(error.value)
+    assert __import__("re").match(rf"CE#\d+: labels have shape \({8 if engine == 'course loop' else 1}",
+                                  message), message
+    assert "predictions have shape" in message and "model.labels(y)" in message and "fastedf run" in message
+    for p, b in zip(model.parameters, before):
+        assert_allclose(p.value, b, rtol=0, atol=0)
+    history = fastedf.fit(model.loss, {model.x: X, model.y: model.labels(labels)}, batch_size=8, epochs=1,
+                          engine="graph" if engine == "course loop" else engine)  # the helper the message names
+    assert np.isfinite(history.epoch_loss).all()
+
+
+@pytest.mark.parametrize("engine", ["graph", "compiled"])
+def test_bce_labels_of_another_width_are_refused_naming_the_shapes(rng, engine):
+    X = rng.normal(size=(12, 3))
+    model = logistic_regression(3)
+    Y = np.eye(2)[(X[:, 0] > 0).astype(int)]  # one-hot labels for a one-output head
+    with pytest.raises(ValueError, match=r"BCE#\d+: labels have shape \(1, 2\) but predictions have shape \(1, 1\), "
+                                         r"label columns 2 != prediction columns 1.*shaped .*\(12, 2\)"):
+        fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=4, epochs=1, engine=engine)
+
+
+def test_one_hot_labels_of_one_row_still_broadcast_at_evaluation(rng):
+    """A per-sample script's last one-hot label, (k,) or (1, k), held while the graph runs on a new batch."""
+    x, y = Input(), Input()
+    p = Softmax(Linear(x, Parameter(rng.normal(size=(3, 2))), Parameter(np.zeros(2))))
+    loss = CE(y, p)
+    x.value = rng.normal(size=(5, 3))
+    for stale in (np.array([0.0, 1.0]), np.array([[0.0, 1.0]])):
+        y.value = stale
+        want = naive.ce_sum(np.broadcast_to(stale, (5, 2)), forward_pass(topological_sort(p))) / 5
+        assert forward_pass(topological_sort(loss)) == pytest.approx(want, rel=1e-12)
+    x.value, y.value = x.value[:2], np.array([0.0, 1.0])  # two rows and two classes: two class indices?
+    with pytest.raises(ValueError, match="may be one one-hot row or 2 class indices"):
+        forward_pass(topological_sort(loss))
 
 
 def test_star_import_gives_np_and_the_course_spellings():

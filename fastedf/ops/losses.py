@@ -4,8 +4,9 @@ The course's conventions (docs/conventions.md): BCE's value is the sum over all
 elements, CE's the mean over rows of -sum_k y_k log p_k; both gradients are
 divided by the rows, so `t.value -= lr * t.gradients[t]` is mean-gradient SGD
 at every batch size.  An empty batch has loss 0.0 and zero gradients.
-Labels of another shape that broadcasts (stale labels during evaluation)
-take a plain NumPy path with NumPy's answer.
+Labels with other rows that broadcast (stale labels during evaluation)
+take a plain NumPy path with NumPy's answer; labels with other columns
+(class indices against one-hot predictions) are refused.
 
 In a compiled program a Sigmoid feeding only BCE, or a Softmax feeding only
 CE, is computed by the loss itself from the logits in one pass
@@ -252,6 +253,27 @@ def _labels_fit(y_shape, p_shape):
             or (len(p_shape) == 1 and y_shape == (p_shape[0], 1)))
 
 
+def _label_columns_problem(y_shape, p_shape):
+    """Why labels of y_shape cannot be the labels of predictions p_shape (B, k) column by column, or "".
+
+    Rows may differ and broadcast (stale labels at evaluation); columns may not, as class indices against
+    one-hot predictions would broadcast into a silently wrong loss.  1-D labels are a column when k is 1, else
+    one sample's one-hot row (k,), which (k, k) predictions make indistinguishable from k class indices.
+    """
+    if len(p_shape) < 2 or _labels_fit(y_shape, p_shape):
+        return ""
+    k = p_shape[-1]
+    if len(y_shape) >= 2:
+        return "" if y_shape[-1] == k else f"label columns {y_shape[-1]} != prediction columns {k}"
+    if k == 1:
+        return ""
+    if len(y_shape) == 0 or y_shape[0] != k:
+        return f"one label per row for {k} prediction columns (class indices?)"
+    if p_shape[0] == k:
+        return f"1-D labels that may be one one-hot row or {k} class indices"
+    return ""
+
+
 def _rows(shape):
     return shape[0] if shape else 1
 
@@ -274,16 +296,26 @@ class Loss(Node):
             self.gradients.defer(y_true, self._label_gradient)
 
     def _checked_values(self):
-        """(y, p, elementwise): elementwise False when the shapes differ but broadcast (the NumPy path)."""
+        """(y, p, elementwise): elementwise False when the shapes differ but broadcast (the NumPy path).
+
+        Rows may differ (stale labels at evaluation); columns may not: labels of another width that broadcast
+        (class indices against one-hot predictions) would be a silently wrong loss.
+        """
         y, p = self._values()
         if _labels_fit(y.shape, p.shape):
             return y, p, True
+        problem = _label_columns_problem(y.shape, p.shape)
+        if problem:
+            raise ValueError(self._labels_error(y.shape, p.shape, problem))
         try:
             np.broadcast_shapes(y.shape, p.shape)
         except ValueError:
-            raise ValueError(f"{self}: labels have shape {y.shape} but predictions have shape {p.shape}, "
-                             "which do not broadcast") from None
+            raise ValueError(self._labels_error(y.shape, p.shape, "shapes that do not broadcast")) from None
         return y, p, False
+
+    def _labels_error(self, y_shape, p_shape, problem):
+        return (f"{self}: labels have shape {y_shape} but predictions have shape {p_shape}, {problem}; "
+                f"{self.labels_rule}; to keep your script's own conventions, run it with `fastedf run SCRIPT.py`")
 
     def forward(self):
         y, p, elementwise = self._checked_values()
@@ -379,6 +411,8 @@ class BCE(Loss):
     """
 
     reduction = "sum"
+    labels_rule = ("BCE(y, p) takes labels of the predictions' shape, rows as samples: (B, 1) or (B,) for one "
+                   "output, (B, k) for k outputs")
     forward_kernel, backward_kernel = staticmethod(bce_forward), staticmethod(bce_backward)
     label_kernel = staticmethod(bce_label_grad)
     fused_kernel, fused_with = staticmethod(sigmoid_bce), Sigmoid
@@ -406,6 +440,9 @@ class CE(Loss):
     """
 
     reduction = "mean"
+    labels_rule = ("CE(y, p) takes one-hot labels of the predictions' shape (B, classes), rows as samples; "
+                   "make them from class indices with model.labels(y) (a fastedf.models model) or "
+                   "np.eye(classes)[y.astype(int).ravel()]")
     forward_kernel, backward_kernel = staticmethod(ce_forward), staticmethod(ce_backward)
     label_kernel = staticmethod(ce_label_grad)
     fused_kernel, fused_with = staticmethod(softmax_ce), Softmax
