@@ -158,7 +158,8 @@ class Node:
         parts = [n.gradients[self] for n in outputs if self in n.gradients]
         if not parts:
             raise ValueError(f"{self}: none of its consumers {outputs} computed a gradient for it; "
-                             "run backward() on the nodes in reverse topological order")
+                             "run backward() on the nodes in reverse topological order, or backward_pass(graph) "
+                             "when it also feeds nodes outside the graph")
         total = parts[0]
         for part in parts[1:]:
             total = total + part  # a new array: consumers' own arrays stay untouched

@@ -277,9 +277,9 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
                                                          micro_batch)
             used, note = "compiled", ""
         else:
-            compile_s = _warm_up_graph_engine(graph, order.shuffle)
-            start = time.perf_counter()
-            with graph_run(graph), _training(graph):
+            with graph_run(graph), _training(graph):  # the warm-up's backward too: the loss is the root
+                compile_s = _warm_up_graph_engine(graph, order.shuffle)
+                start = time.perf_counter()
                 epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report,
                                           micro_batch)
             train_s, used, note = time.perf_counter() - start, "graph", reason if engine == "auto" else ""

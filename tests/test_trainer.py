@@ -295,3 +295,31 @@ def test_a_subclass_with_its_own_forward_is_not_compiled_by_its_parents_rule():
     loss = BCE(y, Sigmoid(LeakyReLU(Linear(x, Parameter(np.ones((3, 1))), Parameter(np.zeros(1))))))
     with pytest.raises(ValueError, match="cannot compile this graph: .* overrides forward()"):
         fastedf.fit(loss, {x: X, y: Y}, engine="compiled")
+
+
+@pytest.mark.parametrize("engine", ["graph", "compiled"])
+@pytest.mark.parametrize("outside_ran", [False, True])
+def test_the_trained_loss_is_the_root_whatever_else_it_feeds(data, engine, outside_ran):
+    """A node outside the trained graph that the loss also feeds adds nothing, fresh or with stale gradients."""
+    X, Y = data[0][:64], data[1][:64]
+    plain = logistic_regression(2, seed=4)
+    want = fastedf.fit(plain.loss, {plain.x: X, plain.y: Y}, batch_size=8, epochs=2, engine="graph")
+    model = logistic_regression(2, seed=4)
+    total = Multiply(model.loss, Parameter(3.0))
+    if outside_ran:  # the outside node's gradient for the loss is now 3.0
+        model.x.value, model.y.value = X, Y
+        graph = fastedf.topological_sort(total)
+        fastedf.forward_pass(graph)
+        fastedf.backward_pass(graph)
+    history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=8, epochs=2, engine=engine)
+    assert_allclose(history.epoch_loss, want.epoch_loss, rtol=1e-12)
+    for p, q in zip(model.parameters, plain.parameters):
+        assert_allclose(p.value, q.value, rtol=1e-12)
+    model.x.value, model.y.value = X, Y  # the course loop with backward_pass: the same gradients as without total
+    plain.x.value, plain.y.value = X, Y
+    for m in (model, plain):
+        graph = fastedf.topological_sort(m.loss)
+        fastedf.forward_pass(graph)
+        fastedf.backward_pass(graph)
+    for p, q in zip(model.parameters, plain.parameters):
+        assert_allclose(p.gradients[p], q.gradients[q], rtol=1e-12)
