@@ -66,8 +66,28 @@ FLAGS = dict(fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model
 
 def _compiled(func, flags=FLAGS):
     """`func` compiled with `flags`, cached on disk, its cache entries healed (kernel, helper and program differ
-    only in what they are for)."""
-    return self_healing(njit(cache=CACHE, **flags)(func))
+    only in what they are for); compiled in memory when Numba finds nowhere to write its cache."""
+    if CACHE:
+        try:
+            return self_healing(njit(cache=True, **flags)(func))
+        except RuntimeError as error:  # Numba's "cannot cache function ...: no locator available"
+            if "no locator available" not in str(error):
+                raise
+            _warn_no_cache(func)
+    return njit(cache=False, **flags)(func)
+
+
+_warned_no_cache = False
+
+
+def _warn_no_cache(func):
+    global _warned_no_cache
+    if not _warned_no_cache:
+        _warned_no_cache = True
+        warnings.warn(f"fastedf: no writable directory for Numba's cache of {func.__module__}; compiling in memory, "
+                      "so every process compiles again. To cache, set NUMBA_CACHE_DIR (kernels) and "
+                      "FASTEDF_CACHE_DIR (generated programs) to a writable directory; FASTEDF_CACHE=0 compiles "
+                      "in memory without this warning (warned once)", RuntimeWarning, stacklevel=4)
 
 
 def kernel(func):

@@ -1,5 +1,6 @@
 """fastedf.fit: the compiled engine gives the graph engine's numbers; validation; compilation policy."""
 import math
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -323,3 +324,44 @@ def test_the_trained_loss_is_the_root_whatever_else_it_feeds(data, engine, outsi
         fastedf.backward_pass(graph)
     for p, q in zip(model.parameters, plain.parameters):
         assert_allclose(p.gradients[p], q.gradients[q], rtol=1e-12)
+
+
+def test_no_writable_cache_compiles_in_memory_with_one_warning(tmp_path, data):
+    """Every cache location blocked for real: NUMBA_CACHE_DIR, $HOME, FASTEDF_CACHE_DIR and the temp dir under a
+    regular file, and the package's __pycache__ a regular file (unwritable even by root, unlike chmod)."""
+    import shutil
+    package = tmp_path / "site" / "fastedf"
+    shutil.copytree(pathlib.Path(fastedf.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in (package, package / "ops"):
+        (folder / "__pycache__").write_text("")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    script = textwrap.dedent(f"""
+        import tempfile
+        tempfile.tempdir = {str(blocked / "tmp")!r}
+        import numpy as np
+        import fastedf
+        from fastedf.models import logistic_regression
+        X, Y = np.load({str(tmp_path / "X.npy")!r}), np.load({str(tmp_path / "Y.npy")!r})
+        print(fastedf.__file__)
+        for engine in ("graph", "compiled"):
+            m = logistic_regression(2, seed=4)
+            history = fastedf.fit(m.loss, {{m.x: X, m.y: Y}}, batch_size=8, epochs=2, engine=engine)
+            print(repr(float(history.epoch_loss[-1])))
+    """)
+    X, Y = data[0][:64], data[1][:64]
+    np.save(tmp_path / "X.npy", X), np.save(tmp_path / "Y.npy", Y)
+    env = {"PYTHONPATH": str(package.parent), "HOME": str(blocked / "home"), "PATH": "",
+           "NUMBA_CACHE_DIR": str(blocked / "numba"), "FASTEDF_CACHE_DIR": str(blocked / "fastedf")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    where, *losses = run.stdout.split()
+    assert where == str(package / "__init__.py")
+    assert run.stderr.count("RuntimeWarning") == 1, run.stderr
+    for words in ("no writable directory for Numba's cache", "NUMBA_CACHE_DIR", "FASTEDF_CACHE_DIR", "FASTEDF_CACHE=0"):
+        assert words in run.stderr
+    model = logistic_regression(2, seed=4)
+    want = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=8, epochs=2, engine="graph").epoch_loss[-1]
+    assert [float(loss) for loss in losses] == [want, want]
+    assert not list(tmp_path.rglob("*.nbi"))  # nothing was cached anywhere
