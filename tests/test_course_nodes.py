@@ -211,6 +211,30 @@ def test_linear_weight_first_with_an_input_is_accepted(rng):
     assert_allclose(node.value, x.value @ A.value)
 
 
+def test_linear_weight_first_into_a_hidden_layer_is_accepted(rng):
+    """Linear(A, h, b) with h an activation: the Parameter is the weight, in both engines and node by node."""
+    X, Y, A1_start = rng.normal(size=(24, 3)), (rng.random((24, 1)) > 0.5) * 1.0, rng.normal(size=(3, 4))
+    runs = []
+    for weight_first in (False, True):
+        x, y = Input(), Input()
+        A1, b1 = Parameter(A1_start.copy()), Parameter(np.zeros(4))
+        A2, b2 = Parameter(np.full((4, 1), 0.2)), Parameter(np.zeros(1))
+        h = Tanh(Linear(x, A1, b1))
+        out = Linear(A2, h, b2) if weight_first else Linear(h, A2, b2)
+        loss = BCE(y, Sigmoid(out))
+        x.value, y.value = X, Y
+        graph = topological_sort(loss)
+        forward_pass(graph)
+        fastedf.backward_pass(graph)
+        grads = [p.gradients[p].copy() for p in (A1, b1, A2, b2)]
+        history = fastedf.fit(loss, {x: X, y: Y}, batch_size=6, epochs=2, engine="compiled")
+        runs.append((grads, history.epoch_loss))
+    assert out.inputs[0] is h and out.inputs[1] is A2
+    for want, got in zip(runs[0][0], runs[1][0]):
+        assert_allclose(got, want, rtol=1e-12)
+    assert_allclose(runs[1][1], runs[0][1], rtol=1e-12)
+
+
 @pytest.mark.parametrize("x_shape,A_shape,match", [
     ((4, 3), (2, 3), r"\(n_out, n_in\): pass its transpose, Parameter\(A.T\)"),
     ((3, 5), (2, 3), r"samples as columns \(A @ x\): feed x.T"),

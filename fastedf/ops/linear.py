@@ -183,7 +183,8 @@ class Linear(Node):
     - Linear(x, n_in, n_out) with integers: fastedf makes A ~ N(0, 1/n_in) and
       b = 0 (fastedf.ops.linear.init_rng, seeded 0), as `self.A`, `self.b`;
       if x turns out n_out wide at the first forward, the two are swapped;
-    - Linear(A, x, b), the weight first, when x is an Input and A a Parameter.
+    - Linear(A, x, b), the weight first, when A is a Parameter and x is not
+      (an Input, or a hidden layer's activation).
     Anything else that is not x @ A + b (samples as columns, a weight that only
     fits transposed, a bias that would broadcast to more rows) is refused at the
     first forward, naming the shapes, the call to write and `fastedf run`; so is
@@ -194,8 +195,8 @@ class Linear(Node):
     def __init__(self, x, A, b=None):
         if _is_size(A) and (b is None or _is_size(b)):
             A, b = self._make_parameters(A, b)
-        elif isinstance(x, Parameter) and isinstance(A, Input) and b is not None:
-            x, A = A, x  # Linear(A, x, b): the data argument is the Input
+        elif isinstance(x, Parameter) and not isinstance(A, Parameter) and b is not None:
+            x, A = A, x  # Linear(A, x, b): the weight is the Parameter, the data an Input or another node's output
         if b is None:
             raise TypeError("Linear needs (x, A, b) or (x, n_in, n_out); got no bias argument")
         super().__init__([x, A, b])
