@@ -4,6 +4,11 @@ Kernels against tests/naive.py (rtol 1e-12), gradients against central
 differences (tests/test_nodes.py: h=1e-6, rtol 1e-6), the two engines against
 each other on digits-sized softmax MLPs (bit-equal in practice; asserted to 1e-11).
 """
+import os
+import subprocess
+import sys
+import textwrap
+
 import naive
 import numpy as np
 import pytest
@@ -187,6 +192,21 @@ def test_star_import_gives_np_and_the_course_spellings():
     assert namespace["np"] is np
     for name, node in [("SoftMax", Softmax), ("CrossEntropy", CE), ("Cross_Entropy", CE), ("ReLu", ReLU)]:
         assert namespace[name] is node
+
+
+def test_star_import_gives_plt_importing_matplotlib_at_first_use():
+    script = textwrap.dedent("""
+        import sys
+        from fastedf import *
+        print("matplotlib" in sys.modules)
+        figure = plt.figure()
+        import matplotlib.pyplot
+        print("matplotlib.pyplot" in sys.modules, isinstance(figure, matplotlib.figure.Figure),
+              plt.plot is matplotlib.pyplot.plot)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPLBACKEND": "Agg"})
+    assert run.stdout.split() == ["False", "True", "True", "True"]
 
 
 # ---------------------------------------------------------------- Linear's call forms

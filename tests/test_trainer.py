@@ -187,7 +187,8 @@ def test_bad_feeds_are_rejected_before_training(data, engine):
         ({model.x: feeds_with(X, Y, 17, 1, np.nan)[0], model.y: Y}, f"{model.x}: feed has NaN or inf in row 17"),
         ({model.x: feeds_with(X, Y, 3, 0, np.inf)[0], model.y: Y}, "row 3"),
         ({model.x: X, model.y: np.where(np.arange(len(Y))[:, None] == 5, 2.0, Y)}, "labels must lie in .0, 1.; row 5"),
-        ({model.x: X[:, :1], model.y: Y}, r"x has shape \(1, 1\), A has shape \(2, 1\).*first row of the feeds, shaped Input#\d+ \(1050, 1\)"),
+        ({model.x: X[:, :1], model.y: Y},
+         r"x has shape \(1, 1\), A has shape \(2, 1\).*first row of the feeds, shaped Input#\d+ \(1050, 1\)"),
         ({model.x: X, model.y: Y, Input(): X}, "fed but the loss does not depend on it"),
         ({model.x: np.array([["a", "b"]] * len(X)), model.y: Y}, "not numeric"),
     ]
