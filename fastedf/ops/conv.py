@@ -20,7 +20,7 @@ from .. import config
 from ..config import helper, kernel
 from ..kernels import gemm
 from ..node import Input, Node, Parameter, _kept_copy, _reusable
-from .linear import _is_size, init_rng
+from .linear import KEEP_YOURS, _is_size, init_rng
 
 
 @kernel
@@ -249,7 +249,6 @@ class _ConvBuffers:
         return self.x
 
 
-KEEP_YOURS = "to keep your script's own conventions, run it with `fastedf run SCRIPT.py`"
 CONV_CONVENTION = ("fastedf computes Conv(x, K, b) with stride 1 and zero 'same' padding (kernel // 2), channels "
                    "last: x (B, H, W, C_in), K (kh, kw, C_in, C_out) with odd kh, kw, b (C_out,)")
 POOL_CONVENTION = ("fastedf computes MaxPooling(x, size) over non-overlapping size x size windows (stride == size), "

@@ -152,6 +152,7 @@ def _is_size(value):
 
 
 CONVENTION = "fastedf computes x @ A + b with samples as rows: x (B, n_in), A (n_in, n_out), b (n_out,) or (1, n_out)"
+# Every refusal of a script's own convention ends with this: the runner keeps the script's conventions.
 KEEP_YOURS = "to keep your script's own conventions, run it with `fastedf run SCRIPT.py`"
 
 

@@ -22,6 +22,7 @@ from ..kernels import common_size, common_size3
 from ..node import Input, Node, _kept_copy, _sum_to
 from ..vexp import exp, log
 from .activations import Sigmoid, Softmax, row_max, sigmoid
+from .linear import KEEP_YOURS
 
 
 # Predictions are clipped to [BCE_EPS, 1 - BCE_EPS] inside BCE so that the loss
@@ -315,7 +316,7 @@ class Loss(Node):
 
     def _labels_error(self, y_shape, p_shape, problem):
         return (f"{self}: labels have shape {y_shape} but predictions have shape {p_shape}, {problem}; "
-                f"{self.labels_rule}; to keep your script's own conventions, run it with `fastedf run SCRIPT.py`")
+                f"{self.labels_rule}; {KEEP_YOURS}")
 
     def forward(self):
         y, p, elementwise = self._checked_values()
