@@ -92,6 +92,19 @@ def graph_run(graph):
             node._consumers = None
 
 
+@contextlib.contextmanager
+def rows_as_samples(graph):
+    """Within the block the nodes know their data's rows are samples (Node.rows_are_samples): fit's feeds, a
+    model's x.  Shapes that could also be samples as columns are then not ambiguous."""
+    for node in graph:
+        node.rows_are_samples = True
+    try:
+        yield
+    finally:
+        for node in graph:
+            del node.rows_are_samples  # back to the class default
+
+
 @functools.lru_cache(maxsize=32)
 def _consumers_within(nodes):
     """(node, its consumers among `nodes`) for every node: computed once per graph, not once per step.

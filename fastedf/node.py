@@ -114,8 +114,8 @@ class Node:
     # Nodes whose input gradients are computed when read (data Inputs) keep what that needs at each
     # backward (a copy of a weight, of the predictions).  fit sets this False: training never reads them.
     keeps_deferred = True
-    # fit sets this True: its feeds' rows are samples, so shapes that could also read as samples as columns
-    # (Linear's x (n, 1) with A (1, n)) are not ambiguous there.
+    # True while fit or a model runs the node (fastedf.graph.rows_as_samples): the data's rows are samples, so
+    # shapes that could also read as samples as columns (Linear's x (n, 1) with A (1, n)) are not ambiguous.
     rows_are_samples = False
 
     def __init__(self, inputs=None):

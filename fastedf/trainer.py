@@ -16,7 +16,7 @@ import numpy as np
 from . import kernels as K
 from .compiler import lower
 from .config import pin_blas_threads
-from .graph import graph_run, sgd_update, topological_sort
+from .graph import graph_run, rows_as_samples, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter, as_float64
 from .ops.losses import Loss
 
@@ -186,18 +186,15 @@ def _forward(graph, parameters, epoch, lr):
 
 
 @contextlib.contextmanager
-def _training(graph):
-    """Within the block the nodes know they are trained by fit (Node.keeps_deferred, Node.rows_are_samples).
-
-    Training never reads the gradients of data Inputs, so no node keeps copies for them; the feeds' rows are samples.
-    """
+def _deferred_not_kept(graph):
+    """Training never reads the gradients of data Inputs: no node keeps copies for them (Node.keeps_deferred)."""
     for node in graph:
-        node.keeps_deferred, node.rows_are_samples = False, True
+        node.keeps_deferred = False
     try:
         yield
     finally:
         for node in graph:
-            del node.keeps_deferred, node.rows_are_samples  # back to the class defaults
+            del node.keeps_deferred  # back to the class default
 
 
 class DeferredInterrupt:
@@ -277,7 +274,8 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
                                                          micro_batch)
             used, note = "compiled", ""
         else:
-            with graph_run(graph), _training(graph):  # the warm-up's backward too: the loss is the root
+            # the warm-up's backward too runs within the graph: the loss is the root whatever else it feeds
+            with graph_run(graph), rows_as_samples(graph), _deferred_not_kept(graph):
                 compile_s = _warm_up_graph_engine(graph, order.shuffle)
                 start = time.perf_counter()
                 epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report,

@@ -289,8 +289,8 @@ def test_one_sample_as_a_column_is_refused_not_an_outer_product(rng, b_shape):
         layer.forward()
 
 
-def test_fit_reads_one_feature_rows_as_samples_in_both_engines(rng):
-    """In fit the feeds' rows are samples: a batch of 4 one-feature rows into 4 outputs is not ambiguous."""
+def test_fit_and_models_read_one_feature_rows_as_samples(rng):
+    """In fit and a model the rows are samples: a batch of 4 one-feature rows into 4 outputs is not ambiguous."""
     X, Y = rng.normal(size=(12, 1)), (rng.random((12, 4)) > 0.5) * 1.0
     runs = []
     for engine in ("graph", "compiled"):
@@ -299,7 +299,9 @@ def test_fit_reads_one_feature_rows_as_samples_in_both_engines(rng):
         runs.append((history.epoch_loss, A.value.copy()))
     assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
     assert_allclose(runs[0][1], runs[1][1], rtol=1e-12)
-    x.value = X[:4]  # outside fit the same shapes are ambiguous again
+    model = mlp(1, (4,))  # a model's x is rows of samples too
+    assert model.predict(X[:4]).shape == (4, 1) and np.isfinite(model.mean_loss(X[:4], Y[:4, :1]))
+    x.value = X[:4]  # outside them the same shapes are ambiguous again
     with pytest.raises(ValueError, match="samples as columns"):
         Linear(x, A, b).forward()
 
