@@ -189,8 +189,9 @@ class Linear(Node):
     Anything else that is not x @ A + b (samples as columns, a weight that only
     fits transposed, a bias that would broadcast to more rows) is refused at the
     first forward, naming the shapes, the call to write and `fastedf run`; so is
-    x (n, 1) with A (1, n), also one sample as a column, outside fit.  A square
-    weight is read as given: (n_in, n_out).
+    x (n, 1) with A (1, n), also one sample as a column, except where the rows
+    are known to be samples (fit, fastedf.models).  A square weight is read as
+    given: (n_in, n_out).
     """
 
     def __init__(self, x, A, b=None):
@@ -223,7 +224,7 @@ class Linear(Node):
         """Raise unless x (B, n), A (n, m) and b (m,) or (1, m) fit; remembers shapes that did.
 
         x (n, 1) with A (1, n) fits too, but is also one sample as a column (A @ x) whose x @ A is an
-        outer product: refused as ambiguous, unless fit feeds x (its rows are samples).
+        outer product: refused as ambiguous, unless the rows are known to be samples (graph.rows_as_samples).
         """
         shapes = (x.shape, A.shape, b.shape, self.rows_are_samples)
         if shapes == self._checked:
