@@ -320,11 +320,11 @@ class Conv(Node):
     _kernel_size = None  # (kh, kw) of the layer form, known before the first forward
 
     def _make_parameters(self, c_in, c_out, kernel):
-        sizes = (c_in, c_out, _pair(kernel))
-        if not _is_size(c_out) or sizes[2] is None or min(c_in, c_out, *sizes[2]) < 1:
+        window = _pair(kernel)
+        if not _is_size(c_out) or window is None or min(c_in, c_out, *window) < 1:
             raise ValueError(f"Conv: the layer form is Conv(x, C_in, C_out, kernel) with positive integers, "
                              f"got C_in={c_in!r}, C_out={c_out!r}, kernel={kernel!r}")
-        (kh, kw), c_in, c_out = sizes[2], int(c_in), int(c_out)
+        (kh, kw), c_in, c_out = window, int(c_in), int(c_out)
         self._kernel_size = (kh, kw)
         self.K = Parameter(init_rng.normal(0.0, 1.0 / math.sqrt(kh * kw * c_in), size=(kh, kw, c_in, c_out)))
         self.b = Parameter(np.zeros(c_out))
