@@ -157,7 +157,7 @@ def test_class_index_labels_into_ce_are_refused_before_training(rng, engine, ind
     for p, b in zip(model.parameters, before):
         assert_allclose(p.value, b, rtol=0, atol=0)
     history = fastedf.fit(model.loss, {model.x: X, model.y: model.labels(labels)}, batch_size=8, epochs=1,
-                          engine="graph" if engine == "course loop" else engine)  # the helper the message names
+                          engine="graph" if engine == "course loop" else engine)  # the conversion the message names
     assert np.isfinite(history.epoch_loss).all()
 
 
