@@ -3,7 +3,7 @@
     python profiling/numpy_edf_memory.py --features 64 --samples 16384 \
         --batch-sizes 256,512,1024,2048,4096,8192 --epochs 3 --out results/memory_numpy_edf_d64
 
-The loop is the course loop of benchmarks/bench_graph.py (`course_loop`) over
+The loop is the course loop of benchmarks/bench_graph.py (`batched_loop`) over
 fastedf/numpy_edf.py: Linear -> Sigmoid -> BCE, parameters from zeros, lr 0.1,
 batches in order, on fastedf.study.memory.training_data(n, d).  The method is that of
 `fastedf memory`, with fastedf.study.memory's pieces: one fresh process per point run
@@ -35,9 +35,9 @@ def _child(batch_size, features, samples, epochs, seed):
     from fastedf import numpy_edf
 
     X, Y = training_data(samples, features, seed)
-    bench_graph.course_loop(numpy_edf, X, Y, batch_size, 1)
+    bench_graph.batched_loop(numpy_edf, X, Y, batch_size, 1)
     with tempfile.TemporaryDirectory(prefix="numpy-edf-memray-") as tmp:
-        result = track(lambda: bench_graph.course_loop(numpy_edf, X, Y, batch_size, epochs),
+        result = track(lambda: bench_graph.batched_loop(numpy_edf, X, Y, batch_size, epochs),
                        os.path.join(tmp, "loop.bin"))
     print(json.dumps(result))
     return 0
@@ -78,7 +78,7 @@ def main(argv=None):
             print(f"  {ENGINE} B={batch_size:6d}  peak {row['peak_bytes']:>12,d} B   largest live: "
                   f"{row['largest_bytes']:,d} B at {row['largest_site']}", flush=True)
     fits = fits_by_engine(rows)
-    summary = {"config": {**vars(args), "loop": "benchmarks/bench_graph.py course_loop over fastedf/numpy_edf.py",
+    summary = {"config": {**vars(args), "loop": "benchmarks/bench_graph.py batched_loop over fastedf/numpy_edf.py",
                           "command": "python profiling/numpy_edf_memory.py "
                                      + " ".join(sys.argv[1:] if argv is None else argv)},
                "environment": environment(), "fits": fits}
