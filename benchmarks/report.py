@@ -138,7 +138,8 @@ def commit():
     def git(*args):
         return subprocess.run(("git", *args), cwd=ROOT, capture_output=True, text=True).stdout.strip()
     head = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return head + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs")  # the pages it rewrites
+    return head + (" with uncommitted changes" if changed else "")
 
 
 def machine_line(section, when):
