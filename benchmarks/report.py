@@ -18,7 +18,7 @@ PyTorch and JAX and says "not installed" in their columns.  Figures a command
 writes (docs/memory.md's plots) are copied into docs/.
 
 Usage:  python benchmarks/report.py --list
-        python benchmarks/report.py [--quick] NAME [NAME ...]      (or `all`)
+        python benchmarks/report.py [--quick] [--dry-run] NAME [NAME ...]      (or `all`)
 --quick runs each section's shorter variant (fewer repeats or points) to check
 that the page regenerates; its tables are not the reference, so commit only
 full runs.
@@ -35,9 +35,11 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+WIDTH = 118  # the pages' line width
 PINNED = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "FASTEDF_BLAS_THREADS")
 
 
@@ -155,8 +157,9 @@ def render(name, section, output, when, quick):
     lines = output.strip("\n").rstrip().splitlines()
     table = lines and all(line.startswith("|") for line in lines if line.strip())
     body = "\n".join(lines) if table else "```\n" + "\n".join(lines) + "\n```"
-    note = "\n\nA --quick run, not the reference: regenerate without --quick." if quick else ""
-    return f"\n`{command}`\n\n{machine_line(section, when)}{note}\n\n{body}\n"
+    note = " A --quick run, not the reference: regenerate without --quick." if quick else ""
+    machine = textwrap.fill(machine_line(section, when) + note, WIDTH, break_on_hyphens=False)
+    return f"\n```\n{command}\n```\n\n{machine}\n\n{body}\n"
 
 
 def run(name, section, quick):
@@ -184,6 +187,7 @@ def main():
     parser.add_argument("names", nargs="*", help="sections to refresh, or 'all'")
     parser.add_argument("--list", action="store_true", help="list the sections, their pages and commands")
     parser.add_argument("--quick", action="store_true", help="each section's short variant (a check, not a result)")
+    parser.add_argument("--dry-run", action="store_true", help="print the new blocks instead of writing the pages")
     args = parser.parse_args()
     if args.list or not args.names:
         for name, section in SECTIONS.items():
@@ -205,6 +209,9 @@ def main():
         block = run(name, section, args.quick)
         if block is None:
             failed = True
+            continue
+        if args.dry_run:
+            print(block)
             continue
         page = ROOT / section.doc
         text = page.read_text()  # read again: an earlier section may have rewritten this page
