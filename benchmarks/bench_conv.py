@@ -240,13 +240,14 @@ def conv_net(images, labels, B, rng):
 def kernel_calls(nodes):
     """For each node but the softmax and the loss, its kernels called directly on the node's own arrays."""
     from fastedf.ops.activations import relu_backward, relu_forward
-    from fastedf.ops.linear import linear_backward, linear_forward
+    from fastedf.ops.linear import linear_backward, linear_forward, linear_input_grad
     conv, relu, pool, flat, logits = (nodes[k] for k in ("conv", "relu", "pool", "flat", "logits"))
     x, K, c = (n.value for n in conv.inputs)
     cbuf = conv._buffers[x.shape, K.shape, c.shape]
     pbuf = pool._buffers[relu.value.shape + (pool.size,)]
     A, b = logits.inputs[1].value, logits.inputs[2].value
     dA, db = logits.gradients[logits.inputs[1]], logits.gradients[logits.inputs[2]]
+    dx = logits.gradients[logits.inputs[0]]
     g = {name: node.upstream_gradient() for name, node in nodes.items() if name != "loss"}
     flat_in = flat.value.reshape(pool.value.shape)
 
@@ -268,7 +269,7 @@ def kernel_calls(nodes):
     def linear_kernels():  # its x (flat) is an operation: dx is computed too, as at backward
         linear_forward(flat.value, A, b, logits.value)
         linear_backward(flat.value, g["logits"], dA, db)
-        logits._input_gradient(g["logits"], A)
+        linear_input_grad(g["logits"], A, dx)
 
     return {"conv": conv_kernels, "relu": relu_kernels, "pool": pool_kernels, "flat": flat_copy,
             "logits": linear_kernels}
