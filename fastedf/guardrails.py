@@ -17,6 +17,7 @@ import shutil
 import signal
 import threading
 from contextlib import contextmanager
+from stat import S_ISREG
 
 from . import __version__
 from .text import format_bytes, format_duration
@@ -146,7 +147,8 @@ class DirectoryLock:
     the owner exits or is killed: a lock left by a dead process never blocks the
     next run.  The file itself stays (removing it would race with a process
     about to lock it).  A second process refuses with a UsageError naming the
-    directory and the owner's pid.
+    directory and the owner's pid.  A lock path that is a symbolic link, not a
+    regular file, another user's or a hard link is refused, untouched.
     """
 
     NAME = ".fastedf.lock"
@@ -158,10 +160,18 @@ class DirectoryLock:
         self._fd = None
 
     def acquire(self):
+        # Never follow a link out of the directory, never block on a FIFO, never truncate before the checks.
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+            fd = os.open(self.path, flags, 0o644)
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise self._not_ours("is a symbolic link" + _link_target(self.path)) from None
             raise UsageError(f"cannot write to {self.directory}: {error.strerror or error}") from None
+        problem = _not_a_lock_file(os.fstat(fd))
+        if problem:
+            os.close(fd)
+            raise self._not_ours(problem)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -180,6 +190,10 @@ class DirectoryLock:
         self._fd = fd
         return self
 
+    def _not_ours(self, problem):
+        return UsageError(f"the lock file {self.path} {problem}; fastedf locks only a regular file of its own: "
+                          "remove it, or choose another --out")
+
     def release(self):
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
@@ -190,6 +204,24 @@ class DirectoryLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _not_a_lock_file(stat):
+    """Why an opened lock path is not a file fastedf may lock and write (one phrase), or None."""
+    if not S_ISREG(stat.st_mode):
+        return "is not a regular file"
+    if stat.st_uid != os.geteuid():
+        return f"belongs to user {stat.st_uid}, not to this user ({os.geteuid()})"
+    if stat.st_nlink != 1:  # a hard link: writing the pid would change the other name's file too
+        return f"has {stat.st_nlink} names (a hard link)"
+    return None
+
+
+def _link_target(path):
+    try:
+        return f" (to {os.readlink(path)})"
+    except OSError:
+        return ""
 
 
 def _read_owner(fd):

@@ -437,3 +437,28 @@ def test_version_prints_the_package_version(capsys):
                           check=False)
     assert (done.returncode, done.stdout) == (0, f"fastedf {fastedf.__version__}\n")
     assert re.fullmatch(r"\d+\.\d+\.\d+", fastedf.__version__)
+
+
+# ---------------------------------------------------------------- a lock path that is not a lock file
+
+def test_a_lock_that_is_a_link_to_another_file_is_refused_and_that_file_untouched(tmp_path):
+    elsewhere = tmp_path / "notes.txt"
+    elsewhere.write_bytes(b"a user's own notes\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(elsewhere, out / DirectoryLock.NAME)
+    code, err = cli(["sweep", *TINY, "--out", str(out)])
+    assert_one_line(code, err, str(out / DirectoryLock.NAME), "symbolic link", str(elsewhere))
+    assert elsewhere.read_bytes() == b"a user's own notes\n"
+    assert sorted(os.listdir(out)) == [DirectoryLock.NAME]  # nothing written beside the link
+    hard = tmp_path / "hard"
+    hard.mkdir()
+    os.link(elsewhere, hard / DirectoryLock.NAME)
+    with pytest.raises(UsageError, match="hard link"):
+        DirectoryLock(str(hard), "test").acquire()
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / DirectoryLock.NAME)
+    with pytest.raises(UsageError, match="not a regular file"):
+        DirectoryLock(str(fifo), "test").acquire()
+    assert elsewhere.read_bytes() == b"a user's own notes\n"
