@@ -462,3 +462,52 @@ def test_a_lock_that_is_a_link_to_another_file_is_refused_and_that_file_untouche
     with pytest.raises(UsageError, match="not a regular file"):
         DirectoryLock(str(fifo), "test").acquire()
     assert elsewhere.read_bytes() == b"a user's own notes\n"
+
+
+# ---------------------------------------------------------------- pathological CSV files
+
+def timed_cli(argv, **options):
+    """cli(argv) with the seconds it took to answer: (exit code, stderr lines, seconds)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "fastedf", *argv], cwd=ROOT, capture_output=True, text=True,
+                          check=False, **options)
+    return done.returncode, done.stderr.strip().splitlines(), time.perf_counter() - start
+
+
+def startup_seconds():
+    """How long `fastedf sweep` takes to refuse a missing file here: the time every answer below includes."""
+    return timed_cli(["sweep", "--data", "/nonexistent.csv"])[2]
+
+
+def test_a_header_of_a_million_columns_is_answered_at_once(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"c{j}" for j in range(10**6)) + ",label\n")
+    base = startup_seconds()
+    code, err, seconds = timed_cli(["sweep", *TINY, "--data", str(path), "--out", str(tmp_path / "out")])
+    print(f"a million columns: answered in {seconds:.2f} s (startup {base:.2f} s)")
+    assert_one_line(code, err, str(path), "at most 100,000 columns")
+    assert seconds - base < 5  # measured about 0.3 s above the start-up
+    # Under the bound, a repeated name is found in linear time: 60,000 columns took 77 s with a quadratic check.
+    path.write_text(",".join(f"c{j}" for j in range(60_000)) + ",c7,label\n")
+    code, err, seconds = timed_cli(["sweep", *TINY, "--data", str(path), "--out", str(tmp_path / "out")])
+    print(f"60,000 columns and a repeated name: answered in {seconds:.2f} s")
+    assert_one_line(code, err, "'c7' more than once")
+    assert seconds - base < 5
+
+
+def limit_memory(limit_bytes):
+    """preexec_fn for a child whose address space is limited to limit_bytes."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    return limit
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_endless_input_is_refused_within_a_bounded_memory(tmp_path):
+    code, err, seconds = timed_cli(["sweep", *TINY, "--data", "/dev/zero", "--out", str(tmp_path / "out")],
+                                   preexec_fn=limit_memory(2 * 2**30))
+    print(f"--data /dev/zero under a 2 GiB address space: answered in {seconds:.2f} s")
+    assert_one_line(code, err, "/dev/zero line 1 is longer than")
+    assert seconds < 30  # measured about 1.5 s, the start-up included

@@ -3,6 +3,7 @@ split into training and test rows by seed."""
 import csv
 import math
 from array import array
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,16 +97,27 @@ def describe_data(config):
     return config["data"]
 
 
+# Bounds on what a CSV may hold, so that no file (or endless input such as /dev/zero) is read without limit:
+# a feature vector of MAX_COLUMNS float64 values is far beyond what the sweep's models train on, and a line
+# holds MAX_COLUMNS numbers of up to 40 characters each.
+MAX_COLUMNS = 100_000
+MAX_LINE_CHARS = 40 * MAX_COLUMNS
+BYTES_PER_VALUE = 24  # the parsed values, then X and y made from them: 3 copies of 8 bytes each
+
+
 def load_csv(path, label_column="label"):
     """A Dataset from a CSV file: a header row, numeric feature columns and a 0/1 label column.
 
     UTF-8, with or without a byte-order mark.  Raises UsageError naming the
     file, line and column of the first problem; a header naming a column twice
-    is one (the second copy would be trained as a feature).
+    is one (the second copy would be trained as a feature).  A line longer than
+    MAX_LINE_CHARS, more than MAX_COLUMNS columns, or more rows than this
+    machine's memory can hold are refused as soon as they are met, before
+    more is read.
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(_bounded_lines(path, handle))
             header = [name.strip() for name in next(reader, None) or []]
             label_at, features = _check_header(path, header, label_column)
             values, rows, line = array("d"), 0, 1
@@ -114,13 +126,12 @@ def load_csv(path, label_column="label"):
                 if not any(cell.strip() for cell in row):
                     continue
                 line = reader.line_num
+                if budget is not None and BYTES_PER_VALUE * (len(values) + len(header)) > budget:
+                    raise UsageError(f"{path} is too large for this machine: {rows + 1} rows of {len(header)} "
+                                     f"columns need {format_bytes(BYTES_PER_VALUE * (len(values) + len(header)))} "
+                                     f"and {format_bytes(budget)} of memory is available")
                 values.extend(_parse_data_row(path, line, row, header, label_at, label_column))
                 rows += 1
-                # The parsed values, then X and y made from them: 3 copies of 8 bytes each.
-                if budget is not None and rows % 65536 == 0 and 24 * len(values) > budget:
-                    raise UsageError(f"{path} is too large for this machine: {rows} rows of {len(header)} "
-                                     f"columns already need {format_bytes(24 * len(values))} and "
-                                     f"{format_bytes(budget)} of memory is available")
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
     except (UnicodeDecodeError, csv.Error) as error:
@@ -133,19 +144,43 @@ def load_csv(path, label_column="label"):
     return Dataset(str(path), X, y, tuple(features))
 
 
+def _bounded_lines(path, handle):
+    """The lines of a text file, each read with at most MAX_LINE_CHARS characters held, or a UsageError."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise UsageError(f"{path} line {number} is longer than {MAX_LINE_CHARS:,d} characters, more than a "
+                             f"CSV line of at most {MAX_COLUMNS:,d} columns needs; not read further")
+        yield line
+
+
+def _listed(names, limit=8):
+    """'a, b, c' for a few names, 'a, b, ... (1000000 in all)' for many: a message stays one readable line."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names):,d} in all)"
+
+
 def _check_header(path, header, label_column):
     """(index of the label column, feature names), or a UsageError: no header, a nameless or repeated column."""
     if not header:
         raise UsageError(f"{path} is empty: expected a header row and data rows")
+    if len(header) > MAX_COLUMNS:
+        raise UsageError(f"{path}: the header has {len(header):,d} columns; at most {MAX_COLUMNS:,d} are read")
     nameless = [str(j + 1) for j, name in enumerate(header) if not name]
     if nameless:
-        raise UsageError(f"{path}: header column(s) {', '.join(nameless)} have no name")
-    repeated = sorted({name for name in header if header.count(name) > 1})
+        raise UsageError(f"{path}: header column(s) {_listed(nameless)} have no name")
+    counts = Counter(header)  # linear time, whatever the number of columns
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
-        raise UsageError(f"{path}: the header names column(s) {', '.join(map(repr, repeated))} more than once; "
+        raise UsageError(f"{path}: the header names column(s) {_listed(map(repr, repeated))} more than once; "
                          "every column needs its own name")
-    if label_column not in header:
-        raise UsageError(f"{path} has no column {label_column!r} (columns: {', '.join(header)}); "
+    if label_column not in counts:
+        raise UsageError(f"{path} has no column {label_column!r} (columns: {_listed(header)}); "
                          "name the label column with --label-column")
     features = [name for name in header if name != label_column]
     if not features:
