@@ -71,7 +71,7 @@ from tqdm import tqdm
 
 from ..guardrails import EXIT_INTERRUPTED, NO_GUARD, InterruptGuard, UsageError, environment, path_error
 from . import plots, report
-from .distributed import Grid, require_dask
+from .distributed import Grid, probe_scheduler, require_dask
 from .lr_grid import analyse, best_per_batch_and_seed
 from .options import build_config, build_parser, load_dataset, model_of, refuse_what_cannot_finish
 from .results import ResultsDir, checkpointed, noise_problem, planned_lrs, row_problem, run_problem
@@ -244,10 +244,15 @@ def _sweep_on_cluster(args, config, dataset, out, done, guard):
 def main(argv=None):
     """`fastedf sweep [options]`; returns the exit code.  Bad input raises UsageError (exit 2 in fastedf.__main__)."""
     args = build_parser().parse_args(argv)
+    if args.scheduler is not None and not args.scheduler.strip():
+        raise UsageError(f"--scheduler is empty ({args.scheduler!r}; an unset shell variable?): give the scheduler's "
+                         "address, e.g. tcp://10.0.0.5:8786, or leave the option out to train here")
     if args.timing != "serial" and not (args.workers or args.scheduler):
         raise UsageError(f"--timing {args.timing} needs --workers or --scheduler")
     if args.workers or args.scheduler:
         require_dask()  # before anything is read or written: one line saying what to install
+    if args.scheduler:
+        probe_scheduler(args.scheduler)  # nothing listening is known at once, before the data are read
     dataset = load_dataset(args)
     first = dataset.split(0)
     n_train, n_test = len(first.y_train), len(first.y_test)
