@@ -511,3 +511,25 @@ def test_endless_input_is_refused_within_a_bounded_memory(tmp_path):
     print(f"--data /dev/zero under a 2 GiB address space: answered in {seconds:.2f} s")
     assert_one_line(code, err, "/dev/zero line 1 is longer than")
     assert seconds < 30  # measured about 1.5 s, the start-up included
+
+
+def test_resume_over_data_edited_in_place_is_refused_naming_the_file(tmp_path, capsys):
+    data = tmp_path / "data.csv"
+
+    def write(shift):
+        rows = [f"{(i % 2) * 4 - 2 + shift * i},{0.5 * i - shift},{i % 2}" for i in range(40)]
+        data.write_text("x1,x2,label\n" + "\n".join(rows) + "\n")
+
+    write(0.1)
+    out = str(tmp_path / "out")
+    argv = ["sweep", *TINY, "--batch-sizes", "4,30", "--data", str(data), "--out", out]
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    kept = {name: open(os.path.join(out, name), "rb").read() for name in ("results.csv", "runs.jsonl")}
+    write(-0.3)  # the same shape, other values
+    code, err = run([*argv, "--resume"], capsys)
+    assert_one_line(code, err, f"{data} changed since the kept rows were trained")
+    assert {name: open(os.path.join(out, name), "rb").read() for name in kept} == kept
+    write(0.1)  # the original bytes again: the kept rows are these data's
+    code, err = run([*argv, "--resume"], capsys)
+    assert code == 0, err

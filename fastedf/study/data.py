@@ -1,6 +1,7 @@
 """The study's data: the two-Gaussian set of the course's first assignment, a CSV file or scikit-learn's digits,
 split into training and test rows by seed."""
 import csv
+import hashlib
 import math
 from array import array
 from collections import Counter
@@ -68,6 +69,22 @@ class Dataset:
     y: np.ndarray | None = None
     feature_names: tuple = ("x1", "x2")
     classes: int = 1
+    sha256: str | None = None  # of a CSV file's bytes, as read
+
+    def identity(self):
+        """What makes these data these data, saved with a sweep so --resume can tell them from edited ones.
+
+        A CSV file by the SHA-256 of its bytes; generated data and scikit-learn's
+        digits by the parameters that make them.
+        """
+        if self.sha256 is not None:
+            return {"sha256": self.sha256}
+        if self.X is None:
+            return {"generator": "two_gaussians", "class_means": [list(m) for m in CLASS_MEANS],
+                    "class_variances": [list(v) for v in CLASS_VARIANCES],
+                    "samples_per_class": SAMPLES_PER_CLASS, "test_fraction": TEST_FRACTION}
+        return {"loader": "scikit-learn load_digits, pixels / 16", "classes": self.classes,
+                "rows": len(self.X), "features": len(self.feature_names), "test_fraction": TEST_FRACTION}
 
     def split(self, seed):
         """The train/test Split for one seed (the study draws fresh data per seed; other data are re-split)."""
@@ -141,7 +158,19 @@ def load_csv(path, label_column="label"):
     table = np.frombuffer(values, dtype=np.float64).reshape(rows, len(header))
     X = np.ascontiguousarray(np.delete(table, label_at, axis=1))
     y = np.ascontiguousarray(table[:, label_at])
-    return Dataset(str(path), X, y, tuple(features))
+    return Dataset(str(path), X, y, tuple(features), sha256=file_sha256(path))
+
+
+def file_sha256(path):
+    """The SHA-256 of a file's bytes (hex), read in chunks; a UsageError naming the file when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    return digest.hexdigest()
 
 
 def _bounded_lines(path, handle):

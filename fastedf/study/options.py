@@ -204,7 +204,7 @@ def build_config(args, dataset, n_train, n_test):
     elif args.noise_batch is not None:
         raise UsageError("--noise-batch needs --lrs or --target-loss")
     return {
-        "data": dataset.source, "label_column": (args.label_column or "label") if dataset.X is not None
+        "data": dataset.source, "data_identity": dataset.identity(), "label_column": (args.label_column or "label") if dataset.X is not None
         and dataset.source not in DIGITS else None,
         "features": list(dataset.feature_names), "n_train": n_train, "n_test": n_test,
         "batch_sizes": sizes, "seeds": args.seeds, "epochs": args.epochs, "lr": lr,

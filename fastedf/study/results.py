@@ -232,6 +232,23 @@ def _parse_noise(raw):
     return point
 
 
+def _refuse_other_data(previous, config):
+    """A UsageError when the data of a sweep to resume are not those its kept rows were trained on."""
+    then, now, data = previous.get("data_identity"), config["data_identity"], config["data"]
+    if previous.get("data") != data or then == now:
+        return  # another name: _RESUME_KEYS says so
+    if then is None:
+        raise UsageError(f"--resume: {data}: the kept rows were saved without their data's identity (by an older "
+                         "fastedf), so they cannot be checked against these data; use another --out")
+    if "sha256" in now and "sha256" in then:
+        raise UsageError(f"--resume: {data} changed since the kept rows were trained on it (SHA-256 "
+                         f"{then['sha256'][:12]}... then, {now['sha256'][:12]}... now); use another --out, or "
+                         "--overwrite to train on the new data")
+    changed = [name for name in sorted(set(then) | set(now)) if then.get(name) != now.get(name)]
+    raise UsageError(f"--resume: the {data} data changed since the kept rows were trained on them "
+                     f"({', '.join(changed)}); use another --out, or --overwrite to start again")
+
+
 class ResultsDir:
     """The --out directory: results.csv and runs.jsonl appended run by run, results.json at the end.
 
@@ -311,6 +328,7 @@ class ResultsDir:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"--resume: {self.json_path} is unreadable; use a fresh --out") from None
+        _refuse_other_data(previous, config)
         for name in _RESUME_KEYS:
             if previous.get(name, _RESUME_DEFAULTS.get(name)) != config[name]:
                 raise UsageError(f"--resume: {self.path} holds a sweep with {name} = {previous.get(name)!r}, "
