@@ -9,6 +9,7 @@ this machine cannot finish); `fastedf.__main__` prints
 import argparse
 import errno
 import fcntl
+import itertools
 import math
 import os
 import platform
@@ -16,7 +17,8 @@ import resource
 import shutil
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
 from stat import S_ISREG
 
 from . import __version__
@@ -138,6 +140,79 @@ def make_output_dir(path, option="--out"):
         os.makedirs(path, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create {option} directory {path}: {error.strerror or error}") from None
+
+
+LATEST = "latest"  # in a default output root: a symbolic link to the newest output directory
+
+
+def fresh_output_dir(root):
+    """A new directory root/<UTC time>, with a numeric suffix when taken, and root/latest pointing at it.
+
+    Every run with the default output gets its own directory, so none
+    replaces another's files.  root/latest is replaced atomically (a new link
+    renamed over it); where symbolic links are impossible, root/latest.txt
+    names the directory instead.
+    """
+    make_output_dir(root)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for number in itertools.count(1):
+        name = stamp if number == 1 else f"{stamp}-{number}"
+        try:
+            os.mkdir(os.path.join(root, name))
+            break
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise UsageError(f"cannot create a directory in {root}: {error.strerror or error}") from None
+    link, temporary = os.path.join(root, LATEST), os.path.join(root, f".{LATEST}-{os.getpid()}")
+    try:
+        os.symlink(name, temporary)
+        os.replace(temporary, link)
+        stale = link + ".txt"
+    except OSError:
+        with suppress(OSError):
+            os.remove(temporary)
+        write_atomically(link + ".txt", name + "\n")
+        stale = link if os.path.islink(link) else None
+    if stale:  # the other way of naming the newest would name an older one
+        with suppress(OSError):
+            os.remove(stale)
+    return os.path.join(root, name)
+
+
+def latest_output_dir(root):
+    """The directory root/latest (or root/latest.txt) names, or None."""
+    link = os.path.join(root, LATEST)
+    if os.path.islink(link):
+        return os.path.join(root, os.readlink(link))
+    try:
+        with open(link + ".txt", encoding="utf-8") as handle:
+            return os.path.join(root, handle.read().strip())
+    except OSError:
+        return None
+
+
+def existing_files(directory, names):
+    """The paths in `directory` of those `names` (and of their temporaries, name.tmp) that exist, sorted."""
+    candidates = sorted({*names, *(name + ".tmp" for name in names)})
+    return [os.path.join(directory, name) for name in candidates if os.path.lexists(os.path.join(directory, name))]
+
+
+def refuse_earlier_results(directory, paths, what, options):
+    """A UsageError naming the directory, its first earlier file and the options that accept them."""
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return UsageError(f"--out {directory} holds {what} ({paths[0]}{more}); {options}, or choose another --out")
+
+
+def remove_files(paths):
+    """Remove these files (an earlier run's, for --overwrite), or raise a UsageError naming the first that resists."""
+    for path in paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise path_error(error, path, "remove") from None
 
 
 class DirectoryLock:

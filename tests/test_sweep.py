@@ -3,6 +3,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import fastedf
 from fastedf.__main__ import main
 from fastedf.models import logistic_regression
-from fastedf.study import claims, one_run, options, results
+from fastedf.study import claims, one_run, options, plots, results
 from fastedf.study.data import study_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,6 +119,93 @@ def test_report_states_each_claim_with_numbers_from_the_rows(tiny):
     loss = claims.trend(rows, "final_loss", +1)
     assert f"**Final loss: {loss.verdict}**" in text
     assert "Not tested in this run" in text  # lr scaling, fixed lr only
+
+
+# ---------------------------------------------------------------- results are never lost
+
+def snapshot(out):
+    """{file name: bytes} of every file in out."""
+    return {name: open(os.path.join(out, name), "rb").read() for name in sorted(os.listdir(out))
+            if os.path.isfile(os.path.join(out, name))}
+
+
+def test_a_second_sweep_on_the_same_out_is_refused_and_leaves_the_first_byte_for_byte(tiny, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    shutil.copytree(tiny, out)
+    before = snapshot(out)
+    for extra in ([], ["--epochs", "3", "--no-figures"]):
+        code, err = run(["sweep", *TINY, *extra, "--out", out], capsys)
+        assert code == 2 and len(err) == 1, err
+        assert f"--out {out} holds an earlier sweep's results" in err[0]
+        assert "--resume" in err[0] and "--overwrite" in err[0]
+        assert snapshot(out) == before
+    # An interrupted sweep's files are results too: only its runs.jsonl is left.
+    os.makedirs(tmp_path / "cut")
+    shutil.copy(os.path.join(tiny, "runs.jsonl"), tmp_path / "cut")
+    code, err = run(["sweep", *TINY, "--out", str(tmp_path / "cut")], capsys)
+    assert code == 2 and "runs.jsonl" in err[0], err
+
+
+def test_overwrite_removes_only_a_sweeps_files_and_no_figures_leaves_no_stale_png(tiny, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    shutil.copytree(tiny, out)
+    assert any(name.endswith(".png") for name in os.listdir(out))
+    with open(os.path.join(out, "notes.txt"), "w") as handle:
+        handle.write("the user's own notes")
+    with open(os.path.join(out, "my_plot.png"), "wb") as handle:
+        handle.write(PNG)
+    code, err = run(["sweep", *TINY, "--seeds", "1", "--no-figures", "--overwrite", "--out", out], capsys)
+    assert code == 0, err
+    assert sorted(name for name in os.listdir(out) if name.endswith(".png")) == ["my_plot.png"]
+    assert open(os.path.join(out, "notes.txt")).read() == "the user's own notes"
+    assert {int(r["seed"]) for r in read_rows(out)} == {0}  # the new sweep's rows only
+    code, err = run(["sweep", *TINY, "--resume", "--overwrite", "--out", out], capsys)
+    assert code == 2 and "--resume" in err[0] and "--overwrite" in err[0]
+
+
+def test_resume_rewrites_the_figures_from_all_rows_or_removes_them(tiny, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    shutil.copytree(tiny, out)
+    code, err = run(["sweep", *TINY, "--no-figures", "--resume", "--out", out], capsys)
+    assert code == 0, err
+    assert not [name for name in os.listdir(out) if name.endswith(".png")]
+
+
+def test_every_figure_a_sweep_writes_is_one_overwrite_knows(tiny):
+    written = {name for name in os.listdir(tiny) if name.endswith(".png")}
+    assert written and written <= set(plots.FIGURES)
+
+
+def test_the_default_output_is_a_new_directory_per_sweep_and_latest_points_at_the_newest(tmp_path, capsys,
+                                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["sweep", *TINY, "--seeds", "1", "--batch-sizes", "8,1050", "--no-figures"]
+    assert main(argv) == 0
+    assert main([*argv, "--epochs", "3"]) == 0  # within the same second: a numbered directory
+    made = sorted(name for name in os.listdir("results") if name != "latest")
+    assert len(made) == 2
+    first, second = (os.path.join("results", name) for name in made)
+    if made[1].split("-")[-1] != "2":  # another second: sorted by time anyway
+        assert made[0] < made[1]
+    assert {r["epochs"] for r in read_rows(first)} == {"2"}
+    assert {r["epochs"] for r in read_rows(second)} == {"3"}
+    assert os.path.samefile(os.path.join("results", "latest"), second)
+    # --resume without --out resumes the newest
+    assert main([*argv, "--epochs", "3", "--resume"]) == 0
+    with open(os.path.join(second, "results.json")) as handle:
+        assert json.load(handle)["resumed_rows"] == 2
+    # Where no symbolic link can be made, results/latest.txt names the newest directory.
+    def no_links(*args):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_links)
+    assert main(argv) == 0
+    with open(os.path.join("results", "latest.txt")) as handle:
+        third = os.path.join("results", handle.read().strip())
+    assert third not in (first, second) and len(read_rows(third)) == 2
+    assert not os.path.lexists(os.path.join("results", "latest"))  # it would name an older directory
+    assert main([*argv, "--resume"]) == 0
+    capsys.readouterr()
 
 
 # ---------------------------------------------------------------- options

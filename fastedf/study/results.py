@@ -258,6 +258,8 @@ class ResultsDir:
     UsageError naming the path.
     """
 
+    FILES = ("results.csv", "runs.jsonl", "results.json", "noise.csv")  # what this class writes
+
     def __init__(self, path):
         self.path = path
         self.csv_path = os.path.join(path, "results.csv")
