@@ -244,11 +244,35 @@ def test_default_batch_sizes_reach_the_training_set():
     assert options.default_batch_sizes(8) == [1, 2, 4, 8]
 
 
-def test_progress_bar_stays_off_stderr_when_not_a_tty(tmp_path, capsys):
+def test_progress_lines_appear_in_a_log_file(tmp_path):
     args = [a for a in TINY if a != "--quiet"]
-    code, err = run(["sweep", *args, "--no-figures", "--out", str(tmp_path)], capsys)
-    assert code == 0
-    assert len(err) == 1 and "runs" in err[0]  # only the closing summary line
+    log = tmp_path / "sweep.log"
+    with open(log, "w") as handle:  # not a terminal: no bar, a line every FASTEDF_PROGRESS_SECONDS
+        done = subprocess.run([sys.executable, "-m", "fastedf", "sweep", *args, "--no-figures", "--out",
+                               str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=handle,
+                              env={**os.environ, "FASTEDF_PROGRESS_SECONDS": "0"}, check=False)
+    lines = log.read_text().splitlines()
+    assert done.returncode == 0, lines
+    assert "\r" not in log.read_text()  # no bar redrawn in place
+    progress = [line for line in lines if " runs done, " in line]
+    assert [line.split(":")[1].split(" runs")[0].strip() for line in progress] == [f"{i} of 6" for i in range(1, 7)]
+    assert all("elapsed, about" in line and line.endswith("remaining") for line in progress)
+    assert lines[-1].startswith("6 runs (0 resumed)")  # then the closing summary
+
+
+def test_progress_lines_wait_for_their_interval(capsys, monkeypatch):
+    from fastedf import guardrails
+
+    monkeypatch.setattr(guardrails, "PROGRESS_SECONDS", 3600)
+    progress = guardrails.Progress(4, 1, "fastedf sweep")
+    for _ in range(3):
+        progress.update()
+    progress.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "fastedf sweep: 4 of 4 runs done, 0s elapsed, about 0s remaining"]  # the last one only
+    quiet = guardrails.Progress(2, 0, "fastedf sweep", quiet=True)
+    quiet.update(), quiet.update()
+    assert capsys.readouterr().err == ""
 
 
 # ---------------------------------------------------------------- resume

@@ -68,10 +68,9 @@ import json
 import os
 import sys
 
-from tqdm import tqdm
-
-from ..guardrails import (EXIT_INTERRUPTED, LATEST, NO_GUARD, InterruptGuard, UsageError, environment, existing_files,
-                          fresh_output_dir, latest_output_dir, path_error, refuse_earlier_results, remove_files)
+from ..guardrails import (EXIT_INTERRUPTED, LATEST, NO_GUARD, InterruptGuard, Progress, UsageError, environment,
+                          existing_files, fresh_output_dir, latest_output_dir, path_error, refuse_earlier_results,
+                          remove_files)
 from . import plots, report
 from .distributed import Grid, probe_scheduler, require_dask
 from .lr_grid import analyse, best_per_batch_and_seed
@@ -99,11 +98,10 @@ def sweep_batch_sizes(config, dataset, out, done, quiet=False, guard=NO_GUARD):
     todo = _todo(config)
     peaks = {key[1]: row["peak_memory_bytes"] for key, row in done.items()}
     remaining = [spec for spec in run_specs(config, dataset) if spec.key not in done]
-    bar = tqdm(total=len(todo), initial=len(todo) - len(remaining), desc="sweep", unit="run",
-               file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
+    bar = Progress(len(todo), len(todo) - len(remaining), "fastedf sweep", quiet)
     try:
         for spec in remaining:
-            bar.set_postfix_str(f"B={spec.batch_size} seed={spec.seed} lr={spec.lr:g} {spec.engine}")
+            bar.describe(f"B={spec.batch_size} seed={spec.seed} lr={spec.lr:g} {spec.engine}")
             _measure_peak(config, spec, peaks, guard)
             row, run = execute(spec, guard)
             _record(config, out, done, spec, row, run, peaks)
@@ -125,8 +123,7 @@ def sweep_on_cluster(config, dataset, out, done, grid, quiet=False, guard=NO_GUA
     todo = _todo(config)
     peaks = {key[1]: row["peak_memory_bytes"] for key, row in done.items()}
     remaining = [spec for spec in run_specs(config, dataset) if spec.key not in done]
-    bar = tqdm(total=len(todo), initial=len(todo) - len(remaining), desc=f"sweep on {grid.threads} workers",
-               unit="run", file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
+    bar = Progress(len(todo), len(todo) - len(remaining), f"fastedf sweep on {grid.threads} workers", quiet)
 
     def on_result(spec, result, timed):
         row, run = result
