@@ -533,3 +533,22 @@ def test_resume_over_data_edited_in_place_is_refused_naming_the_file(tmp_path, c
     write(0.1)  # the original bytes again: the kept rows are these data's
     code, err = run([*argv, "--resume"], capsys)
     assert code == 0, err
+
+
+def test_resume_reads_a_results_csv_from_before_the_cpu_time_columns(finished, tmp_path, capsys):
+    new = ("cpu_time_s", "time_spread_s", "time_flag")
+
+    def drop_columns(lines):
+        header = lines[0].strip().split(",")
+        keep = [j for j, name in enumerate(header) if name not in new]
+        return [",".join(line.rstrip("\r\n").split(",")[j] for j in keep) + "\r\n" for line in lines[:-1]]
+
+    out = edited(finished, tmp_path, drop_columns)  # the last row lost too: its run is redone
+    before = read_rows(out)
+    assert len(before) == 1 and not set(new) & set(before[0])
+    code, err = run(["sweep", *TINY, "--out", out, "--resume"], capsys)
+    assert code == 0, err
+    after = read_rows(out)
+    assert after[0]["cpu_time_s"] == "" and float(after[1]["cpu_time_s"]) > 0
+    with open(os.path.join(out, "report.md")) as handle:
+        assert "1 run(s) from an older results.csv have no CPU time" in handle.read()

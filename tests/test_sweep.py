@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -119,6 +120,10 @@ def test_report_states_each_claim_with_numbers_from_the_rows(tiny):
     loss = claims.trend(rows, "final_loss", +1)
     assert f"**Final loss: {loss.verdict}**" in text
     assert "Not tested in this run" in text  # lr scaling, fixed lr only
+    flagged = sum(r["time_flag"] != "" for r in read_rows(tiny))
+    assert f"{flagged} of 6 runs were flagged" in text
+    assert all(float(r["cpu_time_s"]) > 0 and r["time_flag"] in ("", "remeasured", "unsettled")
+               for r in read_rows(tiny))
 
 
 # ---------------------------------------------------------------- results are never lost
@@ -483,3 +488,79 @@ def test_memory_growth_slope_is_bytes_per_sample():
     assert mg.per_sample == pytest.approx(32) and mg.grows
     flat = {(b, 0): 20_000 for b in (1, 64, 1024)}
     assert not claims.memory_growth(_rows("peak_memory_bytes", flat)).grows
+
+
+# ---------------------------------------------------------------- timing a busy machine cannot fake
+
+def beside_a_busy_thread(real, calls, busy_calls):
+    """real (fit), with a Python thread spinning beside it during the calls numbered in busy_calls (from 0)."""
+
+    def fit(*args, **options):
+        busy = len(calls) in busy_calls
+        stop = threading.Event()
+        spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+        if busy:
+            spinner.start()
+        try:
+            history = real(*args, **options)
+        finally:
+            stop.set()
+            if busy:
+                spinner.join()
+        calls.append((busy, history.train_time_s))
+        return history
+    return fit
+
+
+def test_a_run_slowed_by_a_busy_thread_is_flagged_and_measured_again(monkeypatch):
+    calls, real = [], one_run.fit
+    monkeypatch.setattr(one_run, "fit", beside_a_busy_thread(real, calls, {0}))
+    # Graph engine, 2,625 updates: about 0.1 s of Python that the spinning thread takes the GIL from.
+    fields = one_run.run_one(study_data(0), 8, 0, 0.1, 20, "graph", 1, False).fields
+    print("timed runs (beside a busy thread, loop seconds):", calls, "kept:", fields)
+    assert calls[0][0] and len(calls) >= 2  # the disturbed run was measured again
+    assert fields["time_flag"] in ("remeasured", "unsettled")
+    assert fields["train_time_s"] < calls[0][1]  # not the disturbed run's time
+    assert fields["cpu_time_s"] > 0
+    # Disturbed every time: measured again a bounded number of times, then flagged as unsettled.
+    calls.clear()
+    monkeypatch.setattr(one_run, "fit", beside_a_busy_thread(real, calls, set(range(100))))
+    fields = one_run.run_one(study_data(0), 8, 0, 0.1, 20, "graph", 1, False).fields
+    print("every run beside a busy thread:", calls, "kept:", fields)
+    assert len(calls) == 1 + one_run.MORE_RUNS
+    assert fields["time_flag"] == "unsettled"
+    assert fields["train_time_s"] == min(seconds for _, seconds in calls)  # the fastest, flagged
+
+
+def test_robust_time_keeps_the_fastest_undisturbed_runs_and_says_how_it_got_them():
+    T = one_run.Timing
+    calm = [T(0.10, 0.0, 0.101, 0.100), T(0.11, 0.0, 0.111, 0.110), T(0.12, 0.0, 0.121, 0.120)]
+    assert one_run.robust_time(calm, 3) == {"train_time_s": 0.11, "cpu_time_s": 0.11, "time_spread_s":
+                                            pytest.approx(0.02), "time_flag": "", "compile_time_s": 0.0}
+    disturbed = T(0.30, 0.0, 0.301, 0.100)  # wall 3x its own CPU time
+    assert disturbed.disturbed and not calm[0].disturbed
+    assert not one_run._timing_unsettled(calm, 3, 3) and one_run._timing_unsettled([disturbed, *calm[:2]], 3, 3)
+    assert one_run.robust_time([disturbed, *calm], 3)["time_flag"] == "remeasured"
+    assert one_run.robust_time([disturbed, *calm], 3)["train_time_s"] == 0.11
+    # Undisturbed repeats that disagree (one 3x the others) are measured again; the fastest agreeing ones stay.
+    slow = T(0.33, 0.0, 0.331, 0.330)
+    assert one_run._timing_unsettled([calm[0], slow, calm[1]], 3, 3)
+    assert one_run.robust_time([calm[0], slow, calm[1], calm[2]], 3)["train_time_s"] == 0.11
+    assert one_run.robust_time([disturbed, disturbed], 1)["time_flag"] == "unsettled"
+
+
+def test_no_verdict_on_a_doubling_inside_the_measured_noise():
+    n, epochs = 1024, 1
+    # B = 1 -> 2 saves 40% of the ideal (below the 50% threshold, at a time of 0.75) and 2 -> 4 all of it.
+    exact = {(1, 0): 1.0, (2, 0): 0.8, (4, 0): 0.3}
+    ts = claims.time_scaling(_rows("train_time_s", exact), n, epochs)
+    assert ts.stops_at == 1 and ts.within_noise == ()
+    # The same medians, the seeds 0.2 apart at B = 2: 0.8 is within the noise of 0.75, so no verdict there.
+    spread = {**{(b, s): t for (b, _), t in exact.items() for s in (0, 1, 2)}, (2, 0): 0.7, (2, 2): 0.9}
+    ts = claims.time_scaling(_rows("train_time_s", spread), n, epochs)
+    assert list(ts.noise) == pytest.approx([0.0, 0.2, 0.0])
+    assert ts.within_noise == (1,) and ts.stops_at is None
+    # The spread between a run's repeats counts too.
+    rows = _rows("train_time_s", exact)
+    rows[1]["time_spread_s"] = 0.1
+    assert claims.time_scaling(rows, n, epochs).within_noise == (1,)

@@ -15,7 +15,7 @@ from test_distributed import dask_cluster, live_children, wait_for_workers  # no
 
 TINY = ["--engine", "compiled", "--epochs", "3", "--seeds", "2", "--batch-sizes", "1,8,1050", "--repeats", "2",
         "--quiet", "--no-figures"]
-TIME_COLUMNS = {"train_time_s", "compile_time_s", "timing"}
+TIME_COLUMNS = {"train_time_s", "cpu_time_s", "time_spread_s", "time_flag", "compile_time_s", "timing"}
 TOLERANCE = 1e-12
 
 
