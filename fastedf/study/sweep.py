@@ -20,9 +20,10 @@ training at that batch size.  Options add runs, each one more row:
 A run is a RunSpec; `execute(spec)` trains it and returns its row and curve, a
 pure function of the spec (it could run on another worker).
 
-Files in --out (default results/):
+Files in --out (default: a new directory results/<UTC time> per sweep, results/latest pointing at it):
   results.csv   one row per run, appended and flushed as each run finishes
-                (columns ROW_FIELDS, then TARGET_FIELDS when the lr grid runs)
+                (columns ROW_FIELDS, then TARGET_FIELDS when the lr grid runs; the time
+                columns from fastedf.study.one_run.robust_time)
   runs.jsonl    per run: the epoch loss curve, the trained parameters and,
                 for grid runs, the checkpoints [[updates, training loss], ...]
                 (written before the row, so every row has its curve)
@@ -35,7 +36,13 @@ Files in --out (default results/):
   .fastedf.lock the lock: the pid of the sweep writing the directory
 
 Guarantees:
+- results are never lost: an --out holding an earlier sweep's files is refused
+  unless --resume (which checks that the data and options are the same) or
+  --overwrite (which removes only the files a sweep writes); a sweep leaves no
+  earlier sweep's figures beside its report;
 - one writer per --out: a second sweep on the same directory refuses (guardrails.DirectoryLock);
+- a time disturbed by another process (wall beyond the training thread's CPU
+  time) or repeats that disagree are measured again, and flagged (time_flag);
 - a finished run survives Ctrl-C and a kill: its row is flushed to disk before
   the next run starts; Ctrl-C while a run trains stops it (that run is redone
   by --resume), Ctrl-C at any other moment waits until the current row is
@@ -305,7 +312,7 @@ def main(argv=None):
         earlier = existing_files(out.path, _sweep_files(out))
         if earlier and not (args.resume or args.overwrite):
             raise refuse_earlier_results(out.path, earlier, "an earlier sweep's results",
-                                         "add --resume to finish or extend that sweep, --overwrite to replace it")
+                                         "add --resume to finish that sweep or --overwrite to replace it")
         if args.overwrite:
             remove_files(earlier)
         env = environment()
