@@ -152,10 +152,11 @@ def fresh_output_dir(root):
 
     Every run with the default output gets its own directory, so none
     replaces another's files.  root/latest is replaced atomically (a new link
-    renamed over it); where symbolic links are impossible, root/latest.txt
-    names the directory instead.
+    renamed over it); where symbolic links are impossible (or root/latest is
+    not a link, but a file of the user's), root/latest.txt names the directory
+    instead.
     """
-    make_output_dir(root)
+    make_output_dir(root, "the output root")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for number in itertools.count(1):
         name = stamp if number == 1 else f"{stamp}-{number}"
@@ -166,20 +167,31 @@ def fresh_output_dir(root):
             continue
         except OSError as error:
             raise UsageError(f"cannot create a directory in {root}: {error.strerror or error}") from None
-    link, temporary = os.path.join(root, LATEST), os.path.join(root, f".{LATEST}-{os.getpid()}")
-    try:
-        os.symlink(name, temporary)
-        os.replace(temporary, link)
+    link = os.path.join(root, LATEST)
+    if _replace_link(link, name):
         stale = link + ".txt"
-    except OSError:
-        with suppress(OSError):
-            os.remove(temporary)
+    else:
         write_atomically(link + ".txt", name + "\n")
         stale = link if os.path.islink(link) else None
     if stale:  # the other way of naming the newest would name an older one
         with suppress(OSError):
             os.remove(stale)
     return os.path.join(root, name)
+
+
+def _replace_link(link, target):
+    """Make `link` a symbolic link to `target` atomically; False where links are impossible or `link` is not one."""
+    if os.path.lexists(link) and not os.path.islink(link):
+        return False  # a file or directory of the user's: never replaced
+    temporary = os.path.join(os.path.dirname(link), f".{os.path.basename(link)}-{os.getpid()}")
+    try:
+        os.symlink(target, temporary)
+        os.replace(temporary, link)
+    except OSError:
+        with suppress(OSError):
+            os.remove(temporary)
+        return False
+    return True
 
 
 def latest_output_dir(root):

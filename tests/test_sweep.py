@@ -203,6 +203,7 @@ def test_the_default_output_is_a_new_directory_per_sweep_and_latest_points_at_th
     def no_links(*args):
         raise OSError(1, "Operation not permitted")
 
+    real_symlink = os.symlink
     monkeypatch.setattr(os, "symlink", no_links)
     assert main(argv) == 0
     with open(os.path.join("results", "latest.txt")) as handle:
@@ -210,6 +211,13 @@ def test_the_default_output_is_a_new_directory_per_sweep_and_latest_points_at_th
     assert third not in (first, second) and len(read_rows(third)) == 2
     assert not os.path.lexists(os.path.join("results", "latest"))  # it would name an older directory
     assert main([*argv, "--resume"]) == 0
+    monkeypatch.setattr(os, "symlink", real_symlink)
+    with open(os.path.join("results", "latest"), "w") as handle:  # a file of the user's is never replaced
+        handle.write("mine")
+    assert main(argv) == 0
+    assert open(os.path.join("results", "latest")).read() == "mine"
+    with open(os.path.join("results", "latest.txt")) as handle:
+        assert len(read_rows(os.path.join("results", handle.read().strip()))) == 2
     capsys.readouterr()
 
 

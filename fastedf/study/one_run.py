@@ -237,7 +237,7 @@ def warm_up(config, split, guard=NO_GUARD):
     for engine in config["engines"]:
         trained = run_one(split, config["batch_sizes"][0], 0, config["lr"], min(config["epochs"], 1),
                           engine, 1, config["shuffle"], guard=guard, model=model_of(config),
-                          classes=config["classes"])
+                          classes=config["classes"], more_runs=0)
         seconds = trained.fields["compile_time_s"] if seconds is None else seconds
     return seconds
 
