@@ -207,8 +207,8 @@ def latest_output_dir(root):
 
 
 def existing_files(directory, names):
-    """The paths in `directory` of those `names` (and of their temporaries, name.tmp) that exist, sorted."""
-    candidates = sorted({*names, *(name + ".tmp" for name in names)})
+    """The paths in `directory` of those `names` (and of their temporaries, name.tmp) that exist, in that order."""
+    candidates = dict.fromkeys([*names, *(name + ".tmp" for name in names)])
     return [os.path.join(directory, name) for name in candidates if os.path.lexists(os.path.join(directory, name))]
 
 

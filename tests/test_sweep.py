@@ -15,6 +15,7 @@ import pytest
 
 import fastedf
 from fastedf.__main__ import main
+from fastedf.guardrails import DirectoryLock
 from fastedf.models import logistic_regression
 from fastedf.study import claims, one_run, options, plots, results
 from fastedf.study.data import study_data
@@ -129,9 +130,9 @@ def test_report_states_each_claim_with_numbers_from_the_rows(tiny):
 # ---------------------------------------------------------------- results are never lost
 
 def snapshot(out):
-    """{file name: bytes} of every file in out."""
+    """{file name: bytes} of every file in out but the lock (which holds the pid of the last sweep to lock it)."""
     return {name: open(os.path.join(out, name), "rb").read() for name in sorted(os.listdir(out))
-            if os.path.isfile(os.path.join(out, name))}
+            if os.path.isfile(os.path.join(out, name)) and name != DirectoryLock.NAME}
 
 
 def test_a_second_sweep_on_the_same_out_is_refused_and_leaves_the_first_byte_for_byte(tiny, tmp_path, capsys):

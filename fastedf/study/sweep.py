@@ -269,8 +269,8 @@ def _sweep_files(out, derived_only=False):
     derived_only: those made from all rows at the end (report, steps to
     target, figures), which a resumed sweep rewrites.
     """
-    names = {STEPS_FILE, REPORT_FILE, *plots.FIGURES, *_figures_listed(out.json_path)}
-    return names if derived_only else names | set(ResultsDir.FILES)
+    names = [REPORT_FILE, STEPS_FILE, *plots.FIGURES, *_figures_listed(out.json_path)]
+    return names if derived_only else [*ResultsDir.FILES, *names]
 
 
 def _figures_listed(json_path):
