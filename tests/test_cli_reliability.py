@@ -533,6 +533,26 @@ def test_resume_over_data_edited_in_place_is_refused_naming_the_file(tmp_path, c
     write(0.1)  # the original bytes again: the kept rows are these data's
     code, err = run([*argv, "--resume"], capsys)
     assert code == 0, err
+    forget_data_identity(out)  # as an older fastedf saved it: a file's rows cannot be checked
+    code, err = run([*argv, "--resume"], capsys)
+    assert_one_line(code, err, "saved without their data's identity")
+
+
+def forget_data_identity(out):
+    path = os.path.join(out, "results.json")
+    with open(path) as handle:
+        document = json.load(handle)
+    del document["config"]["data_identity"]
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+
+
+def test_resume_of_generated_data_saved_without_its_identity_is_accepted(finished, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    shutil.copytree(finished, out)
+    forget_data_identity(out)
+    code, err = run(["sweep", *TINY, "--out", out, "--resume"], capsys)
+    assert code == 0, err
 
 
 def test_resume_reads_a_results_csv_from_before_the_cpu_time_columns(finished, tmp_path, capsys):

@@ -249,6 +249,8 @@ def _refuse_other_data(previous, config):
     then, now, data = previous.get("data_identity"), config["data_identity"], config["data"]
     if previous.get("data") != data or then == now:
         return  # another name: _RESUME_KEYS says so
+    if then is None and "sha256" not in now:
+        return  # saved before data_identity: generated data and the digits are named by config["data"] alone
     if then is None:
         raise UsageError(f"--resume: {data}: the kept rows were saved without their data's identity (by an older "
                          "fastedf), so they cannot be checked against these data; use another --out")
