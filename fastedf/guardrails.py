@@ -465,7 +465,16 @@ def environment():
 
 # ---------------------------------------------------------------- progress
 
-PROGRESS_SECONDS = float(os.environ.get("FASTEDF_PROGRESS_SECONDS", "5"))  # between lines when not a terminal
+def _seconds_from_env(name, default):
+    """A number of seconds >= 0 from an environment variable; the default when unset or not such a number."""
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value >= 0 else default
+
+
+PROGRESS_SECONDS = _seconds_from_env("FASTEDF_PROGRESS_SECONDS", 5.0)  # between lines when not a terminal
 
 
 class Progress:
