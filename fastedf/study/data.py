@@ -2,6 +2,7 @@
 split into training and test rows by seed."""
 import csv
 import hashlib
+import io
 import math
 from array import array
 from collections import Counter
@@ -133,7 +134,8 @@ def load_csv(path, label_column="label"):
     more is read.
     """
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        digest = hashlib.sha256()
+        with _hashed_text(path, digest) as handle:
             reader = csv.reader(_bounded_lines(path, handle))
             header = [name.strip() for name in next(reader, None) or []]
             label_at, features = _check_header(path, header, label_column)
@@ -158,19 +160,37 @@ def load_csv(path, label_column="label"):
     table = np.frombuffer(values, dtype=np.float64).reshape(rows, len(header))
     X = np.ascontiguousarray(np.delete(table, label_at, axis=1))
     y = np.ascontiguousarray(table[:, label_at])
-    return Dataset(str(path), X, y, tuple(features), sha256=file_sha256(path))
+    return Dataset(str(path), X, y, tuple(features), sha256=digest.hexdigest())
 
 
-def file_sha256(path):
-    """The SHA-256 of a file's bytes (hex), read in chunks; a UsageError naming the file when it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
-    return digest.hexdigest()
+class _HashingReader(io.RawIOBase):
+    """A binary file's bytes, passed on unchanged and added to `digest` as they are read."""
+
+    def __init__(self, raw, digest):
+        self.raw, self.digest = raw, digest
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        count = self.raw.readinto(buffer)
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+        return count
+
+    def close(self):
+        self.raw.close()
+        super().close()
+
+
+def _hashed_text(path, digest):
+    """The file at `path` as UTF-8 text (a byte-order mark dropped), its bytes hashed into `digest` as read.
+
+    The hash is of the bytes parsed, so a file edited while it is read, or
+    input that cannot be read twice (a pipe), is still named by its own bytes.
+    """
+    raw = _HashingReader(open(path, "rb", buffering=0), digest)
+    return io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline="")
 
 
 def _bounded_lines(path, handle):
