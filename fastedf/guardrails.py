@@ -9,14 +9,19 @@ this machine cannot finish); `fastedf.__main__` prints
 import argparse
 import errno
 import fcntl
+import itertools
 import math
 import os
 import platform
 import resource
 import shutil
 import signal
+import sys
 import threading
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from stat import S_ISREG
 
 from . import __version__
 from .text import format_bytes, format_duration
@@ -139,6 +144,91 @@ def make_output_dir(path, option="--out"):
         raise UsageError(f"cannot create {option} directory {path}: {error.strerror or error}") from None
 
 
+LATEST = "latest"  # in a default output root: a symbolic link to the newest output directory
+
+
+def fresh_output_dir(root):
+    """A new directory root/<UTC time>, with a numeric suffix when taken, and root/latest pointing at it.
+
+    Every run with the default output gets its own directory, so none
+    replaces another's files.  root/latest is replaced atomically (a new link
+    renamed over it); where symbolic links are impossible (or root/latest is
+    not a link, but a file of the user's), root/latest.txt names the directory
+    instead.
+    """
+    make_output_dir(root, "the output root")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for number in itertools.count(1):
+        name = stamp if number == 1 else f"{stamp}-{number}"
+        try:
+            os.mkdir(os.path.join(root, name))
+            break
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise UsageError(f"cannot create a directory in {root}: {error.strerror or error}") from None
+    link = os.path.join(root, LATEST)
+    if _replace_link(link, name):
+        stale = link + ".txt"
+    else:
+        write_atomically(link + ".txt", name + "\n")
+        stale = link if os.path.islink(link) else None
+    if stale:  # the other way of naming the newest would name an older one
+        with suppress(OSError):
+            os.remove(stale)
+    return os.path.join(root, name)
+
+
+def _replace_link(link, target):
+    """Make `link` a symbolic link to `target` atomically; False where links are impossible or `link` is not one."""
+    if os.path.lexists(link) and not os.path.islink(link):
+        return False  # a file or directory of the user's: never replaced
+    temporary = os.path.join(os.path.dirname(link), f".{os.path.basename(link)}-{os.getpid()}")
+    try:
+        os.symlink(target, temporary)
+        os.replace(temporary, link)
+    except OSError:
+        with suppress(OSError):
+            os.remove(temporary)
+        return False
+    return True
+
+
+def latest_output_dir(root):
+    """The directory root/latest (or root/latest.txt) names, or None."""
+    link = os.path.join(root, LATEST)
+    if os.path.islink(link):
+        return os.path.join(root, os.readlink(link))
+    try:
+        with open(link + ".txt", encoding="utf-8") as handle:
+            return os.path.join(root, handle.read().strip())
+    except OSError:
+        return None
+
+
+def existing_files(directory, names):
+    """The paths in `directory` of those `names` (and of their temporaries, name.tmp) that exist, in that order."""
+    candidates = dict.fromkeys([*names, *(name + ".tmp" for name in names)])
+    return [os.path.join(directory, name) for name in candidates if os.path.lexists(os.path.join(directory, name))]
+
+
+def refuse_earlier_results(directory, paths, what, options):
+    """A UsageError naming the directory, its first earlier file and the options that accept them."""
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return UsageError(f"--out {directory} holds {what} ({paths[0]}{more}); {options}, or choose another --out")
+
+
+def remove_files(paths):
+    """Remove these files (an earlier run's, for --overwrite), or raise a UsageError naming the first that resists."""
+    for path in paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise path_error(error, path, "remove") from None
+
+
 class DirectoryLock:
     """One writer per output directory: an exclusive flock on DIR/.fastedf.lock, which holds the owner's pid.
 
@@ -146,7 +236,8 @@ class DirectoryLock:
     the owner exits or is killed: a lock left by a dead process never blocks the
     next run.  The file itself stays (removing it would race with a process
     about to lock it).  A second process refuses with a UsageError naming the
-    directory and the owner's pid.
+    directory and the owner's pid.  A lock path that is a symbolic link, not a
+    regular file, another user's or a hard link is refused, untouched.
     """
 
     NAME = ".fastedf.lock"
@@ -158,10 +249,18 @@ class DirectoryLock:
         self._fd = None
 
     def acquire(self):
+        # Never follow a link out of the directory, never block on a FIFO, never truncate before the checks.
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+            fd = os.open(self.path, flags, 0o644)
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise self._not_ours("is a symbolic link" + _link_target(self.path)) from None
             raise UsageError(f"cannot write to {self.directory}: {error.strerror or error}") from None
+        problem = _not_a_lock_file(os.fstat(fd))
+        if problem:
+            os.close(fd)
+            raise self._not_ours(problem)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -180,6 +279,10 @@ class DirectoryLock:
         self._fd = fd
         return self
 
+    def _not_ours(self, problem):
+        return UsageError(f"the lock file {self.path} {problem}; fastedf locks only a regular file of its own: "
+                          "remove it, or choose another --out")
+
     def release(self):
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
@@ -190,6 +293,24 @@ class DirectoryLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _not_a_lock_file(stat):
+    """Why an opened lock path is not a file fastedf may lock and write (one phrase), or None."""
+    if not S_ISREG(stat.st_mode):
+        return "is not a regular file"
+    if stat.st_uid != os.geteuid():
+        return f"belongs to user {stat.st_uid}, not to this user ({os.geteuid()})"
+    if stat.st_nlink != 1:  # a hard link: writing the pid would change the other name's file too
+        return f"has {stat.st_nlink} names (a hard link)"
+    return None
+
+
+def _link_target(path):
+    try:
+        return f" (to {os.readlink(path)})"
+    except OSError:
+        return ""
 
 
 def _read_owner(fd):
@@ -340,6 +461,69 @@ def environment():
         "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
         "timing": "single-threaded: fastedf kernels are serial (no parallel=True) and call no BLAS",
     }
+
+
+# ---------------------------------------------------------------- progress
+
+def _seconds_from_env(name, default):
+    """A number of seconds >= 0 from an environment variable; the default when unset or not such a number."""
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value >= 0 else default
+
+
+PROGRESS_SECONDS = _seconds_from_env("FASTEDF_PROGRESS_SECONDS", 5.0)  # between lines when not a terminal
+
+
+class Progress:
+    """Runs done of a total, on stderr: tqdm's bar in a terminal, else a line every PROGRESS_SECONDS.
+
+    A log file, a pipe or a notebook cell gets lines such as 'fastedf sweep:
+    12 of 48 runs done, 1m03s elapsed, about 4m12s remaining' (the estimate
+    from the runs done by this process, at their mean time).  quiet: nothing.
+    """
+
+    def __init__(self, total, done, what, quiet=False):
+        self.total, self.done, self.what = total, done, what
+        self._start_done = done
+        self._start = self._last = time.monotonic()
+        self._bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, initial=done, desc=what, unit="run", file=sys.stderr, leave=False)
+        self._lines = not quiet and self._bar is None
+
+    def describe(self, text):
+        """What runs now (shown beside the bar)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text)
+
+    def update(self):
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update()
+        now = time.monotonic()
+        if self._lines and (now - self._last >= PROGRESS_SECONDS or self.done == self.total):
+            self._last = now
+            elapsed = now - self._start
+            rate = elapsed / max(self.done - self._start_done, 1)
+            print(f"{self.what}: {self.done} of {self.total} runs done, {_clock(elapsed)} elapsed, about "
+                  f"{_clock(rate * (self.total - self.done))} remaining", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _clock(seconds):
+    """1h02m03s, 4m05s, 6s."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s" if minutes \
+        else f"{seconds}s"
 
 
 # ---------------------------------------------------------------- Ctrl-C

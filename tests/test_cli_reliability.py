@@ -437,3 +437,138 @@ def test_version_prints_the_package_version(capsys):
                           check=False)
     assert (done.returncode, done.stdout) == (0, f"fastedf {fastedf.__version__}\n")
     assert re.fullmatch(r"\d+\.\d+\.\d+", fastedf.__version__)
+
+
+# ---------------------------------------------------------------- a lock path that is not a lock file
+
+def test_a_lock_that_is_a_link_to_another_file_is_refused_and_that_file_untouched(tmp_path):
+    elsewhere = tmp_path / "notes.txt"
+    elsewhere.write_bytes(b"a user's own notes\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(elsewhere, out / DirectoryLock.NAME)
+    code, err = cli(["sweep", *TINY, "--out", str(out)])
+    assert_one_line(code, err, str(out / DirectoryLock.NAME), "symbolic link", str(elsewhere))
+    assert elsewhere.read_bytes() == b"a user's own notes\n"
+    assert sorted(os.listdir(out)) == [DirectoryLock.NAME]  # nothing written beside the link
+    hard = tmp_path / "hard"
+    hard.mkdir()
+    os.link(elsewhere, hard / DirectoryLock.NAME)
+    with pytest.raises(UsageError, match="hard link"):
+        DirectoryLock(str(hard), "test").acquire()
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / DirectoryLock.NAME)
+    with pytest.raises(UsageError, match="not a regular file"):
+        DirectoryLock(str(fifo), "test").acquire()
+    assert elsewhere.read_bytes() == b"a user's own notes\n"
+
+
+# ---------------------------------------------------------------- pathological CSV files
+
+def timed_cli(argv, **options):
+    """cli(argv) with the seconds it took to answer: (exit code, stderr lines, seconds)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "fastedf", *argv], cwd=ROOT, capture_output=True, text=True,
+                          check=False, **options)
+    return done.returncode, done.stderr.strip().splitlines(), time.perf_counter() - start
+
+
+def startup_seconds():
+    """How long `fastedf sweep` takes to refuse a missing file here: the time every answer below includes."""
+    return timed_cli(["sweep", "--data", "/nonexistent.csv"])[2]
+
+
+def test_a_header_of_a_million_columns_is_answered_at_once(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"c{j}" for j in range(10**6)) + ",label\n")
+    base = startup_seconds()
+    code, err, seconds = timed_cli(["sweep", *TINY, "--data", str(path), "--out", str(tmp_path / "out")])
+    print(f"a million columns: answered in {seconds:.2f} s (startup {base:.2f} s)")
+    assert_one_line(code, err, str(path), "at most 100,000 columns")
+    assert seconds - base < 5  # measured about 0.3 s above the start-up
+    # Under the bound, a repeated name is found in linear time: 60,000 columns took 77 s with a quadratic check.
+    path.write_text(",".join(f"c{j}" for j in range(60_000)) + ",c7,label\n")
+    code, err, seconds = timed_cli(["sweep", *TINY, "--data", str(path), "--out", str(tmp_path / "out")])
+    print(f"60,000 columns and a repeated name: answered in {seconds:.2f} s")
+    assert_one_line(code, err, "'c7' more than once")
+    assert seconds - base < 5
+
+
+def limit_memory(limit_bytes):
+    """preexec_fn for a child whose address space is limited to limit_bytes."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    return limit
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_endless_input_is_refused_within_a_bounded_memory(tmp_path):
+    code, err, seconds = timed_cli(["sweep", *TINY, "--data", "/dev/zero", "--out", str(tmp_path / "out")],
+                                   preexec_fn=limit_memory(2 * 2**30))
+    print(f"--data /dev/zero under a 2 GiB address space: answered in {seconds:.2f} s")
+    assert_one_line(code, err, "/dev/zero line 1 is longer than")
+    assert seconds < 30  # measured about 1.5 s, the start-up included
+
+
+def test_resume_over_data_edited_in_place_is_refused_naming_the_file(tmp_path, capsys):
+    data = tmp_path / "data.csv"
+
+    def write(shift):
+        rows = [f"{(i % 2) * 4 - 2 + shift * i},{0.5 * i - shift},{i % 2}" for i in range(40)]
+        data.write_text("x1,x2,label\n" + "\n".join(rows) + "\n")
+
+    write(0.1)
+    out = str(tmp_path / "out")
+    argv = ["sweep", *TINY, "--batch-sizes", "4,30", "--data", str(data), "--out", out]
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    kept = {name: open(os.path.join(out, name), "rb").read() for name in ("results.csv", "runs.jsonl")}
+    write(-0.3)  # the same shape, other values
+    code, err = run([*argv, "--resume"], capsys)
+    assert_one_line(code, err, f"{data} changed since the kept rows were trained")
+    assert {name: open(os.path.join(out, name), "rb").read() for name in kept} == kept
+    write(0.1)  # the original bytes again: the kept rows are these data's
+    code, err = run([*argv, "--resume"], capsys)
+    assert code == 0, err
+    forget_data_identity(out)  # as an older fastedf saved it: a file's rows cannot be checked
+    code, err = run([*argv, "--resume"], capsys)
+    assert_one_line(code, err, "saved without their data's identity")
+
+
+def forget_data_identity(out):
+    path = os.path.join(out, "results.json")
+    with open(path) as handle:
+        document = json.load(handle)
+    del document["config"]["data_identity"]
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+
+
+def test_resume_of_generated_data_saved_without_its_identity_is_accepted(finished, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    shutil.copytree(finished, out)
+    forget_data_identity(out)
+    code, err = run(["sweep", *TINY, "--out", out, "--resume"], capsys)
+    assert code == 0, err
+
+
+def test_resume_reads_a_results_csv_from_before_the_cpu_time_columns(finished, tmp_path, capsys):
+    new = ("cpu_time_s", "time_spread_s", "time_flag")
+
+    def drop_columns(lines):
+        header = lines[0].strip().split(",")
+        keep = [j for j, name in enumerate(header) if name not in new]
+        return [",".join(line.rstrip("\r\n").split(",")[j] for j in keep) + "\r\n" for line in lines[:-1]]
+
+    out = edited(finished, tmp_path, drop_columns)  # the last row lost too: its run is redone
+    before = read_rows(out)
+    assert len(before) == 1 and not set(new) & set(before[0])
+    code, err = run(["sweep", *TINY, "--out", out, "--resume"], capsys)
+    assert code == 0, err
+    after = read_rows(out)
+    assert after[0]["cpu_time_s"] == "" and float(after[1]["cpu_time_s"]) > 0
+    with open(os.path.join(out, "report.md")) as handle:
+        assert "1 run(s) from an older results.csv have no CPU time" in handle.read()

@@ -132,3 +132,27 @@ def test_micro_batches_keep_the_peak_flat(tmp_path, capsys):
     assert micro[2048] < whole[2048] - 14 * (2048 - 256), rows
     out = capsys.readouterr().out
     assert "compiled, micro-batch 64" in out and (tmp_path / "memory_vs_batch.png").exists()
+
+
+def test_an_earlier_measurement_is_refused_kept_byte_for_byte_or_overwritten(tmp_path, capsys, monkeypatch):
+    from fastedf.__main__ import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["memory", "--engine", "graph", "--batch-sizes", "2,4", "--samples", "8", "--epochs", "1"]
+    assert cli_main([*argv, "--out", "m"]) == 0
+    before = {name: (tmp_path / "m" / name).read_bytes() for name in ("memory.csv", "memory.json",
+                                                                       "memory_vs_batch.png")}
+    capsys.readouterr()
+    assert cli_main([*argv, "--no-plot", "--out", "m"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out m holds an earlier measurement's files" in err[0] and "--overwrite" in err[0]
+    assert {name: (tmp_path / "m" / name).read_bytes() for name in before} == before
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    assert cli_main([*argv, "--no-plot", "--overwrite", "--out", "m"]) == 0
+    assert sorted(p.name for p in (tmp_path / "m").iterdir() if not p.name.startswith(".")) == [
+        "memory.csv", "memory.json", "notes.txt"]  # no stale figure beside the new rows
+    # The default output: a new directory each time, results/memory/latest the newest.
+    assert cli_main([*argv, "--no-plot"]) == 0 and cli_main([*argv, "--no-plot"]) == 0
+    made = sorted(p for p in (tmp_path / "results" / "memory").iterdir() if p.name != "latest")
+    assert len(made) == 2 and all((p / "memory.csv").exists() for p in made)
+    assert (tmp_path / "results" / "memory" / "latest").resolve() == made[-1].resolve()

@@ -2,7 +2,10 @@
 import csv
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -12,7 +15,7 @@ from test_distributed import dask_cluster, live_children, wait_for_workers  # no
 
 TINY = ["--engine", "compiled", "--epochs", "3", "--seeds", "2", "--batch-sizes", "1,8,1050", "--repeats", "2",
         "--quiet", "--no-figures"]
-TIME_COLUMNS = {"train_time_s", "compile_time_s", "timing"}
+TIME_COLUMNS = {"train_time_s", "cpu_time_s", "time_spread_s", "time_flag", "compile_time_s", "timing"}
 TOLERANCE = 1e-12
 
 
@@ -102,3 +105,28 @@ def test_cluster_options_refused_with_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"fastedf sweep: error: {DASK_MISSING}"]
     assert not os.path.exists(tmp_path / "none")  # refused before anything was written
+
+
+def test_a_closed_port_is_answered_at_once_and_an_empty_address_is_refused(tmp_path):
+    pytest.importorskip("distributed")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fastedf", "sweep", "--data", "/nonexistent.csv"], capture_output=True,
+                   check=False)
+    startup = time.perf_counter() - base
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "fastedf", "sweep", *TINY, "--scheduler", f"tcp://127.0.0.1:{port}",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    print(f"a closed port answered in {seconds:.2f} s (start-up {startup:.2f} s)")
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, err
+    assert f"cannot reach a Dask scheduler at tcp://127.0.0.1:{port}: connection refused" in err[0]
+    assert seconds - startup < 15  # measured well under a second past the start-up; Dask alone took 32 s
+    done = subprocess.run([sys.executable, "-m", "fastedf", "sweep", *TINY, "--scheduler", "",
+                           "--out", str(tmp_path / "empty")], capture_output=True, text=True, check=False)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and "--scheduler is empty" in err[0], err
+    assert not os.path.exists(tmp_path / "empty")  # refused instead of training here

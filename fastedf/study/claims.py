@@ -67,7 +67,10 @@ class TimeScaling:
     proportional to the updates U(B) = epochs * ceil(n_train / B), which is
     1/B up to that rounding.
     stops_at: the first B whose step to the next size has efficiency below
-    HALVING_EFFICIENCY (None when every step keeps it).
+    HALVING_EFFICIENCY (None when every step keeps it), steps within_noise
+    not counted: their time at B' is within noise[i] + noise[i + 1] of the
+    time that saves exactly HALVING_EFFICIENCY of the ideal, so the
+    measurement cannot say which side it is on.
     Model t(B) = c_update * U(B) + c_sample * N, U the updates, N = epochs *
     n_train the samples processed, fitted by least squares on relative error;
     crossover = c_update / c_sample, the batch size where per-update overhead
@@ -84,6 +87,18 @@ class TimeScaling:
     crossover: float
     model: np.ndarray
     max_model_error: float
+    noise: np.ndarray = None  # per batch size: the measured spread of its time (_time_noise)
+    within_noise: tuple = ()  # the B whose step to the next size gets no verdict: inside the noise
+
+
+def _time_noise(rows, summary, scaling):
+    """Per batch size, the larger of the spread between seeds (max - min) and between a run's repeats."""
+    repeats = {}
+    for r in rows:
+        if r["lr_scaling"] == scaling and r.get("time_spread_s") is not None:
+            repeats[r["batch_size"]] = max(repeats.get(r["batch_size"], 0.0), r["time_spread_s"])
+    return np.array([max(high - low, repeats.get(int(b), 0.0))
+                     for b, low, high in zip(summary.batch_sizes, summary.low, summary.high)])
 
 
 def time_scaling(rows, n_train, epochs, scaling="none"):
@@ -94,18 +109,22 @@ def time_scaling(rows, n_train, epochs, scaling="none"):
     sizes, t = s.batch_sizes.astype(float), s.median
     slope = float(np.polyfit(np.log2(sizes), np.log2(t), 1)[0])
     updates = np.array([epochs * updates_per_epoch(n_train, int(b)) for b in s.batch_sizes], dtype=float)
-    steps = []
+    steps, noise, within_noise = [], _time_noise(rows, s, scaling), []
     for i in range(len(sizes) - 1):
         ratio, ideal = t[i + 1] / t[i], updates[i + 1] / updates[i]
         if ideal < 1:  # sizes with the same number of updates have no saving to measure
             steps.append((int(sizes[i]), int(sizes[i + 1]), ratio, ideal, (1 - ratio) / (1 - ideal)))
-    stops_at = next((b for b, _, _, _, eff in steps if eff < HALVING_EFFICIENCY), None)
+            # No verdict when the time at B' is within the noise of the time that keeps exactly the threshold.
+            threshold = t[i] * (1 - HALVING_EFFICIENCY * (1 - ideal))
+            if abs(t[i + 1] - threshold) <= noise[i] + noise[i + 1]:
+                within_noise.append(int(sizes[i]))
+    stops_at = next((b for b, _, _, _, eff in steps if eff < HALVING_EFFICIENCY and b not in within_noise), None)
     samples = epochs * n_train
     c_update, c_fixed = _fit_overhead(updates, t)
     model = c_update * updates + c_fixed
     return TimeScaling(s, updates, slope, steps, stops_at, c_update, c_fixed / samples,
                        c_update / (c_fixed / samples) if c_fixed > 0 else math.inf,
-                       model, float(np.max(np.abs(model / t - 1))))
+                       model, float(np.max(np.abs(model / t - 1))), noise, tuple(within_noise))
 
 
 def _fit_overhead(updates, t):

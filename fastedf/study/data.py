@@ -1,8 +1,11 @@
 """The study's data: the two-Gaussian set of the course's first assignment, a CSV file or scikit-learn's digits,
 split into training and test rows by seed."""
 import csv
+import hashlib
+import io
 import math
 from array import array
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +70,22 @@ class Dataset:
     y: np.ndarray | None = None
     feature_names: tuple = ("x1", "x2")
     classes: int = 1
+    sha256: str | None = None  # of a CSV file's bytes, as read
+
+    def identity(self):
+        """What makes these data these data, saved with a sweep so --resume can tell them from edited ones.
+
+        A CSV file by the SHA-256 of its bytes; generated data and scikit-learn's
+        digits by the parameters that make them.
+        """
+        if self.sha256 is not None:
+            return {"sha256": self.sha256}
+        if self.X is None:
+            return {"generator": "two_gaussians", "class_means": [list(m) for m in CLASS_MEANS],
+                    "class_variances": [list(v) for v in CLASS_VARIANCES],
+                    "samples_per_class": SAMPLES_PER_CLASS, "test_fraction": TEST_FRACTION}
+        return {"loader": "scikit-learn load_digits, pixels / 16", "classes": self.classes,
+                "rows": len(self.X), "features": len(self.feature_names), "test_fraction": TEST_FRACTION}
 
     def split(self, seed):
         """The train/test Split for one seed (the study draws fresh data per seed; other data are re-split)."""
@@ -96,16 +115,28 @@ def describe_data(config):
     return config["data"]
 
 
+# Bounds on what a CSV may hold, so that no file (or endless input such as /dev/zero) is read without limit:
+# a feature vector of MAX_COLUMNS float64 values is far beyond what the sweep's models train on, and a line
+# holds MAX_COLUMNS numbers of up to 40 characters each.
+MAX_COLUMNS = 100_000
+MAX_LINE_CHARS = 40 * MAX_COLUMNS
+BYTES_PER_VALUE = 24  # the parsed values, then X and y made from them: 3 copies of 8 bytes each
+
+
 def load_csv(path, label_column="label"):
     """A Dataset from a CSV file: a header row, numeric feature columns and a 0/1 label column.
 
     UTF-8, with or without a byte-order mark.  Raises UsageError naming the
     file, line and column of the first problem; a header naming a column twice
-    is one (the second copy would be trained as a feature).
+    is one (the second copy would be trained as a feature).  A line longer than
+    MAX_LINE_CHARS, more than MAX_COLUMNS columns, or more rows than this
+    machine's memory can hold are refused as soon as they are met, before
+    more is read.
     """
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
+        digest = hashlib.sha256()
+        with _hashed_text(path, digest) as handle:
+            reader = csv.reader(_bounded_lines(path, handle))
             header = [name.strip() for name in next(reader, None) or []]
             label_at, features = _check_header(path, header, label_column)
             values, rows, line = array("d"), 0, 1
@@ -114,13 +145,12 @@ def load_csv(path, label_column="label"):
                 if not any(cell.strip() for cell in row):
                     continue
                 line = reader.line_num
+                if budget is not None and BYTES_PER_VALUE * (len(values) + len(header)) > budget:
+                    raise UsageError(f"{path} is too large for this machine: {rows + 1} rows of {len(header)} "
+                                     f"columns need {format_bytes(BYTES_PER_VALUE * (len(values) + len(header)))} "
+                                     f"and {format_bytes(budget)} of memory is available")
                 values.extend(_parse_data_row(path, line, row, header, label_at, label_column))
                 rows += 1
-                # The parsed values, then X and y made from them: 3 copies of 8 bytes each.
-                if budget is not None and rows % 65536 == 0 and 24 * len(values) > budget:
-                    raise UsageError(f"{path} is too large for this machine: {rows} rows of {len(header)} "
-                                     f"columns already need {format_bytes(24 * len(values))} and "
-                                     f"{format_bytes(budget)} of memory is available")
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
     except (UnicodeDecodeError, csv.Error) as error:
@@ -130,22 +160,76 @@ def load_csv(path, label_column="label"):
     table = np.frombuffer(values, dtype=np.float64).reshape(rows, len(header))
     X = np.ascontiguousarray(np.delete(table, label_at, axis=1))
     y = np.ascontiguousarray(table[:, label_at])
-    return Dataset(str(path), X, y, tuple(features))
+    return Dataset(str(path), X, y, tuple(features), sha256=digest.hexdigest())
+
+
+class _HashingReader(io.RawIOBase):
+    """A binary file's bytes, passed on unchanged and added to `digest` as they are read."""
+
+    def __init__(self, raw, digest):
+        self.raw, self.digest = raw, digest
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        count = self.raw.readinto(buffer)
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+        return count
+
+    def close(self):
+        self.raw.close()
+        super().close()
+
+
+def _hashed_text(path, digest):
+    """The file at `path` as UTF-8 text (a byte-order mark dropped), its bytes hashed into `digest` as read.
+
+    The hash is of the bytes parsed, so a file edited while it is read, or
+    input that cannot be read twice (a pipe), is still named by its own bytes.
+    """
+    raw = _HashingReader(open(path, "rb", buffering=0), digest)
+    return io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline="")
+
+
+def _bounded_lines(path, handle):
+    """The lines of a text file, each read with at most MAX_LINE_CHARS characters held, or a UsageError."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise UsageError(f"{path} line {number} is longer than {MAX_LINE_CHARS:,d} characters, more than a "
+                             f"CSV line of at most {MAX_COLUMNS:,d} columns needs; not read further")
+        yield line
+
+
+def _listed(names, limit=8):
+    """'a, b, c' for a few names, 'a, b, ... (1000000 in all)' for many: a message stays one readable line."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names):,d} in all)"
 
 
 def _check_header(path, header, label_column):
     """(index of the label column, feature names), or a UsageError: no header, a nameless or repeated column."""
     if not header:
         raise UsageError(f"{path} is empty: expected a header row and data rows")
+    if len(header) > MAX_COLUMNS:
+        raise UsageError(f"{path}: the header has {len(header):,d} columns; at most {MAX_COLUMNS:,d} are read")
     nameless = [str(j + 1) for j, name in enumerate(header) if not name]
     if nameless:
-        raise UsageError(f"{path}: header column(s) {', '.join(nameless)} have no name")
-    repeated = sorted({name for name in header if header.count(name) > 1})
+        raise UsageError(f"{path}: header column(s) {_listed(nameless)} have no name")
+    counts = Counter(header)  # linear time, whatever the number of columns
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
-        raise UsageError(f"{path}: the header names column(s) {', '.join(map(repr, repeated))} more than once; "
+        raise UsageError(f"{path}: the header names column(s) {_listed(map(repr, repeated))} more than once; "
                          "every column needs its own name")
-    if label_column not in header:
-        raise UsageError(f"{path} has no column {label_column!r} (columns: {', '.join(header)}); "
+    if label_column not in counts:
+        raise UsageError(f"{path} has no column {label_column!r} (columns: {_listed(header)}); "
                          "name the label column with --label-column")
     features = [name for name in header if name != label_column]
     if not features:

@@ -44,6 +44,7 @@ delivered are dropped (a resumed sweep redoes them); `close` (or leaving the
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import uuid
 from collections import namedtuple
@@ -57,6 +58,7 @@ TIMINGS = (TIMING_SERIAL, TIMING_CLIENT, TIMING_WORKERS)
 
 DASK_MISSING = "fastedf sweep --workers needs Dask: pip install 'dask[distributed]' (or pip install -e '.[dask]')"
 CONNECT_TIMEOUT_S = 30  # default seconds to reach a scheduler and see its first worker
+DEFAULT_SCHEDULER_PORT = 8786  # Dask's, for an address without a port
 CHUNK_PER_THREAD = 4  # with time_one: specs per chunk for every worker thread (load balance vs. results at risk)
 
 Timed = namedtuple("Timed", "how value")
@@ -104,6 +106,32 @@ def _run_task(functions, grid_key, spec):
     return run_one(spec)
 
 
+def probe_scheduler(address, timeout=CONNECT_TIMEOUT_S):
+    """A UsageError at once when nothing listens at a TCP scheduler address (Dask would retry for `timeout`).
+
+    A refused connection or an unknown host is known at once; only a host
+    that does not answer at all is waited for, up to `timeout` seconds.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location, DEFAULT_SCHEDULER_PORT)
+    except ValueError as error:
+        raise UsageError(f"{address!r} is not a Dask scheduler address: {error}") from None
+    if scheme not in ("tcp", "tls"):
+        return  # other transports are Dask's to reach
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except TimeoutError:
+        raise UsageError(f"cannot reach a Dask scheduler at {address}: {host} did not answer within "
+                         f"{timeout:g} s (wrong address, or a firewall?)") from None
+    except OSError as error:
+        reason = ("connection refused: nothing listens there" if isinstance(error, ConnectionRefusedError)
+                  else error.strerror or str(error))
+        raise UsageError(f"cannot reach a Dask scheduler at {address}: {reason}") from None
+
+
 class Grid:
     """A Dask cluster for running grids: `with Grid(workers=2) as grid: grid.run(...)`.
 
@@ -118,6 +146,8 @@ class Grid:
     def __init__(self, workers=None, scheduler=None, retries=2, timeout=CONNECT_TIMEOUT_S):
         if (workers is None) == (scheduler is None):
             raise ValueError("give exactly one of workers=N and scheduler=ADDRESS")
+        if scheduler is not None and not str(scheduler).strip():
+            raise ValueError(f"scheduler is empty ({scheduler!r}): give an address such as tcp://10.0.0.5:8786")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -147,6 +177,7 @@ class Grid:
                         dashboard_address=":0", silence_logs=logging.ERROR, preload=[__name__])
                 self.client = distributed.Client(self.cluster)
             else:
+                probe_scheduler(self.scheduler, self.timeout)
                 try:
                     self.client = distributed.Client(self.scheduler, timeout=self.timeout)
                 except (OSError, TimeoutError, ValueError) as error:

@@ -45,14 +45,16 @@ import tempfile
 import numpy as np
 
 from ..guardrails import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
-                          ArgumentParser, Cost, DirectoryLock, UsageError, environment, int_list, make_output_dir,
-                          nonnegative_int, path_error, positive_int, refuse_unless_it_fits, seed_int,
-                          write_atomically)
+                          ArgumentParser, Cost, DirectoryLock, UsageError, environment, existing_files,
+                          fresh_output_dir, int_list, make_output_dir, nonnegative_int, path_error, positive_int,
+                          refuse_earlier_results, refuse_unless_it_fits, remove_files, seed_int, write_atomically)
 from ..models import logistic_regression
 from ..trainer import ENGINES, fit
 from .batch_scaling import updates_per_epoch
 
 DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
+OUTPUT_FILES = ("memory.csv", "memory.json", "memory_vs_batch.png")  # what `fastedf memory` writes in --out
+MEMORY_ROOT = os.path.join("results", "memory")  # where its default output directories are made
 # micro_batch: empty for whole-batch steps, else fit's micro_batch (the rows held at once)
 CSV_FIELDS = ("engine", "batch_size", "features", "samples", "epochs", "peak_bytes",
               "largest_bytes", "largest_site", "micro_batch")
@@ -272,8 +274,12 @@ def _parser():
                       help="also measure every point with fit(..., micro_batch=M): gradients accumulated over "
                            "M rows at a time, the same updates (default: whole batches only)")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", default=os.path.join("results", "memory"),
-                     help="directory for memory.csv, memory.json, memory_vs_batch.png (default: results/memory)")
+    out.add_argument("--out",
+                     help=f"directory for {', '.join(OUTPUT_FILES)}; one holding an earlier measurement's files is "
+                          f"refused unless --overwrite (default: a new directory {MEMORY_ROOT}/<UTC time>, with "
+                          f"{MEMORY_ROOT}/latest pointing at it)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="remove the files an earlier measurement wrote in --out (no others) and start again")
     out.add_argument("--no-plot", action="store_true", help="skip memory_vs_batch.png")
     return parser
 
@@ -392,8 +398,15 @@ def main(argv=None):
          "--samples": (args.samples, default("samples"), max(args.batch_sizes)),
          "--features": (args.features, default("features"), 1)},
         "the measurement", tempfile.gettempdir())
+    if args.out is None:
+        args.out = fresh_output_dir(MEMORY_ROOT)
     make_output_dir(args.out)
     with DirectoryLock(args.out, "fastedf memory"):
+        earlier = existing_files(args.out, OUTPUT_FILES)
+        if earlier and not args.overwrite:
+            raise refuse_earlier_results(args.out, earlier, "an earlier measurement's files",
+                                         "add --overwrite to replace them")
+        remove_files(earlier)
         return _measure_and_write(args, argv, engines)
 
 
@@ -415,9 +428,7 @@ def micro_batch_summary(rows, fits, micro_batch):
 
 def _measure_and_write(args, argv, engines):
     """main's work once --out is locked: memory.csv row by row, memory.json, the figure."""
-    csv_path = os.path.join(args.out, "memory.csv")
-    json_path = os.path.join(args.out, "memory.json")
-    png_path = os.path.join(args.out, "memory_vs_batch.png")
+    csv_path, json_path, png_path = (os.path.join(args.out, name) for name in OUTPUT_FILES)
     config = {"engines": engines, "batch_sizes": args.batch_sizes, "features": args.features,
               "samples": args.samples, "epochs": args.epochs, "seed": args.seed, "micro_batch": args.micro_batch,
               "model": "logistic_regression",

@@ -1,5 +1,6 @@
 """One run of the sweep: a RunSpec, trained by `execute` into its row and curve (on this process or a worker)."""
 import dataclasses
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,7 @@ class RunSpec:
     repeats: int
     shuffle: bool
     checkpoints: int | None = None
+    remeasure: bool = True  # time disturbed runs again (run_one's more_runs); not for a time thrown away
 
     @property
     def key(self):
@@ -59,7 +61,7 @@ def execute(spec, guard=NO_GUARD):
     """
     trained = run_one(spec.dataset.split(spec.seed), spec.batch_size, spec.seed, spec.lr, spec.epochs, spec.engine,
                       spec.repeats, spec.shuffle, guard=guard, model=spec.model, classes=spec.dataset.classes,
-                      checkpoints=spec.checkpoints)
+                      checkpoints=spec.checkpoints, more_runs=MORE_RUNS if spec.remeasure else 0)
     names = {"lr_scaling": spec.lr_scaling, "batch_size": spec.batch_size, "seed": spec.seed, "lr": spec.lr,
              "engine": spec.engine}
     row = {**names, "epochs": spec.epochs, **trained.fields, "peak_memory_bytes": None, "timing": TIMING_SERIAL}
@@ -76,7 +78,9 @@ def execute_on_worker(dataset, timing, spec):
     curves (the sweep's process times the run afterwards, `time_here`);
     "concurrent": spec.repeats runs, and the worker's times stand.
     """
-    return execute(dataclasses.replace(spec, dataset=dataset, repeats=spec.repeats if timing == "concurrent" else 1))
+    concurrent = timing == "concurrent"
+    return execute(dataclasses.replace(spec, dataset=dataset, repeats=spec.repeats if concurrent else 1,
+                                       remeasure=concurrent))
 
 
 def time_here(spec, row):
@@ -84,7 +88,7 @@ def time_here(spec, row):
     if row["train_time_s"] is None:
         return None
     timed, _ = execute(dataclasses.replace(spec, checkpoints=None))
-    return {"train_time_s": timed["train_time_s"], "compile_time_s": timed["compile_time_s"]}
+    return {name: timed[name] for name in TIME_FIELDS}
 
 
 def warm_up_worker(config, dataset):
@@ -92,11 +96,72 @@ def warm_up_worker(config, dataset):
     warm_up(config, dataset.split(0))
 
 
-def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard=NO_GUARD, model=ModelSpec(),
-            classes=1, checkpoints=None):
-    """Train `repeats` times from the same initialisation; returns a Trained.
+# A timed run is disturbed when its wall time exceeds what the CPU time of the thread that trained explains,
+# beyond the timers' noise: wall > 1.5 x CPU + 2 ms, both over the whole training call.  Another process or
+# thread taking the core (or the GIL) adds wall time and no CPU time to this thread.
+DISTURBED_RATIO, DISTURBED_SLACK_S = 1.5, 2e-3
+# Undisturbed repeats disagree when the slowest takes more than 1.5 x the fastest + 2 ms.
+REPEATS_RATIO = 1.5
+MORE_RUNS = 3  # timed runs added, at most, to replace disturbed or disagreeing ones
+TIME_FIELDS = ("train_time_s", "cpu_time_s", "time_spread_s", "time_flag", "compile_time_s")
 
-    train_time_s is the median over repeats of fit's training-loop time, which
+
+@dataclass(frozen=True)
+class Timing:
+    """One timed training run: fit's loop time and compile time, and the whole call's wall and thread CPU time."""
+
+    train_s: float
+    compile_s: float
+    wall_s: float
+    cpu_s: float
+
+    @property
+    def disturbed(self):
+        return self.wall_s > DISTURBED_RATIO * self.cpu_s + DISTURBED_SLACK_S
+
+
+def _kept(timings, repeats):
+    """The `repeats` fastest undisturbed runs (fewer if there are not so many), fastest first."""
+    return sorted((t for t in timings if not t.disturbed), key=lambda t: t.train_s)[:repeats]
+
+
+def _settled(kept, repeats):
+    """`repeats` undisturbed runs whose loop times agree: the slowest within REPEATS_RATIO x the fastest + 2 ms."""
+    return len(kept) == repeats and kept[-1].train_s <= REPEATS_RATIO * kept[0].train_s + DISTURBED_SLACK_S
+
+
+def _timing_unsettled(timings, repeats, more_runs):
+    """Whether to time once more: not settled yet (_settled), and fewer than repeats + more_runs runs made."""
+    return len(timings) < repeats + more_runs and not _settled(_kept(timings, repeats), repeats)
+
+
+def robust_time(timings, repeats):
+    """The row's time fields from its timed runs (see the constants above).
+
+    The runs kept are the `repeats` fastest undisturbed ones (none undisturbed:
+    the fastest run).  train_time_s: their median loop time; cpu_time_s: their
+    median thread CPU time of the whole call (training, and fit's checks and
+    compile: compile_time_s); time_spread_s: their loop times' max - min;
+    time_flag: "" when the first `repeats` runs settled it (_settled),
+    "remeasured" when more runs did, "unsettled" when MORE_RUNS more did not.
+    """
+    kept = _kept(timings, repeats)
+    settled = _settled(kept, repeats)
+    kept = kept or [min(timings, key=lambda t: t.train_s)]
+    flag = "" if settled and len(timings) == repeats else "remeasured" if settled else "unsettled"
+    return {"train_time_s": float(np.median([t.train_s for t in kept])),
+            "cpu_time_s": float(np.median([t.cpu_s for t in kept])),
+            "time_spread_s": float(kept[-1].train_s - kept[0].train_s if len(kept) > 1 else 0.0),
+            "time_flag": flag, "compile_time_s": float(max(t.compile_s for t in timings))}
+
+
+def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard=NO_GUARD, model=ModelSpec(),
+            classes=1, checkpoints=None, more_runs=MORE_RUNS):
+    """Train `repeats` times from the same initialisation, more when disturbed; returns a Trained.
+
+    The time fields are robust_time's: from the `repeats` fastest undisturbed
+    runs, up to `more_runs` more runs made to replace disturbed or
+    disagreeing ones; train_time_s is fit's training-loop time, which
     excludes compilation; compile_time_s is the largest compile time seen (the
     first run pays it, unless Numba's cache holds the program).  engine
     EDF_ENGINE runs the course loop on the NumPy EDF instead of fit
@@ -125,35 +190,33 @@ def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard
         after_first = [v for u, v in curve if u > 0]
         extra = {"min_loss": min(after_first) if after_first else None, "diverged_at_update": trajectory.diverged_at}
         if trajectory.diverged_at is not None:
-            fields = {"updates": total, "train_time_s": None, "compile_time_s": 0.0, "final_loss": None,
-                      "test_accuracy": None, **extra}
+            fields = {"updates": total, "train_time_s": None, "cpu_time_s": None, "time_spread_s": None,
+                      "time_flag": "", "compile_time_s": 0.0, "final_loss": None, "test_accuracy": None, **extra}
             return Trained(fields, [float(v) for v in trajectory.epoch_loss], [], curve)
-    times, compiles = [], []
-    for _ in range(repeats):
+    timings = []
+    while _timing_unsettled(timings, repeats, more_runs):
         trained = model.build(X.shape[1], classes, seed)
         labels = trained.labels(y)
         try:
             with guard.training():
+                wall, cpu = time.perf_counter(), time.thread_time()
                 if engine == EDF_ENGINE:
                     epoch_loss, seconds, values = train_numpy_edf(trained, X, labels, batch_size, epochs, lr,
                                                                   shuffle, seed)
                     for p, value in zip(trained.parameters, values):
                         p.value = value
-                    times.append(seconds)
-                    compiles.append(0.0)
-                    updates = total
+                    compile_s, updates = 0.0, total
                 else:
                     history = fit(trained.loss, {trained.x: X, trained.y: labels}, batch_size=batch_size,
                                   epochs=epochs, lr=lr, shuffle=shuffle, seed=seed, engine=engine)
                     epoch_loss, updates = history.epoch_loss, history.updates
-                    times.append(history.train_time_s)
-                    compiles.append(history.compile_time_s)
+                    seconds, compile_s = history.train_time_s, history.compile_time_s
+                timings.append(Timing(seconds, compile_s, time.perf_counter() - wall, time.thread_time() - cpu))
         except ValueError as error:
             raise UsageError(f"{where}: {error}") from None
     fields = {
         "updates": int(updates),
-        "train_time_s": float(np.median(times)),
-        "compile_time_s": float(max(compiles)),
+        **robust_time(timings, repeats),
         "final_loss": trained.mean_loss(split.X_train, split.y_train),
         "test_accuracy": trained.accuracy(split.X_test, split.y_test),
     }
@@ -174,7 +237,7 @@ def warm_up(config, split, guard=NO_GUARD):
     for engine in config["engines"]:
         trained = run_one(split, config["batch_sizes"][0], 0, config["lr"], min(config["epochs"], 1),
                           engine, 1, config["shuffle"], guard=guard, model=model_of(config),
-                          classes=config["classes"])
+                          classes=config["classes"], more_runs=0)
         seconds = trained.fields["compile_time_s"] if seconds is None else seconds
     return seconds
 

@@ -17,6 +17,7 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 EDF_ENGINE = "numpy_edf"  # --with-edf: the course loop on fastedf.numpy_edf, timed like an engine
 ALLOWED_TIMINGS = {"serial": (TIMING_SERIAL, TIMING_CLIENT), "concurrent": (TIMING_WORKERS,)}  # per --timing
 DIGITS = ("digits", "digits-binary")  # --data names of scikit-learn's 8x8 digits
+RESULTS_ROOT = "results"  # where the default output directories are made, one per sweep
 DEFAULT_NOISE_BATCH = 32  # the reference run's batch size for the noise scale (clipped to the training rows)
 
 
@@ -127,10 +128,15 @@ def build_parser():
                          help="serial (default): time every run here, one at a time, while the workers wait; "
                               "concurrent: keep the workers' times, measured side by side (faster, distorted)")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default="results", metavar="DIR",
-                        help="output directory, written by one sweep at a time (default results/)")
+    output.add_argument("--out", metavar="DIR",
+                        help=f"output directory, written by one sweep at a time; one holding an earlier sweep's "
+                             f"results is refused unless --resume or --overwrite (default: a new directory "
+                             f"{RESULTS_ROOT}/<UTC time>, with {RESULTS_ROOT}/latest pointing at it)")
     output.add_argument("--resume", action="store_true",
-                        help="keep the finished rows in --out (checked as if just made) and run the rest")
+                        help="keep the finished rows in --out (checked as if just made) and run the rest "
+                             f"(without --out: the sweep {RESULTS_ROOT}/latest points at)")
+    output.add_argument("--overwrite", action="store_true",
+                        help="remove the files an earlier sweep wrote in --out (no others) and start again")
     output.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -204,7 +210,7 @@ def build_config(args, dataset, n_train, n_test):
     elif args.noise_batch is not None:
         raise UsageError("--noise-batch needs --lrs or --target-loss")
     return {
-        "data": dataset.source, "label_column": (args.label_column or "label") if dataset.X is not None
+        "data": dataset.source, "data_identity": dataset.identity(), "label_column": (args.label_column or "label") if dataset.X is not None
         and dataset.source not in DIGITS else None,
         "features": list(dataset.feature_names), "n_train": n_train, "n_test": n_test,
         "batch_sizes": sizes, "seeds": args.seeds, "epochs": args.epochs, "lr": lr,

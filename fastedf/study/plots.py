@@ -203,6 +203,12 @@ def plot_decision_boundaries(runs, config, split, out_dir, seed=0, name="decisio
     return _save(fig, out_dir, name)
 
 
+# Every figure make_figures can write: a sweep with --overwrite or --no-figures removes them from --out.
+FIGURES = ("time_vs_batch_size.png", "loss_vs_batch_size.png", "accuracy_vs_batch_size.png",
+           "memory_vs_batch_size.png", "loss_curves.png", "decision_boundaries.png", "steps_to_target.png",
+           "steps_to_target_by_lr.png", "noise_scale.png")
+
+
 def make_figures(rows, runs, config, split, out_dir, science=None):
     """Every figure the rows support; returns the file names written in out_dir.
 

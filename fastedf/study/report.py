@@ -126,7 +126,7 @@ def _claim_time(rows, config):
         table.append((b, int(ts.updates[i]), format_time(s.median[i]),
                       f"{format_time(s.low[i])} – {format_time(s.high[i])}",
                       f"{step[2]:.2f} (ideal {step[3]:.2f})" if step else "",
-                      f"{step[4]:.2f}" if step else "",
+                      (f"{step[4]:.2f}" + (" (within noise)" if step[0] in ts.within_noise else "")) if step else "",
                       f"{100 * ts.c_update * ts.updates[i] / ts.model[i]:.0f}%"))
     out += [markdown_table(("B", "updates", "time (median over seeds)", "min – max over seeds", "time ratio to next B",
                     "efficiency", "per-update share (model)"), table), ""]
@@ -145,9 +145,15 @@ def _claim_time(rows, config):
         verdict = "does not hold, from the smallest batch on"
     else:
         verdict = f"holds up to B = {ts.stops_at}, then stops"
+    if ts.within_noise:
+        measured += (f". No verdict on the step(s) from B = {', '.join(map(str, ts.within_noise))}: the time "
+                     f"measured at the next size is within the measured noise (the spread between seeds and "
+                     f"between repeats) of the time that would save exactly {HALVING_EFFICIENCY:.0%} of the ideal")
     out += [
         f"Fitted slope of log2(time) against log2(B): **{ts.slope:.2f}** (time ~ 1/B would be -1). "
         f"Measured: {measured}.",
+        "",
+        _timing_note(rows),
         "",
         f"Why: a fit of time = c_update × updates + c_sample × samples (samples = epochs × training rows, "
         f"the same for every B) gives c_update = {format_time(ts.c_update)} per update and c_sample = "
@@ -165,6 +171,22 @@ def _claim_time(rows, config):
         "",
     ]
     return out
+
+
+def _timing_note(rows):
+    """How many of the timed rows had disturbed timings (results.csv's time_flag), in one paragraph."""
+    timed = [r for r in rows if r["train_time_s"] is not None]
+    unchecked = sum(r.get("cpu_time_s") is None for r in timed)
+    remeasured = sum(r.get("time_flag") == "remeasured" for r in timed)
+    unsettled = sum(r.get("time_flag") == "unsettled" for r in timed)
+    text = (f"Timing: each time is the median of a run's fastest undisturbed repeats; a repeat is disturbed when "
+            f"its wall time exceeds 1.5 × the CPU time of the thread that trained + 2 ms (another process took the "
+            f"core). {remeasured + unsettled} of {len(timed)} runs were flagged: {remeasured} measured again until "
+            f"undisturbed, {unsettled} still disturbed after the extra repeats (their fastest time is used; "
+            f"`time_flag` in results.csv).")
+    if unchecked:
+        text += f" {unchecked} run(s) from an older results.csv have no CPU time and were not checked."
+    return text
 
 
 def _least_bytes_per_sample(engine):

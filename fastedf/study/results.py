@@ -11,11 +11,17 @@ from .distributed import TIMING_SERIAL
 from .options import ALLOWED_TIMINGS, scaled_lr
 
 ROW_FIELDS = ("lr_scaling", "batch_size", "seed", "lr", "engine", "epochs", "updates",
-              "train_time_s", "compile_time_s", "final_loss", "test_accuracy", "peak_memory_bytes", "timing")
+              "train_time_s", "cpu_time_s", "time_spread_s", "time_flag", "compile_time_s", "final_loss",
+              "test_accuracy", "peak_memory_bytes", "timing")
+# train_time_s: the robust figure of the run's timed runs (fastedf.study.one_run.robust_time): the median loop
+# time of the fastest undisturbed runs; cpu_time_s: their thread CPU time (of the whole fit call); time_spread_s:
+# their spread; time_flag: "" (settled by the first runs), remeasured, or unsettled.  Files from before these
+# columns read as unchecked: the three empty.
 # timing: how train_time_s was measured (fastedf.study.distributed.TIMINGS): serial (one run at a time, in the sweep's
 # process), serial-client (the same, the run's other fields from a Dask worker), worker-concurrent (on a worker,
 # beside other runs: --timing concurrent).  Files from before the column read as serial.
-_LATER_COLUMNS = {"timing": TIMING_SERIAL}  # results.csv columns added later: their value in files without them
+TIME_FLAGS = ("", "remeasured", "unsettled")  # time_flag's values
+_LATER_COLUMNS = {"timing": TIMING_SERIAL, "cpu_time_s": "", "time_spread_s": "", "time_flag": ""}  # results.csv columns added later: their value in files without them
 # With the lr grid (--lrs or --target-loss), after ROW_FIELDS:
 #   min_loss            the lowest whole-training-set loss at any checkpoint after the first update
 #                       (empty for runs without checkpoints: other engines);
@@ -28,8 +34,9 @@ TARGET_FIELDS = ("min_loss", "diverged_at_update")
 # fastedf.study.training.EXACT_NOISE_ROWS training rows).
 NOISE_FIELDS = ("epoch", "updates", "train_loss", "trace_sigma", "g_sq", "b_simple", "b_simple_exact")
 _INT_FIELDS = {"batch_size", "seed", "epochs", "updates", "peak_memory_bytes", "diverged_at_update"}
-_STR_FIELDS = {"lr_scaling", "engine", "timing"}
+_STR_FIELDS = {"lr_scaling", "engine", "timing", "time_flag"}
 _OPTIONAL_FIELDS = {"peak_memory_bytes", "min_loss", "diverged_at_update",  # "" reads as None
+                    "cpu_time_s", "time_spread_s",  # (these two: also in rows from before the columns)
                     "train_time_s", "final_loss", "test_accuracy"}  # (these three: only in a diverged run)
 # Configuration entries that must match for --resume to reuse rows.
 _RESUME_KEYS = ("data", "label_column", "batch_sizes", "seeds", "epochs", "lr", "lr_scaling",
@@ -121,6 +128,11 @@ def row_problem(row, config):
     for name in ("train_time_s", "compile_time_s", "final_loss"):
         if not (diverged is not None and name != "compile_time_s" and row[name] is None) and not _finite(row[name], 0):
             return f"{name} {row[name]!r} is not a finite number >= 0"
+    for name in ("cpu_time_s", "time_spread_s"):
+        if row[name] is not None and not _finite(row[name], 0):
+            return f"{name} {row[name]!r} is not a finite number >= 0"
+    if row["time_flag"] not in TIME_FLAGS:
+        return f"time_flag {row['time_flag']!r} is not one of {', '.join(map(repr, TIME_FLAGS))}"
     accuracy = row["test_accuracy"]
     if not (diverged is not None and accuracy is None) and not (_finite(accuracy) and 0 <= accuracy <= 1):
         return f"test_accuracy {accuracy!r} is outside [0, 1]"
@@ -232,6 +244,25 @@ def _parse_noise(raw):
     return point
 
 
+def _refuse_other_data(previous, config):
+    """A UsageError when the data of a sweep to resume are not those its kept rows were trained on."""
+    then, now, data = previous.get("data_identity"), config["data_identity"], config["data"]
+    if previous.get("data") != data or then == now:
+        return  # another name: _RESUME_KEYS says so
+    if then is None and "sha256" not in now:
+        return  # saved before data_identity: generated data and the digits are named by config["data"] alone
+    if then is None:
+        raise UsageError(f"--resume: {data}: the kept rows were saved without their data's identity (by an older "
+                         "fastedf), so they cannot be checked against these data; use another --out")
+    if "sha256" in now and "sha256" in then:
+        raise UsageError(f"--resume: {data} changed since the kept rows were trained on it (SHA-256 "
+                         f"{then['sha256'][:12]}... then, {now['sha256'][:12]}... now); use another --out, or "
+                         "--overwrite to train on the new data")
+    changed = [name for name in sorted(set(then) | set(now)) if then.get(name) != now.get(name)]
+    raise UsageError(f"--resume: the {data} data changed since the kept rows were trained on them "
+                     f"({', '.join(changed)}); use another --out, or --overwrite to start again")
+
+
 class ResultsDir:
     """The --out directory: results.csv and runs.jsonl appended run by run, results.json at the end.
 
@@ -240,6 +271,8 @@ class ResultsDir:
     `close`: one sweep writes it at a time.  Every OSError at these paths is a
     UsageError naming the path.
     """
+
+    FILES = ("results.csv", "runs.jsonl", "results.json", "noise.csv")  # what this class writes
 
     def __init__(self, path):
         self.path = path
@@ -311,6 +344,7 @@ class ResultsDir:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"--resume: {self.json_path} is unreadable; use a fresh --out") from None
+        _refuse_other_data(previous, config)
         for name in _RESUME_KEYS:
             if previous.get(name, _RESUME_DEFAULTS.get(name)) != config[name]:
                 raise UsageError(f"--resume: {self.path} holds a sweep with {name} = {previous.get(name)!r}, "

@@ -20,9 +20,10 @@ training at that batch size.  Options add runs, each one more row:
 A run is a RunSpec; `execute(spec)` trains it and returns its row and curve, a
 pure function of the spec (it could run on another worker).
 
-Files in --out (default results/):
+Files in --out (default: a new directory results/<UTC time> per sweep, results/latest pointing at it):
   results.csv   one row per run, appended and flushed as each run finishes
-                (columns ROW_FIELDS, then TARGET_FIELDS when the lr grid runs)
+                (columns ROW_FIELDS, then TARGET_FIELDS when the lr grid runs; the time
+                columns from fastedf.study.one_run.robust_time)
   runs.jsonl    per run: the epoch loss curve, the trained parameters and,
                 for grid runs, the checkpoints [[updates, training loss], ...]
                 (written before the row, so every row has its curve)
@@ -35,7 +36,13 @@ Files in --out (default results/):
   .fastedf.lock the lock: the pid of the sweep writing the directory
 
 Guarantees:
+- results are never lost: an --out holding an earlier sweep's files is refused
+  unless --resume (which checks that the data and options are the same) or
+  --overwrite (which removes only the files a sweep writes); a sweep leaves no
+  earlier sweep's figures beside its report;
 - one writer per --out: a second sweep on the same directory refuses (guardrails.DirectoryLock);
+- a time disturbed by another process (wall beyond the training thread's CPU
+  time) or repeats that disagree are measured again, and flagged (time_flag);
 - a finished run survives Ctrl-C and a kill: its row is flushed to disk before
   the next run starts; Ctrl-C while a run trains stops it (that run is redone
   by --resume), Ctrl-C at any other moment waits until the current row is
@@ -64,16 +71,17 @@ every row already written.
 import csv
 import dataclasses
 import functools
+import json
 import os
 import sys
 
-from tqdm import tqdm
-
-from ..guardrails import EXIT_INTERRUPTED, NO_GUARD, InterruptGuard, UsageError, environment, path_error
+from ..guardrails import (EXIT_INTERRUPTED, LATEST, NO_GUARD, InterruptGuard, Progress, UsageError, environment,
+                          existing_files, fresh_output_dir, latest_output_dir, path_error, refuse_earlier_results,
+                          remove_files)
 from . import plots, report
-from .distributed import Grid, require_dask
+from .distributed import Grid, probe_scheduler, require_dask
 from .lr_grid import analyse, best_per_batch_and_seed
-from .options import build_config, build_parser, load_dataset, model_of, refuse_what_cannot_finish
+from .options import RESULTS_ROOT, build_config, build_parser, load_dataset, model_of, refuse_what_cannot_finish
 from .results import ResultsDir, checkpointed, noise_problem, planned_lrs, row_problem, run_problem
 from .one_run import (RunSpec, execute, execute_noise, execute_on_worker, measure_memory, noise_spec, time_here,
                       warm_up, warm_up_worker)
@@ -97,11 +105,10 @@ def sweep_batch_sizes(config, dataset, out, done, quiet=False, guard=NO_GUARD):
     todo = _todo(config)
     peaks = {key[1]: row["peak_memory_bytes"] for key, row in done.items()}
     remaining = [spec for spec in run_specs(config, dataset) if spec.key not in done]
-    bar = tqdm(total=len(todo), initial=len(todo) - len(remaining), desc="sweep", unit="run",
-               file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
+    bar = Progress(len(todo), len(todo) - len(remaining), "fastedf sweep", quiet)
     try:
         for spec in remaining:
-            bar.set_postfix_str(f"B={spec.batch_size} seed={spec.seed} lr={spec.lr:g} {spec.engine}")
+            bar.describe(f"B={spec.batch_size} seed={spec.seed} lr={spec.lr:g} {spec.engine}")
             _measure_peak(config, spec, peaks, guard)
             row, run = execute(spec, guard)
             _record(config, out, done, spec, row, run, peaks)
@@ -123,8 +130,7 @@ def sweep_on_cluster(config, dataset, out, done, grid, quiet=False, guard=NO_GUA
     todo = _todo(config)
     peaks = {key[1]: row["peak_memory_bytes"] for key, row in done.items()}
     remaining = [spec for spec in run_specs(config, dataset) if spec.key not in done]
-    bar = tqdm(total=len(todo), initial=len(todo) - len(remaining), desc=f"sweep on {grid.threads} workers",
-               unit="run", file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
+    bar = Progress(len(todo), len(todo) - len(remaining), f"fastedf sweep on {grid.threads} workers", quiet)
 
     def on_result(spec, result, timed):
         row, run = result
@@ -241,25 +247,77 @@ def _sweep_on_cluster(args, config, dataset, out, done, guard):
         grid.close()
 
 
+STEPS_FILE, REPORT_FILE = "steps_to_target.csv", "report.md"
+
+
+def _output_dir(args):
+    """--out, or for the default output a new directory in RESULTS_ROOT (with --resume: the latest one)."""
+    if args.out is not None:
+        return args.out
+    if not args.resume:
+        return fresh_output_dir(RESULTS_ROOT)
+    latest = latest_output_dir(RESULTS_ROOT)
+    if latest is None:
+        raise UsageError(f"--resume without --out resumes {os.path.join(RESULTS_ROOT, LATEST)}, and there is "
+                         "none: name the sweep's directory with --out")
+    return latest
+
+
+def _sweep_files(out, derived_only=False):
+    """The names of the files a sweep writes in `out` (figures those of any version and those listed there).
+
+    derived_only: those made from all rows at the end (report, steps to
+    target, figures), which a resumed sweep rewrites.
+    """
+    names = [REPORT_FILE, STEPS_FILE, *plots.FIGURES, *_figures_listed(out.json_path)]
+    return names if derived_only else [*ResultsDir.FILES, *names]
+
+
+def _figures_listed(json_path):
+    """The figure names an earlier sweep's results.json lists (plain .png names only), or none."""
+    try:
+        with open(json_path, encoding="utf-8") as handle:
+            figures = json.load(handle).get("figures", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in figures if isinstance(name, str) and name.endswith(".png")
+            and os.path.basename(name) == name and not name.startswith(".")]
+
+
 def main(argv=None):
     """`fastedf sweep [options]`; returns the exit code.  Bad input raises UsageError (exit 2 in fastedf.__main__)."""
     args = build_parser().parse_args(argv)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume keeps the rows in --out and --overwrite removes them: give one of the two")
+    if args.scheduler is not None and not args.scheduler.strip():
+        raise UsageError(f"--scheduler is empty ({args.scheduler!r}; an unset shell variable?): give the scheduler's "
+                         "address, e.g. tcp://10.0.0.5:8786, or leave the option out to train here")
     if args.timing != "serial" and not (args.workers or args.scheduler):
         raise UsageError(f"--timing {args.timing} needs --workers or --scheduler")
     if args.workers or args.scheduler:
         require_dask()  # before anything is read or written: one line saying what to install
+    if args.scheduler:
+        probe_scheduler(args.scheduler)  # nothing listening is known at once, before the data are read
     dataset = load_dataset(args)
     first = dataset.split(0)
     n_train, n_test = len(first.y_train), len(first.y_test)
     if n_train == 0 or n_test == 0:
         raise UsageError(f"{dataset.source}: too few rows for a train/test split ({n_train} train, {n_test} test)")
     config = build_config(args, dataset, n_train, n_test)
-    refuse_what_cannot_finish(config, (n_train + n_test) * (len(config["features"]) + 1) * 8, args.out)
-    out = ResultsDir(args.out)
+    refuse_what_cannot_finish(config, (n_train + n_test) * (len(config["features"]) + 1) * 8,
+                              args.out or RESULTS_ROOT)
+    out = ResultsDir(_output_dir(args))
     out.claim()
     try:
+        earlier = existing_files(out.path, _sweep_files(out))
+        if earlier and not (args.resume or args.overwrite):
+            raise refuse_earlier_results(out.path, earlier, "an earlier sweep's results",
+                                         "add --resume to finish that sweep or --overwrite to replace it")
+        if args.overwrite:
+            remove_files(earlier)
         env = environment()
         done = out.start(config, env, args.resume)
+        remove_files(existing_files(out.path, _sweep_files(out, derived_only=True)))  # rewritten from all rows
         resumed = len(done)
         todo = _todo(config)
         with InterruptGuard() as guard:
@@ -281,11 +339,11 @@ def main(argv=None):
         science = None
         if config.get("lrs"):
             science = analyse(rows, runs, noise, config)
-            write_steps_to_target(os.path.join(args.out, "steps_to_target.csv"), science.results, science.targets)
+            write_steps_to_target(os.path.join(out.path, STEPS_FILE), science.results, science.targets)
         figures = []
         if args.figures:
-            figures = plots.make_figures(rows, runs, config, first, args.out, science)
-        report_path = os.path.join(args.out, "report.md")
+            figures = plots.make_figures(rows, runs, config, first, out.path, science)
+        report_path = os.path.join(out.path, REPORT_FILE)
         text = report.render(rows, runs, config, env, figures, warmup_compile_s, science)
         try:
             with open(report_path, "w", encoding="utf-8") as handle:
