@@ -1,0 +1,145 @@
+"""The course loop per update: fastedf's nodes (fused, and node by node) against the NumPy EDF reference.
+
+Graphs (same node types on both sides, trained by the loops of course_loop.py):
+  per-sample   the instructor's graph: (1, 1) inputs x1, x2, Multiply, Addition, Sigmoid, BCE (B = 1)
+  logistic     Linear(2->1), Sigmoid, BCE on the study's two Gaussians (B = 1 and 32)
+  mlp64        Linear(64->64), Sigmoid, Linear(64->1), Sigmoid, BCE on the digits, "is it a 0" (B = 32)
+  digits       Linear(64->64), ReLU, Linear(64->10), Softmax, CE on the digits, one-hot labels (B = 32)
+Each side first trains from the same initial parameters for the same steps and its parameters must equal the
+reference's to 1e-9, or the script stops before timing anything.  Then the sides alternate, --repeats times each;
+the table gives the median wall and CPU (process_time) microseconds per update and the speed-ups over numpy_edf.
+Single thread (BLAS, OpenMP and Numba pinned to 1 before NumPy is imported).  "fastedf nodes" is the same loop
+with fusing switched off (fastedf.fused.node_by_node()).
+
+Usage:  python benchmarks/bench_course_loop.py [--repeats 5] [--epochs 2] [--graphs per-sample,logistic,mlp64,digits]
+"""
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+             "FASTEDF_BLAS_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import pathlib  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import course_loop  # noqa: E402
+from fastedf import numpy_edf  # noqa: E402
+
+import fastedf  # noqa: E402
+from fastedf import fused  # noqa: E402
+from fastedf.datasets import load_digits  # noqa: E402
+from fastedf.study import study_data  # noqa: E402
+
+LR = 0.1
+
+
+def per_sample(edf, init):
+    x1, x2, y = edf.Input(), edf.Input(), edf.Input()
+    w1, w2, b = (edf.Parameter(v.copy()) for v in init)
+    m1, m2 = edf.Multiply(x1, w1), edf.Multiply(x2, w2)
+    s = edf.Addition(m1, m2)
+    z = edf.Addition(s, b)
+    p = edf.Sigmoid(z)
+    loss = edf.BCE(y, p)
+    return [x1, x2, y], [x1, x2, y, w1, w2, b, m1, m2, s, z, p, loss], [w1, w2, b]
+
+
+def layers(edf, init, activations, loss_class):
+    """x -> Linear -> activation -> ... -> loss: one Linear per (A, b) pair of init."""
+    x, y = edf.Input(), edf.Input()
+    params = [edf.Parameter(v.copy()) for v in init]
+    graph, h = [x, y, *params], x
+    for (A, b), activation in zip(zip(params[::2], params[1::2]), activations):
+        h = edf.Linear(h, A, b)
+        graph.append(h)
+        h = activation(edf)(h)
+        graph.append(h)
+    graph.append(loss_class(edf)(y, h))
+    return [x, y], graph, params
+
+
+def graphs():
+    """{name: (build(edf), X, Y, init, batch sizes)}."""
+    rng = np.random.default_rng(0)
+    study = study_data(seed=0)
+    Xs, Ys = study.X_train, study.y_train.reshape(-1, 1)
+    Xd, labels = load_digits()
+    zero = (labels == 0).astype(np.float64).reshape(-1, 1)
+    onehot = np.eye(10)[labels.astype(int)]
+    sigmoid, relu, softmax = (lambda e: e.Sigmoid), (lambda e: e.ReLU), (lambda e: e.Softmax)
+    bce, ce = (lambda e: e.BCE), (lambda e: e.CE)
+    return {
+        "per-sample": (lambda e, i: per_sample(e, i), Xs, Ys, [np.full((1, 1), 0.1), np.full((1, 1), -0.2),
+                                                                np.zeros((1, 1))], [1]),
+        "logistic": (lambda e, i: layers(e, i, [sigmoid], bce), Xs, Ys, [rng.normal(0, 0.5, (2, 1)), np.zeros(1)],
+                     [1, 32]),
+        "mlp64": (lambda e, i: layers(e, i, [sigmoid, sigmoid], bce), Xd, zero,
+                  [rng.normal(0, 0.1, (64, 64)), np.zeros(64), rng.normal(0, 0.1, (64, 1)), np.zeros(1)], [32]),
+        "digits": (lambda e, i: layers(e, i, [relu, softmax], ce), Xd, onehot,
+                   [rng.normal(0, 0.1, (64, 64)), np.zeros(64), rng.normal(0, 0.1, (64, 10)), np.zeros(10)], [32]),
+    }
+
+
+def run(edf, build, X, Y, init, batch, epochs):
+    """Train a fresh graph; returns (wall seconds, CPU seconds, updates, final parameters)."""
+    inputs, graph, params = build(edf, init)
+    wall, cpu = time.perf_counter(), time.process_time()
+    if len(inputs) == 3:
+        course_loop.train_per_sample(graph, params, *inputs, X, Y, epochs, LR)
+    else:
+        course_loop.train(graph, params, *inputs, X, Y, batch, epochs, LR)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return wall, cpu, epochs * -(-len(X) // batch), [p.value.copy() for p in params]
+
+
+SIDES = {"numpy_edf": (numpy_edf, contextlib.nullcontext),
+         "fastedf nodes": (fastedf, fused.node_by_node),
+         "fastedf fused": (fastedf, contextlib.nullcontext)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--graphs", default="per-sample,logistic,mlp64,digits")
+    args = parser.parse_args()
+    fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0  # the steady state: fused from a graph's third step on
+    table = graphs()
+    print(f"{'graph':>10} {'B':>3} " + " ".join(f"{s + ' wall':>19} {'cpu':>7}" for s in SIDES)
+          + f" {'nodes/numpy':>11} {'fused/numpy':>11} {'(cpu)':>6}   us per update, median of {args.repeats}")
+    for name in args.graphs.split(","):
+        build, X, Y, init, batches = table[name]
+        for batch in batches:
+            reference = None
+            for side, (edf, context) in SIDES.items():  # the check run, which also warms up
+                with context():
+                    params = run(edf, build, X, Y, init, batch, args.epochs)[3]
+                reference = reference or params
+                if side == "fastedf fused" and not fused.stats["fused_steps"]:
+                    sys.exit(f"FAIL: {name} B={batch}: no step was fused ({fused.stats['refused']})")
+                worst = max(float(np.max(np.abs(a - b))) for a, b in zip(params, reference))
+                if worst > 1e-9:
+                    sys.exit(f"FAIL: {name} B={batch} {side}: max |param - numpy_edf's| = {worst:.3e}")
+            times = {side: ([], []) for side in SIDES}
+            for _ in range(args.repeats):
+                for side, (edf, context) in SIDES.items():
+                    with context():
+                        wall, cpu, updates, _ = run(edf, build, X, Y, init, batch, args.epochs)
+                    times[side][0].append(wall / updates * 1e6)
+                    times[side][1].append(cpu / updates * 1e6)
+            med = {side: (statistics.median(w), statistics.median(c)) for side, (w, c) in times.items()}
+            ref = med["numpy_edf"]
+            print(f"{name:>10} {batch:>3} " + " ".join(f"{w:>19.2f} {c:>7.2f}" for w, c in med.values())
+                  + f" {ref[0] / med['fastedf nodes'][0]:>10.2f}x {ref[0] / med['fastedf fused'][0]:>10.2f}x"
+                  + f" {ref[1] / med['fastedf fused'][1]:>5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+"""The fused course loop (fastedf.fused) gives the node-by-node numbers, whatever the script does.
+
+Every test runs one script twice: node by node (fastedf.fused.node_by_node())
+and as the loop runs by default, with fusing starting at a graph's third step;
+every number the script records must agree to 1e-12, and steps must really
+have been fused (the counter fastedf.fused.stats["fused_steps"]), unless the
+test is about a graph that must not fuse.
+"""
+import numpy as np
+import pytest
+
+import fastedf
+from fastedf import fused
+
+TOL = 1e-12
+
+
+@pytest.fixture(autouse=True)
+def fuse_from_the_third_step(monkeypatch):
+    monkeypatch.setattr(fused, "WARM_SECONDS", 0.0)
+    monkeypatch.setattr(fused, "COLD_SECONDS", 0.0)
+    monkeypatch.setattr(fused, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(fused, "ENABLED", True)
+
+
+def numbers(value):
+    """A script's records flattened to float64 arrays, for comparison."""
+    if isinstance(value, (list, tuple)):
+        return [a for v in value for a in numbers(v)]
+    return [np.array(value, dtype=np.float64)]
+
+
+def check(script, fuses=True):
+    """Run script() node by node and fused; their records must agree to 1e-12.  Returns the fused records."""
+    with fused.node_by_node():
+        reference = script()
+    before = fused.stats["fused_steps"]
+    got = script()
+    fused_steps = fused.stats["fused_steps"] - before
+    ref, out = numbers(reference), numbers(got)
+    assert len(ref) == len(out)
+    for i, (a, b) in enumerate(zip(ref, out)):
+        assert a.shape == b.shape, f"record {i}: shapes {a.shape} and {b.shape}"
+        np.testing.assert_allclose(b, a, rtol=TOL, atol=TOL, err_msg=f"record {i}")
+    if fuses:
+        assert fused_steps > 0, f"no step was fused: {fused.stats['refused']}"
+    else:
+        assert fused_steps == 0
+    return got
+
+
+def data(rows=40, features=2, classes=None, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, features))
+    if classes is None:
+        return X, (X[:, :1] - 0.5 * X[:, 1:2] > 0).astype(float)
+    return X, np.eye(classes)[rng.integers(0, classes, rows)]
+
+
+def logistic(seed=0):
+    x, y = fastedf.Input(), fastedf.Input()
+    A, b = fastedf.Parameter(np.array([[0.3], [-0.2]])), fastedf.Parameter(np.zeros(1))
+    h = fastedf.Linear(x, A, b)
+    p = fastedf.Sigmoid(h)
+    return x, y, [A, b], p, fastedf.BCE(y, p)
+
+
+def mlp(features=2, hidden=5, classes=None, seed=1):
+    rng = np.random.default_rng(seed)
+    x, y = fastedf.Input(), fastedf.Input()
+    out = 1 if classes is None else classes
+    params = [fastedf.Parameter(rng.normal(0, 0.5, (features, hidden))), fastedf.Parameter(np.zeros(hidden)),
+              fastedf.Parameter(rng.normal(0, 0.5, (hidden, out))), fastedf.Parameter(np.zeros(out))]
+    h = fastedf.ReLU(fastedf.Linear(x, params[0], params[1]))
+    z = fastedf.Linear(h, params[2], params[3])
+    if classes is None:
+        p = fastedf.Sigmoid(z)
+        return x, y, params, p, fastedf.BCE(y, p)
+    p = fastedf.Softmax(z)
+    return x, y, params, p, fastedf.CE(y, p)
+
+
+def conv_net(seed=2):
+    rng = np.random.default_rng(seed)
+    x, y = fastedf.Input(), fastedf.Input()
+    params = [fastedf.Parameter(rng.normal(0, 0.3, (3, 3, 1, 2))), fastedf.Parameter(np.zeros(2)),
+              fastedf.Parameter(rng.normal(0, 0.3, (8, 3))), fastedf.Parameter(np.zeros(3))]
+    h = fastedf.Flatten(fastedf.MaxPooling(fastedf.ReLU(fastedf.Conv(x, params[0], params[1])), 2))
+    p = fastedf.Softmax(fastedf.Linear(h, params[2], params[3]))
+    return x, y, params, p, fastedf.CE(y, p)
+
+
+MODELS = {
+    "logistic": (logistic, lambda: data()),
+    "mlp": (mlp, lambda: data()),
+    "softmax_mlp": (lambda: mlp(classes=3), lambda: data(classes=3)),
+    "conv": (conv_net, lambda: (data(rows=24, features=16, classes=3)[0].reshape(24, 4, 4, 1),
+                                data(rows=24, features=16, classes=3)[1])),
+}
+
+
+def train(model, batch=8, epochs=2, lr=0.1, update="in place", each_step=None):
+    """The course loop on one of MODELS; records losses, predictions and parameters."""
+    build, load = MODELS[model]
+    x, y, params, p, loss = build()
+    X, Y = load()
+    graph = fastedf.topological_sort(loss)
+    records = []
+    for _ in range(epochs):
+        for i in range(0, len(X), batch):
+            x.value, y.value = X[i:i + batch], Y[i:i + batch]
+            for n in graph:
+                n.forward()
+            for n in reversed(graph):
+                n.backward()
+            if update == "in place":
+                for t in params:
+                    t.value -= lr * t.gradients[t]
+            elif update == "rebind":
+                for t in params:
+                    t.value = t.value - lr * t.gradients[t]
+            else:
+                fastedf.sgd_update(params, lr)
+            records.append(loss.value)
+            if each_step is not None:
+                records.append(each_step(x, y, params, p, loss, X, Y))
+    return records + [t.value.copy() for t in params] + [p.value.copy()]
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_the_course_loop_gives_the_node_by_node_numbers(model):
+    check(lambda: train(model))
+
+
+@pytest.mark.parametrize("update", ["rebind", "sgd_update"])
+def test_updates_by_rebinding_or_sgd_update(update):
+    check(lambda: train("mlp", update=update))
+
+
+def test_per_sample_graph_of_multiply_and_addition():
+    X, Y = data(rows=30)
+
+    def script():
+        x1, x2, y = fastedf.Input(), fastedf.Input(), fastedf.Input()
+        w1, w2, b = (fastedf.Parameter(np.full((1, 1), v)) for v in (0.1, -0.2, 0.0))
+        m1, m2 = fastedf.Multiply(x1, w1), fastedf.Multiply(x2, w2)
+        s = fastedf.Addition(m1, m2)
+        z = fastedf.Addition(s, b)
+        p = fastedf.Sigmoid(z)
+        loss = fastedf.BCE(y, p)
+        graph = [x1, x2, y, w1, w2, b, m1, m2, s, z, p, loss]
+        records = []
+        for epoch in range(2):
+            for i in range(len(X)):
+                x1.value, x2.value, y.value = X[i:i + 1, 0:1], X[i:i + 1, 1:2], Y[i:i + 1]
+                for n in graph:
+                    n.forward()
+                for n in reversed(graph):
+                    n.backward()
+                for t in (w1, w2, b):
+                    t.value -= 0.2 * t.gradients[t]
+                records.append(loss.value)
+            # gradient arrays are reused by the next backward (fastedf.node): kept ones are copied
+            records += [x1.gradients[x1], x2.gradients[x2], y.gradients[y], m1.gradients[w1].copy(),
+                        z.gradients[s].copy()]
+        return records + [w1.value, w2.value, b.value]
+    check(script)
+
+
+def test_predictions_without_the_loss_on_new_batch_shapes():
+    """A prediction (forward without the loss) on the test set between steps; last batches are short."""
+    def predict(x, y, params, p, loss, X, Y):
+        x.value = X[3:16]
+        for n in fastedf.topological_sort(p):
+            n.forward()
+        return p.value.copy()
+    check(lambda: train("softmax_mlp", batch=6, each_step=predict))
+
+
+def test_the_whole_graph_on_a_test_set_with_stale_labels_and_an_empty_batch():
+    steps = iter(range(1000))
+
+    def evaluate(x, y, params, p, loss, X, Y):
+        if next(steps) % 4:
+            return []
+        x.value = X[:15]  # labels hold the last batch: they broadcast only when it has one row
+        graph = fastedf.topological_sort(loss)
+        if len(y.value) == 1:
+            for n in graph:
+                n.forward()
+            stale = loss.value
+        else:
+            stale = 0.0
+        x.value, y.value = X[:0], Y[:0]  # an empty batch: loss 0 and zero gradients
+        for n in graph:
+            n.forward()
+        for n in reversed(graph):
+            n.backward()
+        return [stale, loss.value, [t.gradients[t].copy() for t in params]]
+    check(lambda: train("logistic", batch=13, epochs=8, each_step=evaluate))
+
+
+def test_reading_values_and_gradients_mid_loop():
+    """Intermediate values read after the forward and inside it (a break), gradients of every kind."""
+    X, Y = data()
+
+    def script():
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        hidden = p.inputs[0].inputs[0]  # the ReLU
+        records = []
+        for i in range(0, 40, 4):
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            for n in graph:
+                n.forward()
+                if n is hidden and i % 8 == 0:
+                    records.append(hidden.value.copy())  # while the step's forward is half done
+            records.append(hidden.value.copy())
+            for n in reversed(graph):
+                n.backward()
+            records += [x.gradients[x], y.gradients[y], hidden.gradients[hidden.inputs[0]].copy(),
+                        graph[-1].gradients[p].copy()]
+            for t in params:
+                t.value -= 0.1 * t.gradients[t]
+            records += [x.gradients[x], y.gradients[y]]  # after the update: as of the backward
+        return records
+    check(script)
+
+
+def test_kept_values_are_never_overwritten_and_backward_twice():
+    X, Y = data()
+
+    def script():
+        x, y, params, p, loss = logistic()
+        graph = fastedf.topological_sort(loss)
+        kept, records = [], []
+        for i in range(0, 40, 5):
+            x.value, y.value = X[i:i + 5], Y[i:i + 5]
+            for n in graph:
+                n.forward()
+            kept.append(p.value)
+            for n in reversed(graph):
+                n.backward()
+            first = [t.gradients[t].copy() for t in params]
+            for n in reversed(graph):
+                n.backward()  # again: the same gradients
+            records += first + [t.gradients[t].copy() for t in params]
+            for t in params:
+                t.value -= 0.1 * t.gradients[t]
+            for n in graph:
+                n.forward()  # a forward without backward
+            records.append(loss.value)
+        return records + kept
+    check(script)
+
+
+def test_a_parameter_changed_between_forward_and_backward():
+    X, Y = data()
+
+    def script():
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in range(0, 40, 4):
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            for n in graph:
+                n.forward()
+            params[2].value *= 1.5  # Linear's backward reads its weight as it is now
+            for n in reversed(graph):
+                n.backward()
+            records += [t.gradients[t].copy() for t in params] + [x.gradients[x]]
+            for t in params:
+                t.value -= 0.1 * t.gradients[t]
+        return records
+    check(script)
+
+
+def test_parameters_shared_by_two_graphs():
+    X, Y = data()
+
+    def script():
+        x, y = fastedf.Input(), fastedf.Input()
+        A, b, c = (fastedf.Parameter(v) for v in (np.array([[0.3], [-0.2]]), np.zeros(1), np.ones(1)))
+        h = fastedf.Linear(x, A, b)
+        first = fastedf.BCE(y, fastedf.Sigmoid(h))
+        second = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(x, A, c)))
+        records = []
+        for i in range(0, 40, 4):
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            for loss, trained in ((first, (A, b)), (second, (A, c))):
+                graph = fastedf.topological_sort(loss)
+                fastedf.forward_pass(graph)
+                fastedf.backward_pass(graph)
+                fastedf.sgd_update(trained, 0.1)
+                records += [loss.value, A.gradients[A].copy()]
+        return records + [A.value, b.value, c.value]
+    check(script)
+
+
+class Cube(fastedf.Node):
+    """A user's node in plain NumPy, as course scripts write them."""
+
+    def __init__(self, x):
+        super().__init__([x])
+
+    def forward(self):
+        self.value = self.inputs[0].value ** 3
+
+    def backward(self):
+        x = self.inputs[0]
+        self.gradients[x] = self.outputs[0].gradients[self] * 3 * x.value ** 2
+
+
+def test_a_user_numpy_node_runs_the_graph_node_by_node():
+    X, Y = data()
+
+    def script():
+        x, y = fastedf.Input(), fastedf.Input()
+        A, b = fastedf.Parameter(np.array([[0.3], [-0.2]])), fastedf.Parameter(np.zeros(1))
+        loss = fastedf.BCE(y, fastedf.Sigmoid(Cube(fastedf.Linear(x, A, b))))
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in range(0, 40, 4):
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update([A, b], 0.1)
+            records.append(loss.value)
+        return records + [A.value, b.value]
+    check(script, fuses=False)
+    assert any("Cube" in reason for reason in fused.stats["refused"].values())
+
+
+def test_graph_changed_between_steps_and_calls_out_of_order():
+    X, Y = data()
+
+    def script():
+        x, y, params, p, loss = logistic()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in range(0, 40, 4):
+            if i == 20:  # a second head on the same Linear: a new graph
+                A2 = fastedf.Parameter(np.full((1, 1), 0.5))
+                p = fastedf.Sigmoid(fastedf.Multiply(graph[-3], A2))
+                loss = fastedf.BCE(y, p)
+                graph, params = fastedf.topological_sort(loss), params + [A2]
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            for n in graph:
+                n.forward()
+                if i % 12 == 0:
+                    n.forward()  # twice: off the plan's course
+            for n in reversed(graph):
+                n.backward()
+            for t in params:
+                t.value -= 0.1 * t.gradients[t]
+            records.append(loss.value)
+        return records + [t.value for t in params]
+    check(script)
+
+
+def test_gradients_accumulated_over_micro_batches_by_the_script():
+    """A script that sums the gradients of chunks of a batch (copies: arrays are reused) before updating."""
+    X, Y = data(classes=3)
+
+    def script():
+        x, y, params, p, loss = mlp(classes=3)
+        graph = fastedf.topological_sort(loss)
+        for i in range(0, 40, 10):
+            total = [np.zeros_like(t.value) for t in params]
+            for j in range(i, i + 10, 5):
+                x.value, y.value = X[j:j + 5], Y[j:j + 5]
+                fastedf.forward_pass(graph)
+                fastedf.backward_pass(graph)
+                for acc, t in zip(total, params):
+                    acc += t.gradients[t] / 2
+            for acc, t in zip(total, params):
+                t.value -= 0.1 * acc
+        return [t.value for t in params]
+    check(script)
+
+
+def test_a_bad_label_raises_the_nodes_error():
+    X, Y = data()
+    Y = Y.copy()
+    Y[30] = 2.0
+
+    def script():
+        x, y, params, p, loss = logistic()
+        graph = fastedf.topological_sort(loss)
+        for i in range(0, 40, 4):
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+    with fused.node_by_node(), pytest.raises(ValueError) as reference:
+        script()
+    with pytest.raises(ValueError) as got:
+        script()
+    assert str(got.value).split(":", 1)[1] == str(reference.value).split(":", 1)[1]
+
+
+def test_no_fusing_under_node_by_node_and_before_the_loop_repays_it(monkeypatch):
+    monkeypatch.setattr(fused, "COLD_SECONDS", 1e9)
+    monkeypatch.setattr(fused, "WARM_SECONDS", 1e9)
+    before = fused.stats["fused_steps"]
+    train("logistic")
+    assert fused.stats["fused_steps"] == before
