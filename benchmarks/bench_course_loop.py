@@ -11,7 +11,12 @@ the table gives the median wall and CPU (process_time) microseconds per update a
 Single thread (BLAS, OpenMP and Numba pinned to 1 before NumPy is imported).  "fastedf nodes" is the same loop
 with fusing switched off (fastedf.fused.node_by_node()).
 
+--first-step instead times, in fresh processes sharing a new cache directory (the first cold, the second warm):
+the first step (node by node, the kernels compiled or loaded) and the step at which the loop fuses (its
+program compiled or loaded from Numba's cache), with fusing made to start at once.
+
 Usage:  python benchmarks/bench_course_loop.py [--repeats 5] [--epochs 2] [--graphs per-sample,logistic,mlp64,digits]
+        python benchmarks/bench_course_loop.py --first-step [--graphs ...]
 """
 import os
 
@@ -104,12 +109,51 @@ SIDES = {"numpy_edf": (numpy_edf, contextlib.nullcontext),
          "fastedf fused": (fastedf, contextlib.nullcontext)}
 
 
+def step_times(name, batch):
+    """Seconds of each of the first steps of the course loop on graph `name` (this process); it fuses at
+    the second or third (the Watch leaves out the first step's long interval)."""
+    fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0
+    build, X, Y, init, _ = graphs()[name]
+    inputs, graph, params = build(fastedf, init)
+    times = []
+    for i in range(0, 6 * batch, batch):
+        start = time.perf_counter()
+        if len(inputs) == 3:
+            course_loop.train_per_sample(graph, params, *inputs, X[i:i + 1], Y[i:i + 1], 1, LR)
+        else:
+            course_loop.train(graph, params, *inputs, X[i:i + batch], Y[i:i + batch], batch, 1, LR)
+        times.append(time.perf_counter() - start)
+    assert fused.stats["fused_steps"] > 0, fused.stats["refused"]
+    return times
+
+
+def first_steps(names):
+    import json
+    import subprocess
+    import tempfile
+    print(f"{'graph':>10} {'B':>3} {'cache':>5} {'first step ms':>14} {'fusing step ms':>15} {'fused step ms':>14}")
+    for name in names:
+        for batch in graphs()[name][4]:
+            with tempfile.TemporaryDirectory() as cache:
+                for state in ("cold", "warm"):
+                    code = (f"import sys, json; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); "
+                            f"import bench_course_loop as b; print(json.dumps(b.step_times({name!r}, {batch})))")
+                    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                         env=dict(os.environ, FASTEDF_CACHE_DIR=cache)).stdout
+                    t = json.loads(out.splitlines()[-1])
+                    print(f"{name:>10} {batch:>3} {state:>5} {t[0] * 1e3:>14.1f} {max(t[1:4]) * 1e3:>15.1f} "
+                          f"{t[-1] * 1e3:>14.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--graphs", default="per-sample,logistic,mlp64,digits")
+    parser.add_argument("--first-step", action="store_true")
     args = parser.parse_args()
+    if args.first_step:
+        return first_steps(args.graphs.split(","))
     fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0  # the steady state: fused from a graph's third step on
     table = graphs()
     print(f"{'graph':>10} {'B':>3} " + " ".join(f"{s + ' wall':>19} {'cpu':>7}" for s in SIDES)

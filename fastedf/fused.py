@@ -49,12 +49,14 @@ from .node import F64, Input, Node, Parameter, _reusable
 ENABLED = env_flag("FASTEDF_FUSE", True)
 BREAKS_TO_DROP = 3  # node-by-node steps in a row after which a plan is dropped
 
-# A loop fuses once its node-by-node steps have taken as long as getting the program is expected to: loading it
-# from Numba's cache when an earlier process compiled it, else compiling it.  So a loop too short to repay that
-# never fuses, and one that does is at most that long slower than node by node before it gains (ski rental).
-# Measured for the course's graphs on a shared 2-core machine (benchmarks/bench_course_loop.py --first-step).
-WARM_SECONDS = 0.05
-COLD_SECONDS = 1.0
+# A loop fuses once its node-by-node steps have taken as long as getting its program is expected to take:
+# loading it from Numba's cache when an earlier process compiled it (26-33 ms), else compiling it (1.8-3.5 s),
+# for the graphs of benchmarks/bench_course_loop.py --first-step on a shared 2-core machine.  A loop too short
+# to repay that never fuses; one that fuses is at worst that long slower than node by node before it gains
+# (ski rental); it is faster end to end once its steps after fusing would have taken the program's cost divided
+# by (1 - 1 / speed-up) node by node: twice that cost at a 2x speed-up.
+WARM_SECONDS = 0.03
+COLD_SECONDS = 2.0
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
 
 stats = {"fused_steps": 0, "node_steps": 0, "plans": 0, "dropped": 0, "refused": {}}
