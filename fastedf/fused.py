@@ -171,7 +171,9 @@ class StepProgram:
         self._step = None
 
     def cached(self):
-        """True when an earlier process compiled this program into Numba's on-disk cache."""
+        """True when an earlier process compiled this program into Numba's on-disk cache (or this one loaded it)."""
+        if self._step is not None:
+            return True
         from . import compiler
         folder = compiler.cache_dir()
         index = os.path.join(folder, "__pycache__")
