@@ -78,6 +78,14 @@ def node_by_node():
         _off -= 1
 
 
+def release(nodes):
+    """Drop the plans that hold any of `nodes` (fit runs the nodes' own code, and compiles them itself)."""
+    nodes = set(nodes)
+    for plan in list(_plans):
+        if not nodes.isdisjoint(plan.ops):
+            plan.drop("released")
+
+
 def watch(loss):
     """Called by a loss's node-by-node forward(): counts the loop's time and fuses its graph once it pays."""
     w = loss.__dict__.get("_watch")
@@ -318,7 +326,6 @@ class Plan:
         self.param_shapes = [n.value.shape for n in self.params]
         self.param_seen, self.param_args = [None] * len(self.params), [None] * len(self.params)
         self.shapes = {n: np.shape(n.value) for n in self.ops}  # node by node, with the batch's rows first
-        self.own = [p for p in self.params if all(o in low.index for o in p.outputs)]  # not shared with a graph
         self.at = self.back = self.generation = self.breaks = self.rows = self.capacity = 0
         self.eager = self.pending = False
         self.program_backward, self.eager_backward = False, set()
@@ -336,11 +343,8 @@ class Plan:
                 self.deferred[node, inp] = node.gradients._deferred.get(inp)
                 node.gradients.defer(inp, _Read(self, node, inp))
         self.loss._gen = -1  # its node-by-node forward is running: it sets its value itself
-        for param in self.own:
-            param.__class__ = _fused_class(type(param))
-            param._plan = self
         self.at = len(self.ops)
-        self.eager_backward = set(self.ops + self.own)  # their gradients stand until the program's backward
+        self.eager_backward = set(self.ops)  # their gradients stand until the program's backward
         self.loss._watch.active = False
         _plans.add(self)
         stats["plans"] += 1
@@ -357,7 +361,7 @@ class Plan:
             node.gradients._deferred.pop(inp, None)
             if original is not None:
                 node.gradients._deferred[inp] = original
-        for node in self.ops + self.own:
+        for node in self.ops:
             node.__class__ = type(node)._fused_base
             for attr in ("_plan", "_at", "_back_at", "_gen"):
                 node.__dict__.pop(attr, None)
@@ -378,7 +382,7 @@ class Plan:
                 self._keep(node)  # the node's own deferred entry computes it
             else:
                 dict.__setitem__(node.gradients, inp, self.gradient(node, inp))
-        self.program_backward, self.eager_backward = False, set(self.ops + self.own)
+        self.program_backward, self.eager_backward = False, set(self.ops)
 
     # --- the compiled calls ---
 
@@ -446,11 +450,11 @@ class Plan:
         self.step(*args, self.arena, self.iarena, self.table, True)
         if self.eager_backward:  # nodes whose own backward stored arrays of their own
             for node in self.eager_backward:
-                if node.inputs:
-                    for inp in node.inputs:
+                for inp in node.inputs:  # a Parameter's: the program's, which its own backward() passes on
+                    if isinstance(inp, Parameter):
+                        dict.__setitem__(node.gradients, inp, self._param_grad(inp))
+                    else:
                         dict.pop(node.gradients, inp, None)
-                else:
-                    node.gradients[node] = self._param_grad(node)
             self.eager_backward.clear()
         self.program_backward = True
         self.backward_raw = self.raw if args is not self.forward_args else raw
@@ -489,7 +493,7 @@ class Plan:
             return
         if not self.eager:
             self.to_eager(f"{node}.forward() out of order")
-        type(node)._fused_base.forward(node)
+        _base(node).forward(node)
 
     def run_forward(self):
         try:
@@ -497,7 +501,7 @@ class Plan:
         except _Break as why:
             self.at -= 1  # the loss's own forward runs below
             self.to_eager(str(why))
-            type(self.loss)._fused_base.forward(self.loss)
+            _base(self.loss).forward(self.loss)
 
     def backward_call(self, node):
         """A backward() call off the plan's course, or the loss's: the program's backward, or a break."""
@@ -513,7 +517,7 @@ class Plan:
                 return
         elif not self.eager:
             self.to_eager(f"{node}.backward() out of order")
-        type(node)._fused_base.backward(node)
+        _base(node).backward(node)
         self.eager_backward.add(node)
 
     def to_eager(self, why):
@@ -531,7 +535,7 @@ class Plan:
         self.pending = False
         self.eager = True
         for node in self.ops[:self.at]:
-            type(node)._fused_base.forward(node)
+            _base(node).forward(node)
 
     # --- reads ---
 
@@ -632,13 +636,6 @@ def _op_backward(self):
     plan.backward_call(self)
 
 
-def _param_backward(self):
-    plan = self._plan
-    if plan.eager or not plan.program_backward:
-        type(self)._fused_base.backward(self)
-        plan.eager_backward.add(self)
-
-
 def _get_value(self):
     plan = self.__dict__["_plan"]
     if self.__dict__["_gen"] != plan.generation or plan.pending:
@@ -654,14 +651,19 @@ def _set_value(self, value):
 _fused_classes = {}
 
 
+def _base(node):
+    """The node's own class: its node-by-node forward() and backward() (also once its plan is dropped)."""
+    return getattr(type(node), "_fused_base", type(node))
+
+
 def _fused_class(cls):
-    """The class a fused node takes: `cls` with its calls checked against the plan (and a lazy value)."""
+    """The class a fused operation takes: `cls` with its calls checked against the plan, and a lazy value.
+
+    Inputs and Parameters keep their classes (scripts test `type(n) is Parameter`) and plain values.
+    """
     fused = _fused_classes.get(cls)
     if fused is None:
-        members = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "_fused_base": cls}
-        if issubclass(cls, Parameter):
-            members["backward"] = _param_backward
-        else:
-            members.update(forward=_op_forward, backward=_op_backward, value=property(_get_value, _set_value))
-        fused = _fused_classes[cls] = type(cls.__name__, (cls,), members)
+        fused = _fused_classes[cls] = type(cls.__name__, (cls,), {
+            "__module__": cls.__module__, "__qualname__": cls.__qualname__, "_fused_base": cls,
+            "forward": _op_forward, "backward": _op_backward, "value": property(_get_value, _set_value)})
     return fused

@@ -119,6 +119,10 @@ def train(model, batch=8, epochs=2, lr=0.1, update="in place", each_step=None):
             elif update == "rebind":
                 for t in params:
                     t.value = t.value - lr * t.gradients[t]
+            elif update == "by type":  # the trainables found each step by their class, as some scripts do
+                for t in graph:
+                    if type(t) is fastedf.Parameter:
+                        t.value -= lr * t.gradients[t]
             else:
                 fastedf.sgd_update(params, lr)
             records.append(loss.value)
@@ -132,7 +136,7 @@ def test_the_course_loop_gives_the_node_by_node_numbers(model):
     check(lambda: train(model))
 
 
-@pytest.mark.parametrize("update", ["rebind", "sgd_update"])
+@pytest.mark.parametrize("update", ["rebind", "sgd_update", "by type"])
 def test_updates_by_rebinding_or_sgd_update(update):
     check(lambda: train("mlp", update=update))
 
@@ -405,3 +409,43 @@ def test_no_fusing_under_node_by_node_and_before_the_loop_repays_it(monkeypatch)
     before = fused.stats["fused_steps"]
     train("logistic")
     assert fused.stats["fused_steps"] == before
+
+
+def test_fit_after_a_fused_course_loop():
+    """fit on the nodes of a fused loop takes them back and compiles them as usual."""
+    def script():
+        x, y, params, p, loss = mlp(classes=3)
+        X, Y = data(classes=3)
+        graph = fastedf.topological_sort(loss)
+        for i in range(0, 40, 8):
+            x.value, y.value = X[i:i + 8], Y[i:i + 8]
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+        history = fastedf.fit(loss, {x: X, y: Y}, batch_size=8, epochs=2, lr=0.1, engine="compiled")
+        return [history.epoch_loss, [t.value for t in params]]
+    check(script)
+
+
+def test_a_loop_off_the_plan_drops_it_and_runs_node_by_node():
+    X, Y = data()
+
+    def script():
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in range(0, 40, 4):
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            for n in graph:
+                n.forward()
+                if n is p and i >= 12:
+                    p.forward()  # again, every step from the fourth: the plan breaks three times and is dropped
+            for n in reversed(graph):
+                n.backward()
+            for t in params:
+                t.value -= 0.1 * t.gradients[t]
+            records += [loss.value, p.value.copy(), x.gradients[x]]
+        return records + [t.value for t in params]
+    before = fused.stats["dropped"]
+    check(script)
+    assert fused.stats["dropped"] > before
