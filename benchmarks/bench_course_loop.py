@@ -40,7 +40,7 @@ from fastedf import numpy_edf  # noqa: E402
 import fastedf  # noqa: E402
 from fastedf import fused  # noqa: E402
 from fastedf.datasets import load_digits  # noqa: E402
-from fastedf.study import study_data  # noqa: E402
+from fastedf.study.data import study_data  # noqa: E402
 
 LR = 0.1
 

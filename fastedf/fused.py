@@ -90,10 +90,10 @@ def watch(loss):
     """Called by a loss's node-by-node forward(): counts the loop's time and fuses its graph once it pays."""
     w = loss.__dict__.get("_watch")
     if w is None:
-        if not ENABLED or _off:
+        if not ENABLED or _off or not loss.keeps_deferred:  # fit's own loop does not keep them: not a course loop
             return
         w = loss._watch = Watch(loss)
-    if w.active:
+    if w.active and loss.keeps_deferred:
         w.tick()
 
 
@@ -111,7 +111,8 @@ class Watch:
 
     def tick(self):
         now = time.perf_counter()
-        if self.last is not None and now - self.last < 0.05:  # a pause (plotting, an input()) is not the loop's
+        # A pause (plotting, an input()) is not the loop's; nor is a step so long that Python's share is nothing
+        if self.last is not None and now - self.last < 0.05:
             self.spent += now - self.last
         self.last = now
         if self.spent <= self.wait or _off:

@@ -449,3 +449,25 @@ def test_a_loop_off_the_plan_drops_it_and_runs_node_by_node():
     before = fused.stats["dropped"]
     check(script)
     assert fused.stats["dropped"] > before
+
+
+def test_the_environment_switch_runs_every_loop_node_by_node():
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np, fastedf; from fastedf import fused\n"
+            "fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0\n"
+            "x, y = fastedf.Input(), fastedf.Input()\n"
+            "A, b = fastedf.Parameter(np.ones((2, 1))), fastedf.Parameter(np.zeros(1))\n"
+            "loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(x, A, b)))\n"
+            "graph = fastedf.topological_sort(loss)\n"
+            "x.value, y.value = np.ones((4, 2)), np.ones((4, 1))\n"
+            "for _ in range(10):\n"
+            "    fastedf.forward_pass(graph); fastedf.backward_pass(graph); fastedf.sgd_update([A, b], 0.1)\n"
+            "print(fused.stats['fused_steps'])\n")
+    steps = {}
+    for flag in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, FASTEDF_FUSE=flag)).stdout
+        steps[flag] = int(out.split()[-1])
+    assert steps["0"] == 0 and steps["1"] > 0
