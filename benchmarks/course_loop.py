@@ -12,12 +12,7 @@ def train(graph, trainable, x, y, X, Y, batch_size, epochs, lr):
     for _ in range(epochs):
         for i in range(0, len(X), batch_size):
             x.value, y.value = X[i:i + batch_size], Y[i:i + batch_size]
-            for n in graph:
-                n.forward()
-            for n in reversed(graph):
-                n.backward()
-            for t in trainable:
-                t.value -= lr * t.gradients[t]
+            step(graph, trainable, lr)
     return time.perf_counter() - start
 
 
@@ -27,10 +22,15 @@ def train_per_sample(graph, trainable, x1, x2, y, X, Y, epochs, lr):
     for _ in range(epochs):
         for i in range(len(X)):
             x1.value, x2.value, y.value = X[i:i + 1, 0:1], X[i:i + 1, 1:2], Y[i:i + 1]
-            for n in graph:
-                n.forward()
-            for n in reversed(graph):
-                n.backward()
-            for t in trainable:
-                t.value -= lr * t.gradients[t]
+            step(graph, trainable, lr)
     return time.perf_counter() - start
+
+
+def step(graph, trainable, lr):
+    """One update as the course writes it."""
+    for n in graph:
+        n.forward()
+    for n in reversed(graph):
+        n.backward()
+    for t in trainable:
+        t.value -= lr * t.gradients[t]

@@ -99,8 +99,12 @@ MODELS = {
 }
 
 
-def train(model, batch=8, epochs=2, lr=0.1, update="in place", each_step=None):
-    """The course loop on one of MODELS; records losses, predictions and parameters."""
+def train(model, batch=8, epochs=2, lr=0.1, update="in place", each_step=None, after_forward=None):
+    """The course loop on one of MODELS; records losses, predictions and parameters.
+
+    each_step(x, y, params, p, loss, X, Y) runs after each update, after_forward(params) between the forward
+    and the backward; what each_step returns is recorded.
+    """
     build, load = MODELS[model]
     x, y, params, p, loss = build()
     X, Y = load()
@@ -111,6 +115,8 @@ def train(model, batch=8, epochs=2, lr=0.1, update="in place", each_step=None):
             x.value, y.value = X[i:i + batch], Y[i:i + batch]
             for n in graph:
                 n.forward()
+            if after_forward is not None:
+                after_forward(params)
             for n in reversed(graph):
                 n.backward()
             if update == "in place":
@@ -259,24 +265,12 @@ def test_kept_values_are_never_overwritten_and_backward_twice():
 
 
 def test_a_parameter_changed_between_forward_and_backward():
-    X, Y = data()
+    def change(params):
+        params[2].value *= 1.5  # Linear's backward reads its weight as it is now
 
-    def script():
-        x, y, params, p, loss = mlp()
-        graph = fastedf.topological_sort(loss)
-        records = []
-        for i in range(0, 40, 4):
-            x.value, y.value = X[i:i + 4], Y[i:i + 4]
-            for n in graph:
-                n.forward()
-            params[2].value *= 1.5  # Linear's backward reads its weight as it is now
-            for n in reversed(graph):
-                n.backward()
-            records += [t.gradients[t].copy() for t in params] + [x.gradients[x]]
-            for t in params:
-                t.value -= 0.1 * t.gradients[t]
-        return records
-    check(script)
+    def gradients(x, y, params, p, loss, X, Y):
+        return [t.gradients[t].copy() for t in params] + [x.gradients[x]]
+    check(lambda: train("mlp", batch=4, after_forward=change, each_step=gradients))
 
 
 def test_parameters_shared_by_two_graphs():
