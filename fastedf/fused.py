@@ -416,7 +416,8 @@ class Plan:
                 w = np.ascontiguousarray(v, dtype=F64) if isinstance(v, np.ndarray) else None
                 if w is None or w.shape != self.param_shapes[i]:
                     raise _Break(f"{node} has shape {np.shape(v)}; the plan has {self.param_shapes[i]}")
-                self.param_seen[i], self.param_args[i] = v, w
+                # the same array next step holds whatever the script wrote into it; a converted copy would not
+                self.param_seen[i], self.param_args[i] = (v if w is v else None), w
             args.append(self.param_args[i])
         self.raw = raw
         return args, n
