@@ -8,7 +8,9 @@ step as two calls of one compiled program, made from the same compile rules
 forward(), the backward at the loss's backward(), each reading the Inputs and
 Parameters as they are at that moment, as node-by-node execution does.  The
 operations' own forward()/backward() calls only check that they are the next
-call of the recorded plan.
+call of the recorded plan.  Two calls, not one: a script may change a
+Parameter in place between the two (Linear's backward reads its weight then),
+and nothing cheap would see it.
 
 What is captured is guarded, as TorchDynamo does: a plan holds the graph (the
 loss and its ancestors), the order of its operations' calls (creation order,
@@ -20,18 +22,23 @@ steps in a row the plan is dropped and the graph is node by node again.
 
 Reads: an operation's `value` is copied out of the program's buffers when it
 is read, into the node's own array as node-by-node execution would have left
-it, so a kept value is never overwritten.  A Parameter's `gradients[t]` is the
-program's gradient array, reused by the next backward as node by node; any
-other gradient (of an operation's input, of a data Input) is computed when read
-from what the backward kept, as the nodes themselves do.
+it, so a kept value is never overwritten.  Only the operations change class
+(to a subclass of theirs with a lazy `value`); Inputs and Parameters keep their
+classes and plain values.  A Parameter's `gradients[t]` is the program's
+gradient array, which its own backward() passes on, reused by the next backward
+as fastedf.node says; any other gradient (of an operation's input, of a data
+Input) is computed when read from what the backward kept, as the nodes do.
 
 Numbers: the program calls the kernels the nodes call, in the same order, and
 keeps Sigmoid and BCE (Softmax and CE) apart, unlike fit, so values and
 gradients are the node-by-node ones (tests/test_fused_loop.py, to 1e-12).
 
 To be fused a node needs what fit needs: a `lower(low)` compile rule beside
-its kernels (fastedf.compiler) and the protocol of fastedf.node; the loss must
-be a fastedf loss (BCE, CE).  Other graphs run node by node; `stats` says why.
+its kernels (fastedf.compiler; a class from outside fastedf that defines its
+own `lower` vouches for it) and the protocol of fastedf.node; the loss must be
+a fastedf loss (BCE, CE) that ends the graph, and no operation may feed a node
+outside it.  `capture(loss)` says whether a graph fuses and, if not, why; other
+graphs run node by node, and `stats` counts fused and node-by-node steps.
 
 Switches: FASTEDF_FUSE=0 in the environment, or `with node_by_node():`.
 """
@@ -327,7 +334,7 @@ class Plan:
         self.param_shapes = [n.value.shape for n in self.params]
         self.param_seen, self.param_args = [None] * len(self.params), [None] * len(self.params)
         self.shapes = {n: np.shape(n.value) for n in self.ops}  # node by node, with the batch's rows first
-        self.at = self.back = self.generation = self.breaks = self.rows = self.capacity = 0
+        self.at = self.back = self.generation = self.breaks = self.rows = self.back_rows = self.capacity = 0
         self.eager = self.pending = False
         self.program_backward, self.eager_backward = False, set()
         self.forward_args, self.raw, self.deferred = None, None, {}
@@ -458,7 +465,7 @@ class Plan:
                     else:
                         dict.pop(node.gradients, inp, None)
             self.eager_backward.clear()
-        self.program_backward = True
+        self.program_backward, self.back_rows = True, self.rows  # a later forward may have other rows
         self.backward_raw = self.raw if args is not self.forward_args else raw
         self.breaks = 0
         stats["fused_steps"] += 1
@@ -555,21 +562,21 @@ class Plan:
             total = self.arena[-1]
             d["value"] = np.float64(total if node.reduction == "sum" else total / max(self.rows, 1))
         else:
-            shape = self._shape(node)
+            shape = self._shape(node, self.rows)
             out = d["value"] if _reusable(d["value"], shape) else np.empty(shape)
-            out[...] = self._buffer("V", node).reshape(shape)
+            out[...] = self._buffer("V", node, self.rows).reshape(shape)
             d["value"] = out
         d["_gen"] = self.generation
 
-    def _shape(self, node):
+    def _shape(self, node, rows):
         shape = self.shapes[node]
-        return (self.rows,) + shape[1:] if self.cap.low.batched[node] else shape
+        return (rows,) + shape[1:] if self.cap.low.batched[node] else shape
 
-    def _buffer(self, letter, node):
+    def _buffer(self, letter, node, rows):
         """The program's value (V) or gradient (G) buffer of `node` for this step's rows, 2-D."""
         name = f"{letter}{self.cap.low.index[node]}"
         full = self.memory[name].reshape(self.views[name])
-        return full[:self.rows] if self.cap.low.batched[node] else full
+        return full[:rows] if self.cap.low.batched[node] else full
 
     def _param_grad(self, param):
         return self.memory[f"d{self.cap.low.index[param]}"].reshape(self.param_shapes[self.params.index(param)])
@@ -584,12 +591,12 @@ class Plan:
         if isinstance(inp, Parameter):
             return self._param_grad(inp)
         if not isinstance(inp, Input):
-            return self._buffer("G", inp).reshape(self._shape(inp))
+            return self._buffer("G", inp, self.back_rows).reshape(self._shape(inp, self.back_rows))
         if node in self.cap.kept:
             self._keep(node)
             return original()
         raw = self.backward_raw[self.inputs.index(inp)]
-        return self._buffer("G", inp).reshape(np.shape(raw)).copy()
+        return self._buffer("G", inp, self.back_rows).reshape(np.shape(raw)).copy()
 
     def _keep(self, node):
         """Set what `node`'s own deferred data gradient reads, as its node-by-node backward keeps it."""
@@ -597,13 +604,14 @@ class Plan:
         kept = self.memory[self.cap.kept[node]]
         if isinstance(node, Loss):
             y, p = node.inputs
-            node._p_kept = kept[:kept.size // self.capacity * self.rows].reshape(self._shape(p))
+            rows = self.back_rows
+            node._p_kept = kept[:kept.size // self.capacity * rows].reshape(self._shape(p, rows))
             node._y_kept = np.asarray(self.backward_raw[self.inputs.index(y)], dtype=F64)
-            node._elementwise_kept, node._upstream_kept = True, 1.0 / max(self.rows, 1)
+            node._elementwise_kept, node._upstream_kept = True, 1.0 / max(rows, 1)
         else:
             weight = node.inputs[1]
             setattr(node, "_A_kept" if "_A_kept" in vars(node) else "_K_kept", kept.reshape(weight.value.shape))
-            node._g_kept = self._buffer("G", node).reshape(self._shape(node))
+            node._g_kept = self._buffer("G", node, self.back_rows).reshape(self._shape(node, self.back_rows))
 
 
 class _Read:

@@ -187,6 +187,22 @@ def test_predictions_without_the_loss_on_new_batch_shapes():
     check(lambda: train("softmax_mlp", batch=6, each_step=predict))
 
 
+@pytest.mark.parametrize("model", ["softmax_mlp", "conv"])
+def test_an_evaluation_on_more_rows_than_a_batch_between_steps(model):
+    """The whole graph on the whole set (its loss and predictions), then training goes on; the gradients and
+    the data gradient read after it are still those of the last backward."""
+    def evaluate(x, y, params, p, loss, X, Y):
+        x_batch, y_batch = x.value, y.value
+        before = [t.gradients[t].copy() for t in params]
+        x.value, y.value = X, Y
+        for n in fastedf.topological_sort(loss):
+            n.forward()
+        records = [loss.value, p.value.copy(), before, [t.gradients[t].copy() for t in params], x.gradients[x]]
+        x.value, y.value = x_batch, y_batch
+        return records
+    check(lambda: train(model, batch=5, each_step=evaluate))
+
+
 def test_the_whole_graph_on_a_test_set_with_stale_labels_and_an_empty_batch():
     steps = iter(range(1000))
 
