@@ -410,13 +410,13 @@ class Plan:
             if not shape or shape[1:] != trailing or (n >= 0 and shape[0] != n):
                 raise _Break(f"{node} has shape {shape}; the plan has (rows,) + {trailing}, rows as the others'")
             n = shape[0]
+            if n == 0:
+                raise _Break("an empty batch")  # the nodes give 0.0 and zero gradients
             if v.ndim != 2:
                 v = v.reshape(n, -1)
             if not v.flags.c_contiguous:
                 v = np.ascontiguousarray(v)
             args.append(v)
-        if n == 0:
-            raise _Break("an empty batch")  # the nodes give 0.0 and zero gradients
         for i, node in enumerate(self.params):
             v = node.value
             if v is not self.param_seen[i]:

@@ -44,7 +44,7 @@ def check(script, fuses=True):
         np.testing.assert_allclose(b, a, rtol=TOL, atol=TOL, err_msg=f"record {i}")
     if fuses:
         assert fused_steps > 0, f"no step was fused: {fused.stats['refused']}"
-    else:
+    elif fuses is not None:  # None: either
         assert fused_steps == 0
     return got
 
@@ -481,3 +481,78 @@ def test_the_environment_switch_runs_every_loop_node_by_node():
                              env=dict(os.environ, FASTEDF_FUSE=flag)).stdout
         steps[flag] = int(out.split()[-1])
     assert steps["0"] == 0 and steps["1"] > 0
+
+
+ACTIONS = ("step", "step", "step", "step", "predict", "evaluate", "read", "backward again", "forward again",
+           "change a weight", "rebind a weight", "empty batch")
+
+
+def random_script(model, seed, length=40):
+    """A course loop interleaved with `length` random actions of ACTIONS (a stateful differential test)."""
+    def script():
+        rng = np.random.default_rng(seed)
+        build, load = MODELS[model]
+        x, y, params, p, loss = build()
+        X, Y = load()
+        graph = fastedf.topological_sort(loss)
+        ops = [n for n in graph if n.inputs]
+        records, at, other_rows = [], 0, False
+        x.value, y.value = X[:4], Y[:4]
+        fastedf.forward_pass(graph)
+        fastedf.backward_pass(graph)
+        for _ in range(length):
+            action = ACTIONS[rng.integers(len(ACTIONS))]
+            if action == "backward again" and other_rows:
+                action = "forward again"  # the values are the other rows': the nodes would refuse
+            if action in ("predict", "evaluate", "step", "forward again", "empty batch"):
+                other_rows = action in ("predict", "evaluate")
+            if action == "step":
+                rows = int(rng.integers(1, 7))
+                x.value, y.value = X[at:at + rows], Y[at:at + rows]
+                at = (at + rows) % (len(X) - 6)
+                fastedf.forward_pass(graph)
+                fastedf.backward_pass(graph)
+                records.append(loss.value)
+                fastedf.sgd_update(params, 0.1)
+            elif action == "predict":
+                fed, x.value = x.value, X[:int(rng.integers(1, len(X)))]
+                fastedf.forward_pass(fastedf.topological_sort(p))
+                records.append(p.value.copy())
+                x.value = fed
+            elif action == "evaluate":
+                fed, x.value, y.value = (x.value, y.value), X, Y
+                fastedf.forward_pass(graph)
+                records.append(loss.value)
+                x.value, y.value = fed
+            elif action == "read":
+                node = ops[rng.integers(len(ops))]
+                inp = node.inputs[rng.integers(len(node.inputs))]
+                records.append(np.copy(node.value))
+                if inp in node.gradients:
+                    records.append(np.copy(node.gradients[inp]))
+                records.append(np.copy(x.gradients[x]) if x in x.gradients else 0.0)
+            elif action == "backward again":
+                for n in reversed(graph):
+                    n.backward()
+                records.append([np.copy(t.gradients[t]) for t in params])
+            elif action == "forward again":
+                for n in graph:
+                    n.forward()
+                records.append(loss.value)
+            elif action == "change a weight":
+                params[0].value *= 0.9
+            elif action == "rebind a weight":
+                params[-1].value = params[-1].value + 0.01
+            else:
+                x.value, y.value = X[:0], Y[:0]
+                fastedf.forward_pass(graph)
+                fastedf.backward_pass(graph)
+                records.append([loss.value] + [np.copy(t.gradients[t]) for t in params])
+        return records + [t.value for t in params]
+    return script
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("seed", range(4))
+def test_random_sequences_of_what_scripts_do(model, seed):
+    check(random_script(model, seed), fuses=None)
