@@ -210,18 +210,38 @@ _programs = {}  # source: StepProgram
 class Capture:
     """A graph as a step program can run it: the Lowering, the program, and the buffers it names."""
 
-    def __init__(self, low, program, stored, kept):
+    def __init__(self, low, program, stored, kept, trailing):
         self.low, self.program, self.stored, self.kept = low, program, stored, kept
+        self.trailing = trailing  # each Input's shape after its rows
 
 
 def capture(loss):
-    """(Capture, None) for the graph behind `loss` as its values stand now, or (None, why it cannot fuse)."""
-    from . import compiler
+    """(Capture, None) for the graph behind `loss` as its values stand now, or (None, why it cannot fuse).
+
+    An Input fed a number (the per-sample scripts' floats) is captured as a batch of one (1, 1) row.
+    """
     from .graph import _ancestors_first
-    from .ops.losses import Loss, _labels_fit
+    from .ops.losses import Loss
     if not isinstance(loss, Loss) or loss.outputs:
         return None, f"{loss} is not a fastedf loss that ends its graph"
     graph = _ancestors_first([loss])
+    numbers = [(n, n.value) for n in graph if isinstance(n, Input) and _is_number(n.value)]
+    try:
+        for node, value in numbers:
+            node.value = np.full((1, 1), float(value))
+        return _capture(loss, graph)
+    finally:
+        for node, value in numbers:
+            node.value = value
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0)
+
+
+def _capture(loss, graph):
+    from . import compiler
+    from .ops.losses import Loss, _labels_fit
     leaves, ops = [n for n in graph if not n.inputs], [n for n in graph if n.inputs]
     for node in leaves:
         if not isinstance(node, (Input, Parameter)):
@@ -260,7 +280,7 @@ def capture(loss):
     program = _programs.get(source)
     if program is None:
         program = _programs[source] = StepProgram(source)
-    return Capture(low, program, stored, kept), None
+    return Capture(low, program, stored, kept, [n.value.shape[1:] for n in leaves if isinstance(n, Input)]), None
 
 
 def _source(low, units):
@@ -330,7 +350,7 @@ class Plan:
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.params = [n for n in low.graph if isinstance(n, Parameter)]
-        self.trailing = [n.value.shape[1:] for n in self.inputs]
+        self.trailing = cap.trailing
         self.param_shapes = [n.value.shape for n in self.params]
         self.param_seen, self.param_args = [None] * len(self.params), [None] * len(self.params)
         self.shapes = {n: np.shape(n.value) for n in self.ops}  # node by node, with the batch's rows first
@@ -407,7 +427,9 @@ class Plan:
                 except (TypeError, ValueError):
                     raise _Break(f"{node}'s value is not numeric") from None
             shape = v.shape
-            if not shape or shape[1:] != trailing or (n >= 0 and shape[0] != n):
+            if not shape:
+                v, shape = v.reshape(1, 1), (1, 1)  # a number: a batch of one row, as the nodes broadcast it
+            if shape[1:] != trailing or (n >= 0 and shape[0] != n):
                 raise _Break(f"{node} has shape {shape}; the plan has (rows,) + {trailing}, rows as the others'")
             n = shape[0]
             if n == 0:
@@ -600,14 +622,15 @@ class Plan:
 
     def _keep(self, node):
         """Set what `node`'s own deferred data gradient reads, as its node-by-node backward keeps it."""
-        from .ops.losses import Loss
+        from .ops.losses import Loss, _labels_fit
         kept = self.memory[self.cap.kept[node]]
         if isinstance(node, Loss):
             y, p = node.inputs
             rows = self.back_rows
             node._p_kept = kept[:kept.size // self.capacity * rows].reshape(self._shape(p, rows))
             node._y_kept = np.asarray(self.backward_raw[self.inputs.index(y)], dtype=F64)
-            node._elementwise_kept, node._upstream_kept = True, 1.0 / max(rows, 1)
+            node._elementwise_kept = _labels_fit(node._y_kept.shape, node._p_kept.shape)
+            node._upstream_kept = 1.0 / max(rows, 1)
         else:
             weight = node.inputs[1]
             setattr(node, "_A_kept" if "_A_kept" in vars(node) else "_K_kept", kept.reshape(weight.value.shape))

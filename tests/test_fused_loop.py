@@ -147,7 +147,9 @@ def test_updates_by_rebinding_or_sgd_update(update):
     check(lambda: train("mlp", update=update))
 
 
-def test_per_sample_graph_of_multiply_and_addition():
+@pytest.mark.parametrize("feed", ["arrays", "numbers"])
+def test_per_sample_graph_of_multiply_and_addition(feed):
+    """The instructor's graph, its inputs fed (1, 1) arrays, or plain floats as tests/course_scripts/per_sample.py."""
     X, Y = data(rows=30)
 
     def script():
@@ -163,6 +165,9 @@ def test_per_sample_graph_of_multiply_and_addition():
         for epoch in range(2):
             for i in range(len(X)):
                 x1.value, x2.value, y.value = X[i:i + 1, 0:1], X[i:i + 1, 1:2], Y[i:i + 1]
+                if feed == "numbers":
+                    x1.forward(float(X[i, 0]))
+                    y.value = float(Y[i, 0])
                 for n in graph:
                     n.forward()
                 for n in reversed(graph):
