@@ -80,22 +80,26 @@ def mlp(features=2, hidden=5, classes=None, seed=1):
     return x, y, params, p, fastedf.CE(y, p)
 
 
-def conv_net(seed=2):
+def conv_net(seed=2, bias=True):
     rng = np.random.default_rng(seed)
     x, y = fastedf.Input(), fastedf.Input()
     params = [fastedf.Parameter(rng.normal(0, 0.3, (3, 3, 1, 2))), fastedf.Parameter(np.zeros(2)),
               fastedf.Parameter(rng.normal(0, 0.3, (8, 3))), fastedf.Parameter(np.zeros(3))]
-    h = fastedf.Flatten(fastedf.MaxPooling(fastedf.ReLU(fastedf.Conv(x, params[0], params[1])), 2))
-    p = fastedf.Softmax(fastedf.Linear(h, params[2], params[3]))
+    if not bias:  # Conv(x, K): zeros that are not trained
+        del params[1]
+    conv = fastedf.Conv(x, params[0], params[1]) if bias else fastedf.Conv(x, params[0])
+    h = fastedf.Flatten(fastedf.MaxPooling(fastedf.ReLU(conv), 2))
+    p = fastedf.Softmax(fastedf.Linear(h, params[-2], params[-1]))
     return x, y, params, p, fastedf.CE(y, p)
 
 
+IMAGES = (data(rows=24, features=16, classes=3)[0].reshape(24, 4, 4, 1), data(rows=24, features=16, classes=3)[1])
 MODELS = {
     "logistic": (logistic, lambda: data()),
     "mlp": (mlp, lambda: data()),
     "softmax_mlp": (lambda: mlp(classes=3), lambda: data(classes=3)),
-    "conv": (conv_net, lambda: (data(rows=24, features=16, classes=3)[0].reshape(24, 4, 4, 1),
-                                data(rows=24, features=16, classes=3)[1])),
+    "conv": (conv_net, lambda: IMAGES),
+    "conv_without_bias": (lambda: conv_net(bias=False), lambda: IMAGES),
 }
 
 
