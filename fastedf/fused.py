@@ -345,6 +345,7 @@ class Plan:
     """
 
     def __init__(self, loss, cap):
+        from .ops.linear import Linear
         low = cap.low
         self.loss, self.cap, self.step = loss, cap, cap.program.step
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
@@ -354,6 +355,9 @@ class Plan:
         self.param_shapes = [n.value.shape for n in self.params]
         self.param_seen, self.param_args = [None] * len(self.params), [None] * len(self.params)
         self.shapes = {n: np.shape(n.value) for n in self.ops}  # node by node, with the batch's rows first
+        # Batch sizes at which Linear refuses x (n, 1) with A (1, n), one sample as a column (ops.linear)
+        self.refused_rows = {n.inputs[1].value.shape[1] for n in self.ops if isinstance(n, Linear)
+                             and n.inputs[1].value.shape[0] == 1 and n.inputs[1].value.shape[1] > 1}
         self.at = self.back = self.generation = self.breaks = self.rows = self.back_rows = self.capacity = 0
         self.eager = self.pending = False
         self.program_backward, self.eager_backward = False, set()
@@ -434,6 +438,8 @@ class Plan:
             n = shape[0]
             if n == 0:
                 raise _Break("an empty batch")  # the nodes give 0.0 and zero gradients
+            if n in self.refused_rows and not any(node.rows_are_samples for node in self.ops):
+                raise _Break(f"a batch of {n} rows, which a Linear of this graph refuses")
             if v.ndim != 2:
                 v = v.reshape(n, -1)
             if not v.flags.c_contiguous:

@@ -565,3 +565,30 @@ def random_script(model, seed, length=40):
 @pytest.mark.parametrize("seed", range(4))
 def test_random_sequences_of_what_scripts_do(model, seed):
     check(random_script(model, seed), fuses=None)
+
+
+def test_a_batch_linear_refuses_is_refused_as_node_by_node():
+    """x (n, 1) with A (1, n) is one sample as a column, which Linear refuses: a batch of n rows after others."""
+    X, Y = data(rows=40)
+    X = X[:, :1].copy()
+
+    def script():
+        x, y = fastedf.Input(), fastedf.Input()
+        A, b = fastedf.Parameter(np.full((1, 3), 0.5)), fastedf.Parameter(np.zeros(3))
+        v, c = fastedf.Parameter(np.full((3, 1), 0.2)), fastedf.Parameter(np.zeros(1))
+        loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(fastedf.Sigmoid(fastedf.Linear(x, A, b)), v, c)))
+        graph = fastedf.topological_sort(loss)
+        for i in range(0, 40, 5):
+            x.value, y.value = X[i:i + 5], Y[i:i + 5]
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update([A, b, v, c], 0.1)
+        x.value, y.value = X[:3], Y[:3]
+        fastedf.forward_pass(graph)
+    with fused.node_by_node(), pytest.raises(ValueError) as reference:
+        script()
+    before = fused.stats["fused_steps"]
+    with pytest.raises(ValueError) as got:
+        script()
+    assert fused.stats["fused_steps"] > before
+    assert str(got.value).split(":", 1)[1] == str(reference.value).split(":", 1)[1]
