@@ -110,19 +110,19 @@ SIDES = {"numpy_edf": (numpy_edf, contextlib.nullcontext),
 
 
 def step_times(name, batch):
-    """Seconds of each of the first steps of the course loop on graph `name` (this process); it fuses at
+    """(wall, CPU) seconds of each of the first steps of the course loop on graph `name` (this process); it fuses at
     the second or third (the Watch leaves out the first step's long interval)."""
     fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0
     build, X, Y, init, _ = graphs()[name]
     inputs, graph, params = build(fastedf, init)
     times = []
     for i in range(0, 6 * batch, batch):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if len(inputs) == 3:
             course_loop.train_per_sample(graph, params, *inputs, X[i:i + 1], Y[i:i + 1], 1, LR)
         else:
             course_loop.train(graph, params, *inputs, X[i:i + batch], Y[i:i + batch], batch, 1, LR)
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
     assert fused.stats["fused_steps"] > 0, fused.stats["refused"]
     return times
 
@@ -131,7 +131,8 @@ def first_steps(names):
     import json
     import subprocess
     import tempfile
-    print(f"{'graph':>10} {'B':>3} {'cache':>5} {'first step ms':>14} {'fusing step ms':>15} {'fused step ms':>14}")
+    print(f"{'graph':>10} {'B':>3} {'cache':>5} {'first step ms':>14} {'cpu':>7} {'fusing step ms':>15} {'cpu':>7} "
+          f"{'fused step ms':>14}")
     for name in names:
         for batch in graphs()[name][4]:
             with tempfile.TemporaryDirectory() as cache:
@@ -141,8 +142,9 @@ def first_steps(names):
                     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                          env=dict(os.environ, FASTEDF_CACHE_DIR=cache)).stdout
                     t = json.loads(out.splitlines()[-1])
-                    print(f"{name:>10} {batch:>3} {state:>5} {t[0] * 1e3:>14.1f} {max(t[1:4]) * 1e3:>15.1f} "
-                          f"{t[-1] * 1e3:>14.3f}")
+                    fusing = max(t[1:4])
+                    print(f"{name:>10} {batch:>3} {state:>5} {t[0][0] * 1e3:>14.1f} {t[0][1] * 1e3:>7.1f} "
+                          f"{fusing[0] * 1e3:>15.1f} {fusing[1] * 1e3:>7.1f} {t[-1][0] * 1e3:>14.3f}")
 
 
 def main():
