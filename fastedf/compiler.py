@@ -638,7 +638,7 @@ def _load(source, function="train"):
     if directory is None:  # compiled in memory (fastedf.config warns once); path names it for this process
         module = types.ModuleType(name)
         exec(compile(source, f"<{name}>", "exec"), module.__dict__)
-        _loaded[digest] = module.train, f"<{name}>"
+        _loaded[digest] = getattr(module, function), f"<{name}>"
         return _loaded[digest]
     path = os.path.join(directory, name + ".py")
     try:

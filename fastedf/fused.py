@@ -51,7 +51,7 @@ import weakref
 import numpy as np
 
 from .config import env_flag
-from .node import F64, Input, Node, Parameter, _reusable
+from .node import F64, Input, Parameter, _reusable
 
 ENABLED = env_flag("FASTEDF_FUSE", True)
 BREAKS_TO_DROP = 3  # node-by-node steps in a row after which a plan is dropped
@@ -125,6 +125,15 @@ class Watch:
         self.last = now
         if self.spent <= self.wait or _off:
             return
+        try:
+            self._try()
+        except _Break as why:  # this batch does not fit the plan
+            self._later(str(why))
+        except Exception as error:  # a program that does not compile, say: the loop stays node by node
+            self.active = False
+            stats["refused"][repr(self.loss)] = f"the step program failed: {type(error).__name__}: {error}"
+
+    def _try(self):
         cap, reason = capture(self.loss)
         if reason:
             return self._later(reason)
@@ -133,13 +142,7 @@ class Watch:
             if self.spent < self.cost:
                 self.wait = self.cost
                 return
-        try:
-            Plan(self.loss, cap).install()
-        except _Break as why:  # this batch does not fit the plan
-            self._later(str(why))
-        except Exception as error:  # a program that does not compile: the loop stays node by node
-            self.active = False
-            stats["refused"][repr(self.loss)] = f"the step program failed: {type(error).__name__}: {error}"
+        Plan(self.loss, cap).install()
 
     def _later(self, reason):
         stats["refused"][repr(self.loss)] = reason
@@ -179,6 +182,7 @@ def step({args}, arena, iarena, table, backward):
     return epoch, start, state, -1
 '''
 
+
 class StepProgram:
     """The compiled step of one graph structure (`source`), shared by every graph of that structure."""
 
@@ -193,6 +197,8 @@ class StepProgram:
             return True
         from . import compiler
         folder = compiler.cache_dir()
+        if folder is None:  # no writable cache: every process compiles it
+            return False
         index = os.path.join(folder, "__pycache__")
         return (os.path.exists(os.path.join(folder, self.name + ".py")) and os.path.isdir(index)
                 and any(f.startswith(self.name + ".step-") and f.endswith(".nbi") for f in os.listdir(index)))
@@ -317,7 +323,8 @@ def _source(low, units):
     prologue = []
     for name in sorted(n for n in names if n[0] == "q"):  # a Parameter's 2-D view
         rank = low.graph[int(name[1:])].value.ndim
-        prologue.append(f"{name} = p{name[1:]}" if rank == 2 else f"{name} = p{name[1:]}.reshape((1, p{name[1:]}.size))")
+        param = f"p{name[1:]}"
+        prologue.append(f"{name} = {param}" if rank == 2 else f"{name} = {param}.reshape((1, {param}.size))")
     stored, record = sorted(n for n in names if n[0] in "deVGw"), 0
     for name in stored:
         _, shape, dtype = compiler._storage(low, name, 1)

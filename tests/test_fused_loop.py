@@ -592,3 +592,24 @@ def test_a_batch_linear_refuses_is_refused_as_node_by_node():
         script()
     assert fused.stats["fused_steps"] > before
     assert str(got.value).split(":", 1)[1] == str(reference.value).split(":", 1)[1]
+
+
+def test_without_a_writable_cache_the_program_compiles_in_memory(monkeypatch):
+    from fastedf import compiler
+    monkeypatch.setattr(compiler, "cache_dir", lambda: None)
+    X, Y = data()
+
+    def script():  # a structure no other test compiles (Tanh, Multiply by a weight): a new program
+        x, y = fastedf.Input(), fastedf.Input()
+        A, b, w = (fastedf.Parameter(v) for v in (np.array([[0.3], [-0.2]]), np.zeros(1), np.full((1, 1), 0.7)))
+        loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Multiply(fastedf.Tanh(fastedf.Linear(x, A, b)), w)))
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in range(0, 40, 4):
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update([A, b, w], 0.1)
+            records.append(loss.value)
+        return records + [A.value, b.value, w.value]
+    check(script)
