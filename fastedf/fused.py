@@ -14,7 +14,8 @@ and nothing cheap would see it.
 
 What is captured is guarded, as TorchDynamo does: a plan holds the graph (the
 loss and its ancestors), the order of its operations' calls (creation order,
-a topological one) and the shapes of its Inputs (any rows) and Parameters.
+or the script's own once a step has shown it) and the shapes of its Inputs
+(any rows) and Parameters.
 Anything else (a call out of order, a value read while a step's forward is
 half done, an Input of another shape, an empty batch, a label outside [0, 1])
 runs that step node by node from where it stands; after BREAKS_TO_DROP such
@@ -368,6 +369,7 @@ class Plan:
                              and n.inputs[1].value.shape[0] == 1 and n.inputs[1].value.shape[1] > 1}
         self.at = self.back = self.generation = self.breaks = self.rows = self.back_rows = self.capacity = 0
         self.eager = self.pending = False
+        self.seen = None  # the operations a node-by-node step has called, in order, while it teaches the order
         self.program_backward, self.eager_backward = False, set()
         self.forward_args, self.raw, self.deferred = None, None, {}
 
@@ -529,16 +531,36 @@ class Plan:
     # --- where the loop stands ---
 
     def forward_call(self, node):
-        """A forward() call off the plan's course: a new step, or a break."""
-        if node._at == 0:  # a new step
-            self.eager = False
+        """A forward() call off the plan's course: a new step, or a break (whose calls may teach the order)."""
+        if node._at == 0 and (self.seen is None or node in self.seen):  # a new step (not one being learnt)
+            self.eager, self.seen = False, None
             self.at, self.back, self.pending = 1, 0, True
             if node is self.loss:
                 self.run_forward()
             return
-        if not self.eager:
-            self.to_eager(f"{node}.forward() out of order")
+        if self.seen is None:  # the step runs node by node from here: its calls may show the script's order
+            called = self.ops[:self.at] if self.pending else []
+            if not self.eager:
+                self.to_eager(f"{node}.forward() out of order")
+            self.seen = list(called)
         _base(node).forward(node)
+        if self.seen is not None:
+            self.seen.append(node)
+            if node is self.loss:
+                self._learn()
+
+    def _learn(self):
+        """Take the order in which this node-by-node step called the operations, if it is a whole forward in
+        another topological order (a script's own list, a depth-first sort): the next step follows it."""
+        seen, self.seen = self.seen, None
+        place = {n: i for i, n in enumerate(seen)}
+        if len(seen) != len(self.ops) or set(seen) != set(self.ops) or seen[-1] is not self.loss:
+            return
+        if any(place.get(inp, -1) > place[n] for n in seen for inp in n.inputs):
+            return
+        self.ops = seen
+        for i, n in enumerate(seen):
+            n._at, n._back_at = i, len(seen) - 1 - i
 
     def run_forward(self):
         try:

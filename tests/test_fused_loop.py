@@ -613,3 +613,36 @@ def test_without_a_writable_cache_the_program_compiles_in_memory(monkeypatch):
             records.append(loss.value)
         return records + [A.value, b.value, w.value]
     check(script)
+
+
+@pytest.mark.parametrize("order", ["script's list", "depth first"])
+def test_a_loop_in_another_topological_order_is_learnt(order):
+    """Two branches, the second made first in the script's list, or a depth-first sort (the course's own)."""
+    X, Y = data()
+
+    def script():
+        x, y = fastedf.Input(), fastedf.Input()
+        A1, b1, A2, b2 = (fastedf.Parameter(v) for v in (np.array([[0.3], [-0.2]]), np.zeros(1),
+                                                          np.array([[-0.1], [0.4]]), np.zeros(1)))
+        h1, h2 = fastedf.Linear(x, A1, b1), fastedf.Linear(x, A2, b2)
+        z = fastedf.Addition(h2, fastedf.Sigmoid(h1))
+        p = fastedf.Sigmoid(z)
+        loss = fastedf.BCE(y, p)
+        if order == "depth first":
+            graph = fastedf.topological_sort(loss)
+        else:
+            graph = [x, y, A1, b1, A2, b2, h2, h1, z.inputs[1], z, p, loss]
+        records = []
+        for i in range(0, 40, 4):
+            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+            for n in graph:
+                n.forward()
+            for n in reversed(graph):
+                n.backward()
+            for t in (A1, b1, A2, b2):
+                t.value -= 0.1 * t.gradients[t]
+            records.append(loss.value)
+        return records + [t.value for t in (A1, b1, A2, b2)]
+    before = fused.stats["fused_steps"]
+    check(script)
+    assert fused.stats["fused_steps"] - before >= 7  # of 10: the order is learnt from one step node by node
