@@ -103,6 +103,13 @@ MODELS = {
 }
 
 
+def batches(x, y, X, Y, size):
+    """Feed x and y the batches of `size` rows in order, as course loops do; yields each batch's first row."""
+    for i in range(0, len(X), size):
+        x.value, y.value = X[i:i + size], Y[i:i + size]
+        yield i
+
+
 def train(model, batch=8, epochs=2, lr=0.1, update="in place", each_step=None, after_forward=None):
     """The course loop on one of MODELS; records losses, predictions and parameters.
 
@@ -244,8 +251,7 @@ def test_reading_values_and_gradients_mid_loop():
         graph = fastedf.topological_sort(loss)
         hidden = p.inputs[0].inputs[0]  # the ReLU
         records = []
-        for i in range(0, 40, 4):
-            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+        for i in batches(x, y, X, Y, 4):
             for n in graph:
                 n.forward()
                 if n is hidden and i % 8 == 0:
@@ -269,8 +275,7 @@ def test_kept_values_are_never_overwritten_and_backward_twice():
         x, y, params, p, loss = logistic()
         graph = fastedf.topological_sort(loss)
         kept, records = [], []
-        for i in range(0, 40, 5):
-            x.value, y.value = X[i:i + 5], Y[i:i + 5]
+        for i in batches(x, y, X, Y, 5):
             for n in graph:
                 n.forward()
             kept.append(p.value)
@@ -308,8 +313,7 @@ def test_parameters_shared_by_two_graphs():
         first = fastedf.BCE(y, fastedf.Sigmoid(h))
         second = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(x, A, c)))
         records = []
-        for i in range(0, 40, 4):
-            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+        for i in batches(x, y, X, Y, 4):
             for loss, trained in ((first, (A, b)), (second, (A, c))):
                 graph = fastedf.topological_sort(loss)
                 fastedf.forward_pass(graph)
@@ -343,8 +347,7 @@ def test_a_user_numpy_node_runs_the_graph_node_by_node():
         loss = fastedf.BCE(y, fastedf.Sigmoid(Cube(fastedf.Linear(x, A, b))))
         graph = fastedf.topological_sort(loss)
         records = []
-        for i in range(0, 40, 4):
-            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+        for i in batches(x, y, X, Y, 4):
             fastedf.forward_pass(graph)
             fastedf.backward_pass(graph)
             fastedf.sgd_update([A, b], 0.1)
@@ -410,8 +413,7 @@ def test_a_bad_label_raises_the_nodes_error():
     def script():
         x, y, params, p, loss = logistic()
         graph = fastedf.topological_sort(loss)
-        for i in range(0, 40, 4):
-            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+        for i in batches(x, y, X, Y, 4):
             fastedf.forward_pass(graph)
             fastedf.backward_pass(graph)
             fastedf.sgd_update(params, 0.1)
@@ -436,8 +438,7 @@ def test_fit_after_a_fused_course_loop():
         x, y, params, p, loss = mlp(classes=3)
         X, Y = data(classes=3)
         graph = fastedf.topological_sort(loss)
-        for i in range(0, 40, 8):
-            x.value, y.value = X[i:i + 8], Y[i:i + 8]
+        for i in batches(x, y, X, Y, 8):
             fastedf.forward_pass(graph)
             fastedf.backward_pass(graph)
             fastedf.sgd_update(params, 0.1)
@@ -453,8 +454,7 @@ def test_a_loop_off_the_plan_drops_it_and_runs_node_by_node():
         x, y, params, p, loss = mlp()
         graph = fastedf.topological_sort(loss)
         records = []
-        for i in range(0, 40, 4):
-            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+        for i in batches(x, y, X, Y, 4):
             for n in graph:
                 n.forward()
                 if n is p and i >= 12:
@@ -578,8 +578,7 @@ def test_a_batch_linear_refuses_is_refused_as_node_by_node():
         v, c = fastedf.Parameter(np.full((3, 1), 0.2)), fastedf.Parameter(np.zeros(1))
         loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(fastedf.Sigmoid(fastedf.Linear(x, A, b)), v, c)))
         graph = fastedf.topological_sort(loss)
-        for i in range(0, 40, 5):
-            x.value, y.value = X[i:i + 5], Y[i:i + 5]
+        for i in batches(x, y, X, Y, 5):
             fastedf.forward_pass(graph)
             fastedf.backward_pass(graph)
             fastedf.sgd_update([A, b, v, c], 0.1)
@@ -605,8 +604,7 @@ def test_without_a_writable_cache_the_program_compiles_in_memory(monkeypatch):
         loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Multiply(fastedf.Tanh(fastedf.Linear(x, A, b)), w)))
         graph = fastedf.topological_sort(loss)
         records = []
-        for i in range(0, 40, 4):
-            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+        for i in batches(x, y, X, Y, 4):
             fastedf.forward_pass(graph)
             fastedf.backward_pass(graph)
             fastedf.sgd_update([A, b, w], 0.1)
@@ -633,8 +631,7 @@ def test_a_loop_in_another_topological_order_is_learnt(order):
         else:
             graph = [x, y, A1, b1, A2, b2, h2, h1, z.inputs[1], z, p, loss]
         records = []
-        for i in range(0, 40, 4):
-            x.value, y.value = X[i:i + 4], Y[i:i + 4]
+        for i in batches(x, y, X, Y, 4):
             for n in graph:
                 n.forward()
             for n in reversed(graph):
