@@ -59,11 +59,12 @@ BREAKS_TO_DROP = 3  # node-by-node steps in a row after which a plan is dropped
 
 # A loop fuses once its node-by-node steps have taken as long as getting its program is expected to take:
 # loading it from Numba's cache when an earlier process compiled it, else compiling it.  For the graphs of
-# benchmarks/bench_course_loop.py --first-step on a shared 2-core machine: loads took 9-13 ms of CPU (26-33 ms
-# wall at a load of 7, 50-130 ms at 10), compiles 0.8-1.2 s of CPU (1.8-3.5 s wall, 5-10 s).  A loop too short
-# to repay that never fuses; one that fuses is at worst that long slower than node by node before it gains
-# (ski rental); it is faster end to end once its steps after fusing would have taken the program's cost divided
-# by (1 - 1 / speed-up) node by node: twice that cost at a 2x speed-up.
+# benchmarks/bench_course_loop.py --first-step on a shared 2-core machine: loads took 8-11 ms of CPU (8-22 ms
+# wall at a load of 4, 50-130 ms at 10), compiles 0.6-1.2 s of CPU (0.6-1.6 s wall at 4, 5-10 s at 10); the
+# figures below allow for a busy machine, as the loop's own steps, timed in wall time too, slow with it.  A
+# loop too short to repay that never fuses; one that fuses is at worst that long slower than node by node
+# before it gains (ski rental); it is faster end to end once its steps after fusing would have taken the
+# program's cost divided by (1 - 1 / speed-up) node by node: twice that cost at a 2x speed-up.
 WARM_SECONDS = 0.03
 COLD_SECONDS = 2.0
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
