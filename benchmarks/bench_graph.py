@@ -9,7 +9,6 @@ import argparse
 import pathlib
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -42,17 +41,8 @@ def per_sample_loop(edf, X, Y, epochs, lr=0.1):
     p = edf.Sigmoid(z)
     loss = edf.BCE(y, p)
     graph = [x1, x2, y, w1, w2, b, m1, m2, z.inputs[0], z, p, loss]
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for i in range(len(X)):
-            x1.value, x2.value, y.value = X[i:i + 1, 0:1], X[i:i + 1, 1:2], Y[i:i + 1]
-            for n in graph:
-                n.forward()
-            for n in reversed(graph):
-                n.backward()
-            for t in (w1, w2, b):
-                t.value -= lr * t.gradients[t]
-    return (time.perf_counter() - start) / (epochs * len(X))
+    seconds = course_loop.train_per_sample(graph, [w1, w2, b], x1, x2, y, X, Y, epochs, lr)
+    return seconds / (epochs * len(X))
 
 
 def main():

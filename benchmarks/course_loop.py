@@ -1,4 +1,4 @@
-"""The course's training loop (docs/conventions.md), the one every benchmark that times it runs."""
+"""The course's training loops (docs/conventions.md), the ones every benchmark that times them runs."""
 import time
 
 
@@ -12,10 +12,25 @@ def train(graph, trainable, x, y, X, Y, batch_size, epochs, lr):
     for _ in range(epochs):
         for i in range(0, len(X), batch_size):
             x.value, y.value = X[i:i + batch_size], Y[i:i + batch_size]
-            for n in graph:
-                n.forward()
-            for n in reversed(graph):
-                n.backward()
-            for t in trainable:
-                t.value -= lr * t.gradients[t]
+            step(graph, trainable, lr)
     return time.perf_counter() - start
+
+
+def train_per_sample(graph, trainable, x1, x2, y, X, Y, epochs, lr):
+    """The instructor's per-sample loop: each feature of one row fed as a (1, 1) array to its own Input."""
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for i in range(len(X)):
+            x1.value, x2.value, y.value = X[i:i + 1, 0:1], X[i:i + 1, 1:2], Y[i:i + 1]
+            step(graph, trainable, lr)
+    return time.perf_counter() - start
+
+
+def step(graph, trainable, lr):
+    """One update as the course writes it."""
+    for n in graph:
+        n.forward()
+    for n in reversed(graph):
+        n.backward()
+    for t in trainable:
+        t.value -= lr * t.gradients[t]

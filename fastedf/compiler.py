@@ -126,8 +126,9 @@ class Lowering:
 
     Unsupported = Unsupported
 
-    def __init__(self, graph, micro=False):
+    def __init__(self, graph, micro=False, updates=True):
         self.graph, self.micro = graph, micro
+        self.updates = updates  # False: a step without SGD (fastedf.fused), so no rule takes a Parameter's update
         self.updated_by_rule = set()  # Parameters whose SGD step a rule emits itself (see Linear.lower)
         self.index = {node: i for i, node in enumerate(graph)}
         self.batched, self.wants_grad = {}, {}
@@ -236,18 +237,9 @@ def lower(graph, micro=False):
     micro: generate the micro-batch step (gradients accumulated over chunks of a batch).
     """
     low = Lowering(graph, micro)
-    reason = _unsupported(graph, low)
+    units, reason = rules(low)
     if reason:
         return None, reason
-    units = []  # per operation: its lines by section (fastedf.rolling.SECTIONS)
-    for node in graph:
-        if isinstance(node, (Input, Parameter)):
-            continue
-        try:
-            forward, backward = node.lower(low)
-        except Unsupported as why:
-            return None, str(why)
-        units.append({"node": node, "forward": forward, "backward": backward})
     _add_updates(units, low)
     found = rolling.segments(units, functools.partial(_kind, low))
     length = sum(seg.length for seg in found)  # each rolled loop counted once
@@ -255,6 +247,23 @@ def lower(graph, micro=False):
         return None, (f"the graph has {length} operations after rolling its repeated layers into loops; programs "
                       f"are compiled for at most {MAX_COMPILED_OPERATIONS} (compile time grows with length)")
     return Program(low, units, found, length), None
+
+
+def rules(low):
+    """(units, None): per operation of low.graph, its compile rule's lines by section; or (None, the reason)."""
+    reason = _unsupported(low.graph, low)
+    if reason:
+        return None, reason
+    units = []  # per operation: its lines by section (fastedf.rolling.SECTIONS)
+    for node in low.graph:
+        if isinstance(node, (Input, Parameter)):
+            continue
+        try:
+            forward, backward = node.lower(low)
+        except Unsupported as why:
+            return None, str(why)
+        units.append({"node": node, "forward": forward, "backward": backward})
+    return units, None
 
 
 def _add_updates(units, low):
@@ -614,8 +623,8 @@ def cache_dir():
     return None
 
 
-def _load(source):
-    """The `train` function of `source`, imported from a file named by its hash, and the file's path.
+def _load(source, function="train"):
+    """The `train` function (or `function`) of `source`, imported from a file named by its hash, and the file's path.
 
     The file's content is checked against `source` before it is imported: a
     missing, truncated, garbage or edited file is rewritten atomically (its
@@ -629,7 +638,7 @@ def _load(source):
     if directory is None:  # compiled in memory (fastedf.config warns once); path names it for this process
         module = types.ModuleType(name)
         exec(compile(source, f"<{name}>", "exec"), module.__dict__)
-        _loaded[digest] = module.train, f"<{name}>"
+        _loaded[digest] = getattr(module, function), f"<{name}>"
         return _loaded[digest]
     path = os.path.join(directory, name + ".py")
     try:
@@ -642,5 +651,5 @@ def _load(source):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    _loaded[digest] = module.train, path
+    _loaded[digest] = getattr(module, function), path
     return _loaded[digest]

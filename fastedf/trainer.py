@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import fused
 from . import kernels as K
 from .compiler import lower
 from .config import pin_blas_threads
@@ -238,6 +239,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
         _check_scalar("micro_batch", micro_batch, int, 1)
     pin_blas_threads()
     graph = topological_sort(loss)
+    fused.release(graph)  # a course loop's plan on these nodes ends: fit runs and compiles them itself
     if graph[-1] is not loss:
         raise ValueError(f"{loss} is not the last node of its graph: train the final node")
     parameters = [n for n in graph if isinstance(n, Parameter)]

@@ -307,7 +307,7 @@ class Linear(Node):
         if low.wants_grad[x]:  # before A changes
             backward.append(f"linear_input_grad({low.grad(self)}, {low.value(A)}, {low.grad(x)})")
         gradients = [f"linear_backward({low.value(x)}, {low.grad(self)}, {low.grad(A)}, {low.grad(b)})"]
-        if low.micro:  # the gradients are accumulated over micro-batches; the program updates after
+        if low.micro or not low.updates:  # gradients accumulated over micro-batches, or a step without SGD
             return forward, backward + gradients
         if np.size(A.value) < FUSED_STEP_MIN_SIZE:  # too small for the pass saved to repay its compile time
             return forward, backward + gradients

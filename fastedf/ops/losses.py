@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import helper, kernel
 from ..kernels import common_size, common_size3
+from .. import fused
 from ..node import Input, Node, _kept_copy, _sum_to
 from ..vexp import exp, log
 from .activations import Sigmoid, Softmax, row_max, sigmoid
@@ -319,6 +320,7 @@ class Loss(Node):
                 f"{self.labels_rule}; {KEEP_YOURS}")
 
     def forward(self):
+        fused.watch(self)  # the course loop's steps: fused once they repay a program
         y, p, elementwise = self._checked_values()
         if elementwise:
             total, bad = self.forward_kernel(y, p)
