@@ -511,6 +511,7 @@ class MaxPooling(Node):
         self.gradients[self.inputs[0]] = buf.dx if x.ndim == 4 else buf.dx.reshape(x.shape)
 
     lowers_any_rank = True
+    lower_options = ("size",)  # what the compile rule reads besides shapes (fastedf.compiler.structure)
 
     def lower(self, low):
         """Compile rule: maxpool_forward, the maxima's positions in the rule's own int64 buffer, and back."""
