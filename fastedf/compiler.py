@@ -601,7 +601,8 @@ def _write_atomic(path, data):
 @functools.lru_cache(maxsize=None)
 def _called_kernels():
     """{name: dispatcher} of the kernels a program calls by address or inlines (fastedf.calls)."""
-    from . import kernels
+    from . import config, kernels
+    config.activate()  # the kernels are real from here on, also in the programs' `from fastedf.kernels import *`
     return calls.kernels_of((kernels, *MODULES))
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as K
-from .compiler import lower
 from .config import pin_blas_threads
 from .graph import graph_run, node_settings, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter, as_float64
@@ -236,7 +235,6 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     _check_scalar("lr", lr, float, 0)
     if micro_batch is not None:
         _check_scalar("micro_batch", micro_batch, int, 1)
-    pin_blas_threads()
     graph = topological_sort(loss)
     if graph[-1] is not loss:
         raise ValueError(f"{loss} is not the last node of its graph: train the final node")
@@ -250,6 +248,10 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
         raise ValueError(f"{loss} is not a scalar loss: its value has shape {np.shape(loss.value)}")
 
     micro = micro_batch is not None and micro_batch < batch_size
+    rows = micro_batch if micro else batch_size  # the most rows a kernel sees at once
+    if any(node.uses_blas(rows) for node in graph if hasattr(node, "uses_blas")):
+        pin_blas_threads()  # only then: it imports SciPy's BLAS
+    from .compiler import lower  # imports Numba's compiler machinery (fastedf.calls): not at `import fastedf`
     program, reason = lower(graph, micro) if engine != "graph" else (None, "engine='graph' was asked for")
     if engine == "compiled" and program is None:
         raise ValueError(f"engine='compiled' cannot compile this graph: {reason}")

@@ -408,6 +408,10 @@ class Conv(Node):
     lowers_any_rank = True
     weight_slots = (1,)  # K, a Parameter of rank 4
 
+    def uses_blas(self, rows):
+        """The kernels' products always run in BLAS."""
+        return True
+
     def lower(self, low):
         """Compile rule: conv_forward into the rule's own columns, conv_backward, and dx when needed."""
         x, K, *b = self.inputs
