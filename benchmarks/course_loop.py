@@ -12,10 +12,15 @@ def train(graph, trainable, x, y, X, Y, batch_size, epochs, lr):
     for _ in range(epochs):
         for i in range(0, len(X), batch_size):
             x.value, y.value = X[i:i + batch_size], Y[i:i + batch_size]
-            for n in graph:
-                n.forward()
-            for n in reversed(graph):
-                n.backward()
-            for t in trainable:
-                t.value -= lr * t.gradients[t]
+            step(graph, trainable, lr)
     return time.perf_counter() - start
+
+
+def step(graph, trainable, lr):
+    """One update of the course loop on the values fed: forward in order, backward in reverse, SGD."""
+    for n in graph:
+        n.forward()
+    for n in reversed(graph):
+        n.backward()
+    for t in trainable:
+        t.value -= lr * t.gradients[t]
