@@ -14,9 +14,9 @@ pinned to one thread), alternating between the sides it compares, best
   fresh process with `EDF` bound to fastedf and to its own NumPy EDF
   (fastedf/numpy_edf.py, loaded alone); both must give the same numbers
   (rtol 1e-10) before any time is printed.
---baseline DIR runs the import, first-step and fit parts for another
-checkout too (another fastedf on PYTHONPATH, its own program cache),
-alternating with this one, and checks that both fit the same numbers.
+--baseline DIR runs every part for another checkout too (another fastedf
+on PYTHONPATH, its own program cache), alternating with this one, and
+checks that both fit the same numbers.
 
 Usage:  python benchmarks/bench_startup.py [--parts import,first,fit,scripts] [--repeats 5] [--baseline DIR]
         [--importtime]
@@ -259,39 +259,44 @@ def part_fit(sides, repeats):
     print("targets: <= 0.1 ms on a graph fitted before, <= 0.5 ms on a new graph of a seen structure")
 
 
-def part_scripts(env, repeats):
+def part_scripts(sides, repeats):
     sys.path.insert(0, str(ROOT / "tests"))
     from test_course_scripts import assert_same_numbers
     numpy_edf = ROOT / "fastedf" / "numpy_edf.py"
     print("\n## course scripts end to end, one fresh process each (best of %d)" % repeats)
-    print(f"{'script':>16} {'NumPy EDF wall':>15} {'fastedf wall':>13} {'ratio':>6} {'NumPy CPU':>10} "
+    print(f"{'script':>16} {'side':>10} {'NumPy EDF wall':>15} {'fastedf wall':>13} {'ratio':>6} {'NumPy CPU':>10} "
           f"{'fastedf CPU':>12} {'ratio':>6}")
-    ratios = []
+    ratios = {name: [] for name in sides}
+    runs = [("numpy", "this", sides["this"])] + [("fastedf", name, env) for name, env in sides.items()]
     with tempfile.TemporaryDirectory() as tmp:
         for path in SCRIPTS:
             results = {}
-            for which in ("numpy", "fastedf"):  # also warms the caches
-                out = pathlib.Path(tmp) / f"{which}.pickle"
+            for which, name, env in runs:  # also warms the caches
+                out = pathlib.Path(tmp) / f"{which}-{name}.pickle"
                 timed(me("script", which, path, numpy_edf, out), env)
-                results[which] = pickle.loads(out.read_bytes())
-            assert_same_numbers(results["fastedf"], results["numpy"])
-            times = {"numpy": [], "fastedf": []}
+                results[which, name] = pickle.loads(out.read_bytes())
+            for name in sides:
+                assert_same_numbers(results["fastedf", name], results["numpy", "this"])
+            times = {(which, name): [] for which, name, _ in runs}
             for _ in range(repeats):
-                for which in times:
-                    times[which].append(timed(me("script", which, path, numpy_edf, ""), env)[:2])
-            (nw, nc), (fw, fc) = ((min(t[0] for t in times[w]), min(t[1] for t in times[w])) for w in times)
-            ratios.append(nw / fw)
-            print(f"{path.stem:>16} {nw:>14.3f}s {fw:>12.3f}s {nw / fw:>5.2f}x {nc:>9.3f}s {fc:>11.3f}s "
-                  f"{nc / fc:>5.2f}x")
-    print(f"geometric mean of the wall ratios (NumPy EDF / fastedf; > 1: fastedf faster): "
-          f"{math.exp(statistics.mean(map(math.log, ratios))):.2f}x")
+                for which, name, env in runs:
+                    times[which, name].append(timed(me("script", which, path, numpy_edf, ""), env)[:2])
+            nw, nc = (min(t[i] for t in times["numpy", "this"]) for i in (0, 1))
+            for name in sides:
+                fw, fc = (min(t[i] for t in times["fastedf", name]) for i in (0, 1))
+                ratios[name].append(nw / fw)
+                print(f"{path.stem:>16} {name:>10} {nw:>14.3f}s {fw:>12.3f}s {nw / fw:>5.2f}x {nc:>9.3f}s "
+                      f"{fc:>11.3f}s {nc / fc:>5.2f}x")
+    for name, found in ratios.items():
+        print(f"{name}: geometric mean of the wall ratios (NumPy EDF / fastedf; > 1: fastedf faster): "
+              f"{math.exp(statistics.mean(map(math.log, found))):.2f}x")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="import,first,fit,scripts")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--baseline", help="another checkout's root to compare against (import, first, fit)")
+    parser.add_argument("--baseline", help="another checkout's root to compare against")
     parser.add_argument("--importtime", action="store_true", help="print `python -X importtime` top entries")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as caches:
@@ -308,7 +313,7 @@ def main():
         if "fit" in parts:
             part_fit(sides, args.repeats)
         if "scripts" in parts:
-            part_scripts(sides["this"], args.repeats)
+            part_scripts(sides, args.repeats)
 
 
 if __name__ == "__main__":

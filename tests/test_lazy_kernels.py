@@ -114,12 +114,15 @@ FLAGGED = """
     h = fastedf.fit(loss, {x: X, y: Y}, batch_size=4, epochs=2, lr=0.5, engine="compiled")
     print(json.dumps({"gemm": out.tolist(), "exp": e, "raised": raised, "loss": h.epoch_loss.tolist(),
                       "A": A.value.ravel().tolist(), "cache": type(linear_forward._cache).__name__,
-                      "boundscheck": config.BOUNDSCHECK}))
+                      "boundscheck": config.BOUNDSCHECK, "hits": sum(linear_forward.stats.cache_hits.values())}))
 """
 
 
 def test_lazy_kernels_under_boundscheck_and_without_cache(tmp_path):
     plain = run(FLAGGED, NUMBA_CACHE_DIR=str(tmp_path / "plain"))
+    loaded = run(FLAGGED, NUMBA_CACHE_DIR=str(tmp_path / "plain"))  # from the cache, its context not refreshed
+    assert plain["hits"] == 0 and loaded["hits"] >= 1
+    assert {**loaded, "hits": 0} == {**plain, "hits": 0}
     checked = run(FLAGGED, FASTEDF_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "checked"),
                   FASTEDF_CACHE_DIR=str(tmp_path / "programs-checked"))
     uncached = run(FLAGGED, FASTEDF_CACHE="0", NUMBA_CACHE_DIR=str(tmp_path / "uncached"),
