@@ -53,11 +53,42 @@ def pin_blas_threads():
     if _blas_pinned:
         return
     _blas_pinned = True
-    import scipy.linalg.cython_blas  # noqa: F401  the library Numba binds for np.dot
+    _import_blas()
     from threadpoolctl import ThreadpoolController
     for lib in ThreadpoolController().lib_controllers:
         if "scipy" in os.path.basename(os.path.dirname(lib.filepath)):  # .../scipy.libs/libscipy_openblas*.so
             lib.set_num_threads(BLAS_THREADS)
+
+
+def _import_blas(name="scipy.linalg.cython_blas"):
+    """Import the module whose BLAS functions Numba's np.dot calls, without running scipy.linalg's __init__.
+
+    `import scipy.linalg.cython_blas` imports the whole of scipy.linalg first
+    (0.19 s of CPU here, against 0.07 s with `import scipy`, which Numba
+    makes anyway); Numba finds the module by its name in sys.modules, so
+    the extension is loaded from its file under that name.  A later
+    `import scipy.linalg` imports the package as usual.
+    """
+    if name in sys.modules:
+        return
+    import importlib.machinery
+    import importlib.util
+
+    import scipy
+    folder = os.path.join(os.path.dirname(scipy.__file__), "linalg")
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "cython_blas" + suffix)
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+                return
+            except Exception:  # another SciPy: import it the usual way
+                del sys.modules[name]
+            break
+    importlib.import_module(name)
 
 
 # Every kernel, helper and program is compiled with these flags.  NumPy's error model: a float division by zero

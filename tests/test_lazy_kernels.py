@@ -55,14 +55,19 @@ def test_a_step_on_small_layers_loads_numba_but_not_scipys_blas():
             n.forward()
         for n in reversed(graph):
             n.backward()
-        small = {LOADED}, "scipy.linalg" in sys.modules
-        wide = Linear(x, Parameter(np.zeros((2, 64))), Parameter(np.zeros(64)))  # 8 * 2 * 64 >= BLAS_MIN_WORK
+        small = {LOADED}, "scipy.linalg.cython_blas" in sys.modules
+        W = np.arange(128.0).reshape(2, 64) / 64
+        wide = Linear(x, Parameter(W), Parameter(np.zeros(64)))  # 8 * 2 * 64 >= BLAS_MIN_WORK: BLAS
         wide.forward()
-        print(json.dumps([small, "scipy.linalg" in sys.modules, float(loss.value)]))
+        blas = "scipy.linalg.cython_blas" in sys.modules, "scipy.linalg" in sys.modules
+        import scipy.linalg  # the package still imports, after its BLAS module was loaded alone
+        solved = scipy.linalg.solve(np.eye(2) * 2, np.ones(2)).tolist()
+        print(json.dumps([small, blas, solved, float(loss.value), bool(np.array_equal(wide.value, x.value @ W))]))
     """) for _ in range(2)][1]
-    (loaded, blas_before), blas_after, loss = out
+    (loaded, blas_before), blas_after, solved, loss, same = out
     assert "numba" in loaded and not blas_before
-    assert blas_after  # a layer that calls BLAS pins its threads, which imports SciPy's BLAS
+    assert blas_after == [True, False]  # a layer that calls BLAS pins its threads: SciPy's BLAS, not its linalg
+    assert solved == [0.5, 0.5] and same
     assert np.isclose(loss, -8 * np.log(1 / (1 + np.exp(-0.2))), rtol=1e-12)
 
 
