@@ -27,6 +27,7 @@ import sys, time
 start = time.perf_counter()
 import fastedf
 imported = time.perf_counter() - start
+import fastedf.compiler  # not imported with fastedf
 fastedf.compiler.MAX_INLINED_OPERATIONS = int(sys.argv[2])
 import numpy as np
 from fastedf.models import mlp

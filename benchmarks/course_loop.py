@@ -27,7 +27,7 @@ def train_per_sample(graph, trainable, x1, x2, y, X, Y, epochs, lr):
 
 
 def step(graph, trainable, lr):
-    """One update as the course writes it."""
+    """One update of the course loop on the values fed: forward in order, backward in reverse, SGD."""
     for n in graph:
         n.forward()
     for n in reversed(graph):

@@ -17,6 +17,10 @@ shorter ones (the study's) have LLVM inline them (fastedf.calls.icall).
 The program's source is written to a file named by its hash in the cache
 directory and imported from there, so Numba's on-disk cache serves later
 processes: one compilation per graph structure, whatever the batch size.
+Within a process, a lowered program is kept in memory under the graph's
+structure (structure()): a fit on a graph fitted before, or on a new graph
+of a structure seen before, skips the lowering, the source and the kernel
+table, and only binds the program to its nodes.
 
 Fusions: a Sigmoid feeding only BCE, or a Softmax feeding only CE, is
 computed by the loss from its logits in one pass, as PyTorch's
@@ -37,6 +41,7 @@ Buffer names in the rules' lines, for the node numbered i:
   as (batch, the product of the other axes); the rules of the ops that take
   images reshape it.
 """
+import collections
 import functools
 import hashlib
 import importlib.util
@@ -147,6 +152,9 @@ class Lowering:
         fuses = getattr(loss, "fused_with", None) is not None and type(p) is loss.fused_with
         self.fused = {p} if fuses and p.outputs == [loss] else set()
         self.extra = {}  # name: (per_row, shape, dtype) of the buffers the rules asked for (buffer())
+        # by node number, what _storage needs: a Program keeps these and no node
+        self.shapes = [np.shape(node.value) for node in graph]
+        self.batched_at = [self.batched[node] for node in graph]
 
     def buffer(self, node, name, per_row=None, shape=None, dtype="float64"):
         """The name of an extra buffer for node's rule: flat with `per_row` elements per batch row (the rule
@@ -235,7 +243,51 @@ def lower(graph, micro=False):
     """A Program for the graph (after fit's dry run set every value), or (None, reason).
 
     micro: generate the micro-batch step (gradients accumulated over chunks of a batch).
+    A program lowered before for the same structure (structure()) is reused.
     """
+    key = structure(graph, micro)
+    known = _programs.get(key) if key is not None else None
+    if known is not None:
+        _programs.move_to_end(key)
+        return known.bound_to(graph), None
+    program, reason = _lower(graph, micro)
+    if program is not None and key is not None:
+        _programs[key] = program
+        if len(_programs) > MAX_KEPT_PROGRAMS:
+            _programs.popitem(last=False)
+    return (program.bound_to(graph) if program is not None else None), reason
+
+
+# Lowered programs kept in memory, least recently used first: a program holds its source and tables, no node.
+MAX_KEPT_PROGRAMS = 256
+_programs = collections.OrderedDict()
+
+
+def structure(graph, micro):
+    """What decides the graph's program, as a hashable key; None if a node's class is not fastedf's own.
+
+    Per node: its class, its inputs and consumers by position in the graph
+    (-1: a consumer outside it, which stops a fusion), its value's shape at
+    the dry run, and the attributes its class's compile rule reads
+    (`lower_options`, MaxPooling's size); then the micro-batch flag and the
+    limits that choose between compiled, inlined and by-address code.  Every
+    value is float64 by then (fit converts feeds and parameters).  A user's
+    class may read anything in its `lower`: its graphs are lowered every time.
+    """
+    index = {node: i for i, node in enumerate(graph)}
+    key = [micro, MAX_COMPILED_OPERATIONS, MAX_INLINED_OPERATIONS]
+    for node in graph:
+        cls = type(node)
+        if not cls.__module__.startswith("fastedf."):
+            return None
+        value = node.value
+        key.append((cls, tuple([index[n] for n in node.inputs]), tuple([index.get(n, -1) for n in node.outputs]),
+                    value.shape if type(value) is np.ndarray else np.shape(value),
+                    *[getattr(node, name) for name in getattr(cls, "lower_options", ())]))
+    return tuple(key)
+
+
+def _lower(graph, micro):
     low = Lowering(graph, micro)
     units, reason = rules(low)
     if reason:
@@ -303,19 +355,30 @@ class Program:
     """
 
     def __init__(self, low, units, found, length):
-        self.low, self.length = low, length  # each rolled loop counted once (lower)
-        self.inputs = [n for n in low.graph if isinstance(n, Input)]
-        self.parameters = [n for n in low.graph if isinstance(n, Parameter)]
+        self.length = length  # each rolled loop counted once (lower)
+        self.shapes, self.batched_at, self.extra = low.shapes, low.batched_at, low.extra  # for _storage
+        self.input_at = [i for i, n in enumerate(low.graph) if isinstance(n, Input)]
+        self.parameter_at = [i for i, n in enumerate(low.graph) if isinstance(n, Parameter)]
+        self.inputs = self.parameters = None  # the nodes of the graph it is bound to (bound_to)
         self.records, self.table_size = [], 0  # the table's fixed part: what the source names by position
         self.layer_records, self.layers_size = [], 0  # then the rolled loops' buffers, layer by layer (_layer_view)
         sections = rolling.emit(units, found, self._layer_view, self._repeats)
-        self.source, self.called = _source(self._body(sections), inline=len(units) <= MAX_INLINED_OPERATIONS)
+        self.source, self.called = _source(self._body(low, sections), inline=len(units) <= MAX_INLINED_OPERATIONS)
         self.train, self.path = _load(self.source)
+        self._layouts = {}  # rows at once: (arena sizes, parameters' arena slices, table), shared by bound copies
 
-    def _body(self, sections):
+    def bound_to(self, graph):
+        """This program for `graph`, a graph of its structure: a copy naming that graph's Inputs and Parameters."""
+        bound = object.__new__(Program)
+        bound.__dict__.update(self.__dict__)
+        bound.inputs = [graph[i] for i in self.input_at]
+        bound.parameters = [graph[i] for i in self.parameter_at]
+        return bound
+
+    def _body(self, low, sections):
         """The template's parts (args, prologue, shuffle, step) for the rules' lines by section, their nodes
         renumbered in order of first use: the source so is the same for a graph at any depth."""
-        low, inputs = self.low, [self.low.index[node] for node in self.inputs]
+        inputs = self.input_at
         text = "\n".join(line for lines in sections.values() for line in lines)
         number = {}
         for match in rolling.NAME.finditer(text):
@@ -326,7 +389,7 @@ class Program:
         views = [f"x{i} = s{i}[lo:hi]" for i in inputs]
         for name in sorted((n for n in names if n[0] in rolling.VIEWS), key=functools.partial(_used, number)):
             full = rolling.VIEWS[name[0]] + name[1:]
-            views.append(f"{name} = {full}[:n]" if low.batched[low.graph[int(name[1:])]] else f"{name} = {full}")
+            views.append(f"{name} = {full}[:n]" if self.batched_at[int(name[1:])] else f"{name} = {full}")
             names.add(full)
         # np.int64(...): a literal argument would compile one specialisation of the helper per position
         prologue = [f"{name} = {self._view(name, f'np.int64({self._record(name)})')}"
@@ -349,11 +412,11 @@ class Program:
 
     def _size(self, name):
         """Table entries of a buffer's record: start, stop and its shape."""
-        return 2 + len(_storage(self.low, name, 1)[1])
+        return 2 + len(_storage(self, name, 1)[1])
 
     def _view(self, name, base):
         """Source for the view of record `base`, which describes `name`."""
-        key, shape, dtype = _storage(self.low, name, 1)
+        key, shape, dtype = _storage(self, name, 1)
         return f"view{len(shape)}({'iarena' if dtype == 'int64' else 'arena'}, table, {base})"
 
     def _layer_view(self, names):
@@ -373,18 +436,35 @@ class Program:
         return f"table[{self._record(repeats)}]"
 
     def _arguments(self, order, rows_at_once):
-        """The feeds, the arenas and the table, in the order of the generated signature (allocated once per fit).
+        """The feeds, the arenas and the table, in the order of the generated signature (allocated once per fit),
+        and (Parameter, its arena view) for each Parameter: trained there, copied back after each chunk.
 
         Batched buffers hold `rows_at_once` rows: the batch, or the micro-batch.
         """
-        low, rows = self.low, order.rows
+        rows = order.rows
         args = []
         for node in self.inputs:
             args += [order.feeds[node].reshape(rows, -1), order.current[node].reshape(rows, -1)]
+        sizes, places, table = self._layout(rows_at_once)
+        arena, iarena = np.zeros(sizes["float64"]), np.zeros(max(sizes["int64"], 1), dtype=np.int64)
+        slots = []
+        for node, (lo, hi) in zip(self.parameters, places):
+            node.value = np.asarray(node.value, dtype=np.float64, order="C")  # trained in place
+            trained = arena[lo:hi].reshape(node.value.shape)
+            np.copyto(trained, node.value)
+            slots.append((node, trained))
+        return args + [arena, iarena, table], slots
+
+    def _layout(self, rows_at_once):
+        """(arena sizes by dtype, each Parameter's (start, stop) in the arena, the int64 table) for
+        `rows_at_once` rows; computed once per program and row count.  The program never writes the table."""
+        layout = self._layouts.get(rows_at_once)
+        if layout is not None:
+            return layout
         where, sizes = {}, {"float64": 0, "int64": 0}  # storage key: (arena, start, stop)
-        names = [f"p{low.index[node]}" for node in self.parameters] + self.layer_records
+        names = [f"p{i}" for i in self.parameter_at] + self.layer_records
         for name in names + [entry for entry in self.records if isinstance(entry, str)]:
-            key, shape, dtype = _storage(low, name, rows_at_once)
+            key, shape, dtype = _storage(self, name, rows_at_once)
             if key not in where:
                 size = int(np.prod(shape))
                 where[key] = (dtype, sizes[dtype], sizes[dtype] + size)
@@ -392,21 +472,17 @@ class Program:
         table = []
         for entry in self.records + self.layer_records:
             if isinstance(entry, str):
-                key, shape, _ = _storage(low, entry, rows_at_once)
+                key, shape, _ = _storage(self, entry, rows_at_once)
                 table += [*where[key][1:], *shape]
             else:
                 table.append(self.table_size + entry.offset if isinstance(entry, _Layers) else entry)
-        arena, iarena = np.zeros(sizes["float64"]), np.zeros(max(sizes["int64"], 1), dtype=np.int64)
-        self.slots = []  # (Parameter, its arena view): trained there, copied back after each chunk
-        for node in self.parameters:
-            node.value = np.asarray(node.value, dtype=np.float64, order="C")  # trained in place
-            _, lo, hi = where[f"p{low.index[node]}"]
-            arena[lo:hi] = node.value.ravel()
-            self.slots.append((node, arena[lo:hi].reshape(node.value.shape)))
-        return args + [arena, iarena, np.array(table, dtype=np.int64)]
+        places = [where[f"p{i}"][1:] for i in self.parameter_at]
+        table = np.array(table, dtype=np.int64)
+        layout = self._layouts[rows_at_once] = (sizes, places, table)
+        return layout
 
-    def _copy_back(self):
-        for node, trained in self.slots:
+    def _copy_back(self, slots):
+        for node, trained in slots:
             np.copyto(node.value, trained)
 
     def run(self, order, batch_size, epochs, lr, progress=None, micro_batch=None):
@@ -417,7 +493,7 @@ class Program:
         parameters as of the last finished step.
         """
         micro = min(micro_batch or batch_size, batch_size)
-        args = self._arguments(order, micro)
+        args, slots = self._arguments(order, micro)
         epoch_loss = np.zeros(epochs)
         shuffle = bool(order.shuffle)
         perm = order.order if shuffle else np.zeros(0, dtype=np.int64)  # unused without shuffling
@@ -432,7 +508,7 @@ class Program:
                 chunk_start = time.perf_counter()
                 epoch, row, state, bad = self.train(*args, table, perm, state, *fixed, epoch, row, epochs, steps)
                 took = time.perf_counter() - chunk_start
-                self._copy_back()
+                self._copy_back(slots)
                 state = np.uint64(state)  # Numba returns a Python int; an int64 state would be another signature
                 if shuffle:
                     order.state = state
@@ -440,7 +516,7 @@ class Program:
                     progress(epoch, epoch_loss)
                 steps = max(1, min(int(steps * CHUNK_SECONDS / max(took, 1e-6)), 2 * steps, 2**40))
         finally:
-            self._copy_back()  # also when Ctrl-C lands between a chunk's return and the copy above
+            self._copy_back(slots)  # also when Ctrl-C lands between a chunk's return and the copy above
         done = time.perf_counter()
         if bad >= 0:
             broken = [node for node in self.parameters if not np.all(np.isfinite(node.value))]
@@ -457,10 +533,15 @@ class Program:
         The kernels and signatures come from typing the program, when it was
         compiled just now, else from this process's memory or the file beside
         the program's source; any that do not match the hashes of the code
-        Numba loaded are discarded and the program is compiled again.
+        Numba loaded are discarded and the program is compiled again.  A table
+        checked so is kept for the process: the program's code and its kernels'
+        stay loaded at those addresses.
         """
-        with _typing:  # calls._typed is one per process: one program compiled and read at a time
-            return self._fill_table(report)
+        table = _tables.get(self.path)
+        if table is None:
+            with _typing:  # calls._typed is one per process: one program compiled and read at a time
+                table = _tables[self.path] = self._fill_table(report)
+        return table
 
     def _fill_table(self, report):
         table = np.zeros(len(self.called), dtype=np.int64)
@@ -478,10 +559,9 @@ class Program:
                     except OSError:
                         pass  # a later process compiles the program again
             else:
-                known = _tables.get(self.path) or _read_kernels(self.path + ".kernels")
+                known = _read_kernels(self.path + ".kernels")
             addresses = _addresses(known, self.called, table)
             if addresses is not None:
-                _tables[self.path] = known
                 return addresses
             calls._typed.clear()
             self.train.recompile()  # its cached code and the kernels file disagree: type it again
@@ -530,7 +610,8 @@ def _write_atomic(path, data):
 @functools.lru_cache(maxsize=None)
 def _called_kernels():
     """{name: dispatcher} of the kernels a program calls by address or inlines (fastedf.calls)."""
-    from . import kernels
+    from . import config, kernels
+    config.activate()  # the kernels are real from here on, also in the programs' `from fastedf.kernels import *`
     return calls.kernels_of((kernels, *MODULES))
 
 
@@ -574,15 +655,16 @@ class _Layers:
 
 def _storage(low, name, rows):
     """(key, shape, dtype) of the buffer `name` for `rows` rows at once: key names the memory it views
-    (a Parameter's p and its 2-D q share it, as do d and e); a shape has rank 1, 2 or 4."""
+    (a Parameter's p and its 2-D q share it, as do d and e); a shape has rank 1, 2 or 4.
+
+    low: a Lowering or a Program (their shapes, batched_at and extra by node number)."""
     letter, index, suffix = rolling.NAME.match(name).groups()
-    node = low.graph[int(index)]
-    shape = np.shape(node.value)
+    shape = low.shapes[int(index)]
     if letter in "pqdea":
         shape = _shape2d(shape) if letter in "qe" else shape
         return {"q": "p", "e": "d"}.get(letter, letter) + index, shape or (1,), "float64"
     if letter in "VGvg":  # a batch view v or g is a slice of its buffer's memory
-        shape = (rows, int(np.prod(shape[1:]))) if low.batched[node] else _shape2d(shape)
+        shape = (rows, int(np.prod(shape[1:]))) if low.batched_at[int(index)] else _shape2d(shape)
         return letter.upper() + index, shape, "float64"
     per_row, fixed, dtype = low.extra[name]
     return name, ((per_row * rows,) if per_row is not None else tuple(fixed)), dtype
@@ -592,7 +674,7 @@ CHUNK_SECONDS = 0.1  # a compiled fit returns to Python this often (Ctrl-C, prog
 
 
 _loaded = {}
-_tables = {}  # program path: its kernels' (name, signature args) by call site, once known in this process
+_tables = {}  # program path: its kernel table (addresses by call site), once checked in this process
 _typing = threading.Lock()
 _OP_IMPORTS = "\n".join(f"from {m.__name__} import *" for m in MODULES)
 

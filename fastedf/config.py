@@ -12,11 +12,18 @@ Environment overrides (read once, at import):
                          course's matmuls are small; a two-thread BLAS with the other
                          core busy was seen to run a digits MLP fit 50x slower, see
                          docs/benchmarks.md, section 1, for how to compare)
+
+Numba is imported on first use, not with fastedf: the decorators below
+return Lazy stand-ins, and the first call of any of them (or Numba typing
+code that calls one) imports Numba, makes every registered kernel, helper
+and intrinsic real, and points fastedf's modules and node classes at the
+real objects (activate), so the node path calls Numba's dispatchers
+directly from then on.  Importing Numba took 0.2 s of `import fastedf`'s 0.3.
 """
 import os
+import sys
+import threading
 import warnings
-
-from numba import njit
 
 _SAFE_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -46,11 +53,42 @@ def pin_blas_threads():
     if _blas_pinned:
         return
     _blas_pinned = True
-    import scipy.linalg.cython_blas  # noqa: F401  the library Numba binds for np.dot
+    _import_blas()
     from threadpoolctl import ThreadpoolController
     for lib in ThreadpoolController().lib_controllers:
         if "scipy" in os.path.basename(os.path.dirname(lib.filepath)):  # .../scipy.libs/libscipy_openblas*.so
             lib.set_num_threads(BLAS_THREADS)
+
+
+def _import_blas(name="scipy.linalg.cython_blas"):
+    """Import the module whose BLAS functions Numba's np.dot calls, without running scipy.linalg's __init__.
+
+    `import scipy.linalg.cython_blas` imports the whole of scipy.linalg first
+    (0.19 s of CPU here, against 0.07 s with `import scipy`, which Numba
+    makes anyway); Numba finds the module by its name in sys.modules, so
+    the extension is loaded from its file under that name.  A later
+    `import scipy.linalg` imports the package as usual.
+    """
+    if name in sys.modules:
+        return
+    import importlib.machinery
+    import importlib.util
+
+    import scipy
+    folder = os.path.join(os.path.dirname(scipy.__file__), "linalg")
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "cython_blas" + suffix)
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+                return
+            except Exception:  # another SciPy: import it the usual way
+                del sys.modules[name]
+            break
+    importlib.import_module(name)
 
 
 # Every kernel, helper and program is compiled with these flags.  NumPy's error model: a float division by zero
@@ -67,9 +105,10 @@ FLAGS = dict(fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model
 def _compiled(func, flags=FLAGS):
     """`func` compiled with `flags`, cached on disk, its cache entries healed (kernel, helper and program differ
     only in what they are for); compiled in memory when Numba finds nowhere to write its cache."""
+    from numba import njit
     if CACHE:
         try:
-            return self_healing(njit(cache=True, **flags)(func))
+            return self_healing(_loading_light(njit(cache=True, **flags)(func)))
         except RuntimeError as error:  # Numba's "cannot cache function ...: no locator available"
             if "no locator available" not in str(error):
                 raise
@@ -90,14 +129,139 @@ def _warn_no_cache(func):
                       "in memory without this warning (warned once)", RuntimeWarning, stacklevel=4)
 
 
+def _loading_light(dispatcher):
+    """The dispatcher, loading its cache entries without refreshing Numba's target context first.
+
+    Numba's Cache.load_overload refreshes the context before every load: the
+    first refresh imports every lowering registry (some 40 modules, SciPy's
+    linalg among them, through numba.np.arraymath), which a process whose
+    kernels all come from the cache never uses: a warm process's first step
+    took 0.39 s of CPU, 0.19 s without it (one run each, numba import
+    included).  Loading machine code needs only Numba's runtime, initialised
+    here as refresh would; a compile refreshes the context itself.
+    """
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is None or not hasattr(cache, "_load_overload") or not hasattr(cache, "_guard_against_spurious_io_errors"):
+        return dispatcher  # another Numba: its own load_overload
+
+    def load_overload(signature, target_context):
+        from numba.core.runtime import rtsys
+        rtsys.initialize(target_context)
+        with cache._guard_against_spurious_io_errors():
+            return cache._load_overload(signature, target_context)
+        return None  # the guard swallowed an I/O error: compile
+    cache.load_overload = load_overload
+    return dispatcher
+
+
+class Lazy:
+    """A kernel, helper or intrinsic before Numba is imported; calling it, or Numba asking for its type (a
+    jitted function outside fastedf that calls it), activates them all and uses the real one."""
+
+    __slots__ = ("py_func", "make", "real")
+
+    def __init__(self, func, make):
+        self.py_func, self.make, self.real = func, make, None
+
+    def __call__(self, *args, **kwargs):
+        return _real(self)(*args, **kwargs)
+
+    def __getattr__(self, name):  # a dispatcher's attributes (overloads, signatures, ...)
+        if name.startswith("__"):  # what staticmethod(), copy and pickle probe for: not a reason to activate
+            raise AttributeError(name)
+        return getattr(_real(self), name)
+
+    @property
+    def _numba_type_(self):  # how Numba types an object it does not know (numba.typeof)
+        from numba.core.registry import cpu_target
+        context = cpu_target.typing_context
+        context.refresh()  # registers intrinsics made since it last looked
+        return context.resolve_value_type(_real(self))
+
+    def __repr__(self):
+        return f"<fastedf.config.Lazy {self.py_func.__module__}.{self.py_func.__qualname__}>"
+
+
+_lazy = []  # every Lazy made before activation, in definition order
+_activation = threading.RLock()
+_active = False
+
+
+def _deferred(func, make):
+    """make(), or a Lazy for it before activation."""
+    if _active:
+        return make()
+    with _activation:
+        if _active:
+            return make()
+        lazy = Lazy(func, make)
+        _lazy.append(lazy)
+        return lazy
+
+
+def _real(lazy):
+    if lazy.real is None:
+        activate()
+    return lazy.real
+
+
+def activate():
+    """Import Numba, make every Lazy real, and replace each one in fastedf's modules and classes by its real object.
+
+    Numba resolves a jitted function's globals when it first compiles it, after
+    this: kernels calling kernels and helpers link the real ones.
+    """
+    global _active
+    if _active:
+        return
+    with _activation:
+        if _active:
+            return
+        import numba  # noqa: F401  (before any make(): each imports what it needs from it)
+        for lazy in _lazy:
+            lazy.real = lazy.make()
+        _active = True
+        for name, module in list(sys.modules.items()):
+            if name == "fastedf" or name.startswith("fastedf."):
+                _replace_lazy(module, name)
+
+
+def _replace_lazy(module, name):
+    """Swap the Lazy objects among a module's globals, and among the attributes of the classes it defines, for
+    their real objects (a kernel held as a staticmethod stays one)."""
+    space = vars(module)
+    for key, value in list(space.items()):
+        if type(value) is Lazy:
+            space[key] = value.real
+        elif isinstance(value, type) and value.__module__ == name:
+            for attr, held in list(vars(value).items()):
+                if isinstance(held, staticmethod) and type(held.__func__) is Lazy:
+                    setattr(value, attr, staticmethod(held.__func__.real))
+                elif type(held) is Lazy:
+                    setattr(value, attr, held.real)
+
+
+def intrinsic(func=None, **options):
+    """numba.extending.intrinsic(**options)(func), made on first use: its typing function imports what it needs
+    from Numba itself."""
+    if func is None:
+        return lambda f: intrinsic(f, **options)
+
+    def make():
+        from numba.extending import intrinsic as numba_intrinsic
+        return numba_intrinsic(**options)(func) if options else numba_intrinsic(func)
+    return _deferred(func, make)
+
+
 def kernel(func):
     """Compile `func` as a serial fastedf kernel with the project's JIT flags.
 
     Each kernel is compiled once per signature and cached; the training
     programs call it by address or have LLVM inline its compiled code
     (fastedf.calls), so Numba never types a kernel's body again for a program.
+    Lazy until first use (activate).
     """
-    return _compiled(func)
+    return _deferred(func, lambda: _compiled(func))
 
 
 # A helper is only ever called from compiled code: Numba need not build the wrapper that Python callers need
@@ -117,7 +281,7 @@ def helper(func):
     this change on the AVX2 machine of docs/benchmarks.md section 2: 9.9 and
     7.6 s; runs there vary by ~25%).  Cached like a kernel, and healed like one.
     """
-    return _compiled(func, _HELPER_FLAGS)
+    return _deferred(func, lambda: _compiled(func, _HELPER_FLAGS))
 
 
 def fma_helper(func):
@@ -130,7 +294,7 @@ def fma_helper(func):
     114.8 us), still within 1 ulp of np.exp.  Only where the
     CPU has FMA; every engine calls the same helper, so they agree to the last bit.
     """
-    return _compiled(func, dict(_HELPER_FLAGS, fastmath=FASTMATH or {"contract"}))
+    return _deferred(func, lambda: _compiled(func, dict(_HELPER_FLAGS, fastmath=FASTMATH or {"contract"})))
 
 
 def program(func):
@@ -138,7 +302,9 @@ def program(func):
 
     With Numba's runtime (NRT) on, as the kernels it calls need it for BLAS
     (np.dot's BLAS calls, kernels.gemm); a program still allocates nothing per step.
+    Its module imports fastedf's kernels: they are real by then.
     """
+    activate()
     return _compiled(func)
 
 

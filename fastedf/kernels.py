@@ -7,12 +7,8 @@ preallocated outputs and allocates nothing; kernels trust their arguments
 versions of every kernel live in tests/naive.py.
 """
 import numpy as np
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
-from numba.np import linalg
 
-from .config import helper, kernel
+from .config import helper, intrinsic, kernel
 
 
 @helper
@@ -101,6 +97,8 @@ def borrowed(typingctx, array):
     use of the view: a program's arguments, which its caller holds until it
     returns, and that it never returns or stores.
     """
+    from numba import types
+    from numba.core import cgutils
     if not isinstance(array, types.Array):
         return None
 
@@ -126,6 +124,8 @@ def gemm(typingctx, a, b, out):
     layouts: ~0.25 s of cold compile apiece in Numba's compile events (one cold
     fit), its IR optimised again in every kernel that calls it.
     """
+    from numba import types
+    from numba.np import linalg  # imports SciPy's BLAS: only where a kernel calling gemm is compiled
     if not (all(isinstance(t, types.Array) and t.ndim == 2 and t.dtype == types.float64 for t in (a, b, out))
             and out.layout == "C"):
         return None

@@ -14,7 +14,6 @@ import numpy as np
 
 from . import fused
 from . import kernels as K
-from .compiler import lower
 from .config import pin_blas_threads
 from .graph import graph_run, node_settings, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter, as_float64
@@ -237,7 +236,6 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     _check_scalar("lr", lr, float, 0)
     if micro_batch is not None:
         _check_scalar("micro_batch", micro_batch, int, 1)
-    pin_blas_threads()
     graph = topological_sort(loss)
     fused.release(graph)  # a course loop's plan on these nodes ends: fit runs and compiles them itself
     if graph[-1] is not loss:
@@ -252,6 +250,10 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
         raise ValueError(f"{loss} is not a scalar loss: its value has shape {np.shape(loss.value)}")
 
     micro = micro_batch is not None and micro_batch < batch_size
+    rows = micro_batch if micro else batch_size  # the most rows a kernel sees at once
+    if any(node.uses_blas(rows) for node in graph if hasattr(node, "uses_blas")):
+        pin_blas_threads()  # only then: it imports SciPy's BLAS
+    from .compiler import lower  # imports Numba's compiler machinery (fastedf.calls): not at `import fastedf`
     program, reason = lower(graph, micro) if engine != "graph" else (None, "engine='graph' was asked for")
     if engine == "compiled" and program is None:
         raise ValueError(f"engine='compiled' cannot compile this graph: {reason}")

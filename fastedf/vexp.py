@@ -18,10 +18,8 @@ fastedf.config.FLAGS sets for every kernel.
 import math
 
 import numpy as np
-from numba import types
-from numba.extending import intrinsic
 
-from .config import fma_helper, helper
+from .config import fma_helper, helper, intrinsic
 
 LOG2E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * LN2_HI is exact for |k| < 2^11
@@ -33,24 +31,27 @@ C = [1.0 / math.factorial(n) for n in range(14)]
 
 
 def _bit_cast(source, target):
-    """A Numba intrinsic that reinterprets a `source` value's 64 bits as a `target` (a bit cast, no conversion)."""
+    """A Numba intrinsic that reinterprets a value of the Numba type named `source` ('int64') as one named
+    `target`, its 64 bits unchanged (a bit cast, no conversion)."""
     @intrinsic
     def cast(typingctx, value):
-        if value != source:
+        from numba import types
+        have, want = getattr(types, source), getattr(types, target)
+        if value != have:
             return None
 
         def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(target))
+            return builder.bitcast(args[0], context.get_value_type(want))
 
-        return target(source), codegen
+        return want(have), codegen
     return cast
 
 
-_float_from_bits = _bit_cast(types.int64, types.float64)  # the float64 whose IEEE-754 bits are the int64
-_bits_of_float = _bit_cast(types.float64, types.int64)  # the int64 holding the float64's IEEE-754 bits
+_float_from_bits = _bit_cast("int64", "float64")  # the float64 whose IEEE-754 bits are the int64
+_bits_of_float = _bit_cast("float64", "int64")  # the int64 holding the float64's IEEE-754 bits
 # unsigned, so that a right shift is a logical one: AVX2 has no packed 64-bit arithmetic shift
-_float_from_ubits = _bit_cast(types.uint64, types.float64)
-_ubits_of_float = _bit_cast(types.float64, types.uint64)
+_float_from_ubits = _bit_cast("uint64", "float64")
+_ubits_of_float = _bit_cast("float64", "uint64")
 
 
 # Adding 1.5 * 2^52 puts an integer-valued float's value in the low bits of the sum's mantissa: a float to

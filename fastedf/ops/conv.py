@@ -408,6 +408,10 @@ class Conv(Node):
     lowers_any_rank = True
     weight_slots = (1,)  # K, a Parameter of rank 4
 
+    def uses_blas(self, rows):
+        """The kernels' products always run in BLAS."""
+        return True
+
     def lower(self, low):
         """Compile rule: conv_forward into the rule's own columns, conv_backward, and dx when needed."""
         x, K, *b = self.inputs
@@ -511,6 +515,7 @@ class MaxPooling(Node):
         self.gradients[self.inputs[0]] = buf.dx if x.ndim == 4 else buf.dx.reshape(x.shape)
 
     lowers_any_rank = True
+    lower_options = ("size",)  # what the compile rule reads besides shapes (fastedf.compiler.structure)
 
     def lower(self, low):
         """Compile rule: maxpool_forward, the maxima's positions in the rule's own int64 buffer, and back."""

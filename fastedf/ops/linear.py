@@ -20,6 +20,12 @@ BLAS_MIN_WORK = 384
 FUSED_STEP_MIN_SIZE = 64
 
 
+def calls_blas(batch, n, m):
+    """True when the kernels multiply (batch, n) by (n, m) in BLAS (blas_pays): from then on its threads are
+    pinned (fastedf.config.pin_blas_threads), which imports SciPy's BLAS; smaller layers never import it."""
+    return batch * n * m >= BLAS_MIN_WORK
+
+
 @helper
 def blas_pays(batch, n, m):
     """True when a matmul of (batch, n) by (n, m) is big enough for BLAS."""
@@ -207,7 +213,6 @@ class Linear(Node):
             self.gradients.defer(x, self._data_gradient)
 
     def forward(self):
-        config.pin_blas_threads()  # a no-op after the first call
         if self._sizes is not None:
             shape = np.shape(self.inputs[0].value)
             self._size_parameters(shape[1] if len(shape) == 2 else None)
@@ -234,7 +239,13 @@ class Linear(Node):
                 or (x.shape[1] == 1 == A.shape[0] and x.shape[0] == m > 1 and not self.rows_are_samples)
                 or (b.shape != (m,) and b.shape != (1, m))):
             raise ValueError(_convention_error(self, x.shape, A.shape, b.shape))
+        if calls_blas(x.shape[0], *A.shape):
+            config.pin_blas_threads()  # before the kernels' first BLAS call; a no-op after the first
         self._checked = shapes
+
+    def uses_blas(self, rows):
+        """True when the kernels call BLAS for a batch of `rows` rows (after a forward has set A)."""
+        return calls_blas(rows, *np.shape(self.inputs[1].value))
 
     _sizes = None  # (first, second) integers of the layer form until the first forward settles them
 
