@@ -1,0 +1,48 @@
+"""The EDF module variants that `fastedf run` must run unchanged, and what its --explain must say.
+
+Each directory here is one student's EDF module with a course-style script. For each variant:
+- `script`, `args`: what `python SCRIPT ARGS...` runs, from the variant's directory;
+- `conventions`: for each node class fastedf must accelerate, tokens its --explain description contains
+  (a tuple among the tokens means any one of its members);
+- `users_code`: node classes that must stay the user's code, with a keyword the reason contains;
+- `seconds`: the script's approximate run time under plain python;
+- `exit_status`: the status plain python exits with.
+"""
+import pathlib
+from dataclasses import dataclass, field
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Variant:
+    script: str = "train.py"
+    conventions: dict = field(default_factory=dict)
+    users_code: dict = field(default_factory=dict)
+    seconds: float = 1.0
+    args: tuple = ()
+    exit_status: int = 0
+
+
+VARIANTS = {
+    # the instructor's module and per-sample script: (1, 1) Inputs, upstream from outputs[0] only
+    "instructor_per_sample": Variant(
+        conventions={"Multiply": ["Multiply"], "Addition": ["Addition"], "Sigmoid": ["Sigmoid"],
+                     "BCE": ["BCE sum", "gradient / rows", "no clip"]},
+        seconds=2.2),
+    # the batch-size study: x @ A + b, an empty last batch, np/plt/helpers from the star import
+    "rows_batch_study": Variant(
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Sigmoid": ["Sigmoid"],
+                     "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        seconds=2.5),
+    # Linear(x, n_in, n_out) making its own (n_out, n_in) weights; Layer/MLP helpers; XOR
+    "layers_xor": Variant(
+        conventions={"Linear": ["x @ A.T + b", "inputs (x, A, b)"], "ReLU": ["ReLU gradient at 0: 0"],
+                     "Sigmoid": ["Sigmoid"], "BCE": ["BCE mean", "gradient / rows", "clip 1e-12"]},
+        seconds=0.4),
+    # samples as columns, weight first: W @ x + b; softmax and CE over columns; digits, 10 classes
+    "columns_digits": Variant(
+        conventions={"Linear": ["A @ x + b", "inputs (A, x, b)"], "Tanh": ["Tanh"],
+                     "Softmax": ["over columns"], "CrossEntropy": ["over columns", "CE mean"]},
+        seconds=1.3),
+}
