@@ -45,4 +45,19 @@ VARIANTS = {
         conventions={"Linear": ["A @ x + b", "inputs (A, x, b)"], "Tanh": ["Tanh"],
                      "Softmax": ["over columns"], "CrossEntropy": ["over columns", "CE mean"]},
         seconds=1.3),
+    # samples as columns, A (n_in, n_out): A.T @ x + b; BCE summed over columns, gradient not divided
+    "columns_transposed": Variant(
+        conventions={"Linear": ["A.T @ x + b", "inputs (x, A, b)"], "Sigmoid": ["Sigmoid"],
+                     "BCE": ["BCE sum", "gradient not divided", "clip 1e-12"]},
+        seconds=1.0),
+    # gradients kept per sample row, (B, n_in), averaged by the script's own sgd_update
+    "per_row_gradients": Variant(
+        conventions={"Linear": ["x @ A + b", "gradient per row"], "Sigmoid": ["Sigmoid"],
+                     "BCE": ["BCE mean", "gradient not divided", "clip 1e-12"]},
+        seconds=0.7),
+    # a package: a per-feature scale a * x + b, then Dense(W, x, c) = x @ W + c, weight first
+    "scale_layer_package": Variant(
+        conventions={"Scale": ["a * x + b", ("inputs (x, a, b)", "inputs (x, A, b)")], "Dense": ["x @ A + b", "inputs (A, x, b)"],
+                     "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        seconds=0.5),
 }
