@@ -60,4 +60,17 @@ VARIANTS = {
         conventions={"Scale": ["a * x + b", ("inputs (x, a, b)", "inputs (x, A, b)")], "Dense": ["x @ A + b", "inputs (A, x, b)"],
                      "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
         seconds=0.5),
+    # Linear(x, [W, b]); CE's backward gives (p - y) / B and Softmax (no max subtracted) passes it through;
+    # a LeakyReLU fastedf does not know
+    "softmax_passthrough": Variant(
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"],
+                     "Softmax": ["over rows", "Softmax passes the gradient through"],
+                     "CE": ["over rows", "CE mean", "Softmax passes the gradient through"]},
+        users_code={"LeakyReLU": "unknown"},
+        seconds=2.3),
+    # Linear(x, n_out, n_in) making its own Glorot-uniform weights; softmax with its explicit Jacobian; CE sum
+    "softmax_jacobian": Variant(
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "ReLU": ["ReLU gradient at 0: 0"],
+                     "Softmax": ["over rows"], "CrossEntropy": ["over rows", "CE sum"]},
+        seconds=1.3),
 }
