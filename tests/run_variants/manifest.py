@@ -73,4 +73,26 @@ VARIANTS = {
         conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "ReLU": ["ReLU gradient at 0: 0"],
                      "Softmax": ["over rows"], "CrossEntropy": ["over rows", "CE sum"]},
         seconds=1.3),
+    # Conv(x, K, b) channels last, same padding; MaxPooling, Flatten; Softmax and CE node by node
+    "conv_channels_last": Variant(
+        conventions={"Conv": ["channels last", "padding same", "stride 1"],
+                     "MaxPooling": ["channels last", "size 2"], "Flatten": ["Flatten"],
+                     "ReLU": ["ReLU gradient at 0: 0"], "Linear": ["x @ A + b", "inputs (x, A, b)"],
+                     "Softmax": ["over rows"], "CE": ["over rows", "CE mean"]},
+        seconds=2.3),
+    # Conv(x, C_in, C_out, kernel, stride=1, padding=1) making its own kernels, (N, C, H, W); two conv layers
+    "conv_channels_first_layers": Variant(
+        conventions={"Conv": ["channels first", "padding same", "stride 1"],
+                     "MaxPooling": ["channels first", "size 2"], "Flatten": ["Flatten"],
+                     "ReLU": ["ReLU gradient at 0: 0"], "Linear": ["x @ A + b", "inputs (x, A, b)"],
+                     "Softmax": ["over rows"], "CrossEntropy": ["over rows", "CE mean"]},
+        seconds=1.2),
+    # Conv(x, K) without a bias, valid padding, kernels starting at zero: the first steps' values depend
+    # on ReLU's gradient at 0 (here 1) and on max pooling's tie rule (the first of the window)
+    "conv_nobias_valid": Variant(
+        conventions={"Conv": ["channels last", "padding valid", "stride 1", "no bias"],
+                     "MaxPooling": ["channels last", "size 2"], "Flatten": ["Flatten"],
+                     "ReLU": ["ReLU gradient at 0: 1"], "Linear": ["x @ A + b", "inputs (x, A, b)"],
+                     "Sigmoid": ["Sigmoid"], "BCE": ["BCE mean", "gradient / rows", "clip 1e-12"]},
+        seconds=1.1),
 }
