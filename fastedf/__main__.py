@@ -20,14 +20,17 @@ SUBCOMMANDS = {
     "sweep": "the batch-size study: time, loss, accuracy (and memory) against batch size; with --lrs, "
              "updates to a target loss, the critical batch size and the gradient noise scale",
     "memory": "peak memory per batch size, each measured under memray in a fresh process",
+    "run": "run a course script with its own EDF module, its node classes verified and accelerated",
 }
+MODULES = {"run": "runner"}  # subcommands whose module has another name
 
 
 def _run(name, argv):
+    path = f"fastedf.{MODULES.get(name, name)}"
     try:
-        module = importlib.import_module(f"fastedf.{name}")
+        module = importlib.import_module(path)
     except ModuleNotFoundError as error:
-        if error.name != f"fastedf.{name}":
+        if error.name != path:
             raise  # a missing dependency inside the module: a real error, not a usage one
         raise UsageError(f"the {name} subcommand is not available in this version") from None
     if not hasattr(module, "main"):

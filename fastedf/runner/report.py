@@ -1,0 +1,72 @@
+"""What `fastedf run` did: one summary line at exit, and --explain's block per class."""
+from . import nodes
+
+
+def _ran(registry):
+    """The operation node classes that ran (leaves, helpers that are not nodes and unused classes left out)."""
+    return [c for c in registry.classes if c.state not in ("leaf", "other") and (c.calls or c.user_calls
+                                                                                 or c.fast_calls)]
+
+
+def _short(c):
+    return c.cls.__qualname__
+
+
+def _estimate(c):
+    """(seconds in this class's calls as run, seconds plain python would have taken): counted, or estimated."""
+    run = c.seconds + c.user_seconds
+    plain = run
+    if c.fast_calls and c.user_calls:
+        per_user = c.user_seconds / c.user_calls
+        per_mine = c.mine_seconds / c.mine_calls if c.mine_calls else per_user
+        run += c.fast_calls * 2 * per_mine  # a forward and a backward per fast call
+        plain += c.fast_calls * 2 * per_user
+    return run, plain
+
+
+def summary(registry):
+    ran = _ran(registry)
+    fast = [c for c in ran if c.match is not None and c.state == "accelerated"]
+    left = [c for c in ran if c not in fast]
+    run = sum(_estimate(c)[0] for c in ran)
+    plain = sum(_estimate(c)[1] for c in ran)
+    if not registry.active:
+        return (f"fastedf run: 0 of {len(ran)} node classes accelerated: {run:.2f} s in node methods, below the "
+                f"{nodes.ACTIVATE_AFTER:.2f} s from which verifying them pays")
+    done = "; ".join(f"{_short(c)}: {c.match.candidate.describe()}" for c in fast)
+    kept = "; ".join(f"{_short(c)}: {c.reason or 'not verified yet'}" for c in left)
+    line = f"fastedf run: {len(fast)} of {len(ran)} node classes accelerated ({done or 'none'})"
+    line += f"; {len(left)} left as the user's code" + (f" ({kept})" if kept else "")
+    if registry.check:
+        line += f"; --check: {sum(c.checked_calls + c.user_calls for c in ran)} calls compared, " \
+                f"{registry.differences} difference(s)"
+    return line + f"; time in nodes {run:.2f} s vs ~{plain:.2f} s plain-python estimate"
+
+
+def explain(registry):
+    lines = ["fastedf run --explain:"]
+    for c in registry.classes:
+        if c.state in ("leaf", "other"):
+            lines.append(f"  {c.name}: {c.reason}, nothing to accelerate")
+            continue
+        if c.match is not None and c.state == "accelerated":
+            lines.append(f"  {c.name}: accelerated as {c.match.candidate.describe()}")
+            lines.append(f"    record: op={c.match.op!r} conventions={c.match.conventions} keys={c.match.keys} "
+                         f"rule={c.match.rule} replaces_dict={c.match.replaces_dict}")
+            lines.append(f"    calls: {c.verified_calls} verified, {c.fast_calls} accelerated")
+        elif c.state == "counting" or (c.state == "verifying" and not c.user_calls):
+            lines.append(f"  {c.name}: user's code (not verified: "
+                         + ("never ran)" if not c.calls else "the script ended before verification paid)"))
+            continue
+        elif c.state == "verifying":
+            lines.append(f"  {c.name}: user's code (still being verified at exit: {c.verified_calls} calls)")
+        else:
+            lines.append(f"  {c.name}: user's code ({c.reason})")
+        for probe in c.probed:
+            lines.append(f"    probe {probe}")
+        shown = list(c.eliminated.items())
+        for cand, difference in shown[:12]:
+            lines.append(f"    rejected {cand.describe()}: {difference}")
+        if len(shown) > 12:
+            lines.append(f"    ... and {len(shown) - 12} more candidates rejected")
+    return "\n".join(lines)
