@@ -21,6 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..node import _sum_to
+from ..ops.conv import conv_backward, conv_columns, conv_forward, conv_input_grad, split_bias_row
 from ..ops.activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softmax_backward,
                                softmax_forward, tanh_backward, tanh_forward)
 from ..ops.losses import bce_backward, bce_forward, bce_label_grad
@@ -42,6 +43,7 @@ def _fits(a, b):
 class Candidate:
     op = ""
     loss = False  # a loss reads no upstream gradient
+    names = ()  # words in a class's name that suggest this operation (to choose between equivalent candidates)
 
     def __init__(self, **conventions):
         self.conventions = conventions
@@ -102,6 +104,7 @@ class Linear(Candidate):
     """A linear map of x by a weight, plus a bias; the formula and the inputs' order as conventions."""
 
     op = "linear"
+    names = ("lin", "dense", "fc", "affine", "layer")
 
     def __init__(self, formula, order, per_row=False):
         """order[i] is the role of input i: 0 for x, 1 for the weight A, 2 for the bias b."""
@@ -193,6 +196,7 @@ class _Activation(Candidate):
 
 class Sigmoid(_Activation):
     op = "sigmoid"
+    names = ("sigm", "logistic")
     forward_kernel, backward_kernel = staticmethod(sigmoid_forward), staticmethod(sigmoid_backward)
 
     @staticmethod
@@ -202,6 +206,7 @@ class Sigmoid(_Activation):
 
 class Tanh(_Activation):
     op = "tanh"
+    names = ("tanh",)
     forward_kernel, backward_kernel = staticmethod(tanh_forward), staticmethod(tanh_backward)
 
     @staticmethod
@@ -213,6 +218,7 @@ class ReLU(_Activation):
     """max(x, 0); the gradient at exactly 0 is a convention (0 or 1)."""
 
     op = "relu"
+    names = ("relu",)
     forward_kernel, backward_kernel = staticmethod(relu_forward), staticmethod(relu_backward)
     edges = (-2.0, -1e-300, -0.0, 0.0, 1e-300, 2.0, 0.0, -0.5)
 
@@ -246,6 +252,7 @@ class Softmax(Candidate):
     """
 
     op = "softmax"
+    names = ("softmax",)
     edges = (1000.0, -1000.0, 0.0, 0.0, 700.0, -5.0)
 
     def __init__(self, axis, through, stable=True):
@@ -312,6 +319,7 @@ class BCE(Candidate):
     """
 
     op = "bce"
+    names = ("bce", "binary")
     loss = True
 
     def __init__(self, order, reduce, scale, clip):
@@ -385,6 +393,7 @@ class CE(Candidate):
     """
 
     op = "ce"
+    names = ("ce", "cross", "entropy", "nll")
     loss = True
 
     def __init__(self, order, axis, reduce, scale, clip, logits):
@@ -446,6 +455,7 @@ class Multiply(Candidate):
     """x * y; each gradient summed back to its input's shape, or left at the product's shape."""
 
     op = "multiply"
+    names = ("mul", "prod", "times")
 
     def __init__(self, reduce):
         super().__init__(reduce=reduce)
@@ -477,6 +487,7 @@ class Addition(Multiply):
     """x + y; each gradient summed back to its input's shape, or the upstream gradient itself."""
 
     op = "addition"
+    names = ("add", "sum", "plus")
 
     def describe(self):
         return "Addition" + ("" if self.reduce else ", gradients at the sum's shape")
@@ -504,6 +515,7 @@ class Conv(Candidate):
     (x (B, H, W, C), K (kh, kw, C_in, C_out)); padding same (k // 2) or valid; a stride; a bias or none."""
 
     op = "conv"
+    names = ("conv",)
 
     def __init__(self, layout, padding, stride, bias):
         super().__init__(layout=layout, padding=padding, stride=stride, bias=bias)
@@ -520,25 +532,76 @@ class Conv(Candidate):
         return K if self.layout == "last" else K.transpose(2, 3, 1, 0)  # as (kh, kw, C_in, C_out)
 
     def _prepare(self, vals):
-        x, K = _last(_f64(vals[0]), self.layout), self._K(_f64(vals[1]))
-        if x.ndim != 4 or K.ndim != 4 or x.shape[3] != K.shape[2]:
+        """x channels last, K as (kh, kw, C_in, C_out), both contiguous, the bias as (C_out,), the padding."""
+        x = np.ascontiguousarray(_last(_f64(vals[0]), self.layout))
+        K = np.ascontiguousarray(self._K(_f64(vals[1])))
+        if x.ndim != 4 or K.ndim != 4 or x.shape[3] != K.shape[2] or K.shape[0] % 2 == 0 or K.shape[1] % 2 == 0:
             raise ValueError("shapes of another layout")
-        kh, kw = K.shape[:2]
-        pad = (kh // 2, kw // 2) if self.padding == "same" else (0, 0)
-        xp = np.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0))) if any(pad) else x
-        s = self.stride
-        win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::s, ::s]  # (B, Ho, Wo, C_in, kh, kw)
-        return x, K, xp, pad, win
+        b = _f64(vals[2]).reshape(K.shape[3]) if self.bias else np.zeros(K.shape[3])
+        return x, K, b, (K.shape[0] // 2, K.shape[1] // 2)
+
+    def _same(self, g, x, pad):
+        """A valid convolution's upstream gradient inside zeros: the same-padded one's, which fastedf's kernels take."""
+        if self.padding == "same":
+            return np.ascontiguousarray(g)
+        full = np.zeros(x.shape[:3] + g.shape[3:])
+        full[:, pad[0]:x.shape[1] - pad[0], pad[1]:x.shape[2] - pad[1]] = g
+        return full
 
     def forward(self, vals):
-        x, K, xp, pad, win = self._prepare(vals)
-        out = np.tensordot(win, K, axes=([3, 4, 5], [2, 0, 1]))  # (B, Ho, Wo, C_out)
-        if self.bias:
-            out += np.reshape(vals[2], K.shape[3])
+        if self.stride != 1:
+            return self._strided(vals)
+        x, K, b, pad = self._prepare(vals)
+        B, H, W, _ = x.shape
+        taps = K.shape[0] * K.shape[1] * K.shape[2]
+        out = np.empty((B, H, W, K.shape[3]))
+        conv_forward(x, K, b, np.empty((taps + 1, B * H * W)), np.empty((taps + 1, K.shape[3])), out)
+        if self.padding == "valid":
+            out = out[:, pad[0]:H - pad[0], pad[1]:W - pad[1]]
         return np.ascontiguousarray(_back(out, self.layout))
 
     def backward(self, vals, value, g, want):
-        x, K, xp, pad, win = self._prepare(vals)
+        if self.stride != 1:
+            return self._strided_backward(vals, g, want)
+        x, K, b, pad = self._prepare(vals)
+        g = self._same(_last(_f64(g), self.layout), x, pad)
+        B, H, W, cin = x.shape
+        kh, kw, _, cout = K.shape
+        taps = kh * kw * cin
+        out = {}
+        if 1 in want or 2 in want:
+            cols = np.empty((taps + 1, B * H * W))
+            conv_columns(x, kh, kw, cols[:taps])
+            cols[taps] = 1.0
+            dKb, dK, db = np.empty((taps + 1, cout)), np.empty(K.shape), np.empty(cout)
+            conv_backward(cols, g, dKb)
+            split_bias_row(dKb, dK, db)
+            if 1 in want:
+                out[1] = dK if self.layout == "last" else np.ascontiguousarray(dK.transpose(3, 2, 0, 1))
+            if 2 in want:
+                out[2] = db.reshape(np.shape(vals[2]))
+        if 0 in want:
+            dx = np.empty(x.shape)
+            conv_input_grad(g, K, np.empty((taps, B * H * W)), dx)
+            out[0] = np.ascontiguousarray(_back(dx, self.layout))
+        return out
+
+    def _windows(self, vals):
+        """For strides other than 1 (NumPy): x padded, the windows (B, Ho, Wo, C_in, kh, kw), the padding."""
+        x, K, b, pad = self._prepare(vals)
+        if self.padding == "valid":
+            pad = (0, 0)
+        xp = np.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0))) if any(pad) else x
+        s = self.stride
+        return x, K, b, xp, pad, sliding_window_view(xp, K.shape[:2], axis=(1, 2))[:, ::s, ::s]
+
+    def _strided(self, vals):
+        x, K, b, xp, pad, win = self._windows(vals)
+        out = np.tensordot(win, K, axes=([3, 4, 5], [2, 0, 1])) + b  # (B, Ho, Wo, C_out)
+        return np.ascontiguousarray(_back(out, self.layout))
+
+    def _strided_backward(self, vals, g, want):
+        x, K, b, xp, pad, win = self._windows(vals)
         g = _last(_f64(g), self.layout)
         out = {}
         if 1 in want:
@@ -572,6 +635,7 @@ class MaxPooling(Candidate):
     """Max over non-overlapping size x size windows; the gradient to the first maximum or to every tie."""
 
     op = "maxpool"
+    names = ("pool",)
 
     def __init__(self, layout, size, ties):
         super().__init__(layout=layout, size=size, ties=ties)
@@ -624,6 +688,7 @@ class Flatten(Candidate):
     """(B, ...) to (B, -1); the gradient reshaped back."""
 
     op = "flatten"
+    names = ("flat", "reshape")
 
     def describe(self):
         return "Flatten"

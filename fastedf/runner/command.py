@@ -120,6 +120,8 @@ def _chain(report):
 
 
 def _own(filename):
+    if filename == "<frozen runpy>":
+        return True
     path = os.path.abspath(filename)
     return (path.startswith(_OWN_DIRS[0] + os.sep) or os.path.dirname(path) == _OWN_DIRS[1]
             and os.path.basename(path) == "runpy.py")

@@ -40,6 +40,7 @@ from . import verify
 ACTIVATE_AFTER = float(os.environ.get("FASTEDF_RUN_ACTIVATE_AFTER") or 0.35)
 VERIFIED_CALLS = 3  # real calls a candidate must agree on before the probes
 FIRST_RECHECK = 16  # accelerated calls of a class re-checked: 16, 32, 64, ...
+TIMED_CALLS = 64  # verified calls whose times (the user's code, the match) are kept for the report
 
 
 def _own_dirs():
@@ -96,12 +97,15 @@ class _Checked:
 
 
 class _Entry:
-    """An accelerated (node, input signature): the call path's state."""
+    """An accelerated (node, input signature): what its calls need, looked up once."""
 
-    __slots__ = ("key", "forward", "gsigs")
+    __slots__ = ("key", "forward", "backward", "gsigs", "keys", "replaces")
 
-    def __init__(self, key, forward, gsigs):
-        self.key, self.forward, self.gsigs = key, forward, gsigs
+    def __init__(self, key, match, form, gsigs):
+        forward = match.candidate.forward
+        self.key, self.gsigs, self.keys, self.replaces = key, gsigs, match.keys, match.replaces_dict
+        self.forward = forward if form is None else (lambda vals: form(forward(vals)))
+        self.backward = match.candidate.backward
 
 
 class _Unsure(Exception):
@@ -135,7 +139,7 @@ class NodeClass:
         self.next_check = FIRST_RECHECK
         self.rule = self.replaces = self.keys = None
         self.full_call_passed = False
-        self.mine_seconds, self.mine_calls = 0.0, 0  # the match's time on verified calls, for the estimate
+        self.mine_times, self.user_times = [], []  # per call on verified calls (the first few), for the estimate
         self.user_seconds, self.user_calls = 0.0, 0
         self.probed = []
         self._last_ids, self.weightlike = {}, {}
@@ -153,6 +157,10 @@ class NodeClass:
         registry, clock = self.registry, time.perf_counter
 
         def method(node, *args, **kwargs):
+            if not self.calls and not getattr(node, "inputs", True):  # the first call: a leaf is given back now
+                self.give_back("a leaf")
+                self.state = "leaf"
+                return original(node, *args, **kwargs)
             start = clock()
             try:
                 return original(node, *args, **kwargs)
@@ -183,14 +191,15 @@ class NodeClass:
         self.state = "verifying"
         self.candidates_module = candidates
         fast, pending, forward0, backward0 = self.fast, self.pending, self.forward0, self.backward0
-        signature = verify.signature
+        signature, ndarray, f64 = verify.signature, np.ndarray, verify.F64
 
+        # The accelerated path: the guard is the node and its inputs' shapes (float64 arrays) or signatures.
         def forward(node, *args, **kwargs):
             if args or kwargs:
                 return forward0(node, *args, **kwargs)
             try:
                 vals = [n.value for n in node.inputs]
-                key = (id(node), *map(signature, vals))
+                key = (id(node), *[v.shape if type(v) is ndarray and v.dtype is f64 else signature(v) for v in vals])
             except Exception:  # noqa: BLE001  not a node of the protocol
                 return self.not_a_node(node)
             entry = fast.get(key)
@@ -198,11 +207,10 @@ class NodeClass:
                 self.fast_calls += 1
                 if self.fast_calls != self.next_check:
                     try:
-                        value = entry.forward(vals)
+                        node.value = entry.forward(vals)
                     except Exception as error:  # noqa: BLE001
                         self.internal_error(error)
                         return forward0(node)
-                    node.value = value
                     pending[id(node)] = entry
                     return None
                 self.next_check *= 2
@@ -217,7 +225,8 @@ class NodeClass:
             if type(entry) is _Checked:
                 return self.verify_backward(node, entry)
             try:
-                vals = [n.value for n in node.inputs]
+                inputs = node.inputs
+                vals = [n.value for n in inputs]
                 outputs = node.outputs
                 if len(outputs) == 1:
                     g = outputs[0].gradients[node]
@@ -225,20 +234,20 @@ class NodeClass:
                     g = None
                 else:
                     g = self.upstream(node, outputs)
-                if (id(node), *map(signature, vals)) != entry.key or signature(g) not in entry.gsigs:
+                if ((id(node), *[v.shape if type(v) is ndarray and v.dtype is f64 else signature(v) for v in vals])
+                        != entry.key or (g.shape if type(g) is ndarray and g.dtype is f64 else signature(g))
+                        not in entry.gsigs):
                     raise _Unsure
             except Exception:  # noqa: BLE001  unverified here: the user's own code, forward first for its state
                 forward0(node)
                 return backward0(node)
-            match = self.match
             try:
-                grads = match.candidate.backward(vals, node.value, g, match.keys)
+                grads = entry.backward(vals, node.value, g, entry.keys)
             except Exception as error:  # noqa: BLE001
                 self.internal_error(error)
                 forward0(node)
                 return backward0(node)
-            inputs = node.inputs
-            if match.replaces_dict:
+            if entry.replaces:
                 node.gradients = {inputs[i]: d for i, d in grads.items()}
             else:
                 gradients = node.gradients
@@ -268,7 +277,7 @@ class NodeClass:
         return verify.generators(vars(node), vars(module) if module is not None else {})
 
     def _trying(self):
-        return [self.match.candidate] if self.match is not None else self.survivors
+        return self.survivors
 
     def verify_forward(self, node, vals, key):
         forward0 = self.forward0
@@ -288,10 +297,10 @@ class NodeClass:
         except Exception as error:  # noqa: BLE001
             self.internal_error(error)
             return forward0(node)
-        start = time.perf_counter()
         with watch:
+            start = time.perf_counter()
             forward0(node)
-        self._user_time(time.perf_counter() - start)
+            self._user_time(time.perf_counter() - start)
         try:
             if self._watched(watch):
                 user = node.value
@@ -326,10 +335,10 @@ class NodeClass:
         except Exception as error:  # noqa: BLE001
             self.internal_error(error)
             return backward0(node)
-        start = time.perf_counter()
         with watch:
+            start = time.perf_counter()
             backward0(node)
-        self._user_time(time.perf_counter() - start)
+            self._user_time(time.perf_counter() - start)
         try:
             if self._watched(watch):
                 self._compare_gradients(node, vals, upstreams, results, before)
@@ -354,15 +363,23 @@ class NodeClass:
             self.weightlike[i] = leaf and (named or same or self.weightlike.get(i, False))
 
     def _ranked(self):
-        """The survivors, those that read the weight-like inputs as their weights first."""
+        """The survivors, best named first: all of them computed what the user's code computed on every call and
+        probe, so this only chooses the words (Multiply or a 1 x 1 "x @ A"?): the family the class's name
+        suggests, then the reading of the weight-like inputs as weights."""
+        name = self.cls.__name__.lower()
+
         def score(c):
+            named = any(word in name for word in c.names)
             weights = set(c.weight_inputs())
-            return -sum(self.weightlike.get(i, False) == (i in weights) for i in range(len(self.weightlike)))
+            return (not named, -sum(self.weightlike.get(i, False) == (i in weights)
+                                    for i in range(len(self.weightlike))))
         return sorted(self.survivors, key=score)
 
     def _user_time(self, spent):
         self.user_seconds += spent
         self.user_calls += 1
+        if len(self.user_times) < TIMED_CALLS:
+            self.user_times.append(spent)
         self.registry.verify_seconds += spent
 
     def _compute(self, run):
@@ -375,10 +392,8 @@ class NodeClass:
                     found.append((c, run(c)))
                 except Exception as error:  # noqa: BLE001  a candidate that cannot compute this node: dropped
                     found.append((c, _Failed(error)))
-                if self.match is not None:
-                    self.mine_seconds += time.perf_counter() - start
-        if self.match is not None:
-            self.mine_calls += 1
+                if self.match is not None and c is self.match.candidate and len(self.mine_times) < TIMED_CALLS:
+                    self.mine_times.append(time.perf_counter() - start)
         return found
 
     def _compare(self, c, what, user, mine):
@@ -387,18 +402,22 @@ class NodeClass:
             self.drop(c, f"{what}: {difference}")
 
     def drop(self, c, difference):
-        if self.match is not None and c is self.match.candidate:
-            self.registry.differences += 1
-            where = "--check" if self.registry.check else "a re-check"
-            print(f"fastedf run: {self.name}: {c.describe()} differs from the user's code on {where} ({difference}); "
-                  "the class runs the user's code from now on", file=sys.stderr)
-            self.eliminated[c] = difference
-            self.give_back(f"differs from the user's code on {where}: {difference}")
-            return
         if c in self.eliminated:
             return
         self.eliminated[c] = difference
         self.survivors = [s for s in self.survivors if s is not c]
+        if self.match is None or c is not self.match.candidate:
+            return
+        where = "--check" if self.registry.check else "a re-check"
+        self.registry.differences += self.registry.check
+        if not self.survivors:
+            print(f"fastedf run: {self.name}: {c.describe()} differs from the user's code on {where} ({difference}); "
+                  "the class runs the user's code from now on", file=sys.stderr)
+            return self.give_back(f"differs from the user's code on {where}: {difference}")
+        if self.registry.check:
+            print(f"fastedf run: {self.name}: {c.describe()} differs from the user's code on --check ({difference})",
+                  file=sys.stderr)
+        self.accept()  # the next survivor, verified on every call so far
 
     def _compare_gradients(self, node, vals, upstreams, results, before):
         self.replaces = node.gradients is not before
@@ -478,33 +497,38 @@ class NodeClass:
         c = self._ranked()[0]
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
+        self.fast.clear()
         if not self.registry.check:
             for key in self.verified:
                 self._enter(key)
 
     def _enter(self, key):
         form, gsigs = self.verified[key]
-        forward = self.match.candidate.forward
         self.match.forms[key[1:]] = form
-        self.fast[key] = _Entry(key, forward if form is None else (lambda vals: form(forward(vals))), gsigs)
+        self.fast[key] = _Entry(key, self.match, form, gsigs)
 
     # ---- probes ---------------------------------------------------------------------------------------------
 
     def probe(self, node):
-        """Replay the last call twice on scratch copies (state, randomness), then each family's edge probes."""
+        """Replay the last call twice on one scratch copy (state, randomness), then each family's edge probes."""
         vals = [n.value for n in node.inputs]
         consumers = 1 if node.outputs else 0
         gens = self._generators(node)
-        first, second = (self._on_scratch(node, vals, consumers, gens) for _ in range(2))
+        try:
+            copy = verify.scratch(node, vals, consumers)
+        except Exception as error:  # noqa: BLE001
+            return self.give_back(f"fastedf could not copy a node of the class to probe it ({_Failed(error)})")
+        first, second = (self._on_scratch(copy, gens) for _ in range(2))  # the second call sees what the first left
         for run in (first, second):
             if isinstance(run, _Failed):
-                return self.give_back(f"fastedf could not replay its call on a copy ({run})")
+                return self.give_back(f"fastedf could not replay its call on a copy (the user's code {run})")
             if run[3]:
                 return self.give_back("prints")
         if verify.differs(first[0], second[0]) is not None:
             return self.give_back("draws random numbers (a replay gave another value)")
         if not verify.same_attributes(first[2], second[2]):
-            changed = sorted(k for k in first[2] if verify.differs(first[2][k], second[2].get(k)) is not None)
+            changed = sorted(k for k in first[2] if k not in second[2] or not verify.same_attributes(
+                {k: first[2][k]}, {k: second[2][k]}))
             return self.give_back(f"keeps state between calls ({', '.join(changed) or 'its attributes'} change)")
         families = []
         for c in self.survivors:
@@ -516,25 +540,30 @@ class NodeClass:
             for name, probe_vals in probes:
                 self._probe_one(node, name, probe_vals, consumers, gens)
 
-    def _on_scratch(self, node, vals, consumers, gens):
-        """(value, gradients by input index, attributes, printed) of the user's code on a scratch copy."""
+    def _on_scratch(self, copy, gens):
+        """(value, gradients by input index, attributes, printed, upstream) of the user's code on a scratch copy."""
+        node, stands, outs = copy
         try:
-            copy, stands, outs = verify.scratch(node, vals, consumers)
             with verify.quiet(gens) as captured:
-                self.forward0(copy)
-                value = copy.value
+                self.forward0(node)
+                value = node.value
                 g = None
                 if outs:
                     g = np.random.default_rng(7).normal(size=np.shape(value))
-                    outs[0].gradients[copy] = g if np.ndim(value) else type(value)(g)
-                self.backward0(copy)
-            grads = {i: copy.gradients[s] for i, s in enumerate(stands) if s in copy.gradients}
-            return value, grads, verify.attributes(copy), bool(captured.getvalue()), g
+                    outs[0].gradients[node] = g if np.ndim(value) else type(value)(g)
+                self.backward0(node)
+            grads = {i: node.gradients[s] for i, s in enumerate(stands) if s in node.gradients}
+            return value, grads, verify.attributes(node), bool(captured.getvalue()), g
         except Exception as error:  # noqa: BLE001  the user's code fails on this probe: it tells nothing
             return _Failed(error)
 
     def _probe_one(self, node, name, vals, consumers, gens):
-        user = self._on_scratch(node, vals, consumers, gens)
+        try:
+            copy = verify.scratch(node, vals, consumers)
+        except Exception as error:  # noqa: BLE001
+            self.probed.append(f"{name}: inconclusive, no copy ({_Failed(error)})")
+            return
+        user = self._on_scratch(copy, gens)
         if isinstance(user, _Failed):
             self.probed.append(f"{name}: inconclusive, the user's code {user}")
             return

@@ -12,16 +12,27 @@ def _short(c):
     return c.cls.__qualname__
 
 
+def _median(times):
+    return sorted(times)[len(times) // 2] if times else None
+
+
 def _estimate(c):
-    """(seconds in this class's calls as run, seconds plain python would have taken): counted, or estimated."""
-    run = c.seconds + c.user_seconds
-    plain = run
-    if c.fast_calls and c.user_calls:
-        per_user = c.user_seconds / c.user_calls
-        per_mine = c.mine_seconds / c.mine_calls if c.mine_calls else per_user
-        run += c.fast_calls * 2 * per_mine  # a forward and a backward per fast call
-        plain += c.fast_calls * 2 * per_user
+    """(seconds in this class's calls as run, seconds plain python would have taken).
+
+    Counted for the calls that ran the user's code; for accelerated calls (a
+    forward and a backward each), the median times per call of the user's
+    code and of the match on verified calls, without the dispatch's own cost.
+    """
+    run = plain = c.seconds + c.user_seconds
+    user, mine = _median(c.user_times), _median(c.mine_times)
+    if c.fast_calls and user is not None:
+        run += c.fast_calls * 2 * (mine if mine is not None else user)
+        plain += c.fast_calls * 2 * user
     return run, plain
+
+
+def _per_call(times):
+    return f"{_median(times) * 1e6:.1f} us" if times else "not timed"
 
 
 def summary(registry):
@@ -53,7 +64,9 @@ def explain(registry):
             lines.append(f"  {c.name}: accelerated as {c.match.candidate.describe()}")
             lines.append(f"    record: op={c.match.op!r} conventions={c.match.conventions} keys={c.match.keys} "
                          f"rule={c.match.rule} replaces_dict={c.match.replaces_dict}")
-            lines.append(f"    calls: {c.verified_calls} verified, {c.fast_calls} accelerated")
+            lines.append(f"    calls: {c.verified_calls} verified, {c.fast_calls} accelerated; per forward or backward: "
+                         f"the user's code {_per_call(c.user_times)}, the candidate {_per_call(c.mine_times)} "
+                         "(medians on verified calls)")
         elif c.state == "counting" or (c.state == "verifying" and not c.user_calls):
             lines.append(f"  {c.name}: user's code (not verified: "
                          + ("never ran)" if not c.calls else "the script ended before verification paid)"))
