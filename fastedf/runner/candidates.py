@@ -24,7 +24,7 @@ from ..node import _sum_to
 from ..ops.conv import conv_backward, conv_columns, conv_forward, conv_input_grad, split_bias_row
 from ..ops.activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softmax_backward,
                                softmax_forward, tanh_backward, tanh_forward)
-from ..ops.losses import bce_backward, bce_forward, bce_label_grad
+from .kernels import bce_gradient, bce_label_gradient, bce_total, ce_gradient, ce_label_gradient, ce_total
 
 F64 = np.dtype(np.float64)
 # The clipping constants course code uses, tried in this order; None is no clip.
@@ -300,22 +300,30 @@ class Softmax(Candidate):
 
 # ---- Losses ------------------------------------------------------------------------------------------------
 
-def _clip(p, eps, upper=True):
-    if eps is None:
-        return p
-    return np.minimum(np.maximum(p, eps), 1 - eps) if upper else np.maximum(p, eps)
+def _clip(p, eps, mode, upper):
+    """p as the user's loss clips it: below at eps (and above at 1 - eps, upper), eps added, or as it is."""
+    if mode == "clip":
+        return np.minimum(np.maximum(p, eps), 1 - eps) if upper else np.maximum(p, eps)
+    return p + eps if mode == "add" else p
 
 
-def _clip_text(eps):
-    return "no clip" if eps is None else f"clip {eps:g}"
+_CLIP_CODES = {None: 0, "clip": 1, "add": 2}
+
+
+def _clip_text(eps, mode):
+    return "no clip" if mode is None else f"clip {eps:g}" if mode == "clip" else f"log(p + {eps:g})"
+
+
+def _rows(p):
+    return max(p.shape[0] if type(p) is np.ndarray and p.ndim else 1, 1)
 
 
 class BCE(Candidate):
     """Binary cross-entropy of labels y and probabilities p (its inputs in `order`).
 
     value: the sum (or mean) of -(y log p + (1 - y) log(1 - p)) with p clipped
-    to [clip, 1 - clip]; dp = (p - y) / (p (1 - p)) times scale (1 / rows, or
-    1); dy = (log(1 - p) - log p) times the same scale.
+    to [clip, 1 - clip] or not; dp = (p - y) / (p (1 - p)) times scale (1 /
+    rows, or 1); dy = (log(1 - p) - log p) times the same scale.
     """
 
     op = "bce"
@@ -324,42 +332,39 @@ class BCE(Candidate):
 
     def __init__(self, order, reduce, scale, clip):
         super().__init__(order=order, reduce=reduce, scale=scale, clip=clip)
-        self.order, self.reduce, self.scale, self.clip = order, reduce, scale, clip
-        self._kernel = clip == 1e-12
+        self.order, self.reduce, self.scale = order, reduce, scale
+        self.mode = None if clip is None else "clip"
+        self.eps, self.code = clip or 0.0, _CLIP_CODES[self.mode]
 
     def describe(self):
         scale = "gradient / rows" if self.scale == "rows" else "gradient not divided"
         order = "inputs (y, p)" if self.order == (0, 1) else "inputs (p, y)"
-        return f"BCE {self.reduce}, {scale}, {_clip_text(self.clip)}, {order}"
-
-    def _yp(self, vals):
-        return vals[self.order[0]], vals[self.order[1]]
+        return f"BCE {self.reduce}, {scale}, {_clip_text(self.eps, self.mode)}, {order}"
 
     def forward(self, vals):
-        y, p = self._yp(vals)
-        if self._kernel and _fits(y, p):
-            total, bad = bce_forward(y, p)
-            if bad < 0:
-                return np.float64(total) if self.reduce == "sum" else np.float64(total / p.size)
-        pc = _clip(p, self.clip)
+        y, p = vals[self.order[0]], vals[self.order[1]]
+        if _fits(y, p):
+            total = bce_total(y, p, self.eps, self.code)
+            return np.float64(total if self.reduce == "sum" else total / max(p.size, 1))
+        pc = _clip(p, self.eps, self.mode, True)
         terms = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
         return np.sum(terms) if self.reduce == "sum" else np.mean(terms)
 
     def backward(self, vals, value, g, want):
-        y, p = self._yp(vals)
-        s = 1.0 / max(np.shape(p)[0] if np.ndim(p) else 1, 1) if self.scale == "rows" else 1.0
+        y, p = vals[self.order[0]], vals[self.order[1]]
+        s = 1.0 / _rows(p) if self.scale == "rows" else 1.0
+        fits = _fits(y, p)
         out = {}
         for i in want:
-            role = self.order[i]
-            if self._kernel and _fits(y, p):
-                out[i] = np.empty(p.shape)
-                if role == 1:
-                    bce_backward(y, p, s, out[i])
+            if fits:
+                out[i] = d = np.empty(p.shape)
+                if self.order[i] == 1:
+                    bce_gradient(y, p, self.eps, self.code, s, d)
                 else:
-                    bce_label_grad(p, s, out[i])
+                    bce_label_gradient(p, self.eps, self.code, s, d)
                 continue
-            pc = _clip(p, self.clip)
-            out[i] = (pc - y) / (pc * (1 - pc)) * s if role == 1 else (np.log(1 - pc) - np.log(pc)) * s
+            pc = _clip(p, self.eps, self.mode, True)
+            out[i] = (pc - y) / (pc * (1 - pc)) * s if self.order[i] == 1 else (np.log(1 - pc) - np.log(pc)) * s
         return out
 
     @staticmethod
@@ -387,9 +392,10 @@ class BCE(Candidate):
 class CE(Candidate):
     """Cross-entropy of one-hot labels y and probabilities p over rows or columns (samples).
 
-    value: -sum(y log clip(p)), divided by the samples (mean) or not (sum);
-    dp = -y / clip(p), or (p - y) when the Softmax before passes it through,
-    times scale (1 / samples, or 1); dy = -log clip(p) times the same scale.
+    value: -sum(y log pc), divided by the samples (mean) or not (sum), pc
+    clipped below at eps, eps added, or p itself; dp = -y / pc, or (p - y)
+    when the Softmax before passes it through, times scale (1 / samples, or
+    1); dy = -log pc times the same scale.
     """
 
     op = "ce"
@@ -397,14 +403,16 @@ class CE(Candidate):
     loss = True
 
     def __init__(self, order, axis, reduce, scale, clip, logits):
-        super().__init__(order=order, axis=axis, reduce=reduce, scale=scale, clip=clip, logits=logits)
-        self.order, self.axis, self.reduce, self.scale, self.clip, self.logits = order, axis, reduce, scale, clip, logits
+        eps, mode = clip
+        super().__init__(order=order, axis=axis, reduce=reduce, scale=scale, clip=eps, clip_form=mode, logits=logits)
+        self.order, self.axis, self.reduce, self.scale, self.logits = order, axis, reduce, scale, logits
+        self.eps, self.mode, self.code = eps or 0.0, mode, _CLIP_CODES[mode]
 
     def describe(self):
         scale = "gradient / samples" if self.scale == "samples" else "gradient not divided"
         grad = ", gradient (p - y) for the logits: Softmax passes the gradient through" if self.logits else ""
         order = "inputs (y, p)" if self.order == (0, 1) else "inputs (p, y)"
-        return f"CE {self.reduce} over {self.axis}, {scale}, {_clip_text(self.clip)}{grad}, {order}"
+        return f"CE {self.reduce} over {self.axis}, {scale}, {_clip_text(self.eps, self.mode)}{grad}, {order}"
 
     def _samples(self, p):
         shape = np.shape(p)
@@ -412,25 +420,36 @@ class CE(Candidate):
 
     def forward(self, vals):
         y, p = vals[self.order[0]], vals[self.order[1]]
-        total = -np.sum(y * np.log(_clip(p, self.clip, upper=False)))
-        return total / self._samples(p) if self.reduce == "mean" else total
+        if _fits(y, p):
+            total = ce_total(y, p, self.eps, self.code)
+        else:
+            total = -np.sum(y * np.log(_clip(p, self.eps, self.mode, False)))
+        return np.float64(total / self._samples(p) if self.reduce == "mean" else total)
 
     def backward(self, vals, value, g, want):
         y, p = vals[self.order[0]], vals[self.order[1]]
         s = 1.0 / self._samples(p) if self.scale == "samples" else 1.0
+        fits = _fits(y, p)
         out = {}
         for i in want:
-            if self.order[i] == 1:
-                out[i] = (p - y) * s if self.logits else -y / _clip(p, self.clip, upper=False) * s
+            if fits:
+                out[i] = d = np.empty(p.shape)
+                if self.order[i] == 1:
+                    ce_gradient(y, p, self.eps, self.code, self.logits, s, d)
+                else:
+                    ce_label_gradient(p, self.eps, self.code, s, d)
+            elif self.order[i] == 1:
+                out[i] = (p - y) * s if self.logits else -y / _clip(p, self.eps, self.mode, False) * s
             else:
-                out[i] = -np.log(_clip(p, self.clip, upper=False)) * s
+                out[i] = -np.log(_clip(p, self.eps, self.mode, False)) * s
         return out
 
     @staticmethod
     def family(n):
         if n != 2:
             return []
-        return [CE(order, axis, reduce, scale, clip, logits) for clip in CLIPS for order in ((0, 1), (1, 0))
+        clips = [(eps, mode) for eps in CLIPS if eps is not None for mode in ("clip", "add")] + [(None, None)]
+        return [CE(order, axis, reduce, scale, clip, logits) for clip in clips for order in ((0, 1), (1, 0))
                 for axis in ("rows", "columns") for reduce in ("mean", "sum") for scale in ("samples", "none")
                 for logits in (False, True)]
 

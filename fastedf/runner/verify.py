@@ -53,12 +53,12 @@ def form_of(user):
     """How a scalar-like result is returned: the conversion that gives a candidate's result the user's type."""
     kind = type(user)
     if kind is float:
-        return lambda v: float(np.asarray(v).reshape(()))
+        return lambda v: v if type(v) is float else float(np.asarray(v).reshape(()))
     if kind is np.float64:
-        return lambda v: np.float64(np.asarray(v).reshape(()))
+        return lambda v: v if type(v) is np.float64 else np.float64(np.asarray(v).reshape(()))
     if kind is np.ndarray and user.size == 1:
-        shape = user.shape
-        return lambda v: v if type(v) is np.ndarray and v.shape == shape else np.asarray(v, user.dtype).reshape(shape)
+        shape, dtype = user.shape, user.dtype
+        return lambda v: v if type(v) is np.ndarray and v.shape == shape else np.asarray(v, dtype).reshape(shape)
     return None
 
 
