@@ -95,4 +95,20 @@ VARIANTS = {
                      "ReLU": ["ReLU gradient at 0: 1"], "Linear": ["x @ A + b", "inputs (x, A, b)"],
                      "Sigmoid": ["Sigmoid"], "BCE": ["BCE mean", "gradient / rows", "clip 1e-12"]},
         seconds=1.1),
+    # a BCE clipping at 1e-7 on a nearly separable problem: p passes 1 - 1e-7, so the clip shows in the losses
+    "bce_clip_1e7": Variant(
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Sigmoid": ["Sigmoid"],
+                     "BCE": ["BCE mean", "gradient / rows", ("clip 1e-7", "clip 1e-07")]},
+        seconds=0.9),
+    # an MLP helper with BatchNorm (running statistics) and Dropout (np.random): both stay the user's code
+    "dropout_batchnorm": Variant(
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "ReLU": ["ReLU gradient at 0: 0"],
+                     "Softmax": ["over rows"], "CE": ["over rows", "CE mean"]},
+        users_code={"Dropout": "random", "BatchNorm": "state"},
+        seconds=1.2),
+    # every node class defined in the script itself; x @ W without a bias, the bias an Addition node
+    "script_defined_nodes": Variant(
+        conventions={"MatMul": ["inputs (x, A)"], "Addition": ["Addition"], "Tanh": ["Tanh"],
+                     "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        seconds=0.5),
 }
