@@ -1,7 +1,8 @@
 """The EDF module variants that `fastedf run` must run unchanged, and what its --explain must say.
 
 Each directory here is one student's EDF module with a course-style script. For each variant:
-- `script`, `args`: what `python SCRIPT ARGS...` runs, from the variant's directory;
+- `script`, `args`, `directory`: what `python SCRIPT ARGS...` runs, from `directory` (default: the variant's
+  name);
 - `conventions`: for each node class fastedf must accelerate, tokens its --explain description contains
   (a tuple among the tokens means any one of its members);
 - `users_code`: node classes that must stay the user's code, with a keyword the reason contains;
@@ -22,6 +23,7 @@ class Variant:
     seconds: float = 1.0
     args: tuple = ()
     exit_status: int = 0
+    directory: str = ""
 
 
 VARIANTS = {
@@ -111,4 +113,38 @@ VARIANTS = {
         conventions={"MatMul": ["inputs (x, A)"], "Addition": ["Addition"], "Tanh": ["Tanh"],
                      "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
         seconds=0.5),
+
+    # Scripts and nodes that test the runner's promises rather than a convention.
+    # A Linear printing from its forward: stays the user's code, its lines appear in order
+    "printing_node": Variant(
+        conventions={"Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        users_code={"Linear": "prints"},
+        seconds=0.4),
+    # a BCE appending every value to its own history, which the script prints
+    "stateful_loss": Variant(
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Sigmoid": ["Sigmoid"]},
+        users_code={"BCE": "state"},
+        seconds=0.4),
+    # a classmate's module and mine subclassing its Linear (x @ A.T + b) and Sigmoid (input clipped at 500)
+    "subclassed_nodes": Variant(
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"],
+                     "TransposedLinear": ["x @ A.T + b", "inputs (x, A, b)"],
+                     "ReLU": ["ReLU gradient at 0: 0"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        seconds=0.5),
+    "exit_status": Variant(
+        directory="script_behaviour", script="exit_code.py", exit_status=3,
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Tanh": ["Tanh"], "Sigmoid": ["Sigmoid"],
+                     "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        seconds=0.3),
+    "uncaught_exception": Variant(
+        directory="script_behaviour", script="raises.py", exit_status=1,
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Tanh": ["Tanh"], "Sigmoid": ["Sigmoid"],
+                     "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        seconds=0.3),
+    # settings from sys.argv, data read relative to the working directory, __name__ == "__main__"
+    "argv_name_cwd": Variant(
+        directory="script_behaviour", script="argv_cwd.py", args=("30", "1.0", "7"),
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Tanh": ["Tanh"], "Sigmoid": ["Sigmoid"],
+                     "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        seconds=0.4),
 }
