@@ -59,7 +59,8 @@ VARIANTS = {
         seconds=0.7),
     # a package: a per-feature scale a * x + b, then Dense(W, x, c) = x @ W + c, weight first
     "scale_layer_package": Variant(
-        conventions={"Scale": ["a * x + b", ("inputs (x, a, b)", "inputs (x, A, b)")], "Dense": ["x @ A + b", "inputs (A, x, b)"],
+        conventions={"Scale": ["a * x + b", ("inputs (x, a, b)", "inputs (x, A, b)")],
+                     "Dense": ["x @ A + b", "inputs (A, x, b)"],
                      "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
         seconds=0.5),
     # Linear(x, [W, b]); CE's backward gives (p - y) / B and Softmax (no max subtracted) passes it through;
