@@ -116,6 +116,12 @@ VARIANTS = {
                      "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
         seconds=0.2),
 
+    # every node reads its upstream gradient from outputs[0] only: a hidden layer feeding two heads loses the
+    # second head's gradient (deliberately kept), and a second graph for evaluation shares the Parameters
+    "first_consumer_only": Variant(
+        conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Addition": ["Addition"], "Tanh": ["Tanh"],
+                     "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
+        seconds=0.2),
     # Scripts and nodes that test the runner's promises rather than a convention.
     # A Linear printing from its forward: stays the user's code, its lines appear in order
     "printing_node": Variant(
