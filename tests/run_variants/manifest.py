@@ -122,6 +122,12 @@ VARIANTS = {
         conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Addition": ["Addition"], "Tanh": ["Tanh"],
                      "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
         seconds=0.2),
+    # the first lab: Python floats in every Input and Parameter, one sample at a time; the script prints the
+    # types its values have
+    "per_sample_floats": Variant(
+        conventions={"Multiply": ["Multiply"], "Addition": ["Addition"], "Sigmoid": ["Sigmoid"],
+                     "BCE": [("BCE sum", "BCE mean")]},
+        seconds=0.3),
     # Scripts and nodes that test the runner's promises rather than a convention.
     # A Linear printing from its forward: stays the user's code, its lines appear in order
     "printing_node": Variant(
