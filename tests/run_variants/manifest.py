@@ -63,7 +63,7 @@ VARIANTS = {
         conventions={"Scale": ["a * x + b", ("inputs (x, a, b)", "inputs (x, A, b)")],
                      "Dense": ["x @ A + b", "inputs (A, x, b)"],
                      "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
-        seconds=0.2),
+        seconds=0.35),
     # Linear(x, [W, b]); CE's backward gives (p - y) / B and Softmax (no max subtracted) passes it through;
     # a LeakyReLU fastedf does not know
     "softmax_passthrough": Variant(
@@ -121,7 +121,7 @@ VARIANTS = {
     "first_consumer_only": Variant(
         conventions={"Linear": ["x @ A + b", "inputs (x, A, b)"], "Addition": ["Addition"], "Tanh": ["Tanh"],
                      "Sigmoid": ["Sigmoid"], "BCE": ["BCE sum", "gradient / rows", "clip 1e-12"]},
-        seconds=0.2),
+        seconds=0.3),
     # the first lab: Python floats in every Input and Parameter, one sample at a time; the script prints the
     # types its values have
     "per_sample_floats": Variant(

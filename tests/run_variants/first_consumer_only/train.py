@@ -37,7 +37,7 @@ eval_graph = [x_eval, A1, b1, A2, b2, A3, b3, prob_eval.inputs[0].inputs[0].inpu
               prob_eval.inputs[0], prob_eval]
 params = [A1, b1, A2, b2, A3, b3]
 
-for epoch in range(1, 61):
+for epoch in range(1, 151):
     total = 0.0
     for i in range(0, 480, 24):
         x.value, y.value = X[i:i + 24], Y[i:i + 24]
@@ -48,7 +48,7 @@ for epoch in range(1, 61):
         for p in params:
             p.value -= 0.5 * p.gradients[p]
         total += loss.value
-    if epoch % 15 == 0:
+    if epoch % 30 == 0:
         x_eval.value = X[480:]
         for node in eval_graph:
             node.forward()

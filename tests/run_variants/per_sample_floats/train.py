@@ -17,7 +17,7 @@ loss = BCE(y, p)
 graph = [x, y, w, b, p.inputs[0].inputs[0], p.inputs[0], p, loss]
 
 lr = 0.05
-for epoch in range(50):
+for epoch in range(120):
     total = 0.0
     for xi, yi in train:
         x.value = xi
@@ -29,7 +29,7 @@ for epoch in range(50):
         w.value -= lr * w.gradients[w]
         b.value -= lr * b.gradients[b]
         total += loss.value
-    if epoch % 10 == 9:
+    if epoch % 20 == 19:
         print(f"epoch {epoch + 1} average loss {total / len(train):.15g}")
 
 correct = 0
