@@ -12,6 +12,7 @@ Usage:  python benchmarks/bench_run.py [--variants a,b] [--runs 3]
 """
 import argparse
 import math
+import os
 import pathlib
 import resource
 import subprocess
@@ -58,6 +59,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown variants {', '.join(unknown)} (choose from {', '.join(sorted(VARIANTS))})")
 
+    print(f"{args.runs} timed runs a side after one untimed; load average {os.getloadavg()[0]:.2f} at start")
     print(f"{'variant':28s} {'python s':>9} {'run s':>9} {'wall x':>7} {'py cpu':>8} {'run cpu':>8} "
           f"{'cpu x':>7}  same output")
     wall_ratios, cpu_ratios, all_same = [], [], True

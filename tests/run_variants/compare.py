@@ -23,7 +23,7 @@ def command(name, variant, runner_options=None):
     """(argv, cwd) running the variant's script: plain python if runner_options is None, else `fastedf run`."""
     prefix = [sys.executable] if runner_options is None else [sys.executable, "-m", "fastedf", "run",
                                                               *runner_options]
-    return [*prefix, variant.script, *variant.args], HERE / name
+    return [*prefix, variant.script, *variant.args], HERE / (variant.directory or name)
 
 
 def environment():

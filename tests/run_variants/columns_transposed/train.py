@@ -36,7 +36,8 @@ for epoch in range(40):
         forward_pass(nodes)
         backward_pass(nodes)
         for p in params:
-            p.value -= lr * p.gradients[p]
+            for i in range(p.value.shape[0]):  # row by row, as in the lab's update loop
+                p.value[i] -= lr * p.gradients[p][i]
         total += loss.value
     if epoch % 8 == 7:
         print("epoch", epoch + 1, "loss", format(total / split, ".15g"))

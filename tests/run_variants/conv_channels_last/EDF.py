@@ -18,28 +18,29 @@ class Node:
         raise NotImplementedError
 
     def upstream(self):
-        return sum(n.gradients[self] for n in self.outputs)
+        g = 0
+        for consumer in self.outputs:
+            g = g + consumer.gradients[self]
+        return g
 
 
 class Input(Node):
+    """placeholder for data: x.forward(batch) or x.value = batch"""
+
     def forward(self, value=None):
         if value is not None:
             self.value = value
 
     def backward(self):
-        self.gradients = {self: self.upstream()}
+        self.gradients[self] = self.upstream()
 
 
-class Parameter(Node):
+class Parameter(Input):
+    """trainable array; forward() keeps the current value"""
+
     def __init__(self, value):
-        super().__init__()
+        Input.__init__(self)
         self.value = value
-
-    def forward(self):
-        pass
-
-    def backward(self):
-        self.gradients = {self: self.upstream()}
 
 
 class Linear(Node):

@@ -26,7 +26,7 @@ trainables = [K, kb, A, b]
 
 BATCH = 16
 LR = 0.1
-EPOCHS = 60
+EPOCHS = 90
 tic = time.time()
 for epoch in range(EPOCHS):
     order = np.random.permutation(len(X_train))
@@ -38,7 +38,7 @@ for epoch in range(EPOCHS):
         backward_pass(graph)
         sgd_update(trainables, LR)
         epoch_loss += loss.value * len(batch)
-    if epoch % 10 == 0 or epoch == EPOCHS - 1:
+    if epoch % 15 == 0 or epoch == EPOCHS - 1:
         print(f"epoch {epoch:2d} loss {epoch_loss / len(X_train):.15g}")
 print(f"time per epoch: {(time.time() - tic) / EPOCHS * 1000:.1f} ms")
 

@@ -107,4 +107,11 @@ for i in range(X_test.shape[0]):
 
 accuracy = correct_predictions / X_test.shape[0]
 print(f"Accuracy: {accuracy * 100:.2f}%")
+
+# the whole test set at once through the same graph; y_node still holds the last training label
+x1_node.value = X_test[:, 0:1]
+x2_node.value = X_test[:, 1:2]
+forward_pass(graph)
+print(f"Vectorised accuracy: {np.mean(np.round(sigmoid.value[:, 0]) == y_test) * 100:.2f}%, "
+      f"loss against the last label {loss.value:.15g}")
 print(f"w1 {w1.value[0, 0]:.15g} w2 {w2.value[0, 0]:.15g} b {b.value[0, 0]:.15g}")

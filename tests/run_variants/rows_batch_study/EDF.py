@@ -15,7 +15,7 @@ class Node:
         for inp in self.inputs:
             inp.outputs.append(self)
 
-    def upstream(self):
+    def grad_sum(self):
         # sum what every consumer sent back
         total = 0
         for out in self.outputs:
@@ -38,7 +38,7 @@ class Input(Node):
             self.value = value
 
     def backward(self):
-        self.gradients = {self: self.upstream()}
+        self.gradients = {self: self.grad_sum()}
 
 
 class Parameter(Node):
@@ -50,7 +50,7 @@ class Parameter(Node):
         pass
 
     def backward(self):
-        self.gradients = {self: self.upstream()}
+        self.gradients = {self: self.grad_sum()}
 
 
 class Linear(Node):
@@ -65,7 +65,7 @@ class Linear(Node):
 
     def backward(self):
         x, A, b = self.inputs
-        g = self.upstream()
+        g = self.grad_sum()
         self.gradients[x] = g @ A.value.T
         self.gradients[A] = x.value.T @ g
         self.gradients[b] = np.sum(g, axis=0)
@@ -81,7 +81,7 @@ class Sigmoid(Node):
 
     def backward(self):
         s = self.value
-        self.gradients[self.inputs[0]] = self.upstream() * s * (1.0 - s)
+        self.gradients[self.inputs[0]] = self.grad_sum() * s * (1.0 - s)
 
 
 class BCE(Node):

@@ -27,7 +27,7 @@ params = [a, b, W, c]
 lrs = {id(a): 1e-4, id(b): 0.05, id(W): 0.05, id(c): 0.05}
 B = 32
 Xtr, Ytr = X[train], Y[train]
-for epoch in range(60):
+for epoch in range(150):
     running = 0.0
     for i in range(0, len(Xtr), B):
         x.forward(Xtr[i:i + B])
@@ -39,7 +39,7 @@ for epoch in range(60):
         for prm in params:
             prm.value -= lrs[id(prm)] * prm.gradients[prm]
         running += loss.value
-    if epoch % 10 == 0 or epoch == 59:
+    if epoch % 25 == 0 or epoch == 149:
         print("epoch {:2d} mean loss {:.15g}".format(epoch, running / len(Xtr)))
 
 x.forward(X[test])

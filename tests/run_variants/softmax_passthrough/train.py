@@ -39,7 +39,7 @@ trainable = [W1, b1, W2, b2]
 
 lr = 0.05
 batch_size = 8
-epochs = 100
+epochs = 160
 t = time.time()
 for epoch in range(epochs):
     losses = []
@@ -53,7 +53,7 @@ for epoch in range(epochs):
         for p in trainable:
             p.value -= lr * p.gradients[p]
         losses.append(loss.value)
-    if (epoch + 1) % 20 == 0:
+    if (epoch + 1) % 40 == 0:
         print("Epoch %d: loss = %.15g" % (epoch + 1, np.mean(losses)))
 print("training took %.2f seconds" % (time.time() - t))
 
