@@ -483,3 +483,39 @@ def test_exit_status_of_interrupt_and_system_exit_in_process(tmp_path, capsys):
     finally:
         sys.argv[:], sys.path[0] = saved
     assert "KeyboardInterrupt" in capsys.readouterr().err
+
+
+# ---- candidates against plain references ------------------------------------------------------------------
+
+def _naive_conv(x, K, b, stride, pad):
+    """Channels last, K (kh, kw, C_in, C_out): the direct loop."""
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    kh, kw = K.shape[:2]
+    Ho, Wo = (xp.shape[1] - kh) // stride + 1, (xp.shape[2] - kw) // stride + 1
+    out = np.zeros((x.shape[0], Ho, Wo, K.shape[3]))
+    for i in range(Ho):
+        for j in range(Wo):
+            window = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            out[:, i, j, :] = np.tensordot(window, K, axes=([1, 2, 3], [0, 1, 2]))
+    return out + b
+
+
+@pytest.mark.parametrize("layout", ["last", "first"])
+@pytest.mark.parametrize("padding, stride", [("same", 1), ("valid", 1), ("same", 2), ("valid", 2)])
+def test_conv_candidates_match_the_direct_loop_and_their_gradients_are_its_adjoints(layout, padding, stride):
+    rng = np.random.default_rng(0)
+    x, K, b = rng.normal(size=(2, 7, 6, 3)), rng.normal(size=(3, 3, 3, 4)), rng.normal(size=4)
+    want = _naive_conv(x, K, b, stride, 1 if padding == "same" else 0)
+    c = candidates.Conv(layout, padding, stride, True)
+    to = (lambda a: a) if layout == "last" else (lambda a: a.transpose(0, 3, 1, 2))
+    K_in = K if layout == "last" else K.transpose(3, 2, 0, 1)
+    vals = [np.ascontiguousarray(to(x)), np.ascontiguousarray(K_in), b]
+    got = c.forward(vals)
+    np.testing.assert_allclose(got, to(want), rtol=1e-12, atol=1e-12)
+    g = rng.normal(size=got.shape)
+    grads = c.backward(vals, got, g, (0, 1, 2))
+    # the output is bilinear in (x, K): <g, out - b> = <dx, x> = <dK, K>, and db sums g over the pixels
+    inner = np.sum(g * (got - (b if layout == "last" else b[:, None, None])))
+    assert np.isclose(np.sum(grads[0] * vals[0]), inner, rtol=1e-10)
+    assert np.isclose(np.sum(grads[1] * vals[1]), inner, rtol=1e-10)
+    np.testing.assert_allclose(grads[2], g.sum(axis=(0, 1, 2) if layout == "last" else (0, 2, 3)), rtol=1e-12)

@@ -21,10 +21,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..node import _sum_to
-from ..ops.conv import conv_backward, conv_columns, conv_forward, conv_input_grad, split_bias_row
-from ..ops.activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softmax_backward,
-                               softmax_forward, tanh_backward, tanh_forward)
-from .kernels import bce_gradient, bce_label_gradient, bce_total, ce_gradient, ce_label_gradient, ce_total
+from ..ops import activations as act
+from ..ops import conv
+from . import kernels as loss
 
 F64 = np.dtype(np.float64)
 # The clipping constants course code uses, tried in this order; None is no clip.
@@ -165,7 +164,7 @@ class Linear(Candidate):
 class _Activation(Candidate):
     """p = f(z) from fastedf's kernels; the gradient from p."""
 
-    forward_kernel = backward_kernel = None
+    kernels = None  # the names of its forward and backward kernels in fastedf.ops.activations
     edges = (-800.0, -40.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 40.0, 800.0, -1.0, 1.0)
 
     def describe(self):
@@ -174,7 +173,7 @@ class _Activation(Candidate):
     def forward(self, vals):
         z = _f64(vals[0])
         out = np.empty(z.shape)
-        self.forward_kernel(z, out)
+        getattr(act, self.kernels[0])(z, out)
         return out
 
     def backward(self, vals, value, g, want):
@@ -182,7 +181,7 @@ class _Activation(Candidate):
         if not _fits(p, g):
             return {0: self.numpy_grad(p, g)}
         out = np.empty(p.shape)
-        self.backward_kernel(p, g, out)
+        getattr(act, self.kernels[1])(p, g, out)
         return {0: out}
 
     @classmethod
@@ -197,7 +196,7 @@ class _Activation(Candidate):
 class Sigmoid(_Activation):
     op = "sigmoid"
     names = ("sigm", "logistic")
-    forward_kernel, backward_kernel = staticmethod(sigmoid_forward), staticmethod(sigmoid_backward)
+    kernels = ("sigmoid_forward", "sigmoid_backward")
 
     @staticmethod
     def numpy_grad(p, g):
@@ -207,7 +206,7 @@ class Sigmoid(_Activation):
 class Tanh(_Activation):
     op = "tanh"
     names = ("tanh",)
-    forward_kernel, backward_kernel = staticmethod(tanh_forward), staticmethod(tanh_backward)
+    kernels = ("tanh_forward", "tanh_backward")
 
     @staticmethod
     def numpy_grad(p, g):
@@ -219,7 +218,7 @@ class ReLU(_Activation):
 
     op = "relu"
     names = ("relu",)
-    forward_kernel, backward_kernel = staticmethod(relu_forward), staticmethod(relu_backward)
+    kernels = ("relu_forward", "relu_backward")
     edges = (-2.0, -1e-300, -0.0, 0.0, 1e-300, 2.0, 0.0, -0.5)
 
     def __init__(self, at_zero=0):
@@ -275,7 +274,7 @@ class Softmax(Candidate):
             return e / e.sum(axis=1 if self.axis == "rows" else 0, keepdims=True)
         zr = np.ascontiguousarray(self._rows(z))
         out = np.empty(zr.shape)
-        softmax_forward(zr, out)
+        act.softmax_forward(zr, out)
         return self._rows(out)
 
     def backward(self, vals, value, g, want):
@@ -285,7 +284,7 @@ class Softmax(Candidate):
         if p.shape != g.shape:
             raise ValueError("upstream gradient of another shape")
         out = np.empty(p.shape)
-        softmax_backward(p, g, out)
+        act.softmax_backward(p, g, out)
         return {0: self._rows(out)}
 
     @staticmethod
@@ -344,7 +343,7 @@ class BCE(Candidate):
     def forward(self, vals):
         y, p = vals[self.order[0]], vals[self.order[1]]
         if _fits(y, p):
-            total = bce_total(y, p, self.eps, self.code)
+            total = loss.bce_total(y, p, self.eps, self.code)
             return np.float64(total if self.reduce == "sum" else total / max(p.size, 1))
         pc = _clip(p, self.eps, self.mode, True)
         terms = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
@@ -359,9 +358,9 @@ class BCE(Candidate):
             if fits:
                 out[i] = d = np.empty(p.shape)
                 if self.order[i] == 1:
-                    bce_gradient(y, p, self.eps, self.code, s, d)
+                    loss.bce_gradient(y, p, self.eps, self.code, s, d)
                 else:
-                    bce_label_gradient(p, self.eps, self.code, s, d)
+                    loss.bce_label_gradient(p, self.eps, self.code, s, d)
                 continue
             pc = _clip(p, self.eps, self.mode, True)
             out[i] = (pc - y) / (pc * (1 - pc)) * s if self.order[i] == 1 else (np.log(1 - pc) - np.log(pc)) * s
@@ -421,7 +420,7 @@ class CE(Candidate):
     def forward(self, vals):
         y, p = vals[self.order[0]], vals[self.order[1]]
         if _fits(y, p):
-            total = ce_total(y, p, self.eps, self.code)
+            total = loss.ce_total(y, p, self.eps, self.code)
         else:
             total = -np.sum(y * np.log(_clip(p, self.eps, self.mode, False)))
         return np.float64(total / self._samples(p) if self.reduce == "mean" else total)
@@ -435,9 +434,9 @@ class CE(Candidate):
             if fits:
                 out[i] = d = np.empty(p.shape)
                 if self.order[i] == 1:
-                    ce_gradient(y, p, self.eps, self.code, self.logits, s, d)
+                    loss.ce_gradient(y, p, self.eps, self.code, self.logits, s, d)
                 else:
-                    ce_label_gradient(p, self.eps, self.code, s, d)
+                    loss.ce_label_gradient(p, self.eps, self.code, s, d)
             elif self.order[i] == 1:
                 out[i] = (p - y) * s if self.logits else -y / _clip(p, self.eps, self.mode, False) * s
             else:
@@ -574,7 +573,7 @@ class Conv(Candidate):
         B, H, W, _ = x.shape
         taps = K.shape[0] * K.shape[1] * K.shape[2]
         out = np.empty((B, H, W, K.shape[3]))
-        conv_forward(x, K, b, np.empty((taps + 1, B * H * W)), np.empty((taps + 1, K.shape[3])), out)
+        conv.conv_forward(x, K, b, np.empty((taps + 1, B * H * W)), np.empty((taps + 1, K.shape[3])), out)
         if self.padding == "valid":
             out = out[:, pad[0]:H - pad[0], pad[1]:W - pad[1]]
         return np.ascontiguousarray(_back(out, self.layout))
@@ -590,18 +589,18 @@ class Conv(Candidate):
         out = {}
         if 1 in want or 2 in want:
             cols = np.empty((taps + 1, B * H * W))
-            conv_columns(x, kh, kw, cols[:taps])
+            conv.conv_columns(x, kh, kw, cols[:taps])
             cols[taps] = 1.0
             dKb, dK, db = np.empty((taps + 1, cout)), np.empty(K.shape), np.empty(cout)
-            conv_backward(cols, g, dKb)
-            split_bias_row(dKb, dK, db)
+            conv.conv_backward(cols, g, dKb)
+            conv.split_bias_row(dKb, dK, db)
             if 1 in want:
                 out[1] = dK if self.layout == "last" else np.ascontiguousarray(dK.transpose(3, 2, 0, 1))
             if 2 in want:
                 out[2] = db.reshape(np.shape(vals[2]))
         if 0 in want:
             dx = np.empty(x.shape)
-            conv_input_grad(g, K, np.empty((taps, B * H * W)), dx)
+            conv.conv_input_grad(g, K, np.empty((taps, B * H * W)), dx)
             out[0] = np.ascontiguousarray(_back(dx, self.layout))
         return out
 
@@ -629,7 +628,7 @@ class Conv(Candidate):
         if 2 in want:
             out[2] = g.sum(axis=(0, 1, 2)).reshape(np.shape(vals[2]))
         if 0 in want:
-            s, (B, Ho, Wo, _) = self.stride, g.shape
+            s, (_, Ho, Wo, _) = self.stride, g.shape
             dxp = np.zeros(xp.shape)
             for u in range(K.shape[0]):
                 for v in range(K.shape[1]):

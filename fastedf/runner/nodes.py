@@ -16,7 +16,10 @@ however it is imported and in the script itself).  Its methods are wrapped:
 - accelerated: a call whose node and input signatures (shapes, dtypes) were
   verified runs the Match's candidate; any other call, and the calls 2^k of
   the class (thinning re-checks), are verifying calls;
-- user: the original methods are put back: no wrapper, no overhead.
+- user: the original methods are put back: no wrapper, no overhead.  A
+  verified class whose accelerated call (its candidate and the dispatch)
+  is measured no faster than the user's code is given back too, its Match
+  kept, unless --explain or --check asked to run every verified class.
 
 Empty batches always run the user's code.  An error inside this machinery
 gives the class back to the user's code, reported once on stderr; an error
@@ -33,11 +36,13 @@ import numpy as np
 
 from . import verify
 
-# Loading the candidates and the kernels they call, measured on a warm cache (one process each, this machine):
-# ~0.03 s when fastedf's package is already imported (as `python -m fastedf` does), ~0.35 s when not.  A script
-# whose node methods have taken this long has at least as much left to gain if it runs as long again.
-# FASTEDF_RUN_ACTIVATE_AFTER overrides it (0: verify from the first call, as the tests do).
-ACTIVATE_AFTER = float(os.environ.get("FASTEDF_RUN_ACTIVATE_AFTER") or 0.35)
+# Verifying costs CPU time a short script never repays: the candidates' module 0.02 s, each kernel's first call
+# (a load from Numba's cache) ~0.06 s, so 0.3 s for a logistic graph's five, and Numba's own import 0.25 s where
+# `import fastedf` has not loaded it (two fresh processes, warm cache, shared machine), then the verified calls
+# and probes.  So nothing is verified before the user's node methods have taken ACTIVATE_AFTER, about that cost:
+# a script that ends right after pays it at most once more than its own time in nodes (the ski-rental bound).
+# FASTEDF_RUN_ACTIVATE_AFTER overrides it (0: verify from the first call).
+ACTIVATE_AFTER = float(os.environ.get("FASTEDF_RUN_ACTIVATE_AFTER") or 0.5)
 VERIFIED_CALLS = 3  # real calls a candidate must agree on before the probes
 FIRST_RECHECK = 16  # accelerated calls of a class re-checked: 16, 32, 64, ...
 TIMED_CALLS = 64  # verified calls whose times (the user's code, the match) are kept for the report
@@ -139,9 +144,10 @@ class NodeClass:
         self.next_check = FIRST_RECHECK
         self.rule = self.replaces = self.keys = None
         self.full_call_passed = False
-        self.mine_times, self.user_times = [], []  # per call on verified calls (the first few), for the estimate
+        self.times, self.user_times = {}, []  # per call on verified calls (the first few): candidates', user's code
         self.user_seconds, self.user_calls = 0.0, 0
         self.probed = []
+        self.slower = None  # (accelerated, user's) seconds per call when acceleration would not pay
         self._last_ids, self.weightlike = {}, {}
         self.counting()
 
@@ -392,8 +398,9 @@ class NodeClass:
                     found.append((c, run(c)))
                 except Exception as error:  # noqa: BLE001  a candidate that cannot compute this node: dropped
                     found.append((c, _Failed(error)))
-                if self.match is not None and c is self.match.candidate and len(self.mine_times) < TIMED_CALLS:
-                    self.mine_times.append(time.perf_counter() - start)
+                times = self.times.setdefault(c, [])
+                if len(times) < TIMED_CALLS:
+                    times.append(time.perf_counter() - start)
         return found
 
     def _compare(self, c, what, user, mine):
@@ -493,10 +500,19 @@ class NodeClass:
         elif self.match is not None and not self.registry.check:
             self._enter(checked.key)
 
+    @property
+    def mine_times(self):
+        return self.times.get(self.match.candidate, []) if self.match is not None else []
+
     def accept(self):
         c = self._ranked()[0]
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
+        if not self.registry.eager:
+            mine, user = median(self.mine_times), median(self.user_times)
+            if mine is not None and user is not None and mine + self.registry.dispatch_seconds >= user:
+                self.slower = (mine + self.registry.dispatch_seconds, user)
+                return self.give_back("verified, but node by node no faster than the user's code")
         self.fast.clear()
         if not self.registry.check:
             for key in self.verified:
@@ -593,6 +609,29 @@ class NodeClass:
         self.probed.append(f"{name}: {dropped} candidate(s) dropped")
 
 
+def median(times):
+    return sorted(times)[len(times) // 2] if times else None
+
+
+def _dispatch_seconds():
+    """What an accelerated call costs beyond its candidate's own work: the guard (inputs' values, their
+    signatures, the lookup) and the wrapper's call, timed on a stand-in node of two (1, 1) inputs."""
+    node = verify.StandIn()
+    node.inputs = [verify.StandIn(np.ones((1, 1))), verify.StandIn(np.ones((1, 1)))]
+    table, ndarray, f64 = {}, np.ndarray, verify.F64
+
+    def call(node, *args, **kwargs):
+        vals = [n.value for n in node.inputs]
+        return table.get((id(node), *[v.shape if type(v) is ndarray and v.dtype is f64 else None for v in vals]))
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(200):
+            call(node)
+        best = min(best, (time.perf_counter() - start) / 200)
+    return 2 * best  # the backward's guard is the same again
+
+
 def _formed(form, result):
     try:
         return form(result)
@@ -611,6 +650,7 @@ class Registry:
 
     def __init__(self, check=False, eager=False):
         self.check, self.eager = check, eager
+        self.dispatch_seconds = 0.0
         self.classes = []
         self.seconds = 0.0  # in the user's node methods while counting
         self.verify_seconds = 0.0
@@ -647,6 +687,7 @@ class Registry:
     def activate(self):
         """Start verifying: the time in nodes shows that loading the candidates will pay."""
         self.active = True
+        self.dispatch_seconds = _dispatch_seconds()
         self.activated_at = self.seconds
         for entry in self.classes:
             self._activate_one(entry)

@@ -1,5 +1,6 @@
 """What `fastedf run` did: one summary line at exit, and --explain's block per class."""
 from . import nodes
+from .nodes import median
 
 
 def _ran(registry):
@@ -12,10 +13,6 @@ def _short(c):
     return c.cls.__qualname__
 
 
-def _median(times):
-    return sorted(times)[len(times) // 2] if times else None
-
-
 def _estimate(c):
     """(seconds in this class's calls as run, seconds plain python would have taken).
 
@@ -24,7 +21,7 @@ def _estimate(c):
     code and of the match on verified calls, without the dispatch's own cost.
     """
     run = plain = c.seconds + c.user_seconds
-    user, mine = _median(c.user_times), _median(c.mine_times)
+    user, mine = median(c.user_times), median(c.mine_times)
     if c.fast_calls and user is not None:
         run += c.fast_calls * 2 * (mine if mine is not None else user)
         plain += c.fast_calls * 2 * user
@@ -32,7 +29,7 @@ def _estimate(c):
 
 
 def _per_call(times):
-    return f"{_median(times) * 1e6:.1f} us" if times else "not timed"
+    return f"{median(times) * 1e6:.1f} us" if times else "not timed"
 
 
 def summary(registry):
@@ -73,6 +70,10 @@ def explain(registry):
             continue
         elif c.state == "verifying":
             lines.append(f"  {c.name}: user's code (still being verified at exit: {c.verified_calls} calls)")
+        elif c.slower is not None:
+            mine, user = c.slower
+            lines.append(f"  {c.name}: user's code (verified as {c.match.candidate.describe()}; node by node "
+                         f"~{mine * 1e6:.1f} us a call accelerated against {user * 1e6:.1f} us for the user's code)")
         else:
             lines.append(f"  {c.name}: user's code ({c.reason})")
         for probe in c.probed:
