@@ -453,6 +453,11 @@ def test_the_script_runs_as_under_python(script, tmp_path):
         assert f"cwd {tmp_path}" in fast.stdout and "name __main__" in fast.stdout and "helper 42" in fast.stdout
         assert fast.stderr == plain.stderr.replace(str(script), str(script)), (args, fast.stderr, plain.stderr)
     assert plain.returncode == 1
+    # a relative path stays as typed in sys.argv[0], as python leaves it
+    plain = subprocess.run([sys.executable, "prog.py", "5"], cwd=script.parent, env=ENV, capture_output=True,
+                           text=True, timeout=60)
+    fast = _fastedf(["--quiet", "prog.py", "5"], cwd=script.parent)
+    assert "argv ['prog.py', '5']" in fast.stdout and fast.stdout == plain.stdout and fast.returncode == 5
 
 
 def test_an_uncaught_exception_shows_the_scripts_traceback_only(script, tmp_path):

@@ -5,10 +5,12 @@ The script runs as `python SCRIPT.py ARGS...` would: sys.argv, sys.path[0]
 stdout and the exit status are python's.  Everything fastedf says goes to
 stderr, after the script has finished.
 """
+import builtins
+import io
 import os
-import runpy
 import sys
 import traceback
+import types
 
 from ..cli import EXIT_INTERRUPTED, UsageError
 
@@ -71,7 +73,7 @@ def _run_script(script, args, registry):
     sys.stdout.flush()
     registry.install()
     try:
-        runpy.run_path(path, run_name="__main__")
+        _run_as_main(path)
         return 0
     except SystemExit as done:
         return _exit_status(done.code)
@@ -89,6 +91,21 @@ def _run_script(script, args, registry):
             pass
 
 
+def _run_as_main(path):
+    """Execute the file as python runs a script: a fresh __main__ module, __file__ absolute, argv left alone
+    (runpy.run_path would set sys.argv[0] to the absolute path)."""
+    with io.open_code(path) as source:
+        code = compile(source.read(), path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__file__, main.__cached__, main.__builtins__ = path, None, builtins
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(code, vars(main))
+    finally:
+        sys.modules["__main__"] = saved
+
+
 def _exit_status(code):
     """The process status python gives `sys.exit(code)`: None is 0, an int itself, anything else printed, 1."""
     if code is None:
@@ -99,11 +116,11 @@ def _exit_status(code):
     return 1
 
 
-_OWN_DIRS = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(runpy.__file__)))
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _print_script_traceback(kind, error, tb):
-    """The traceback python would print: the script's frames, none of fastedf's or runpy's."""
+    """The traceback python would print: the script's frames, none of fastedf's."""
     report = traceback.TracebackException(kind, error, tb)
     for part in _chain(report):
         part.stack = traceback.StackSummary.from_list(
@@ -120,8 +137,4 @@ def _chain(report):
 
 
 def _own(filename):
-    if filename == "<frozen runpy>":
-        return True
-    path = os.path.abspath(filename)
-    return (path.startswith(_OWN_DIRS[0] + os.sep) or os.path.dirname(path) == _OWN_DIRS[1]
-            and os.path.basename(path) == "runpy.py")
+    return os.path.abspath(filename).startswith(_OWN_DIR)

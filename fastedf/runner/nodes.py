@@ -106,11 +106,13 @@ class _Entry:
 
     __slots__ = ("key", "forward", "backward", "gsigs", "keys", "replaces")
 
-    def __init__(self, key, match, form, gsigs):
-        forward = match.candidate.forward
+    def __init__(self, key, match, form, gsigs, gradient_forms):
+        forward, backward = match.candidate.forward, match.candidate.backward
         self.key, self.gsigs, self.keys, self.replaces = key, gsigs, match.keys, match.replaces_dict
         self.forward = forward if form is None else (lambda vals: form(forward(vals)))
-        self.backward = match.candidate.backward
+        forms = {i: f for i, f in gradient_forms.items() if f is not None}
+        self.backward = backward if not forms else (lambda vals, value, g, keys: {
+            i: forms[i](d) if i in forms else d for i, d in backward(vals, value, g, keys).items()})
 
 
 class _Unsure(Exception):
@@ -143,6 +145,7 @@ class NodeClass:
         self.verified_calls = self.fast_calls = self.checked_calls = 0
         self.next_check = FIRST_RECHECK
         self.rule = self.replaces = self.keys = None
+        self.gradient_forms = {}
         self.full_call_passed = False
         self.times, self.user_times = {}, []  # per call on verified calls (the first few): candidates', user's code
         self.user_seconds, self.user_calls = 0.0, 0
@@ -312,7 +315,7 @@ class NodeClass:
                 user = node.value
                 form = verify.form_of(user)
                 for c, r in results:
-                    self._compare(c, "value", user, r if form is None or isinstance(r, _Failed) else _formed(form, r))
+                    self._compare(c, "value", user, _formed(form, r))
                 if self._trying():
                     self.pending[id(node)] = _Checked(key, form)
                 else:
@@ -443,6 +446,7 @@ class NodeClass:
                 self.drop(c, f"gradients: the user's code wrote inputs {keys} here and {self.keys} before")
             return
         self.keys = keys
+        forms = self.gradient_forms = {i: verify.form_of(user[i]) for i in keys}
         fits = {}
         for rule, found in results.items():
             for c, r in found:
@@ -452,7 +456,7 @@ class NodeClass:
                 missing = [i for i in keys if i not in r]
                 first = (f"no gradient for input {missing[0]}" if missing else
                          next((f"gradient of input {i}: {d}" for i in keys
-                               if (d := verify.differs(user[i], r[i])) is not None), None))
+                               if (d := verify.differs(user[i], _formed(forms[i], r[i]))) is not None), None))
                 fits.setdefault(c, {})[rule] = first
         agreeing_rules = set(upstreams)
         for c, by_rule in fits.items():
@@ -488,7 +492,7 @@ class NodeClass:
         self.full_call_passed = True
         self.verified_calls += 1
         g = next(iter(upstreams.values()))
-        gsigs = self.verified.setdefault(checked.key, (checked.form, set()))[1]
+        gsigs = self.verified.setdefault(checked.key, (checked.form, set(), self.gradient_forms))[1]
         gsigs.add(verify.signature(g))
         if self.match is None and self.verified_calls >= VERIFIED_CALLS:
             self.probe(node)
@@ -519,9 +523,9 @@ class NodeClass:
                 self._enter(key)
 
     def _enter(self, key):
-        form, gsigs = self.verified[key]
+        form, gsigs, gradient_forms = self.verified[key]
         self.match.forms[key[1:]] = form
-        self.fast[key] = _Entry(key, self.match, form, gsigs)
+        self.fast[key] = _Entry(key, self.match, form, gsigs, gradient_forms)
 
     # ---- probes ---------------------------------------------------------------------------------------------
 
@@ -566,7 +570,7 @@ class NodeClass:
                 g = None
                 if outs:
                     g = np.random.default_rng(7).normal(size=np.shape(value))
-                    outs[0].gradients[node] = g if np.ndim(value) else type(value)(g)
+                    g = outs[0].gradients[node] = g if np.ndim(value) else type(value)(g)
                 self.backward0(node)
             grads = {i: node.gradients[s] for i, s in enumerate(stands) if s in node.gradients}
             return value, grads, verify.attributes(node), bool(captured.getvalue()), g
@@ -598,7 +602,8 @@ class NodeClass:
                     if difference is None:
                         got = c.backward(vals, mine, g, keys)
                         difference = next((f"gradient of input {i}: {d}" for i in keys if i in grads
-                                           if (d := verify.differs(grads[i], got.get(i))) is not None), None)
+                                           if (d := verify.differs(grads[i], _formed(verify.form_of(grads[i]),
+                                                                                     got.get(i)))) is not None), None)
                     else:
                         difference = f"value: {difference}"
                 except Exception as error:  # noqa: BLE001
@@ -633,6 +638,9 @@ def _dispatch_seconds():
 
 
 def _formed(form, result):
+    """result in the user's form (None: as it is), or the failure to convert it."""
+    if form is None or isinstance(result, _Failed):
+        return result
     try:
         return form(result)
     except Exception as error:  # noqa: BLE001
