@@ -2,7 +2,7 @@
 
 The study's logistic regression (1050 rows) at batch size 1 for 100 epochs
 (105,000 updates), compiled engine, single thread: one `fit` call, against
-`experiment.train_with_checkpoints` measuring the whole training set's loss
+`study.training.train_with_checkpoints` measuring the whole training set's loss
 at update counts 2^(k/8) (118 checkpoints).  Both must end at the same
 weights (1e-12).  Prints seconds and the cost per checkpoint; best of --repeats.
 Usage:  python benchmarks/bench_checkpoints.py [--epochs 100] [--repeats 3]
@@ -17,9 +17,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import fastedf  # noqa: E402
-from fastedf.experiment import checkpoint_schedule, train_with_checkpoints  # noqa: E402
 from fastedf.models import logistic_regression  # noqa: E402
-from fastedf.study import study_data  # noqa: E402
+from fastedf.study.data import study_data  # noqa: E402
+from fastedf.study.training import checkpoint_schedule, train_with_checkpoints  # noqa: E402
 
 
 def main():

@@ -30,7 +30,7 @@ imported = time.perf_counter() - start
 fastedf.compiler.MAX_INLINED_OPERATIONS = int(sys.argv[2])
 import numpy as np
 from fastedf.models import mlp
-from fastedf.study import study_data
+from fastedf.study.data import study_data
 d = study_data(0)
 fits = []  # (compile_time_s, wall time but training) of a first fit and of a new model's second fit
 for _ in range(2):

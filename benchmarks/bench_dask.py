@@ -1,4 +1,4 @@
-"""A digits-MLP grid run serially and on a Dask LocalCluster (fastedf.distributed): wall time, speed-up, timing.
+"""A digits-MLP grid run serially and on a Dask LocalCluster (fastedf.study.distributed): wall time, speed-up, timing.
 
 The grid: scikit-learn's digits (75% train), an MLP 64-64-10 (ReLU, softmax/CE),
 batch sizes 1, 2, 4, ... and the training-set size, x seeds x learning rates,
@@ -21,9 +21,9 @@ import numpy as np
 
 import fastedf
 from fastedf.datasets import load_digits
-from fastedf.distributed import Grid
 from fastedf.models import mlp
-from fastedf.study import train_test_split
+from fastedf.study.data import train_test_split
+from fastedf.study.distributed import Grid
 
 
 @functools.cache

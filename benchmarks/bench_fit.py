@@ -20,7 +20,7 @@ from handwritten import train_logistic  # noqa: E402
 import fastedf  # noqa: E402
 from fastedf import compiler  # noqa: E402
 from fastedf.models import logistic_regression  # noqa: E402
-from fastedf.study import study_data  # noqa: E402
+from fastedf.study.data import study_data  # noqa: E402
 
 
 def time_handwritten(X, y, batch_size, epochs, repeats):

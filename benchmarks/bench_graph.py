@@ -18,11 +18,11 @@ import course_loop  # noqa: E402
 from fastedf import numpy_edf  # noqa: E402
 
 import fastedf  # noqa: E402
-from fastedf.study import study_data  # noqa: E402
+from fastedf.study.data import study_data  # noqa: E402
 
 
 def batched_loop(edf, X, Y, batch_size, epochs, lr=0.1):
-    """The loop of ../shared/EDF_API.md, written against module `edf`; returns seconds per update."""
+    """The course's loop (docs/conventions.md), written against module `edf`; returns seconds per update."""
     x, y = edf.Input(), edf.Input()
     A, b = edf.Parameter(np.zeros((X.shape[1], 1))), edf.Parameter(np.zeros(1))
     linear = edf.Linear(x, A, b)

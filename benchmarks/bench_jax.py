@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastedf.models import logistic_regression
-from fastedf.study import study_data
+from fastedf.study.data import study_data
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench_fit import time_fit  # noqa: E402

@@ -15,7 +15,7 @@ from fastedf import numpy_edf  # noqa: E402
 from bench_fit import time_fit  # noqa: E402
 
 import fastedf  # noqa: E402
-from fastedf.study import study_data  # noqa: E402
+from fastedf.study.data import study_data  # noqa: E402
 
 BATCH_SIZES = [2**k for k in range(11)] + [1050]
 

@@ -1,4 +1,4 @@
-"""The course's training loop (../shared/EDF_API.md), the one every benchmark that times it runs."""
+"""The course's training loop (docs/conventions.md), the one every benchmark that times it runs."""
 import time
 
 

@@ -14,23 +14,24 @@ import importlib
 import sys
 import traceback
 
-from .cli import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from . import __version__
+from .guardrails import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
+# each subcommand's module: its main
+MODULES = {"sweep": "fastedf.study.sweep", "memory": "fastedf.study.memory", "run": "fastedf.runner"}
 SUBCOMMANDS = {
     "sweep": "the batch-size study: time, loss, accuracy (and memory) against batch size; with --lrs, "
              "updates to a target loss, the critical batch size and the gradient noise scale",
     "memory": "peak memory per batch size, each measured under memray in a fresh process",
     "run": "run a course script with its own EDF module, its node classes verified and accelerated",
 }
-MODULES = {"run": "runner"}  # subcommands whose module has another name
 
 
 def _run(name, argv):
-    path = f"fastedf.{MODULES.get(name, name)}"
     try:
-        module = importlib.import_module(path)
+        module = importlib.import_module(MODULES[name])
     except ModuleNotFoundError as error:
-        if error.name != path:
+        if error.name != MODULES[name]:
             raise  # a missing dependency inside the module: a real error, not a usage one
         raise UsageError(f"the {name} subcommand is not available in this version") from None
     if not hasattr(module, "main"):
@@ -39,7 +40,8 @@ def _run(name, argv):
 
 
 def _usage():
-    lines = ["usage: fastedf <subcommand> [options]   (fastedf <subcommand> --help for its options)", ""]
+    lines = ["usage: fastedf <subcommand> [options]   (fastedf <subcommand> --help for its options)",
+             "       fastedf --version", ""]
     lines += [f"  {name:8s} {text}" for name, text in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
@@ -50,6 +52,9 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_USAGE
+    if argv[0] == "--version":
+        print(f"fastedf {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(f"fastedf: error: unknown subcommand {name!r} (choose from {', '.join(SUBCOMMANDS)})",

@@ -4,10 +4,10 @@ Numba links the code of every function a jitted function calls into the
 caller's module and optimises the whole again: with every kernel already
 cached, an eight-layer MLP's program held ~770 kB of LLVM IR, mostly its
 kernels', and spent 2.7 s of its 3.9 s compile in LLVM (Numba's own timers,
-one run before this module).  Here a program's kernel calls go through a
+with its kernels called directly).  Here a program's kernel calls go through a
 table of function pointers instead, one slot per call site: the program's
 module holds only its own loop, and each kernel is compiled (or loaded from
-Numba's cache) once, on its own.  A new graph whose kernels are cached now
+Numba's cache) once, on its own.  A new graph whose kernels are cached so
 compiles in about half the time (benchmarks/bench_compile.py, "new graph").
 
 The price: a warm process loads each kernel from Numba's cache on its own,

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 import numpy as np
 
@@ -112,8 +113,7 @@ MAX_COMPILED_OPERATIONS = 24
 # Programs of at most this many operations (loss included) have LLVM inline their kernels (fastedf.calls.icall):
 # the study's logistic regression then steps 1.7x faster at batch size 1 and 1.5x at 2, for ~2.5 s more cold
 # compile and ~1 s more for a new graph, as LLVM optimises the kernels' code again inside the program
-# (bench_fit.py and bench_compile.py --layers 0, each against --max-inlined 0, two runs each; docs/benchmarks.md
-# section 2, session 7).
+# (bench_fit.py and bench_compile.py --layers 0, each against --max-inlined 0, two runs each; docs/benchmarks.md).
 MAX_INLINED_OPERATIONS = 3
 
 
@@ -463,10 +463,11 @@ class Program:
             if calls._typed:  # compiled just now
                 typed = [calls._typed.get(slot) for slot in range(len(self.called))]
                 known = [None if t is None else (t[0].py_func.__name__, tuple(t[1].args)) for t in typed]
-                try:
-                    _write_atomic(self.path + ".kernels", pickle.dumps(known))
-                except OSError:
-                    pass  # a later process compiles the program again
+                if os.path.isfile(self.path):  # not for a program compiled in memory
+                    try:
+                        _write_atomic(self.path + ".kernels", pickle.dumps(known))
+                    except OSError:
+                        pass  # a later process compiles the program again
             else:
                 known = _tables.get(self.path) or _read_kernels(self.path + ".kernels")
             addresses = _addresses(known, self.called, table)
@@ -599,17 +600,18 @@ def _kernels_digest():
 
 
 def cache_dir():
-    """Where generated programs live: $FASTEDF_CACHE_DIR, else ~/.cache/fastedf, else a temp dir."""
-    for path in (os.environ.get("FASTEDF_CACHE_DIR"), os.path.join(os.path.expanduser("~"), ".cache", "fastedf"),
-                 os.path.join(tempfile.gettempdir(), "fastedf")):
-        if path:
-            try:
-                os.makedirs(path, exist_ok=True)
-                if os.access(path, os.W_OK):
-                    return path
-            except OSError:
-                continue
-    raise OSError("fastedf: no writable cache directory; set FASTEDF_CACHE_DIR")
+    """Where generated programs live: $FASTEDF_CACHE_DIR, else ~/.cache/fastedf, else a temp dir; None if none is
+    writable."""
+    candidates = [os.environ.get("FASTEDF_CACHE_DIR"), os.path.join(os.path.expanduser("~"), ".cache", "fastedf")]
+    for path in [c for c in candidates if c] + [None]:
+        try:
+            path = path or os.path.join(tempfile.gettempdir(), "fastedf")  # gettempdir raises when none is usable
+            os.makedirs(path, exist_ok=True)
+            if os.access(path, os.W_OK):
+                return path
+        except OSError:
+            continue
+    return None
 
 
 def _load(source):
@@ -623,8 +625,13 @@ def _load(source):
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     if digest in _loaded:
         return _loaded[digest]
-    name = f"fastedf_program_{digest}"
-    path = os.path.join(cache_dir(), name + ".py")
+    name, directory = f"fastedf_program_{digest}", cache_dir()
+    if directory is None:  # compiled in memory (fastedf.config warns once); path names it for this process
+        module = types.ModuleType(name)
+        exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+        _loaded[digest] = module.train, f"<{name}>"
+        return _loaded[digest]
+    path = os.path.join(directory, name + ".py")
     try:
         intact = pathlib.Path(path).read_text() == source
     except (OSError, UnicodeDecodeError):

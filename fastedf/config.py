@@ -55,8 +55,8 @@ def pin_blas_threads():
 
 # Every kernel, helper and program is compiled with these flags.  NumPy's error model: a float division by zero
 # gives inf or NaN instead of raising ZeroDivisionError, because Python's check is a branch in every loop that
-# divides, and it stops LLVM from vectorising it (the study at B = 32 ran 1.80x a fused loop with it, 1.30x
-# without: benchmarks/bench_fit.py before and after commit e6bd516).  No division in fastedf's
+# divides, and it stops LLVM from vectorising it (the study at B = 32 ran 1.80x a fused loop with the check,
+# 1.30x without it: benchmarks/bench_fit.py).  No division in fastedf's
 # kernels can be by zero: rows and batch sizes are at least 1 (max(n, 1) where a batch may be empty), predictions
 # are clipped before they divide, and 1 + exp(.) >= 1.
 # No C wrapper (no_cfunc_wrapper): it serves Numba's first-class function calls, which fastedf never makes, and
@@ -66,8 +66,28 @@ FLAGS = dict(fastmath=FASTMATH, boundscheck=BOUNDSCHECK, nogil=True, error_model
 
 def _compiled(func, flags=FLAGS):
     """`func` compiled with `flags`, cached on disk, its cache entries healed (kernel, helper and program differ
-    only in what they are for)."""
-    return self_healing(njit(cache=CACHE, **flags)(func))
+    only in what they are for); compiled in memory when Numba finds nowhere to write its cache."""
+    if CACHE:
+        try:
+            return self_healing(njit(cache=True, **flags)(func))
+        except RuntimeError as error:  # Numba's "cannot cache function ...: no locator available"
+            if "no locator available" not in str(error):
+                raise
+            _warn_no_cache(func)
+    return njit(cache=False, **flags)(func)
+
+
+_warned_no_cache = False
+
+
+def _warn_no_cache(func):
+    global _warned_no_cache
+    if not _warned_no_cache:
+        _warned_no_cache = True
+        warnings.warn(f"fastedf: no writable directory for Numba's cache of {func.__module__}; compiling in memory, "
+                      "so every process compiles again. To cache, set NUMBA_CACHE_DIR (kernels) and "
+                      "FASTEDF_CACHE_DIR (generated programs) to a writable directory; FASTEDF_CACHE=0 compiles "
+                      "in memory without this warning (warned once)", RuntimeWarning, stacklevel=4)
 
 
 def kernel(func):
@@ -81,8 +101,8 @@ def kernel(func):
 
 
 # A helper is only ever called from compiled code: Numba need not build the wrapper that Python callers need
-# (with the C wrapper: 0.4-0.9 s of a cold fit's compile, bench_compile.py --layers 0,1,8, two alternating runs
-# before and after commit fe3e596).
+# (the C wrapper costs 0.4-0.9 s of a cold fit's compile: bench_compile.py --layers 0,1,8, two alternating runs
+# with and without it).
 _HELPER_FLAGS = dict(FLAGS, no_cpython_wrapper=True)
 
 
@@ -105,9 +125,9 @@ def fma_helper(func):
 
     fastedf.vexp's exp: its polynomial is 13 multiply-adds in a chain, 26
     roundings and 26 latencies without FMA; with it the sigmoid over 32768
-    elements took 2.77 ns per element instead of 3.65 on the AVX2 machine (an
-    ad hoc timing, one run each; bench_activations.py, one run before and one
-    after: 114.8 -> 97.9 us), still within 1 ulp of np.exp.  Only where the
+    elements took 2.77 ns per element instead of 3.65 on an AVX2 machine
+    (bench_activations.py, one run with and one without FMA: 97.9 against
+    114.8 us), still within 1 ulp of np.exp.  Only where the
     CPU has FMA; every engine calls the same helper, so they agree to the last bit.
     """
     return _compiled(func, dict(_HELPER_FLAGS, fastmath=FASTMATH or {"contract"}))

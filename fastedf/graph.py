@@ -92,6 +92,27 @@ def graph_run(graph):
             node._consumers = None
 
 
+@contextlib.contextmanager
+def node_settings(graph, **settings):
+    """Within the block every node of `graph` has these attributes (Node.keeps_deferred, Node.rows_are_samples);
+    after it, the class defaults again."""
+    for node in graph:
+        for name, value in settings.items():
+            setattr(node, name, value)
+    try:
+        yield
+    finally:
+        for node in graph:
+            for name in settings:
+                delattr(node, name)
+
+
+def rows_as_samples(graph):
+    """Within the block the nodes know their data's rows are samples (Node.rows_are_samples): fit's feeds, a
+    model's x.  Shapes that could also be samples as columns are then not ambiguous."""
+    return node_settings(graph, rows_are_samples=True)
+
+
 @functools.lru_cache(maxsize=32)
 def _consumers_within(nodes):
     """(node, its consumers among `nodes`) for every node: computed once per graph, not once per step.

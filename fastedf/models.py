@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .graph import forward_pass, topological_sort
+from .graph import forward_pass, rows_as_samples, topological_sort
 from .node import Input, Parameter
 from .ops import BCE, CE, Linear, ReLU, Sigmoid, Softmax, Tanh
 
@@ -37,14 +37,20 @@ class Model:
     def predict(self, X):
         """Probabilities (n, 1) or (n, classes) for the rows of X, by a forward pass over the prediction graph."""
         self.x.value = np.asarray(X, dtype=np.float64)
-        return forward_pass(topological_sort(self.prediction)).copy()
+        return self._forward(self.prediction).copy()
 
     def mean_loss(self, X, y):
         """Mean per-sample loss over all of X at the current parameters."""
         self.x.value = np.asarray(X, dtype=np.float64)
         self.y.value = self.labels(y)
-        value = float(forward_pass(topological_sort(self.loss)))
+        value = float(self._forward(self.loss))
         return value / len(X) if self.loss.reduction == "sum" else value
+
+    @staticmethod
+    def _forward(node):
+        graph = topological_sort(node)
+        with rows_as_samples(graph):  # x's rows are samples by this class's contract
+            return forward_pass(graph)
 
     def accuracy(self, X, y):
         """Fraction of rows predicted right: p >= 0.5 against 0/1 labels, or the argmax class."""

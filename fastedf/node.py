@@ -114,6 +114,9 @@ class Node:
     # Nodes whose input gradients are computed when read (data Inputs) keep what that needs at each
     # backward (a copy of a weight, of the predictions).  fit sets this False: training never reads them.
     keeps_deferred = True
+    # True while fit or a model runs the node (fastedf.graph.rows_as_samples): the data's rows are samples, so
+    # shapes that could also read as samples as columns (Linear's x (n, 1) with A (1, n)) are not ambiguous.
+    rows_are_samples = False
 
     def __init__(self, inputs=None):
         inputs = [] if inputs is None else list(inputs)
@@ -155,7 +158,8 @@ class Node:
         parts = [n.gradients[self] for n in outputs if self in n.gradients]
         if not parts:
             raise ValueError(f"{self}: none of its consumers {outputs} computed a gradient for it; "
-                             "run backward() on the nodes in reverse topological order")
+                             "run backward() on the nodes in reverse topological order, or backward_pass(graph) "
+                             "when it also feeds nodes outside the graph")
         total = parts[0]
         for part in parts[1:]:
             total = total + part  # a new array: consumers' own arrays stay untouched

@@ -6,7 +6,7 @@ it; `benchmarks/numpy_edf.py` re-exports it for the benchmarks and tests.
 One class per operation, as the course writes them: a fresh array from every
 forward and backward, the upstream gradient summed over the node's consumers
 (a node nobody consumes is the loss: its upstream is ones).  It implements
-../shared/EDF_API.md exactly, in the most obvious NumPy:
+the course's conventions (docs/conventions.md) exactly, in the most obvious NumPy:
 
 - Multiply, Addition, BCE and CE broadcast under NumPy rules; every gradient
   has its input's shape (summed over the axes broadcasting added or stretched).

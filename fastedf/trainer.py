@@ -3,7 +3,6 @@
 Both engines share everything but the inner loop: validation, the batch
 order (fastedf.kernels.shuffle_order), the loss bookkeeping and the results.
 """
-import contextlib
 import math
 import signal
 import sys
@@ -16,7 +15,7 @@ import numpy as np
 from . import kernels as K
 from .compiler import lower
 from .config import pin_blas_threads
-from .graph import graph_run, sgd_update, topological_sort
+from .graph import graph_run, node_settings, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter, as_float64
 from .ops.losses import Loss
 
@@ -185,18 +184,6 @@ def _forward(graph, parameters, epoch, lr):
         raise ValueError(f"training diverged in epoch {epoch}: {error}; lower the learning rate {lr}") from None
 
 
-@contextlib.contextmanager
-def _deferred_not_kept(graph):
-    """Training never reads the gradients of data Inputs: no node keeps copies for them (Node.keeps_deferred)."""
-    for node in graph:
-        node.keeps_deferred = False
-    try:
-        yield
-    finally:
-        for node in graph:
-            del node.keeps_deferred  # back to the class default
-
-
 class DeferredInterrupt:
     """Within the block, Ctrl-C raises KeyboardInterrupt only where check() is called (between steps).
 
@@ -274,9 +261,11 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
                                                          micro_batch)
             used, note = "compiled", ""
         else:
-            compile_s = _warm_up_graph_engine(graph, order.shuffle)
-            start = time.perf_counter()
-            with graph_run(graph), _deferred_not_kept(graph):
+            # the warm-up's backward too runs within the graph: the loss is the root whatever else it feeds.
+            # Training never reads data Inputs' gradients: no node keeps copies for them.
+            with graph_run(graph), node_settings(graph, rows_are_samples=True, keeps_deferred=False):
+                compile_s = _warm_up_graph_engine(graph, order.shuffle)
+                start = time.perf_counter()
                 epoch_loss = _train_graph(graph, parameters, order, batch_size, int(epochs), float(lr), report,
                                           micro_batch)
             train_s, used, note = time.perf_counter() - start, "graph", reason if engine == "auto" else ""
@@ -355,7 +344,8 @@ def _check_first_row(graph, feeds):
         for node in graph:
             node.forward()
     except ValueError as error:
-        raise ValueError(f"{error} (checked on the first row of the feeds)") from None
+        shapes = ", ".join(f"{node} {array.shape}" for node, array in feeds.items())
+        raise ValueError(f"{error} (checked on the first row of the feeds, shaped {shapes})") from None
     return time.perf_counter() - start
 
 

@@ -5,8 +5,8 @@
 
 The loop is the course loop of benchmarks/bench_graph.py (`course_loop`) over
 fastedf/numpy_edf.py: Linear -> Sigmoid -> BCE, parameters from zeros, lr 0.1,
-batches in order, on fastedf.memory.training_data(n, d).  The method is that of
-`fastedf memory`, with fastedf.memory's pieces: one fresh process per point run
+batches in order, on fastedf.study.memory.training_data(n, d).  The method is that of
+`fastedf memory`, with fastedf.study.memory's pieces: one fresh process per point run
 with PYTHONMALLOC=malloc (run_child), the data built first, one untracked warm-up
 epoch, then only the loop tracked (track).  Writes DIR/memory.csv (engine
 "numpy_edf"), memory.json (with the fitted slope) and memory_vs_batch.png.
@@ -22,9 +22,9 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fastedf.cli import environment, int_list, nonnegative_int, positive_int  # noqa: E402
-from fastedf.memory import (CSV_FIELDS, DEFAULT_BATCH_SIZES, fits_by_engine, plot,  # noqa: E402
-                            run_child, track, training_data)
+from fastedf.guardrails import environment, int_list, nonnegative_int, positive_int  # noqa: E402
+from fastedf.study.memory import (CSV_FIELDS, DEFAULT_BATCH_SIZES, fits_by_engine, plot, run_child, track,  # noqa: E402
+                                  training_data)
 
 ENGINE = "numpy_edf"
 

@@ -1,4 +1,4 @@
-"""The command line under hostile use (issue 10): one writer per --out, Ctrl-C, sizes that cannot finish,
+"""The command line under hostile use: one writer per --out, Ctrl-C, sizes that cannot finish,
 damaged inputs, and no traceback for anything the user typed or pointed at.
 
 Real processes where the behaviour is about processes: the lock is held by
@@ -7,6 +7,7 @@ another process, SIGINT is a real signal, a killed lock holder is SIGKILLed.
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,9 +17,9 @@ import time
 import pytest
 
 import fastedf
-from fastedf import memory, sweep
 from fastedf.__main__ import main
-from fastedf.cli import DirectoryLock, UsageError
+from fastedf.guardrails import DirectoryLock, UsageError
+from fastedf.study import data, memory, one_run, options, results, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Graph engine, nothing to compile: each run takes milliseconds.
@@ -73,7 +74,7 @@ def assert_one_line(code, err, *expected, exit_code=2):
 
 LOCK_HOLDER = """
 import sys, time
-from fastedf.cli import DirectoryLock
+from fastedf.guardrails import DirectoryLock
 DirectoryLock(sys.argv[1], "fastedf sweep").acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -161,9 +162,9 @@ def test_sigint_keeps_every_finished_row_and_resume_completes_them(tmp_path, cap
 
 
 def test_sigint_after_training_finished_keeps_that_run(tmp_path, capsys, monkeypatch):
-    # The signal lands between the end of training and the row reaching the disk (in the issue, right after a
+    # The signal lands between the end of training and the row reaching the disk (as it can right after a
     # compiled run that had ignored Ctrl-C): the row must be written, then the sweep stops.
-    real = sweep.row_problem
+    real = results.row_problem
     sent = []
 
     def check_and_interrupt(row, config):
@@ -217,16 +218,16 @@ def test_sizes_that_cannot_finish_are_refused_at_once(case, tmp_path, capsys):
 
 
 def test_the_value_named_as_fitting_does_fit(tmp_path):
-    args = sweep.build_parser().parse_args(["--seeds", str(10**9)])
-    dataset = sweep.Dataset("study")
-    config = sweep.build_config(args, dataset, 1050, 350)
+    args = options.build_parser().parse_args(["--seeds", str(10**9)])
+    dataset = data.Dataset("study")
+    config = options.build_config(args, dataset, 1050, 350)
     data_bytes = 1400 * 3 * 8
     with pytest.raises(UsageError, match="most that fits") as refused:
-        sweep.refuse_what_cannot_finish(config, data_bytes, str(tmp_path))
+        options.refuse_what_cannot_finish(config, data_bytes, str(tmp_path))
     fits = int(str(refused.value).split("--seeds ")[-1].split()[0])
-    sweep.refuse_what_cannot_finish({**config, "seeds": fits}, data_bytes, str(tmp_path))  # accepted
+    options.refuse_what_cannot_finish({**config, "seeds": fits}, data_bytes, str(tmp_path))  # accepted
     with pytest.raises(UsageError):
-        sweep.refuse_what_cannot_finish({**config, "seeds": fits + 1}, data_bytes, str(tmp_path))
+        options.refuse_what_cannot_finish({**config, "seeds": fits + 1}, data_bytes, str(tmp_path))
 
 
 def test_huge_epochs_from_the_console_give_one_line_not_a_memory_error():
@@ -235,7 +236,7 @@ def test_huge_epochs_from_the_console_give_one_line_not_a_memory_error():
 
 
 def test_each_seed_is_split_only_when_its_run_starts(tmp_path, monkeypatch):
-    split, run_one = sweep.Dataset.split, sweep.run_one
+    split, run_one = data.Dataset.split, one_run.run_one
     seen, at_first_run = [], []
 
     def counting_split(self, seed):
@@ -247,8 +248,8 @@ def test_each_seed_is_split_only_when_its_run_starts(tmp_path, monkeypatch):
             at_first_run.append(set(seen))
         return run_one(*args, **options)
 
-    monkeypatch.setattr(sweep.Dataset, "split", counting_split)
-    monkeypatch.setattr(sweep, "run_one", first_run)
+    monkeypatch.setattr(data.Dataset, "split", counting_split)
+    monkeypatch.setattr(one_run, "run_one", first_run)
     assert main(["sweep", *TINY, "--seeds", "50", "--batch-sizes", "1050", "--out", str(tmp_path)]) == 0
     assert at_first_run == [{0}]
     assert sorted(set(seen)) == list(range(50))
@@ -410,7 +411,7 @@ def test_a_training_failure_names_the_run_in_one_line(tmp_path, capsys, monkeypa
     def diverges(*args, **options):
         raise ValueError("training diverged at epoch 1; lower lr")
 
-    monkeypatch.setattr(fastedf, "fit", diverges)
+    monkeypatch.setattr(one_run, "fit", diverges)
     code, err = run(["sweep", *TINY, "--out", str(tmp_path)], capsys)
     assert_one_line(code, err, "batch size 8", "lower lr")
 
@@ -427,3 +428,12 @@ def test_learning_rates_that_are_not_finite_reals_are_refused(case, tmp_path, ca
     args, expected = LR[case]
     code, err = run(["sweep", *TINY, *args, "--out", str(tmp_path / "out")], capsys)
     assert_one_line(code, err, "--lr", expected)
+
+
+def test_version_prints_the_package_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"fastedf {fastedf.__version__}\n"
+    done = subprocess.run([sys.executable, "-m", "fastedf", "--version"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert (done.returncode, done.stdout) == (0, f"fastedf {fastedf.__version__}\n")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", fastedf.__version__)

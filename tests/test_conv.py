@@ -279,7 +279,7 @@ def conv_on(x_shape, K_shape, b_shape):
 
 
 @pytest.mark.parametrize("x_shape,K_shape,b_shape,message", [
-    ((2, 8, 8), (3, 3, 1, 4), (4,), r"Conv#\d+: x has shape \(2, 8, 8\).*channels-last.*x\[\.\.\., None\]"),
+    ((2, 8, 8), (3, 3, 1, 4), (4,), r"Conv#\d+: x has shape \(2, 8, 8\).*channels last.*x\[\.\.\., None\]"),
     ((2, 8, 8, 1), (3, 3, 4), (4,), (r"Conv#\d+: x has shape \(2, 8, 8, 1\) and K has shape \(3, 3, 4\);.*"
                                      r"\(kh, kw, C_in, C_out\) with odd kh, kw")),
     ((2, 8, 8, 1), (2, 2, 1, 4), (4,), r"Conv#\d+: K has shape \(2, 2, 1, 4\), an even kernel size"),
@@ -294,6 +294,87 @@ def test_conv_refusals(x_shape, K_shape, b_shape, message):
     conv = conv_on(x_shape, K_shape, b_shape)
     with pytest.raises(ValueError, match=message):
         conv.forward()
+
+
+def test_conv_without_a_bias_is_a_zero_bias_that_is_not_trained(images):
+    """Conv(x, K): the value and K's gradient of Conv(x, K, zeros) node by node; the engines agree on training it."""
+    X, Y = images[0][:40], images[1][:40]
+    rng = np.random.default_rng(2)
+    K_start, A_start = rng.normal(scale=0.5, size=(3, 3, 2, 4)), rng.normal(scale=0.2, size=(192, 10))
+    runs = {}
+    for form, engine in (("zeros", None), ("no bias", "graph"), ("no bias", "compiled")):
+        x, y, K, A = Input(), Input(), Parameter(K_start.copy()), Parameter(A_start.copy())
+        conv = Conv(x, K, Parameter(np.zeros(4))) if form == "zeros" else Conv(x, K)
+        loss = CE(y, Softmax(Linear(Flatten(ReLU(conv)), A, Parameter(np.zeros(10)))))
+        x.value, y.value = X[:5], Y[:5]
+        graph = topological_sort(loss)
+        forward_pass(graph)
+        backward_pass(graph)
+        runs[form, engine] = [conv.value.copy(), K.gradients[K].copy()]
+        if engine:
+            assert conv.inputs == [x, K] and sum(isinstance(n, Parameter) for n in graph) == 3  # K, A, b
+            history = fastedf.fit(loss, {x: X, y: Y}, batch_size=8, epochs=2, lr=0.05, engine=engine)
+            runs[form, engine] += [history.epoch_loss, K.value.copy()]
+    for key in (("no bias", "graph"), ("no bias", "compiled")):
+        for got, want in zip(runs[key], runs["zeros", None]):
+            assert_allclose(got, want, **TOL)
+    for got, want in zip(runs["no bias", "compiled"][2:], runs["no bias", "graph"][2:]):
+        assert_allclose(got, want, rtol=1e-11, atol=1e-13)
+
+
+def test_conv_layer_form_makes_trainable_parameters(images):
+    """Conv(x, C_in, C_out, kernel, stride=1, padding=1): K ~ N(0, 1/(kh kw C_in)), b = 0, trained by fit."""
+    x, y = Input(), Input()
+    conv = Conv(x, 2, 16, 3, stride=1, padding=1)
+    assert conv.K.value.shape == (3, 3, 2, 16) and conv.inputs == [x, conv.K, conv.b]
+    assert_array_equal(conv.b.value, np.zeros(16))
+    assert conv.K.value.std() == pytest.approx(1 / np.sqrt(18), rel=0.15)  # 288 draws
+    for same in (dict(kernel_size=3, padding="same"), dict(kernel=(3, 3)), dict(kernel=1, padding=0)):
+        assert Conv(x, 2, 3, **same).K.value.shape[:2] == _pair_of(same)
+    pooled = MaxPooling(ReLU(conv), 2, 2)
+    loss = CE(y, Softmax(Linear(Flatten(pooled), 4 * 3 * 16, 10)))
+    start = conv.K.value.copy()
+    history = fastedf.fit(loss, {x: images[0][:40], y: images[1][:40]}, batch_size=8, epochs=1, lr=0.05)
+    assert history.engine == "compiled"
+    assert not np.allclose(conv.K.value, start) and np.any(conv.b.value != 0)
+
+
+def _pair_of(options):
+    kernel = options.get("kernel", options.get("kernel_size"))
+    return tuple(kernel) if isinstance(kernel, tuple) else (kernel, kernel)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda x: Conv(x, 1, 4, 3, stride=2), r"Conv: stride 2; fastedf computes Conv\(x, K, b\) with stride 1"),
+    (lambda x: Conv(x, 1, 4, 3, 1, 0), r"Conv: padding 0 for a \(3, 3\) kernel; .*'same' padding \(kernel // 2\)"),
+    (lambda x: Conv(x, 1, 4, 3, padding="valid"), r"Conv: padding 'valid' for a \(3, 3\) kernel"),
+    (lambda x: Conv(x, Parameter(np.zeros((5, 5, 1, 2))), padding=1), r"Conv#\d+: padding 1 for K of shape \(5, 5"),
+    (lambda x: MaxPooling(x, 2, 1), r"MaxPooling: size 2 and stride 1; .*\(stride == size\)"),
+    (lambda x: MaxPooling(x, (2, 3)), r"MaxPooling: size \(2, 3\) and stride None"),
+])
+def test_layer_forms_outside_the_convention_are_refused(make, message):
+    x = Input()
+    x.value = np.zeros((2, 8, 8, 1))
+    with pytest.raises(ValueError, match=message) as error:
+        make(x).forward()
+    assert "channels last" in str(error.value) and "`fastedf run SCRIPT.py`" in str(error.value)
+
+
+def test_channels_first_data_into_the_layer_form_is_refused_at_the_first_forward():
+    x = Input()
+    conv = Conv(x, 3, 4, 3)
+    x.value = np.zeros((2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"Conv#\d+: x has shape \(2, 3, 8, 8\) with 8 channels.*x looks "
+                                         r"channels-first: pass x\.transpose\(0, 2, 3, 1\); .*fastedf run"):
+        conv.forward()
+
+
+def test_maxpooling_with_stride_equal_to_size_is_maxpooling(rng):
+    x = Input()
+    x.value = rng.normal(size=(2, 4, 6, 3))
+    for pool in (MaxPooling(x, 2, 2), MaxPooling(x, (2, 2), stride=(2, 2))):
+        pool.forward()
+        assert_array_equal(pool.value, naive.maxpool_forward(x.value, 2)[0])
 
 
 def test_conv_refuses_at_backward_when_values_changed_shape():
@@ -320,7 +401,7 @@ def test_maxpool_refusals(shape, size, message):
 
 @pytest.mark.parametrize("size", [0, -2, 1.5, True])
 def test_maxpool_refuses_bad_sizes(size):
-    with pytest.raises(ValueError, match=r"MaxPooling#\d+: size must be a positive integer"):
+    with pytest.raises(ValueError, match=r"MaxPooling: size must be a positive integer"):
         MaxPooling(Input(), size)
 
 

@@ -4,6 +4,11 @@ Kernels against tests/naive.py (rtol 1e-12), gradients against central
 differences (tests/test_nodes.py: h=1e-6, rtol 1e-6), the two engines against
 each other on digits-sized softmax MLPs (bit-equal in practice; asserted to 1e-11).
 """
+import os
+import subprocess
+import sys
+import textwrap
+
 import naive
 import numpy as np
 import pytest
@@ -12,7 +17,7 @@ from test_nodes import check_gradients, projection
 
 import fastedf
 from fastedf import BCE, CE, Input, Linear, Parameter, ReLU, Sigmoid, Softmax, Tanh, forward_pass, topological_sort
-from fastedf.models import mlp
+from fastedf.models import logistic_regression, mlp
 
 K = naive.all_kernels()
 TOL = dict(rtol=1e-12, atol=1e-15)
@@ -129,12 +134,79 @@ def test_labels_that_do_not_broadcast_are_refused(rng):
         BCE(y, p).forward()
 
 
+@pytest.mark.parametrize("engine", ["graph", "compiled", "course loop"])
+@pytest.mark.parametrize("index_shape", [(-1, 1), (-1,)])
+def test_class_index_labels_into_ce_are_refused_before_training(rng, engine, index_shape):
+    """Two-class index labels against (n, 2) predictions would broadcast (each 1 becoming [1, 1])."""
+    X = rng.normal(size=(40, 3))
+    labels = (X[:, 0] > 0).astype(float).reshape(index_shape)
+    model = mlp(3, (4,), seed=1, classes=2)
+    before = [p.value.copy() for p in model.parameters]
+    with pytest.raises(ValueError) as error:
+        if engine == "course loop":
+            model.x.value, model.y.value = X[:8], labels[:8]
+            graph = topological_sort(model.loss)
+            forward_pass(graph)
+            fastedf.backward_pass(graph)
+        else:
+            fastedf.fit(model.loss, {model.x: X, model.y: labels}, batch_size=8, epochs=1, engine=engine)
+    message = str(error.value)
+    assert __import__("re").match(rf"CE#\d+: labels have shape \({8 if engine == 'course loop' else 1}",
+                                  message), message
+    assert "predictions have shape" in message and "model.labels(y)" in message and "fastedf run" in message
+    for p, b in zip(model.parameters, before):
+        assert_allclose(p.value, b, rtol=0, atol=0)
+    history = fastedf.fit(model.loss, {model.x: X, model.y: model.labels(labels)}, batch_size=8, epochs=1,
+                          engine="graph" if engine == "course loop" else engine)  # the conversion the message names
+    assert np.isfinite(history.epoch_loss).all()
+
+
+@pytest.mark.parametrize("engine", ["graph", "compiled"])
+def test_bce_labels_of_another_width_are_refused_naming_the_shapes(rng, engine):
+    X = rng.normal(size=(12, 3))
+    model = logistic_regression(3)
+    Y = np.eye(2)[(X[:, 0] > 0).astype(int)]  # one-hot labels for a one-output head
+    with pytest.raises(ValueError, match=r"BCE#\d+: labels have shape \(1, 2\) but predictions have shape \(1, 1\), "
+                                         r"label columns 2 != prediction columns 1.*shaped .*\(12, 2\)"):
+        fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=4, epochs=1, engine=engine)
+
+
+def test_one_hot_labels_of_one_row_still_broadcast_at_evaluation(rng):
+    """A per-sample script's last one-hot label, (k,) or (1, k), held while the graph runs on a new batch."""
+    x, y = Input(), Input()
+    p = Softmax(Linear(x, Parameter(rng.normal(size=(3, 2))), Parameter(np.zeros(2))))
+    loss = CE(y, p)
+    x.value = rng.normal(size=(5, 3))
+    for stale in (np.array([0.0, 1.0]), np.array([[0.0, 1.0]])):
+        y.value = stale
+        want = naive.ce_sum(np.broadcast_to(stale, (5, 2)), forward_pass(topological_sort(p))) / 5
+        assert forward_pass(topological_sort(loss)) == pytest.approx(want, rel=1e-12)
+    x.value, y.value = x.value[:2], np.array([0.0, 1.0])  # two rows and two classes: two class indices?
+    with pytest.raises(ValueError, match="may be one one-hot row or 2 class indices"):
+        forward_pass(topological_sort(loss))
+
+
 def test_star_import_gives_np_and_the_course_spellings():
     namespace = {}
     exec("from fastedf import *", namespace)
     assert namespace["np"] is np
     for name, node in [("SoftMax", Softmax), ("CrossEntropy", CE), ("Cross_Entropy", CE), ("ReLu", ReLU)]:
         assert namespace[name] is node
+
+
+def test_star_import_gives_plt_importing_matplotlib_at_first_use():
+    script = textwrap.dedent("""
+        import sys
+        from fastedf import *
+        print("matplotlib" in sys.modules)
+        figure = plt.figure()
+        import matplotlib.pyplot
+        print("matplotlib.pyplot" in sys.modules, isinstance(figure, matplotlib.figure.Figure),
+              plt.plot is matplotlib.pyplot.plot)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPLBACKEND": "Agg"})
+    assert run.stdout.split() == ["False", "True", "True", "True"]
 
 
 # ---------------------------------------------------------------- Linear's call forms
@@ -159,18 +231,79 @@ def test_linear_weight_first_with_an_input_is_accepted(rng):
     assert_allclose(node.value, x.value @ A.value)
 
 
+def test_linear_weight_first_into_a_hidden_layer_is_accepted(rng):
+    """Linear(A, h, b) with h an activation: the Parameter is the weight, in both engines and node by node."""
+    X, Y, A1_start = rng.normal(size=(24, 3)), (rng.random((24, 1)) > 0.5) * 1.0, rng.normal(size=(3, 4))
+    runs = []
+    for weight_first in (False, True):
+        x, y = Input(), Input()
+        A1, b1 = Parameter(A1_start.copy()), Parameter(np.zeros(4))
+        A2, b2 = Parameter(np.full((4, 1), 0.2)), Parameter(np.zeros(1))
+        h = Tanh(Linear(x, A1, b1))
+        out = Linear(A2, h, b2) if weight_first else Linear(h, A2, b2)
+        loss = BCE(y, Sigmoid(out))
+        x.value, y.value = X, Y
+        graph = topological_sort(loss)
+        forward_pass(graph)
+        fastedf.backward_pass(graph)
+        grads = [p.gradients[p].copy() for p in (A1, b1, A2, b2)]
+        history = fastedf.fit(loss, {x: X, y: Y}, batch_size=6, epochs=2, engine="compiled")
+        runs.append((grads, history.epoch_loss))
+    assert out.inputs[0] is h and out.inputs[1] is A2
+    for want, got in zip(runs[0][0], runs[1][0]):
+        assert_allclose(got, want, rtol=1e-12)
+    assert_allclose(runs[1][1], runs[0][1], rtol=1e-12)
+
+
 @pytest.mark.parametrize("x_shape,A_shape,match", [
     ((4, 3), (2, 3), r"\(n_out, n_in\): pass its transpose, Parameter\(A.T\)"),
     ((3, 5), (2, 3), r"samples as columns \(A @ x\): feed x.T"),
     ((4,), (4, 2), r"reshape x to 2-D"),
-    ((4, 3), (5, 2), r"x \(batch, n_in\), A \(n_in, n_out\)"),
+    ((4, 3), (5, 2), r"A's rows \(5\) must match x's columns \(3\)"),
 ])
 def test_linear_refuses_other_layouts_naming_shapes_and_the_fix(rng, x_shape, A_shape, match):
     x, A, b = Input(), Parameter(rng.normal(size=A_shape)), Parameter(np.zeros(A_shape[-1]))
     x.value = rng.normal(size=x_shape)
-    with pytest.raises(ValueError, match=r"Linear#\d+: x has shape .* and A has shape .*" ) as error:
+    with pytest.raises(ValueError, match=r"Linear#\d+: x has shape .*, A has shape .* and b has shape .*") as error:
         Linear(x, A, b).forward()
     assert __import__("re").search(match, str(error.value))
+    assert "fastedf computes x @ A + b" in str(error.value) and "`fastedf run SCRIPT.py`" in str(error.value)
+
+
+@pytest.mark.parametrize("b_shape", [(1, 1), (3,)])  # the course's bias, then the one the old message asked for
+def test_one_sample_as_a_column_is_refused_not_an_outer_product(rng, b_shape):
+    """x (n_in, 1) with A (1, n_in) fits x @ A, but means A @ x: one sample as a column, one output."""
+    x, A, b = Input(), Parameter(rng.normal(size=(1, 3))), Parameter(np.zeros(b_shape))
+    x.value = rng.normal(size=(3, 1))
+    loss = BCE(Input(), Sigmoid(Linear(x, A, b)))
+    loss.inputs[0].value = np.ones((1, 1))
+    with pytest.raises(ValueError) as error:
+        forward_pass(topological_sort(loss))
+    message = str(error.value)
+    for part in (r"Linear#\d+: x has shape \(3, 1\), A has shape \(1, 3\) and b has shape", "samples as columns",
+                 r"fastedf computes x @ A \+ b with samples as rows: x \(B, n_in\), A \(n_in, n_out\)",
+                 "Addition\\(Multiply\\(x, A\\), b\\)", "`fastedf run SCRIPT.py`"):
+        assert __import__("re").search(part, message), part
+    layer = Linear(x, 3, 1)  # the layer form's sizes, swapped to fit x's width, would give the same outer product
+    with pytest.raises(ValueError, match="samples as columns"):
+        layer.forward()
+
+
+def test_fit_and_models_read_one_feature_rows_as_samples(rng):
+    """In fit and a model the rows are samples: a batch of 4 one-feature rows into 4 outputs is not ambiguous."""
+    X, Y = rng.normal(size=(12, 1)), (rng.random((12, 4)) > 0.5) * 1.0
+    runs = []
+    for engine in ("graph", "compiled"):
+        x, y, A, b = Input(), Input(), Parameter(np.full((1, 4), 0.3)), Parameter(np.zeros(4))
+        history = fastedf.fit(BCE(y, Sigmoid(Linear(x, A, b))), {x: X, y: Y}, batch_size=4, epochs=2, engine=engine)
+        runs.append((history.epoch_loss, A.value.copy()))
+    assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
+    assert_allclose(runs[0][1], runs[1][1], rtol=1e-12)
+    model = mlp(1, (4,))  # a model's x is rows of samples too
+    assert model.predict(X[:4]).shape == (4, 1) and np.isfinite(model.mean_loss(X[:4], Y[:4, :1]))
+    x.value = X[:4]  # outside them the same shapes are ambiguous again
+    with pytest.raises(ValueError, match="samples as columns"):
+        Linear(x, A, b).forward()
 
 
 def test_linear_square_weight_is_read_as_given(rng):

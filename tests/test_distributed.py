@@ -1,4 +1,4 @@
-"""fastedf.distributed: grids on Dask, equal to the serial runs, with honest timing, retries and clean shutdown.
+"""fastedf.study.distributed: grids on Dask, equal to the serial runs, with honest timing, retries and clean shutdown.
 
 The run functions below are module-level so Dask can pickle them by reference:
 LocalCluster workers inherit sys.path (tests/ is on it, see conftest.py); the
@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 import fastedf
-from fastedf.cli import UsageError
-from fastedf.distributed import (DASK_MISSING, TIMING_CLIENT, TIMING_WORKERS, DaskMissing, Grid, require_dask,
-                                 run_grid)
+from fastedf.guardrails import UsageError
 from fastedf.models import logistic_regression
-from fastedf.study import study_data
+from fastedf.study.data import study_data
+from fastedf.study.distributed import (DASK_MISSING, TIMING_CLIENT, TIMING_WORKERS, DaskMissing, Grid, require_dask,
+                                       run_grid)
 
 TESTS = pathlib.Path(__file__).resolve().parent
 EPOCHS = 5

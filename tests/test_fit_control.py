@@ -15,7 +15,7 @@ from numpy.testing import assert_allclose
 import fastedf
 from fastedf import BCE, Input, Linear, Parameter, Sigmoid, compiler
 from fastedf.models import logistic_regression, mlp
-from fastedf.study import study_data
+from fastedf.study.data import study_data
 
 
 @pytest.fixture(scope="module")

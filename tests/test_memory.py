@@ -1,4 +1,4 @@
-"""Peak memory of training (fastedf.memory): memray sees it, it grows with the batch, it stays near theory.
+"""Peak memory of training (fastedf.study.memory): memray sees it, it grows with the batch, it stays near theory.
 
 Each measurement runs in a fresh process (about a second, mostly importing
 Numba), so these tests take few of them.
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from fastedf import fit
-from fastedf.memory import (fit_slope, main, measure, measure_peaks, theoretical_bytes_per_sample,
-                            theoretical_peak, training_data)
 from fastedf.models import logistic_regression
+from fastedf.study.memory import (fit_slope, main, measure, measure_peaks, theoretical_bytes_per_sample, theoretical_peak,
+                                  training_data)
 
 # The issue's ceilings at d=64, in bytes per extra sample in the batch.
 SLOPE_LIMIT = {"compiled": 32, "graph": 128}
@@ -85,7 +85,7 @@ def test_a_rejected_engine_is_a_value_error():
 
 
 def test_cli_rejects_bad_options_before_measuring(tmp_path):
-    from fastedf.cli import UsageError
+    from fastedf.guardrails import UsageError
 
     with pytest.raises(UsageError):
         main(["--engine", "graph,tpu", "--out", str(tmp_path)])

@@ -1,4 +1,4 @@
-"""fastedf/numpy_edf.py, the plain-NumPy reference of ../shared/EDF_API.md, checked on its own.
+"""fastedf/numpy_edf.py, the plain-NumPy reference of the course's conventions (docs/conventions.md), on its own.
 
 Gradients against central finite differences (h = 1e-6, rtol 1e-6): every
 node is tested inside the probe f = sum(R * node(...)), R fixed random, whose

@@ -1,12 +1,12 @@
-"""fastedf.science: steps to target, the gradient noise scale, the critical batch size and the regimes."""
+"""fastedf.study.batch_scaling: steps to target, the gradient noise scale, the critical batch size and the regimes."""
 import math
 
 import numpy as np
 import pytest
 
-from fastedf import science as sc
 from fastedf.models import logistic_regression, mlp
-from fastedf.study import study_data
+from fastedf.study import batch_scaling as sc
+from fastedf.study.data import study_data
 from fastedf.trainer import History
 
 # --------------------------------------------------------------------------- steps to target

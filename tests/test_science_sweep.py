@@ -1,4 +1,4 @@
-"""The sweep past the study (issue 11): checkpointed runs, steps to a target, the lr grid, the noise-scale run,
+"""The sweep past the study: checkpointed runs, steps to a target, the lr grid, the noise-scale run,
 other engines and the NumPy EDF loop, digits and MLPs end to end, and --resume over the new files."""
 import csv
 import json
@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 
 import fastedf
-from fastedf import report_science as rs
-from fastedf import sweep
 from fastedf.__main__ import main
-from fastedf.experiment import (ModelSpec, checkpoint_schedule, examples_seen, noise_epochs, train_numpy_edf,
-                                train_with_checkpoints)
 from fastedf.models import mlp
-from fastedf.study import study_data
+from fastedf.study import data, lr_grid, one_run, options, results, sweep
+from fastedf.study.batch_scaling import examples_seen
+from fastedf.study.data import study_data
+from fastedf.study.training import ModelSpec, checkpoint_schedule, noise_epochs, train_numpy_edf, train_with_checkpoints
 
 # Graph engine on the study: nothing to compile, each run takes milliseconds.
 GRID = ["--engine", "graph", "--epochs", "3", "--seeds", "2", "--batch-sizes", "16,128,1050", "--repeats", "1",
@@ -108,29 +107,29 @@ def test_steps_to_target_on_recorded_checkpoints_by_hand():
     }
     runs = {key: {"checkpoints": c} for key, c in curves.items()}
     rows = [_row(10, 0, 0.1, 0.35, 2.0), _row(10, 0, 1.0, 0.2, 2.0), _row(50, 0, 1.0, 0.38, 0.4)]
-    assert rs.seed_targets(rows) == {0: 0.38}  # B = 50's lowest loss: every batch size reaches it
-    assert rs.seed_targets(rows, factor=1.1) == {0: pytest.approx(1.1 * 0.2)}
-    assert rs.seed_targets(rows, loss=0.3) == {0: 0.3}
-    results = rs.all_to_target(rows, runs, {0: 0.40}, 100, "graph")
+    assert lr_grid.seed_targets(rows) == {0: 0.38}  # B = 50's lowest loss: every batch size reaches it
+    assert lr_grid.seed_targets(rows, factor=1.1) == {0: pytest.approx(1.1 * 0.2)}
+    assert lr_grid.seed_targets(rows, loss=0.3) == {0: 0.3}
+    results = lr_grid.all_to_target(rows, runs, {0: 0.40}, 100, "graph")
     got = {(t.batch_size, t.lr): t for t in results}
     assert got[10, 0.1].updates == 4  # 0.40 <= 0.40 at the fourth update
     assert got[10, 1.0].updates == 3 and got[10, 1.0].epochs == pytest.approx(0.3)
     assert got[10, 1.0].examples == 30 and got[10, 1.0].seconds == pytest.approx(3 * 2.0 / 20)
     assert got[50, 1.0].updates == 4 and got[50, 1.0].examples == 200
-    best = rs.best_per_batch_and_seed(results)
+    best = lr_grid.best_per_batch_and_seed(results)
     assert best[10, 0].lr == 1.0 and best[50, 0].updates == 4
-    st = rs.steps_to_target(results, [0.1, 1.0], 1)
+    st = lr_grid.steps_by_batch_size(results, [0.1, 1.0], 1)
     assert st.batch_sizes == [10, 50] and st.median == [3.0, 4.0] and st.at_grid_end == 2
-    assert rs.all_to_target(rows, runs, {0: 0.1}, 100, "graph")[0].updates is None  # never reached
+    assert lr_grid.all_to_target(rows, runs, {0: 0.1}, 100, "graph")[0].updates is None  # never reached
 
 
 def test_noise_at_target_and_agreement():
     points = [{"epoch": 0, "train_loss": 0.7, "b_simple": 2.0}, {"epoch": 1, "train_loss": 0.3, "b_simple": 9.0},
               {"epoch": 2, "train_loss": 0.2, "b_simple": 30.0}]
-    assert rs.noise_at_target(points, 0.35) == (points[1], True)
-    assert rs.noise_at_target(points, 0.1) == (points[2], False)
-    assert rs.agreement(10.0, 19.0) == (pytest.approx(1.9), True)
-    assert rs.agreement(10.0, 21.0)[1] is False and rs.agreement(math.inf, 3.0) == (None, False)
+    assert lr_grid.noise_at_target(points, 0.35) == (points[1], True)
+    assert lr_grid.noise_at_target(points, 0.1) == (points[2], False)
+    assert lr_grid.agreement(10.0, 19.0) == (pytest.approx(1.9), True)
+    assert lr_grid.agreement(10.0, 21.0)[1] is False and lr_grid.agreement(math.inf, 3.0) == (None, False)
 
 
 def test_noise_epochs():
@@ -150,7 +149,7 @@ def grid(tmp_path_factory):
 
 def test_grid_rows_carry_the_target_columns(grid):
     rows = read_csv(os.path.join(grid, "results.csv"))
-    assert list(rows[0]) == list(sweep.ROW_FIELDS + sweep.TARGET_FIELDS)
+    assert list(rows[0]) == list(results.ROW_FIELDS + results.TARGET_FIELDS)
     assert len(rows) == 3 * 2 * 3  # batch sizes x seeds x lrs
     assert {float(r["lr"]) for r in rows} == {0.3, 1.0, 3.0}
     for r in rows:
@@ -208,13 +207,13 @@ def test_resume_keeps_grid_rows_checkpoints_and_noise(grid, tmp_path, capsys, mo
     before = read_csv(os.path.join(out, "results.csv"))[:7]
     noise_before = open(os.path.join(out, "noise.csv")).read()
     calls = []
-    real = sweep.run_one
+    real = one_run.run_one
 
     def counting(*args, **options):
         calls.append(options.get("checkpoints"))
         return real(*args, **options)
 
-    monkeypatch.setattr(sweep, "run_one", counting)
+    monkeypatch.setattr(one_run, "run_one", counting)
     monkeypatch.setattr(sweep, "execute_noise", lambda *a, **k: pytest.fail("the noise run was complete"))
     assert main(["sweep", *GRID, "--out", out, "--resume"]) == 0
     after = read_csv(os.path.join(out, "results.csv"))
@@ -273,8 +272,8 @@ BAD_OPTIONS = {
 
 
 def test_target_loss_is_a_loss_or_a_factor():
-    assert sweep.target_value("0.25") == ("loss", 0.25)
-    assert sweep.target_value("1.05x") == ("factor", 1.05)
+    assert options.target_value("0.25") == ("loss", 0.25)
+    assert options.target_value("1.05x") == ("factor", 1.05)
 
 
 @pytest.mark.parametrize("case", BAD_OPTIONS, ids=list(BAD_OPTIONS))
@@ -292,7 +291,7 @@ def test_engines_and_the_numpy_edf_are_timed_on_the_same_runs(tmp_path, capsys):
     assert main(["sweep", "--engine", "graph,compiled", "--with-edf", "--epochs", "2", "--seeds", "1",
                  "--batch-sizes", "32,1050", "--repeats", "1", "--quiet", "--out", out]) == 0
     rows = read_csv(os.path.join(out, "results.csv"))
-    assert list(rows[0]) == list(sweep.ROW_FIELDS)
+    assert list(rows[0]) == list(results.ROW_FIELDS)
     assert sorted((r["engine"], r["batch_size"]) for r in rows) == [
         ("compiled", "1050"), ("compiled", "32"), ("graph", "1050"), ("graph", "32"), ("numpy_edf", "1050"),
         ("numpy_edf", "32")]
@@ -332,26 +331,26 @@ def test_digits_mlp_sweep_end_to_end_in_under_a_minute(tmp_path):
 
 def test_digits_binary_is_one_digit_against_the_rest(tmp_path):
     pytest.importorskip("sklearn")
-    dataset = sweep.load_digits_dataset(3)
+    dataset = data.load_digits_dataset(3)
     assert dataset.classes == 1 and set(np.unique(dataset.y)) == {0.0, 1.0}
-    assert dataset.y.sum() == np.sum(sweep.load_digits_dataset().y == 3)
+    assert dataset.y.sum() == np.sum(data.load_digits_dataset().y == 3)
 
 
 def test_a_run_spec_is_shippable_and_execute_is_pure():
-    """execute(RunSpec) -> (row, run) is what a worker elsewhere would run (issue 12): the spec pickles, and the
+    """execute(RunSpec) -> (row, run) is what a worker elsewhere would run: the spec pickles, and the
     same spec gives the same numbers (apart from timings)."""
     import pickle
 
-    args = sweep.build_parser().parse_args(["--lrs", "0.3,1", "--epochs", "2", "--seeds", "1",
+    args = options.build_parser().parse_args(["--lrs", "0.3,1", "--epochs", "2", "--seeds", "1",
                                             "--batch-sizes", "64", "--engine", "graph", "--repeats", "1"])
-    dataset = sweep.load_dataset(args)
-    config = sweep.build_config(args, dataset, 1050, 350)
+    dataset = options.load_dataset(args)
+    config = options.build_config(args, dataset, 1050, 350)
     specs = sweep.run_specs(config, dataset)
     assert [s.key for s in specs] == sweep._todo(config)
     shipped = pickle.loads(pickle.dumps(specs[1]))
-    here, there = sweep.execute(specs[1]), sweep.execute(shipped)
+    here, there = one_run.execute(specs[1]), one_run.execute(shipped)
     timing = {"train_time_s", "compile_time_s"}
     assert {k: v for k, v in here[0].items() if k not in timing} == {k: v for k, v in there[0].items()
                                                                        if k not in timing}
     assert here[1] == there[1] and here[1]["checkpoints"][0][0] == 0
-    assert sweep.row_problem(here[0], config) is None and sweep.run_problem(here[1], config) is None
+    assert results.row_problem(here[0], config) is None and results.run_problem(here[1], config) is None

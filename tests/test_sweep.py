@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import fastedf
-from fastedf import report, sweep
 from fastedf.__main__ import main
 from fastedf.models import logistic_regression
-from fastedf.study import study_data
+from fastedf.study import claims, one_run, options, results
+from fastedf.study.data import study_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Graph engine: nothing to compile, so tiny runs take milliseconds.
@@ -111,11 +111,11 @@ def test_report_states_each_claim_with_numbers_from_the_rows(tiny):
         text = handle.read()
     for heading in ("## 1. Does doubling", "## 2. Does memory", "## 3. Do final loss"):
         assert heading in text
-    rows = [sweep._parse_row(r) for r in read_rows(tiny)]
-    ts = report.time_scaling(rows, 1050, 2)
+    rows = [results._parse_row(r) for r in read_rows(tiny)]
+    ts = claims.time_scaling(rows, 1050, 2)
     assert f"**{ts.slope:.2f}**" in text
     assert "Not measured in this run" in text  # memory, without --memory
-    loss = report.trend(rows, "final_loss", +1)
+    loss = claims.trend(rows, "final_loss", +1)
     assert f"**Final loss: {loss.verdict}**" in text
     assert "Not tested in this run" in text  # lr scaling, fixed lr only
 
@@ -152,8 +152,8 @@ def test_lr_scaling_adds_scaled_runs_beside_the_fixed_lr(tmp_path, capsys):
 
 
 def test_default_batch_sizes_reach_the_training_set():
-    assert sweep.default_batch_sizes(1050) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1050]
-    assert sweep.default_batch_sizes(8) == [1, 2, 4, 8]
+    assert options.default_batch_sizes(1050) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1050]
+    assert options.default_batch_sizes(8) == [1, 2, 4, 8]
 
 
 def test_progress_bar_stays_off_stderr_when_not_a_tty(tmp_path, capsys):
@@ -167,7 +167,7 @@ def test_progress_bar_stays_off_stderr_when_not_a_tty(tmp_path, capsys):
 
 def test_resume_after_an_interruption_redoes_no_finished_row(tmp_path, capsys, monkeypatch):
     out = str(tmp_path)
-    real = sweep.run_one
+    real = one_run.run_one
     calls = []
 
     def interrupted(split, batch_size, seed, lr, epochs, *rest, **options):
@@ -176,7 +176,7 @@ def test_resume_after_an_interruption_redoes_no_finished_row(tmp_path, capsys, m
         calls.append((batch_size, seed, epochs))
         return real(split, batch_size, seed, lr, epochs, *rest, **options)
 
-    monkeypatch.setattr(sweep, "run_one", interrupted)
+    monkeypatch.setattr(one_run, "run_one", interrupted)
     code, err = run(["sweep", *TINY, "--out", out], capsys)
     assert code == 130 and "--resume" in err[-1]
     before = read_rows(out)
@@ -191,7 +191,7 @@ def test_resume_after_an_interruption_redoes_no_finished_row(tmp_path, capsys, m
         redone.append((batch_size, seed, epochs))
         return real(split, batch_size, seed, lr, epochs, *rest, **options)
 
-    monkeypatch.setattr(sweep, "run_one", recording)
+    monkeypatch.setattr(one_run, "run_one", recording)
     code, err = run(["sweep", *TINY, "--out", out, "--resume"], capsys)
     assert code == 0, err
     finished = {(int(r["batch_size"]), int(r["seed"])) for r in before}
@@ -328,7 +328,7 @@ def test_time_scaling_recovers_the_overhead_model():
     n, epochs, c_update, c_sample = 1024, 10, 50e-9, 5e-9
     sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
     times = {(b, s): c_update * epochs * math.ceil(n / b) + c_sample * epochs * n for b in sizes for s in (0, 1)}
-    ts = report.time_scaling(_rows("train_time_s", times), n, epochs)
+    ts = claims.time_scaling(_rows("train_time_s", times), n, epochs)
     assert ts.c_update == pytest.approx(c_update, rel=1e-6)
     assert ts.c_sample == pytest.approx(c_sample, rel=1e-6)
     assert ts.crossover == pytest.approx(10, rel=1e-6)
@@ -336,7 +336,7 @@ def test_time_scaling_recovers_the_overhead_model():
     assert ts.stops_at == 16
     assert ts.max_model_error < 1e-9
     pure = {(b, s): 1.0 / b for b in sizes for s in (0, 1)}
-    ideal = report.time_scaling(_rows("train_time_s", pure), n, epochs)
+    ideal = claims.time_scaling(_rows("train_time_s", pure), n, epochs)
     assert ideal.slope == pytest.approx(-1) and ideal.stops_at is None
 
 
@@ -344,12 +344,12 @@ def test_trend_verdicts_compare_each_seed_with_itself():
     sizes = [1, 2, 4, 8]
     # Seeds at very different levels, each worsening with B: a paired trend, despite the level spread.
     rising = {(b, s): 0.1 * s + 0.01 * np.log2(b) for b in sizes for s in range(4)}
-    t = report.trend(_rows("final_loss", rising), "final_loss", +1)
+    t = claims.trend(_rows("final_loss", rising), "final_loss", +1)
     assert t.verdict == "worsens" and t.change == pytest.approx(0.03)
     mixed = {(b, s): (-1) ** s * 0.01 * np.log2(b) for b in sizes for s in range(4)}
-    assert report.trend(_rows("final_loss", mixed), "final_loss", +1).verdict == "no consistent trend"
+    assert claims.trend(_rows("final_loss", mixed), "final_loss", +1).verdict == "no consistent trend"
     falling_acc = {(b, s): 0.9 - 0.01 * np.log2(b) + 0.001 * s for b in sizes for s in range(3)}
-    assert report.trend(_rows("test_accuracy", falling_acc), "test_accuracy", -1).verdict == "worsens"
+    assert claims.trend(_rows("test_accuracy", falling_acc), "test_accuracy", -1).verdict == "worsens"
 
 
 def test_equal_updates_attributes_a_loss_that_depends_only_on_updates_to_fewer_updates():
@@ -360,14 +360,14 @@ def test_equal_updates_attributes_a_loss_that_depends_only_on_updates_to_fewer_u
         return list(1 / (1 + 0.01 * updates))
 
     runs = {("none", b, 0): {"epoch_loss": curve(b)} for b in sizes}
-    eq = report.equal_updates(runs, sizes, [0], n)
+    eq = claims.equal_updates(runs, sizes, [0], n)
     assert len(eq.worse) == 3 and eq.gap_epochs > 0
     assert abs(eq.gap_updates) < 1e-3 * eq.gap_epochs  # at equal updates nothing is left to explain
 
 
 def test_memory_growth_slope_is_bytes_per_sample():
     peaks = {(b, 0): 20_000 + 32 * b for b in (1, 64, 1024)}
-    mg = report.memory_growth(_rows("peak_memory_bytes", peaks))
+    mg = claims.memory_growth(_rows("peak_memory_bytes", peaks))
     assert mg.per_sample == pytest.approx(32) and mg.grows
     flat = {(b, 0): 20_000 for b in (1, 64, 1024)}
-    assert not report.memory_growth(_rows("peak_memory_bytes", flat)).grows
+    assert not claims.memory_growth(_rows("peak_memory_bytes", flat)).grows

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fastedf.__main__ import main
-from fastedf.distributed import DASK_MISSING
+from fastedf.study.distributed import DASK_MISSING
 from test_distributed import dask_cluster, live_children, wait_for_workers  # noqa: F401  (dask_cluster: a fixture)
 
 TINY = ["--engine", "compiled", "--epochs", "3", "--seeds", "2", "--batch-sizes", "1,8,1050", "--repeats", "2",

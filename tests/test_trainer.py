@@ -1,5 +1,6 @@
 """fastedf.fit: the compiled engine gives the graph engine's numbers; validation; compilation policy."""
 import math
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -9,9 +10,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 import fastedf
-from fastedf import BCE, Input, Linear, Multiply, Addition, Node, Parameter, Sigmoid
+from fastedf import BCE, Addition, Input, Linear, Multiply, Node, Parameter, Sigmoid
 from fastedf.models import logistic_regression, mlp
-from fastedf.study import study_data
+from fastedf.study.data import study_data
 
 SAME = dict(rtol=1e-11, atol=0)
 
@@ -186,7 +187,8 @@ def test_bad_feeds_are_rejected_before_training(data, engine):
         ({model.x: feeds_with(X, Y, 17, 1, np.nan)[0], model.y: Y}, f"{model.x}: feed has NaN or inf in row 17"),
         ({model.x: feeds_with(X, Y, 3, 0, np.inf)[0], model.y: Y}, "row 3"),
         ({model.x: X, model.y: np.where(np.arange(len(Y))[:, None] == 5, 2.0, Y)}, "labels must lie in .0, 1.; row 5"),
-        ({model.x: X[:, :1], model.y: Y}, r"x has shape \(1, 1\) and A has shape \(2, 1\).*first row of the feeds"),
+        ({model.x: X[:, :1], model.y: Y},
+         r"x has shape \(1, 1\), A has shape \(2, 1\).*first row of the feeds, shaped Input#\d+ \(1050, 1\)"),
         ({model.x: X, model.y: Y, Input(): X}, "fed but the loss does not depend on it"),
         ({model.x: np.array([["a", "b"]] * len(X)), model.y: Y}, "not numeric"),
     ]
@@ -212,7 +214,7 @@ def test_second_process_loads_from_cache(tmp_path, model):
         import fastedf
         from fastedf import compiler
         from fastedf.models import logistic_regression, mlp
-        from fastedf.study import study_data
+        from fastedf.study.data import study_data
         d = study_data(0)
         m = {model}
         h = fastedf.fit(m.loss, {{m.x: d.X_train, m.y: d.y_train.reshape(-1, 1)}}, epochs=1, engine="compiled")
@@ -295,3 +297,72 @@ def test_a_subclass_with_its_own_forward_is_not_compiled_by_its_parents_rule():
     loss = BCE(y, Sigmoid(LeakyReLU(Linear(x, Parameter(np.ones((3, 1))), Parameter(np.zeros(1))))))
     with pytest.raises(ValueError, match="cannot compile this graph: .* overrides forward()"):
         fastedf.fit(loss, {x: X, y: Y}, engine="compiled")
+
+
+@pytest.mark.parametrize("engine", ["graph", "compiled"])
+@pytest.mark.parametrize("outside_ran", [False, True])
+def test_the_trained_loss_is_the_root_whatever_else_it_feeds(data, engine, outside_ran):
+    """A node outside the trained graph that the loss also feeds adds nothing, fresh or with stale gradients."""
+    X, Y = data[0][:64], data[1][:64]
+    plain = logistic_regression(2, seed=4)
+    want = fastedf.fit(plain.loss, {plain.x: X, plain.y: Y}, batch_size=8, epochs=2, engine="graph")
+    model = logistic_regression(2, seed=4)
+    total = Multiply(model.loss, Parameter(3.0))
+    if outside_ran:  # the outside node's gradient for the loss is now 3.0
+        model.x.value, model.y.value = X, Y
+        graph = fastedf.topological_sort(total)
+        fastedf.forward_pass(graph)
+        fastedf.backward_pass(graph)
+    history = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=8, epochs=2, engine=engine)
+    assert_allclose(history.epoch_loss, want.epoch_loss, rtol=1e-12)
+    for p, q in zip(model.parameters, plain.parameters):
+        assert_allclose(p.value, q.value, rtol=1e-12)
+    model.x.value, model.y.value = X, Y  # the course loop with backward_pass: the same gradients as without total
+    plain.x.value, plain.y.value = X, Y
+    for m in (model, plain):
+        graph = fastedf.topological_sort(m.loss)
+        fastedf.forward_pass(graph)
+        fastedf.backward_pass(graph)
+    for p, q in zip(model.parameters, plain.parameters):
+        assert_allclose(p.gradients[p], q.gradients[q], rtol=1e-12)
+
+
+def test_no_writable_cache_compiles_in_memory_with_one_warning(tmp_path, data):
+    """Every cache location blocked for real: NUMBA_CACHE_DIR, $HOME, FASTEDF_CACHE_DIR and the temp dir under a
+    regular file, and the package's __pycache__ a regular file (unwritable even by root, unlike chmod)."""
+    import shutil
+    package = tmp_path / "site" / "fastedf"
+    shutil.copytree(pathlib.Path(fastedf.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in (package, package / "ops"):
+        (folder / "__pycache__").write_text("")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    script = textwrap.dedent(f"""
+        import tempfile
+        tempfile.tempdir = {str(blocked / "tmp")!r}
+        import numpy as np
+        import fastedf
+        from fastedf.models import logistic_regression
+        X, Y = np.load({str(tmp_path / "X.npy")!r}), np.load({str(tmp_path / "Y.npy")!r})
+        print(fastedf.__file__)
+        for engine in ("graph", "compiled"):
+            m = logistic_regression(2, seed=4)
+            history = fastedf.fit(m.loss, {{m.x: X, m.y: Y}}, batch_size=8, epochs=2, engine=engine)
+            print(repr(float(history.epoch_loss[-1])))
+    """)
+    X, Y = data[0][:64], data[1][:64]
+    np.save(tmp_path / "X.npy", X), np.save(tmp_path / "Y.npy", Y)
+    env = {"PYTHONPATH": str(package.parent), "HOME": str(blocked / "home"), "PATH": "",
+           "NUMBA_CACHE_DIR": str(blocked / "numba"), "FASTEDF_CACHE_DIR": str(blocked / "fastedf")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    where, *losses = run.stdout.split()
+    assert where == str(package / "__init__.py")
+    assert run.stderr.count("RuntimeWarning") == 1, run.stderr
+    for words in ("no writable directory for Numba's cache", "NUMBA_CACHE_DIR", "FASTEDF_CACHE_DIR", "FASTEDF_CACHE=0"):
+        assert words in run.stderr
+    model = logistic_regression(2, seed=4)
+    want = fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=8, epochs=2, engine="graph").epoch_loss[-1]
+    assert [float(loss) for loss in losses] == [want, want]
+    assert not list(tmp_path.rglob("*.nbi"))  # nothing was cached anywhere

@@ -1,24 +1,30 @@
 """The operations, one module per family: each node class beside its Numba kernels and its compile rule.
 
+Every module here declares NODES (its public node classes), ALIASES (the
+names course scripts use for them) and ORDER (its place in generated
+programs); this package collects them, so adding an op is adding a module.
 A node that compiles has a `lower(low)` method (fastedf.compiler); MODULES
-are the modules whose kernels the generated programs import.  ALIASES are
-the names course scripts use for the same nodes.
+are the modules whose kernels the generated programs import, by ORDER.
 """
-from . import activations, conv, elementwise, linear, losses
-from .activations import ReLU, Sigmoid, Softmax, Tanh
-from .conv import Conv, Flatten, MaxPooling
-from .elementwise import Addition, Multiply
-from .linear import Linear
-from .losses import BCE, CE
+import importlib
+import pkgutil
 
-MODULES = (elementwise, linear, activations, losses, conv)
+MODULES = tuple(sorted((importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)),
+                       key=lambda module: (module.ORDER, module.__name__)))
 
-__all__ = ["Multiply", "Addition", "Linear", "Sigmoid", "Tanh", "ReLU", "Softmax", "BCE", "CE", "Conv", "MaxPooling",
-           "Flatten", "MODULES", "ALIASES"]
 
-ALIASES = {
-    "SoftMax": Softmax, "CrossEntropy": CE, "Cross_Entropy": CE, "CrossEntropyLoss": CE,
-    "ReLu": ReLU, "Relu": ReLU, "TanH": Tanh,
-    "Convolution": Conv, "Conv2D": Conv, "MaxPool": MaxPooling, "MaxPool2D": MaxPooling, "MaxPooling2D": MaxPooling,
-    "Flattener": Flatten, "Flatten2D": Flatten,
-}
+def _collect(pairs, what):
+    """{name: class}, refusing a name two modules declare."""
+    found = {}
+    for module, name, cls in pairs:
+        if name in found and found[name] is not cls:
+            raise ImportError(f"{module.__name__} declares the {what} {name!r}, already declared for {found[name]!r}")
+        found[name] = cls
+    return found
+
+
+NODES = _collect(((m, cls.__name__, cls) for m in MODULES for cls in m.NODES), "node")
+ALIASES = _collect(((m, alias, cls) for m in MODULES for alias, cls in m.ALIASES.items()), "alias")
+globals().update(NODES)
+
+__all__ = [*NODES, "MODULES", "NODES", "ALIASES"]

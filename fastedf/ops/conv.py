@@ -20,6 +20,7 @@ from .. import config
 from ..config import helper, kernel
 from ..kernels import gemm
 from ..node import Input, Node, Parameter, _kept_copy, _reusable
+from .linear import KEEP_YOURS, _is_size, init_rng
 
 
 @kernel
@@ -248,6 +249,28 @@ class _ConvBuffers:
         return self.x
 
 
+CONV_CONVENTION = ("fastedf computes Conv(x, K, b) with stride 1 and zero 'same' padding (kernel // 2), channels "
+                   "last: x (B, H, W, C_in), K (kh, kw, C_in, C_out) with odd kh, kw, b (C_out,)")
+POOL_CONVENTION = ("fastedf computes MaxPooling(x, size) over non-overlapping size x size windows (stride == size), "
+                   "channels last: x (B, H, W, C) with H and W divisible by size")
+
+
+def _pair(value):
+    """(a, b) from an int a (as (a, a)) or a pair of ints, else None."""
+    if _is_size(value):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_size(v) for v in value):
+        return int(value[0]), int(value[1])
+    return None
+
+
+def _same_padding(padding, kernel):
+    """True when `padding` (None, 'same', an int or a pair) is kernel // 2 on each axis of `kernel` (kh, kw)."""
+    if isinstance(padding, str):
+        padding = {"same": None, "valid": 0}.get(padding.lower(), padding)
+    return padding is None or _pair(padding) == (kernel[0] // 2, kernel[1] // 2)
+
+
 class Conv(Node):
     """2-D cross-correlation, stride 1, zero "same" padding, channels last.
 
@@ -264,18 +287,63 @@ class Conv(Node):
     those at the x forward saw.  dx is computed at backward when x is an
     operation or a Parameter; for a data Input it is computed when
     `gradients[x]` is read (with K as it was at backward), as in Linear.
+
+    Other forms students write, accepted where they are fastedf's convention:
+    - Conv(x, K) without a bias: a bias of zeros that is not trained;
+    - Conv(x, C_in, C_out, kernel, stride=1, padding=kernel // 2) (or
+      kernel_size=, padding="same"): fastedf makes K ~ N(0, 1/(kh kw C_in))
+      (fastedf.ops.linear.init_rng, as Linear's layer form) and b = 0, as
+      `self.K`, `self.b`.
+    Another stride or padding is refused here, channels-first data at the
+    first forward, naming the shapes, the convention and `fastedf run`.
     """
 
-    def __init__(self, x, K, b):
-        super().__init__([x, K, b])
+    def __init__(self, x, K, b=None, kernel=None, stride=1, padding=None, kernel_size=None):
+        kernel = kernel if kernel is not None else kernel_size
+        if _is_size(K):
+            K, b = self._make_parameters(K, b, kernel)
+        elif kernel is not None:
+            raise TypeError(f"Conv: a kernel size {kernel!r} goes with the layer form Conv(x, C_in, C_out, kernel); "
+                            "with a kernel K write Conv(x, K, b)")
+        if _pair(stride) != (1, 1):
+            raise ValueError(f"Conv: stride {stride!r}; {CONV_CONVENTION}; {KEEP_YOURS}")
+        if self._kernel_size is not None and not _same_padding(padding, self._kernel_size):
+            raise ValueError(f"Conv: padding {padding!r} for a {self._kernel_size} kernel; {CONV_CONVENTION}; "
+                             f"{KEEP_YOURS}")
+        super().__init__([x, K] if b is None else [x, K, b])
+        self._padding = padding  # checked against K's shape at the first forward
         self._buffers = _Cache(_ConvBuffers)
-        self._checked = self._columns_of = self._g_kept = self._K_kept = None
+        self._checked = self._columns_of = self._g_kept = self._K_kept = self._zero_bias = None
         if isinstance(x, Input):  # data: its gradient is computed only when read
             self.gradients.defer(x, self._data_gradient)
 
+    _kernel_size = None  # (kh, kw) of the layer form, known before the first forward
+
+    def _make_parameters(self, c_in, c_out, kernel):
+        window = _pair(kernel)
+        if not _is_size(c_out) or window is None or min(c_in, c_out, *window) < 1:
+            raise ValueError(f"Conv: the layer form is Conv(x, C_in, C_out, kernel) with positive integers, "
+                             f"got C_in={c_in!r}, C_out={c_out!r}, kernel={kernel!r}")
+        (kh, kw), c_in, c_out = window, int(c_in), int(c_out)
+        self._kernel_size = (kh, kw)
+        self.K = Parameter(init_rng.normal(0.0, 1.0 / math.sqrt(kh * kw * c_in), size=(kh, kw, c_in, c_out)))
+        self.b = Parameter(np.zeros(c_out))
+        return self.K, self.b
+
+    def _conv_values(self):
+        """x, K and b as float64 arrays; b is zeros of C_out, made once, for a Conv without a bias."""
+        values = self._values()
+        if len(values) == 3:
+            return values
+        x, K = values
+        cout = K.shape[-1] if K.ndim else 0
+        if self._zero_bias is None or self._zero_bias.shape != (cout,):
+            self._zero_bias = np.zeros(cout)
+        return x, K, self._zero_bias
+
     def forward(self):
         config.pin_blas_threads()  # the kernels' products run in BLAS; a no-op after the first call
-        x, K, b = self._values()
+        x, K, b = self._conv_values()
         self._check_shapes(x, K, b)
         buf = self._buffers[x.shape, K.shape, b.shape]
         shape = x.shape[:3] + (K.shape[3],)
@@ -289,30 +357,33 @@ class Conv(Node):
         shapes = (x.shape, K.shape, b.shape)
         if shapes == self._checked:
             return
-        convention = ("Conv(x, K, b) takes x (batch, H, W, C_in) channels-last and "
-                      "K (kh, kw, C_in, C_out) with odd kh, kw")
+        def refusal(what, hint=""):
+            return ValueError(f"{self}: {what}; {CONV_CONVENTION}{hint}; {KEEP_YOURS}")
+
         if x.ndim != 4 or K.ndim != 4:
-            hint = " (a one-channel batch (B, H, W) needs x[..., None])" if x.ndim == 3 else ""
-            raise ValueError(f"{self}: x has shape {x.shape} and K has shape {K.shape}; {convention}{hint}")
+            hint = "; a one-channel batch (B, H, W) needs x[..., None]" if x.ndim == 3 else ""
+            raise refusal(f"x has shape {x.shape} and K has shape {K.shape}", hint)
         hint = ""
         if x.shape[3] != K.shape[2] and x.shape[1] == K.shape[2]:
             hint = "; x looks channels-first: pass x.transpose(0, 2, 3, 1)"
         elif x.shape[3] != K.shape[2] and K.shape[1] == x.shape[3] and K.shape[2] % 2 and K.shape[3] % 2:
             hint = "; K looks like (C_out, C_in, kh, kw): pass K.transpose(2, 3, 1, 0)"
         if K.shape[0] % 2 == 0 or K.shape[1] % 2 == 0:
-            raise ValueError(f"{self}: K has shape {K.shape}, an even kernel size {K.shape[:2]}; "
-                             f"{convention}, so that 'same' padding is symmetric{hint}")
+            raise refusal(f"K has shape {K.shape}, an even kernel size {K.shape[:2]}, whose 'same' padding is not "
+                          "symmetric", hint)
         if x.shape[3] != K.shape[2]:
-            raise ValueError(f"{self}: x has shape {x.shape} with {x.shape[3]} channels but K has shape "
-                             f"{K.shape} for {K.shape[2]}; {convention}{hint}")
+            raise refusal(f"x has shape {x.shape} with {x.shape[3]} channels but K has shape {K.shape} for "
+                          f"{K.shape[2]}", hint)
         if b.shape != (K.shape[3],) and b.shape != (1, K.shape[3]):
-            raise ValueError(f"{self}: b has shape {b.shape} but K has shape {K.shape}; "
-                             f"need b ({K.shape[3]},) or (1, {K.shape[3]}), one bias per output channel")
+            raise refusal(f"b has shape {b.shape} but K has shape {K.shape}; need b ({K.shape[3]},) or "
+                          f"(1, {K.shape[3]}), one bias per output channel")
+        if not _same_padding(self._padding, K.shape[:2]):
+            raise refusal(f"padding {self._padding!r} for K of shape {K.shape}")
         self._checked = shapes
 
     def backward(self):
-        x_node, K_node, b_node = self.inputs
-        x, K, b = self._values()
+        x_node, K_node = self.inputs[:2]
+        x, K, b = self._conv_values()
         self._check_shapes(x, K, b)  # values may have changed since forward
         g = np.ascontiguousarray(self._upstream(x.shape[:3] + (K.shape[3],)))
         K = np.ascontiguousarray(K)
@@ -322,7 +393,8 @@ class Conv(Node):
             self._columns_of = buf
         conv_backward(buf.cols, g, buf.dKb)
         self.gradients[K_node] = buf.dK
-        self.gradients[b_node] = buf.db
+        if len(self.inputs) == 3:
+            self.gradients[self.inputs[2]] = buf.db
         if isinstance(x_node, Input):
             if self.keeps_deferred:  # keep K as it is now: the script may update it before reading the gradient
                 self._K_kept = _kept_copy(self._K_kept, K)
@@ -338,19 +410,22 @@ class Conv(Node):
 
     def lower(self, low):
         """Compile rule: conv_forward into the rule's own columns, conv_backward, and dx when needed."""
-        x, K, b = self.inputs
-        if not (isinstance(K, Parameter) and isinstance(b, Parameter)):
+        x, K, *b = self.inputs
+        if not all(isinstance(node, Parameter) for node in (K, *b)):
             raise low.Unsupported(f"{self}: K and b must be Parameters to compile")
         _, H, W, cin = low.shape(x)
         kh, kw, _, cout = low.shape(K)
         taps, pixels, i = kh * kw * cin, H * W, low.index[self]
         cols = low.buffer(self, "cols", per_row=(taps + 1) * pixels)
         Kb, dKb = (low.buffer(self, name, shape=(taps + 1, cout)) for name in ("Kb", "dKb"))
+        # without a bias: zeros that stay zero (buffers are zeroed once per fit), and a gradient nobody reads
+        bias, dbias = ((low.value(b[0]), low.grad(b[0])) if b
+                       else (low.buffer(self, name, shape=(cout,)) for name in ("zero_b", "unread_db")))
         forward = [f"cols{i} = {cols}[:n * {(taps + 1) * pixels}].reshape(({taps + 1}, n * {pixels}))",
-                   f"conv_forward({_images(low.value(x), H, W, cin)}, {low.value(K)}, {low.value(b)}, "
+                   f"conv_forward({_images(low.value(x), H, W, cin)}, {low.value(K)}, {bias}, "
                    f"cols{i}, {Kb}, {_images(low.value(self), H, W, cout)})"]
         g = _images(low.grad(self), H, W, cout)
-        backward = [f"conv_backward(cols{i}, {g}, {dKb})", f"split_bias_row({dKb}, {low.grad(K)}, {low.grad(b)})"]
+        backward = [f"conv_backward(cols{i}, {g}, {dKb})", f"split_bias_row({dKb}, {low.grad(K)}, {dbias})"]
         if low.wants_grad[x]:
             dcols = low.buffer(self, "dcols", per_row=taps * pixels)
             backward.append(f"conv_input_grad({g}, {low.value(K)}, {dcols}[:n * {taps * pixels}].reshape(({taps}, "
@@ -384,13 +459,18 @@ class MaxPooling(Node):
     The gradient goes to the maximum of each window, the first in row-major
     window order on ties; backward() routes it by the positions forward()
     found (in an int64 buffer).  Kernels: maxpool_forward, maxpool_backward.
+    Also written MaxPooling(x, size, stride) or with (size, size) pairs: accepted
+    when the windows are square and stride == size, refused otherwise.
     """
 
-    def __init__(self, x, size=2):
+    def __init__(self, x, size=2, stride=None):
+        window = _pair(size)
+        if window is None or min(window) < 1:
+            raise ValueError(f"MaxPooling: size must be a positive integer, got {size!r}")
+        if window[0] != window[1] or (stride is not None and _pair(stride) != window):
+            raise ValueError(f"MaxPooling: size {size!r} and stride {stride!r}; {POOL_CONVENTION}; {KEEP_YOURS}")
         super().__init__([x])
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"{self}: size must be a positive integer, got {size!r}")
-        self.size = int(size)
+        self.size = window[0]
         self._buffers = _Cache(_PoolBuffers)
         self._checked = self._arg_of = None
 
@@ -400,7 +480,8 @@ class MaxPooling(Node):
             s = self.size
             if len(shape) < 3 or shape[1] % s or shape[2] % s:
                 raise ValueError(f"{self}: x has shape {shape}; MaxPooling(x, size={s}) takes x "
-                                 f"(batch, H, W, C) channels-last with H and W divisible by {s}")
+                                 f"(batch, H, W, C) channels-last with H and W divisible by {s}; {POOL_CONVENTION}; "
+                                 f"{KEEP_YOURS}")
             B, H, W = shape[:3]
             self._as4 = (B, H, W, math.prod(shape[3:]))
             self._out_shape = (B, H // s, W // s) + shape[3:]
@@ -500,3 +581,12 @@ class Flatten(Node):
 def _images(rows, H, W, C):
     """Source for the program's (n, H * W * C) rows `rows` seen as n images (n, H, W, C)."""
     return f"{rows}.reshape((n, {H}, {W}, {C}))"
+
+
+# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
+# place among the op modules in a generated program (the order of its imports and kernel table; a new module
+# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+NODES = (Conv, MaxPooling, Flatten)
+ALIASES = {"Convolution": Conv, "Conv2D": Conv, "MaxPool": MaxPooling, "MaxPool2D": MaxPooling,
+           "MaxPooling2D": MaxPooling, "Flattener": Flatten, "Flatten2D": Flatten}
+ORDER = 4

@@ -151,18 +151,30 @@ def _is_size(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _convention_error(node, x_shape, A_shape):
-    """Why x and A cannot be x @ A, and the call that would work."""
-    got = f"{node}: x has shape {x_shape} and A has shape {A_shape}"
-    rule = "fastedf's Linear computes x @ A + b with samples as rows: x (batch, n_in), A (n_in, n_out), b (n_out,)"
-    if len(x_shape) != 2:
-        return f"{got}; {rule}; reshape x to 2-D, e.g. x.reshape(len(x), -1)"
-    if len(A_shape) == 2 and x_shape[1] == A_shape[1]:
-        return f"{got}; {rule}; your A is (n_out, n_in): pass its transpose, Parameter(A.T)"
-    if len(A_shape) == 2 and x_shape[0] == A_shape[1]:
-        return (f"{got}; {rule}; this looks like samples as columns (A @ x): feed x.T (batch, n_in) "
-                "and pass Parameter(A.T)")
-    return f"{got}; {rule}"
+CONVENTION = "fastedf computes x @ A + b with samples as rows: x (B, n_in), A (n_in, n_out), b (n_out,) or (1, n_out)"
+# Every refusal of a script's own convention ends with this: the runner keeps the script's conventions.
+KEEP_YOURS = "to keep your script's own conventions, run it with `fastedf run SCRIPT.py`"
+
+
+def _convention_error(node, x_shape, A_shape, b_shape):
+    """Why x, A and b are not x @ A + b with samples as rows, the call that would work, and `fastedf run`."""
+    got = f"{node}: x has shape {x_shape}, A has shape {A_shape} and b has shape {b_shape}"
+    columns = len(x_shape) == 2 and len(A_shape) == 2 and x_shape[0] == A_shape[1]  # A @ x would fit
+    if len(x_shape) != 2 or len(A_shape) != 2:
+        fix = "reshape x to 2-D, e.g. x.reshape(len(x), -1), and give A as (n_in, n_out)"
+    elif x_shape[1] == A_shape[1] and x_shape[1] != A_shape[0]:
+        fix = "your A is (n_out, n_in): pass its transpose, Parameter(A.T)"
+    elif columns and (x_shape[1] != A_shape[0] or A_shape[0] == 1):
+        fix = ("this looks like samples as columns (A @ x): feed x.T (B, n_in) and pass Parameter(A.T)"
+               + (f"; for {x_shape[0]} samples of one feature into {A_shape[1]} outputs write "
+                  "Addition(Multiply(x, A), b)" if x_shape[1] == 1 == A_shape[0] else ""))
+    elif x_shape[1] != A_shape[0]:
+        fix = f"A's rows ({A_shape[0]}) must match x's columns ({x_shape[1]})"
+    elif columns and np.prod(b_shape, dtype=int) == A_shape[0] != A_shape[1]:
+        fix = "this looks like samples as columns (A @ x, b per row of A): feed x.T (B, n_in), pass Parameter(A.T)"
+    else:
+        fix = f"b must be ({A_shape[1]},) or (1, {A_shape[1]}), one bias per output, never broadcast to more rows"
+    return f"{got}; {CONVENTION}; {fix}; {KEEP_YOURS}"
 
 
 class Linear(Node):
@@ -172,17 +184,21 @@ class Linear(Node):
     - Linear(x, n_in, n_out) with integers: fastedf makes A ~ N(0, 1/n_in) and
       b = 0 (fastedf.ops.linear.init_rng, seeded 0), as `self.A`, `self.b`;
       if x turns out n_out wide at the first forward, the two are swapped;
-    - Linear(A, x, b), the weight first, when x is an Input and A a Parameter.
+    - Linear(A, x, b), the weight first, when A is a Parameter and x is not
+      (an Input, or a hidden layer's activation).
     Anything else that is not x @ A + b (samples as columns, a weight that only
-    fits transposed) is refused at the first forward, naming the shapes and
-    the call to write.  A square weight is read as given: (n_in, n_out).
+    fits transposed, a bias that would broadcast to more rows) is refused at the
+    first forward, naming the shapes, the call to write and `fastedf run`; so is
+    x (n, 1) with A (1, n), also one sample as a column, except where the rows
+    are known to be samples (fit, fastedf.models).  A square weight is read as
+    given: (n_in, n_out).
     """
 
     def __init__(self, x, A, b=None):
         if _is_size(A) and (b is None or _is_size(b)):
             A, b = self._make_parameters(A, b)
-        elif isinstance(x, Parameter) and isinstance(A, Input) and b is not None:
-            x, A = A, x  # Linear(A, x, b): the data argument is the Input
+        elif isinstance(x, Parameter) and not isinstance(A, Parameter) and b is not None:
+            x, A = A, x  # Linear(A, x, b): the weight is the Parameter, the data an Input or another node's output
         if b is None:
             raise TypeError("Linear needs (x, A, b) or (x, n_in, n_out); got no bias argument")
         super().__init__([x, A, b])
@@ -205,15 +221,19 @@ class Linear(Node):
         self.value = out
 
     def _check_shapes(self, x, A, b):
-        """Raise unless x (B, n), A (n, m) and b (m,) or (1, m) fit; remembers shapes that did."""
-        shapes = (x.shape, A.shape, b.shape)
+        """Raise unless x (B, n), A (n, m) and b (m,) or (1, m) fit; remembers shapes that did.
+
+        x (n, 1) with A (1, n) fits too, but is also one sample as a column (A @ x) whose x @ A is an
+        outer product: refused as ambiguous, unless the rows are known to be samples (graph.rows_as_samples).
+        """
+        shapes = (x.shape, A.shape, b.shape, self.rows_are_samples)
         if shapes == self._checked:
             return
-        if x.ndim != 2 or A.ndim != 2 or x.shape[1] != A.shape[0]:
-            raise ValueError(_convention_error(self, x.shape, A.shape))
-        if b.shape != (A.shape[1],) and b.shape != (1, A.shape[1]):
-            raise ValueError(f"{self}: b has shape {b.shape} but A has shape {A.shape}; "
-                             f"need b ({A.shape[1]},) or (1, {A.shape[1]})")
+        m = A.shape[-1] if A.ndim else 0
+        if (x.ndim != 2 or A.ndim != 2 or x.shape[1] != A.shape[0]
+                or (x.shape[1] == 1 == A.shape[0] and x.shape[0] == m > 1 and not self.rows_are_samples)
+                or (b.shape != (m,) and b.shape != (1, m))):
+            raise ValueError(_convention_error(self, x.shape, A.shape, b.shape))
         self._checked = shapes
 
     _sizes = None  # (first, second) integers of the layer form until the first forward settles them
@@ -235,7 +255,7 @@ class Linear(Node):
             n_in, n_out = second, first
         else:
             raise ValueError(f"{self}: x has width {x_width} but the layer was made with sizes {first} and {second}; "
-                             f"write Linear(x, n_in, n_out) with n_in = {x_width}")
+                             f"write Linear(x, n_in, n_out) with n_in = {x_width}; {CONVENTION}; {KEEP_YOURS}")
         self.A.value = init_rng.normal(0.0, 1.0 / np.sqrt(n_in), size=(n_in, n_out))
         self.b.value = np.zeros(n_out)
         self._sizes = None
@@ -296,3 +316,11 @@ class Linear(Node):
         one_row = f"linear_sgd_one_row({low.value(x)}, {low.grad(self)}, {low.value(A)}, {low.value(b)}, lr)"
         rows_apart = ["    " + line for line in gradients + steps]
         return forward, backward + ["if n == 1:", "    " + one_row, "else:"] + rows_apart
+
+
+# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
+# place among the op modules in a generated program (the order of its imports and kernel table; a new module
+# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+NODES = (Linear,)
+ALIASES = {}
+ORDER = 1

@@ -1,11 +1,12 @@
 """Losses: BCE (a sum over the batch) and CE (a mean over rows), their kernels and compile rules.
 
-The course's conventions (EDF_API.md): BCE's value is the sum over all
+The course's conventions (docs/conventions.md): BCE's value is the sum over all
 elements, CE's the mean over rows of -sum_k y_k log p_k; both gradients are
 divided by the rows, so `t.value -= lr * t.gradients[t]` is mean-gradient SGD
 at every batch size.  An empty batch has loss 0.0 and zero gradients.
-Labels of another shape that broadcasts (stale labels during evaluation)
-take a plain NumPy path with NumPy's answer.
+Labels with other rows that broadcast (stale labels during evaluation)
+take a plain NumPy path with NumPy's answer; labels with other columns
+(class indices against one-hot predictions) are refused.
 
 In a compiled program a Sigmoid feeding only BCE, or a Softmax feeding only
 CE, is computed by the loss itself from the logits in one pass
@@ -21,6 +22,7 @@ from ..kernels import common_size, common_size3
 from ..node import Input, Node, _kept_copy, _sum_to
 from ..vexp import exp, log
 from .activations import Sigmoid, Softmax, row_max, sigmoid
+from .linear import KEEP_YOURS
 
 
 # Predictions are clipped to [BCE_EPS, 1 - BCE_EPS] inside BCE so that the loss
@@ -252,6 +254,27 @@ def _labels_fit(y_shape, p_shape):
             or (len(p_shape) == 1 and y_shape == (p_shape[0], 1)))
 
 
+def _label_columns_problem(y_shape, p_shape):
+    """Why labels of y_shape cannot be the labels of predictions p_shape (B, k) column by column, or "".
+
+    Rows may differ and broadcast (stale labels at evaluation); columns may not, as class indices against
+    one-hot predictions would broadcast into a silently wrong loss.  1-D labels are a column when k is 1, else
+    one sample's one-hot row (k,), which (k, k) predictions make indistinguishable from k class indices.
+    """
+    if len(p_shape) < 2 or _labels_fit(y_shape, p_shape):
+        return ""
+    k = p_shape[-1]
+    if len(y_shape) >= 2:
+        return "" if y_shape[-1] == k else f"label columns {y_shape[-1]} != prediction columns {k}"
+    if k == 1:
+        return ""
+    if len(y_shape) == 0 or y_shape[0] != k:
+        return f"one label per row for {k} prediction columns (class indices?)"
+    if p_shape[0] == k:
+        return f"1-D labels that may be one one-hot row or {k} class indices"
+    return ""
+
+
 def _rows(shape):
     return shape[0] if shape else 1
 
@@ -274,16 +297,26 @@ class Loss(Node):
             self.gradients.defer(y_true, self._label_gradient)
 
     def _checked_values(self):
-        """(y, p, elementwise): elementwise False when the shapes differ but broadcast (the NumPy path)."""
+        """(y, p, elementwise): elementwise False when the shapes differ but broadcast (the NumPy path).
+
+        Rows may differ (stale labels at evaluation); columns may not: labels of another width that broadcast
+        (class indices against one-hot predictions) would be a silently wrong loss.
+        """
         y, p = self._values()
         if _labels_fit(y.shape, p.shape):
             return y, p, True
+        problem = _label_columns_problem(y.shape, p.shape)
+        if problem:
+            raise ValueError(self._labels_error(y.shape, p.shape, problem))
         try:
             np.broadcast_shapes(y.shape, p.shape)
         except ValueError:
-            raise ValueError(f"{self}: labels have shape {y.shape} but predictions have shape {p.shape}, "
-                             "which do not broadcast") from None
+            raise ValueError(self._labels_error(y.shape, p.shape, "shapes that do not broadcast")) from None
         return y, p, False
+
+    def _labels_error(self, y_shape, p_shape, problem):
+        return (f"{self}: labels have shape {y_shape} but predictions have shape {p_shape}, {problem}; "
+                f"{self.labels_rule}; {KEEP_YOURS}")
 
     def forward(self):
         y, p, elementwise = self._checked_values()
@@ -379,6 +412,8 @@ class BCE(Loss):
     """
 
     reduction = "sum"
+    labels_rule = ("BCE(y, p) takes labels of the predictions' shape, rows as samples: (B, 1) or (B,) for one "
+                   "output, (B, k) for k outputs")
     forward_kernel, backward_kernel = staticmethod(bce_forward), staticmethod(bce_backward)
     label_kernel = staticmethod(bce_label_grad)
     fused_kernel, fused_with = staticmethod(sigmoid_bce), Sigmoid
@@ -406,6 +441,9 @@ class CE(Loss):
     """
 
     reduction = "mean"
+    labels_rule = ("CE(y, p) takes one-hot labels of the predictions' shape (B, classes), rows as samples; "
+                   "make them from class indices with model.labels(y) (a fastedf.models model) or "
+                   "np.eye(classes)[y.astype(int).ravel()]")
     forward_kernel, backward_kernel = staticmethod(ce_forward), staticmethod(ce_backward)
     label_kernel = staticmethod(ce_label_grad)
     fused_kernel, fused_with = staticmethod(softmax_ce), Softmax
@@ -421,3 +459,11 @@ class CE(Loss):
     @staticmethod
     def numpy_label_grad(p):
         return -np.log(np.maximum(p, BCE_EPS))
+
+
+# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
+# place among the op modules in a generated program (the order of its imports and kernel table; a new module
+# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+NODES = (BCE, CE)
+ALIASES = {"CrossEntropy": CE, "Cross_Entropy": CE, "CrossEntropyLoss": CE}
+ORDER = 3

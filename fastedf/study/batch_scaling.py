@@ -35,8 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .graph import backward_pass, forward_pass, topological_sort
-from .node import Parameter
+from ..graph import backward_pass, forward_pass, topological_sort
+from ..node import Parameter
 
 REGIMES = ("perfect scaling", "diminishing returns", "no benefit")
 PERFECT_SLOPE = -0.8  # d log S / d log B below this: "perfect scaling"
@@ -121,6 +121,12 @@ def updates_per_epoch(n_samples, batch_size):
     n_samples = _positive_int("n_samples", n_samples)
     batch_size = _positive_int("batch_size", batch_size)
     return -(-n_samples // batch_size)
+
+
+def examples_seen(updates, batch_size, rows):
+    """Training rows processed by the first `updates` SGD updates (each epoch: full batches, then the rest)."""
+    full, rest = divmod(int(updates), updates_per_epoch(rows, batch_size))
+    return full * rows + min(rest * batch_size, rows)
 
 
 def epochs_to_target(epoch_loss, target, updates_per_epoch, seconds_per_epoch=None, examples_per_epoch=None):

@@ -48,7 +48,7 @@ import threading
 import uuid
 from collections import namedtuple
 
-from .cli import UsageError
+from ..guardrails import UsageError
 
 TIMING_SERIAL = "serial"  # a serial sweep: one run at a time in one process
 TIMING_CLIENT = "serial-client"  # timed by the client, one run at a time, while the workers had nothing to run

@@ -1,4 +1,5 @@
-"""What every fastedf subcommand shares: one-line errors, exit codes, the output-directory lock, resource limits.
+"""What every fastedf subcommand shares: one-line errors, exit codes, the output-directory lock, resource limits
+and the Ctrl-C guard.
 
 A subcommand builds its options with `ArgumentParser` and raises `UsageError`
 for bad input it finds later (a bad CSV, a NaN, a path it cannot write, a run
@@ -13,6 +14,12 @@ import os
 import platform
 import resource
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
+
+from . import __version__
+from .text import format_bytes, format_duration
 
 EXIT_USAGE = 2  # argparse's convention for bad command lines
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
@@ -250,27 +257,6 @@ def free_disk_bytes(path):
     return usage.free if usage.total else None  # /proc and the like report no size at all
 
 
-def format_bytes(n):
-    """1.5 GB: decimal units, as disks and `free -h` round them closely enough for a message."""
-    for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{_number(n / scale)} {unit}"
-    return f"{n:.0f} B"
-
-
-def format_duration(seconds):
-    """3.2 days, 41 years: the largest unit that keeps the number >= 1."""
-    for unit, scale in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= scale:
-            return f"{_number(seconds / scale)} {unit}"
-    return f"{seconds:.3g} s"
-
-
-def _number(x):
-    """3 significant digits, without an exponent below 10**15: 7,080 rather than 7.08e+03."""
-    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}" if x < 1e15 else f"{x:.3g}"
-
-
 class Cost:
     """What a run needs: seconds (a lower bound), bytes of memory, bytes of disk."""
 
@@ -341,7 +327,6 @@ def environment():
     import numba
     import numpy
 
-    from . import __version__
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -355,3 +340,56 @@ def environment():
         "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
         "timing": "single-threaded: fastedf kernels are serial (no parallel=True) and call no BLAS",
     }
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+class InterruptGuard:
+    """Ctrl-C during a run of runs: at once while a run trains, otherwise once the row being recorded is on disk.
+
+    Inside `training()` SIGINT raises KeyboardInterrupt as usual (fit stops;
+    that run was not finished and --resume redoes it).  Outside, between the
+    end of training and the row reaching results.csv, it is only noted, and
+    `check()` raises it after the row is written: a run whose training
+    finished is never thrown away.  Installed only in the main thread and only
+    over Python's default handler (a SIGINT ignored by the caller stays ignored).
+    """
+
+    def __init__(self):
+        self.pending = False
+        self._training = False
+        self._previous = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self._training:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextmanager
+    def training(self):
+        self.check()
+        self._training = True
+        try:
+            yield
+        finally:
+            self._training = False
+
+    def check(self):
+        """Raise the KeyboardInterrupt held since the last check, if any."""
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+NO_GUARD = InterruptGuard()  # never entered: training() and check() only, SIGINT left as it is

@@ -1,4 +1,4 @@
-"""What one run of `fastedf sweep` does beyond a plain `fastedf.fit`.
+"""How a run of `fastedf sweep` trains, beyond a plain `fastedf.fit`.
 
 * `ModelSpec`: the model a run trains (logistic regression, or an MLP), built
   fresh from the seed in every run and in every worker.
@@ -14,10 +14,10 @@
 * `train_numpy_edf`: the course's training loop on the plain NumPy EDF
   (fastedf.numpy_edf), node by node, with the same model, initial weights and
   batches: the baseline of the time comparison (`--with-edf`).
-* `noise_trajectory`: B_simple (fastedf.science.measure_noise_scale) at the
+* `noise_trajectory`: B_simple (fastedf.study.batch_scaling.measure_noise_scale) at the
   start and after chosen epochs of a reference run.
 
-Everything here is a function of its arguments; fastedf.sweep.execute composes
+Everything here is a function of its arguments; fastedf.study.one_run.execute composes
 them into one run (a RunSpec in, a row and a curve out).
 """
 import math
@@ -26,8 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .models import mlp
-from .science import updates_per_epoch
+from .. import numpy_edf as edf
+from ..graph import topological_sort
+from ..models import mlp
+from ..node import Input, Parameter
+from ..trainer import EpochOrder, fit
+from . import batch_scaling
+from .batch_scaling import updates_per_epoch
 
 CHECKPOINTS_PER_DOUBLING = 8  # update counts 2**(k/8): consecutive checkpoints at most 2**(1/8) = 1.09x apart
 
@@ -119,8 +124,6 @@ def train_with_checkpoints(model, X, Y, batch_size, epochs, lr, shuffle, seed, e
     leaves a parameter infinite, ends the run: diverged_at is the next
     checkpoint, the parameters are left as fit left them.  Returns a Trajectory.
     """
-    from . import fit
-    from .trainer import EpochOrder
 
     X = np.ascontiguousarray(X, dtype=np.float64)
     Y = np.ascontiguousarray(Y, dtype=np.float64)
@@ -159,12 +162,6 @@ def train_with_checkpoints(model, X, Y, batch_size, epochs, lr, shuffle, seed, e
     return Trajectory(epoch_loss, checkpoints, None, spent)
 
 
-def examples_seen(updates, batch_size, rows):
-    """Training rows processed by the first `updates` SGD updates (each epoch: full batches, then the rest)."""
-    full, rest = divmod(int(updates), updates_per_epoch(rows, batch_size))
-    return full * rows + min(rest * batch_size, rows)
-
-
 # ---------------------------------------------------------------- the NumPy EDF course loop
 
 def numpy_edf_graph(model, edf):
@@ -172,8 +169,6 @@ def numpy_edf_graph(model, edf):
 
     Returns (x, y, graph in topological order, trainable Parameters, loss node).
     """
-    from .graph import topological_sort
-    from .node import Input, Parameter
 
     kinds = {"Linear": edf.Linear, "Sigmoid": edf.Sigmoid, "ReLU": edf.ReLU, "Tanh": edf.Tanh,
              "Softmax": edf.Softmax, "BCE": edf.BCE, "CE": edf.CE}
@@ -201,8 +196,6 @@ def train_numpy_edf(model, X, Y, batch_size, epochs, lr, shuffle, seed):
     Returns (epoch_loss (epochs,), seconds of the loop, trained parameter arrays
     in the order of model.parameters).
     """
-    from . import numpy_edf as edf
-    from .trainer import EpochOrder
 
     x, y, graph, trainable, loss = numpy_edf_graph(model, edf)
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -237,7 +230,7 @@ def train_numpy_edf(model, X, Y, batch_size, epochs, lr, shuffle, seed):
 # ---------------------------------------------------------------- the gradient noise scale during training
 
 NOISE_B_SMALL, NOISE_B_BIG = 8, 512  # the two batch sizes of the estimator (drawn with replacement)
-NOISE_STEPS = 100  # pairs of batches per measurement, averaged (science.NoiseScaleEMA(decay=None))
+NOISE_STEPS = 100  # pairs of batches per measurement, averaged (batch_scaling.NoiseScaleEMA(decay=None))
 NOISE_POINTS = 12  # measurements after epochs, log-spaced, besides the one at the start
 EXACT_NOISE_ROWS = 5000  # also the exact B_simple from every per-sample gradient up to this many training rows
 
@@ -256,13 +249,12 @@ def noise_trajectory(model, X, y, batch_size, epochs, lr, shuffle, seed, engine,
 
     The run is fit's (train_with_checkpoints, checkpoints at those epochs' ends).
     Each dict: epoch, updates, train_loss (whole training set), and
-    science.measure_noise_scale's trace_sigma, g_sq, b_simple (from `steps`
+    batch_scaling.measure_noise_scale's trace_sigma, g_sq, b_simple (from `steps`
     pairs of batches of b_small and b_big rows drawn with replacement, plainly
     averaged); b_simple_exact from all per-sample gradients when `exact`
     (default: up to EXACT_NOISE_ROWS rows), else None.  Stops early, with the
     points measured so far, if training diverges.
     """
-    from . import science
 
     if exact is None:
         exact = len(X) <= EXACT_NOISE_ROWS
@@ -271,12 +263,13 @@ def noise_trajectory(model, X, y, batch_size, epochs, lr, shuffle, seed, engine,
     points = []
 
     def measure(m, updates):
-        estimate = science.measure_noise_scale(m, X, y, b_small, b_big, rng=rng, steps=steps, decay=None)
+        estimate = batch_scaling.measure_noise_scale(m, X, y, b_small, b_big, rng=rng, steps=steps, decay=None)
         point = {"epoch": updates // per_epoch, "updates": int(updates), "train_loss": m.mean_loss(X, y),
                  "trace_sigma": estimate.trace_sigma, "g_sq": estimate.g_sq, "b_simple": estimate.b_simple,
                  "b_simple_exact": None}
         if exact:
-            point["b_simple_exact"] = science.exact_noise_scale(science.per_sample_gradients(m, X, y)).b_simple
+            gradients = batch_scaling.per_sample_gradients(m, X, y)
+            point["b_simple_exact"] = batch_scaling.exact_noise_scale(gradients).b_simple
         points.append(point)
         return point["b_simple"]
 

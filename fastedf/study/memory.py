@@ -1,6 +1,6 @@
 """Peak memory of training against batch size, measured with memray, one fresh process per point.
 
-One point (measure_peak) is measured in a child process (`python -m fastedf.memory
+One point (measure_peak) is measured in a child process (`python -m fastedf.study.memory
 --child ...`), because memray allows one Tracker per process and a fresh process
 starts with nothing left over from earlier points:
 
@@ -44,11 +44,13 @@ import tempfile
 
 import numpy as np
 
-from .cli import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, ArgumentParser,
-                  Cost, DirectoryLock, UsageError, environment, int_list, make_output_dir, nonnegative_int, path_error,
-                  positive_int, refuse_unless_it_fits, seed_int, write_atomically)
-from .science import updates_per_epoch
-from .trainer import ENGINES
+from ..guardrails import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
+                          ArgumentParser, Cost, DirectoryLock, UsageError, environment, int_list, make_output_dir,
+                          nonnegative_int, path_error, positive_int, refuse_unless_it_fits, seed_int,
+                          write_atomically)
+from ..models import logistic_regression
+from ..trainer import ENGINES, fit
+from .batch_scaling import updates_per_epoch
 
 DEFAULT_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192)
 # micro_batch: empty for whole-batch steps, else fit's micro_batch (the rows held at once)
@@ -152,8 +154,6 @@ def track(run, path):
 
 def _measure_here(engine, batch_size, features, samples, epochs, seed, path, micro_batch=None):
     """Steps 1-3 and 5 of the module docstring, in this process; returns the child's result dict."""
-    from .models import logistic_regression
-    from .trainer import fit
 
     X, Y = training_data(samples, features, seed)
     warm = logistic_regression(features, seed)
@@ -205,7 +205,7 @@ def measure(engine, batch_size, features, samples, epochs, seed=0, micro_batch=N
         raise ValueError(f"epochs must be >= 0, got {epochs!r}")
     if micro_batch is not None and int(micro_batch) < 1:
         raise ValueError(f"micro_batch must be >= 1, got {micro_batch!r}")
-    command = [sys.executable, "-m", "fastedf.memory", "--child", engine, str(int(batch_size)),
+    command = [sys.executable, "-m", "fastedf.study.memory", "--child", engine, str(int(batch_size)),
                str(int(features)), str(int(samples)), str(int(epochs)), str(int(seed)), str(int(micro_batch or 0))]
     where = f"{engine} engine, batch size {batch_size}" + (f", micro-batch {micro_batch}" if micro_batch else "")
     return run_child(command, where)
@@ -236,7 +236,7 @@ def measure_peaks(engine, batch_sizes, features, samples, epochs, seed=0, on_row
 
 
 def _child(argv):
-    """`python -m fastedf.memory --child ENGINE B D N EPOCHS SEED [MICRO]`: print one JSON line (MICRO 0: none)."""
+    """`python -m fastedf.study.memory --child ENGINE B D N EPOCHS SEED [MICRO]`: one JSON line (MICRO 0: none)."""
     engine, batch_size, features, samples, epochs, seed, *micro = argv
     micro_batch = int(micro[0]) if micro and int(micro[0]) > 0 else None
     try:
@@ -292,7 +292,7 @@ MEMRAY_BYTES_PER_GRAPH_STEP = 2  # memray's capture file per graph-engine step (
 
 
 def measurement_cost(engines, batch_sizes, features, samples, epochs, passes=1):
-    """The Cost (fastedf.cli.Cost) of measuring every point: time a lower bound, memory per child, disk in temp.
+    """The Cost (fastedf.guardrails.Cost) of measuring every point: time a lower bound, memory per child, disk in temp.
 
     Per point: a process start, the data drawn, a one-epoch warm-up and the
     tracked fit, each epoch a step cost per batch and a cost per value;
@@ -497,6 +497,6 @@ def _write_json(path, data):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         sys.exit(_child(sys.argv[2:]))
-    from .__main__ import main as _dispatch
+    from ..__main__ import main as _dispatch
 
     sys.exit(_dispatch(["memory", *sys.argv[1:]]))

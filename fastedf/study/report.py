@@ -1,300 +1,16 @@
-"""The study's three claims, tested against the sweep's rows: analysis functions and report.md.
-
-Rows are dicts with the fields of fastedf.sweep.ROW_FIELDS; the analysis
-functions take runs mapping (lr_scaling, batch_size, seed) to
-{"epoch_loss": [...], "parameters": [...]} (`study_runs` makes that map from
-the sweep's runs, keyed (lr_scaling, batch_size, seed, lr, engine)).  Every
-number in the report is computed here from those; the thresholds that turn
-numbers into verdicts are the constants below.  Sections 4 and 5 (steps to a
-target, the noise scale) come from fastedf.report_science.
-"""
+"""report.md: the configuration, the three claims with their numbers and verdicts, and the lr grid's sections."""
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..text import format_bytes, format_time, markdown_table
+from . import batch_scaling
+from .claims import (HALVING_EFFICIENCY, MEMORY_GROWTH, engine_rows, equal_updates, last_batch, loss_name,
+                     memory_growth, paired_change, study_rows, study_runs, summarise, time_scaling, trend)
+from .data import describe_data
 from .distributed import TIMING_CLIENT, TIMING_WORKERS
-from .science import updates_per_epoch
-
-# A step B -> B' "keeps halving" while it saves at least this share of the
-# ideal saving 1 - U(B')/U(B) (U the updates; 1 - B/B' up to rounding).  For
-# doubling that is a time ratio of at most 0.75, which the overhead model
-# t = c_update * U + c_sample * N reaches exactly at B = c_update / c_sample:
-# measured and modelled stopping points are comparable.
-HALVING_EFFICIENCY = 0.5
-# Memory "grows" when the peak at the largest batch exceeds the smallest's by this share.
-MEMORY_GROWTH = 0.05
-
-
-# ---------------------------------------------------------------- per batch size
-
-@dataclass
-class Summary:
-    """One metric per batch size over seeds: arrays aligned with batch_sizes."""
-
-    batch_sizes: np.ndarray
-    mean: np.ndarray
-    median: np.ndarray
-    std: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    per_seed: dict  # seed -> array over batch_sizes (nan where missing)
-
-
-def summarise(rows, field, scaling="none"):
-    """`field` over seeds, per batch size, for the rows of one lr scaling (None values skipped)."""
-    rows = [r for r in rows if r["lr_scaling"] == scaling and r[field] is not None]
-    sizes = np.array(sorted({r["batch_size"] for r in rows}), dtype=np.int64)
-    seeds = sorted({r["seed"] for r in rows})
-    table = np.full((len(seeds), len(sizes)), np.nan)
-    for r in rows:
-        table[seeds.index(r["seed"]), np.searchsorted(sizes, r["batch_size"])] = r[field]
-    if not len(rows):
-        empty = np.zeros(0)
-        return Summary(sizes, empty, empty, empty, empty, empty, {})
-    return Summary(sizes, np.nanmean(table, 0), np.nanmedian(table, 0), np.nanstd(table, 0),
-                   np.nanmin(table, 0), np.nanmax(table, 0), dict(zip(seeds, table)))
-
-
-# ---------------------------------------------------------------- claim 1: time
-
-@dataclass
-class TimeScaling:
-    """Training time against batch size (medians over seeds) and what explains it.
-
-    slope: least-squares slope of log2(time) on log2(B) (-1 is time ~ 1/B).
-    steps: (B, B', time ratio t(B')/t(B), ideal ratio U(B')/U(B), efficiency
-    (1 - ratio) / (1 - ideal)) for consecutive batch sizes; the ideal is time
-    proportional to the updates U(B) = epochs * ceil(n_train / B), which is
-    1/B up to that rounding.
-    stops_at: the first B whose step to the next size has efficiency below
-    HALVING_EFFICIENCY (None when every step keeps it).
-    Model t(B) = c_update * U(B) + c_sample * N, U the updates, N = epochs *
-    n_train the samples processed, fitted by least squares on relative error;
-    crossover = c_update / c_sample, the batch size where per-update overhead
-    equals the per-sample work of an update.
-    """
-
-    summary: Summary
-    updates: np.ndarray
-    slope: float
-    steps: list
-    stops_at: int | None
-    c_update: float
-    c_sample: float
-    crossover: float
-    model: np.ndarray
-    max_model_error: float
-
-
-def time_scaling(rows, n_train, epochs, scaling="none"):
-    """TimeScaling of the rows of one lr scaling, or None with fewer than two batch sizes or no training."""
-    s = summarise(rows, "train_time_s", scaling)
-    if len(s.batch_sizes) < 2 or epochs == 0 or not np.all(s.median > 0):
-        return None
-    sizes, t = s.batch_sizes.astype(float), s.median
-    slope = float(np.polyfit(np.log2(sizes), np.log2(t), 1)[0])
-    updates = np.array([epochs * updates_per_epoch(n_train, int(b)) for b in s.batch_sizes], dtype=float)
-    steps = []
-    for i in range(len(sizes) - 1):
-        ratio, ideal = t[i + 1] / t[i], updates[i + 1] / updates[i]
-        if ideal < 1:  # sizes with the same number of updates have no saving to measure
-            steps.append((int(sizes[i]), int(sizes[i + 1]), ratio, ideal, (1 - ratio) / (1 - ideal)))
-    stops_at = next((b for b, _, _, _, eff in steps if eff < HALVING_EFFICIENCY), None)
-    samples = epochs * n_train
-    c_update, c_fixed = _fit_overhead(updates, t)
-    model = c_update * updates + c_fixed
-    return TimeScaling(s, updates, slope, steps, stops_at, c_update, c_fixed / samples,
-                       c_update / (c_fixed / samples) if c_fixed > 0 else math.inf,
-                       model, float(np.max(np.abs(model / t - 1))))
-
-
-def _fit_overhead(updates, t):
-    """Non-negative (c_update, c_fixed) minimising sum(((c_update * U + c_fixed) / t - 1)^2)."""
-    design = np.column_stack([updates / t, 1 / t])
-    c_update, c_fixed = np.linalg.lstsq(design, np.ones_like(t), rcond=None)[0]
-    if c_fixed < 0:  # one-parameter fits when the unconstrained one leaves the feasible set
-        return float(np.sum(updates / t) / np.sum((updates / t) ** 2)), 0.0
-    if c_update < 0:
-        return 0.0, float(np.sum(1 / t) / np.sum((1 / t) ** 2))
-    return float(c_update), float(c_fixed)
-
-
-# ---------------------------------------------------------------- claim 2: memory
-
-@dataclass
-class MemoryGrowth:
-    """Peak bytes against batch size: per_sample is the least-squares slope (bytes per extra sample)."""
-
-    summary: Summary
-    per_sample: float
-    intercept: float
-    growth: float  # peak(largest B) - peak(smallest B)
-    relative: float  # growth / peak(smallest B)
-    grows: bool
-
-
-def memory_growth(rows, scaling="none"):
-    """MemoryGrowth, or None when no peak was measured (or only at one batch size)."""
-    s = summarise(rows, "peak_memory_bytes", scaling)
-    if len(s.batch_sizes) < 2:
-        return None
-    per_sample, intercept = np.polyfit(s.batch_sizes.astype(float), s.median, 1)
-    growth = float(s.median[-1] - s.median[0])
-    relative = growth / s.median[0] if s.median[0] > 0 else math.inf
-    return MemoryGrowth(s, float(per_sample), float(intercept), growth, relative,
-                        bool(per_sample > 0 and relative > MEMORY_GROWTH))
-
-
-# ---------------------------------------------------------------- claim 3: loss and accuracy
-
-@dataclass
-class Trend:
-    """A metric against log2(B), compared within each seed (same data, same initial weights).
-
-    slopes: per seed, the least-squares slope of the metric on log2(B), i.e. its
-    change per doubling of B.  change and change_se: the mean slope times the
-    log2 range of B (the fitted change over the sweep) and its standard error
-    over seeds.  level_spread: the mean over batch sizes of the seeds' standard
-    deviation, how much the seeds differ in level.  verdict: "worsens" /
-    "improves" when every seed's slope points that way and |change| > 2
-    change_se (one seed: the sign alone); "unchanged" when every slope is 0;
-    else "no consistent trend".  worse_sign is +1 for loss, -1 for accuracy.
-    """
-
-    summary: Summary
-    slopes: np.ndarray
-    worse_sign: int
-    change: float
-    change_se: float
-    level_spread: float
-    verdict: str
-    best_batch_size: int  # best mean over seeds
-
-
-def trend(rows, field, worse_sign, scaling="none"):
-    """Trend of `field` over batch sizes, or None with fewer than two batch sizes."""
-    s = summarise(rows, field, scaling)
-    if len(s.batch_sizes) < 2:
-        return None
-    x = np.log2(s.batch_sizes.astype(float))
-    slopes = np.array([np.polyfit(x[np.isfinite(v)], v[np.isfinite(v)], 1)[0]
-                       for v in s.per_seed.values() if np.isfinite(v).sum() >= 2])
-    span = x[-1] - x[0]
-    change = float(np.mean(slopes) * span) if len(slopes) else 0.0
-    change_se = float(np.std(slopes, ddof=1) / math.sqrt(len(slopes)) * span) if len(slopes) > 1 else 0.0
-    worse = slopes * worse_sign
-    if len(slopes) == 0 or np.all(slopes == 0):
-        verdict = "unchanged"
-    elif (np.all(worse > 0) or np.all(worse < 0)) and abs(change) > 2 * change_se:
-        verdict = "worsens" if worse[0] > 0 else "improves"
-    else:
-        verdict = "no consistent trend"
-    best = int(s.batch_sizes[np.argmin(s.mean * worse_sign)])
-    return Trend(s, slopes, worse_sign, change, change_se, float(np.mean(s.std)), verdict, best)
-
-
-def paired_change(summary, i, j):
-    """Per seed, the metric at batch-size index j minus at index i (seeds missing either are skipped)."""
-    d = np.array([v[j] - v[i] for v in summary.per_seed.values()])
-    return d[np.isfinite(d)]
-
-
-@dataclass
-class EqualUpdates:
-    """Consecutive batch sizes compared at equal epochs and at equal updates, from the epoch loss curves.
-
-    Each epoch's loss is the mean loss of that epoch's batches, so it is placed
-    at the epoch's middle update, (e - 1/2) * U_epoch(B).  For each pair
-    (B, B' > B) and seed: loss_large is B''s last epoch; loss_same_epochs is
-    B's last epoch; loss_same_updates is B's curve interpolated at B''s last
-    update count.  pairs hold means over seeds.  The sums run over the pairs
-    where the larger batch ends worse at equal epochs (the worsening to explain):
-    gap_epochs = sum(loss_large - loss_same_epochs), gap_updates =
-    sum(loss_large - loss_same_updates); their difference is the part that
-    fewer updates explain.
-    """
-
-    pairs: list  # (B, B', updates of B' at its last epoch, loss_large, loss_same_epochs, loss_same_updates)
-    worse: list  # the pairs with loss_large > loss_same_epochs
-    gap_epochs: float
-    gap_updates: float
-
-
-def equal_updates(runs, batch_sizes, seeds, n_train, scaling="none"):
-    """EqualUpdates for one lr scaling, or None when no pair can be compared (epochs 0, one batch size)."""
-    pairs = []
-    for small, large in zip(batch_sizes, batch_sizes[1:]):
-        values = []
-        for seed in seeds:
-            a, b = runs.get((scaling, small, seed)), runs.get((scaling, large, seed))
-            if a is None or b is None or not a["epoch_loss"]:
-                continue
-            curve_small, curve_large = np.array(a["epoch_loss"]), np.array(b["epoch_loss"])
-            middle = np.arange(len(curve_small)) + 0.5
-            at_small = middle * updates_per_epoch(n_train, small)
-            target = (len(curve_large) - 0.5) * updates_per_epoch(n_train, large)
-            if target < at_small[0]:
-                continue  # the smaller batch's first epoch already had more updates
-            values.append((curve_large[-1], curve_small[-1], np.interp(target, at_small, curve_small), target))
-        if values:
-            v = np.mean(values, axis=0)
-            pairs.append((small, large, float(v[3]), float(v[0]), float(v[1]), float(v[2])))
-    if not pairs:
-        return None
-    worse = [p for p in pairs if p[3] > p[4]]
-    return EqualUpdates(pairs, worse, sum(p[3] - p[4] for p in worse), sum(p[3] - p[5] for p in worse))
-
-
-def last_batch(batch_size, n_train):
-    """(rows in an epoch's last batch, its share of the updates); (batch_size, 0.0) when every batch is full."""
-    rest = n_train % batch_size
-    return (rest, 1 / updates_per_epoch(n_train, batch_size)) if rest else (batch_size, 0.0)
-
-
-# ---------------------------------------------------------------- report.md
-
-def loss_name(config):
-    """'BCE' (0/1 labels) or 'CE' (softmax over classes)."""
-    return "CE" if config.get("classes", 1) > 1 else "BCE"
-
-
-def format_time(seconds):
-    """Seconds with a readable unit: 1.23 ms."""
-    if seconds == 0:
-        return "0 s"
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6)):
-        if abs(seconds) >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def format_bytes(n):
-    """Bytes with a binary unit: 1.5 KiB."""
-    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f} B"
-
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
-def study_rows(rows, config):
-    """The rows of the study's claims: the primary engine, at the study's lr (its scaled lr for other scalings)."""
-    engine = config["engine"]
-    return [r for r in rows if r["engine"] == engine
-            and (r["lr_scaling"] != "none" or math.isclose(r["lr"], config["lr"], rel_tol=1e-12))]
-
-
-def study_runs(runs, config):
-    """{(lr_scaling, batch_size, seed): run} for the runs of study_rows (runs keyed as fastedf.sweep keys them)."""
-    engine = config["engine"]
-    return {key[:3]: run for key, run in runs.items() if len(key) < 5 or (
-        key[4] == engine and (key[0] != "none" or math.isclose(key[3], config["lr"], rel_tol=1e-12)))}
-
+from .lr_grid import AGREEMENT_FACTOR, regime_ranges
+from .memory import PER_SAMPLE_BUFFERS, theoretical_bytes_per_sample
 
 def _model_phrase(config):
     """'Logistic regression' (the study), 'Softmax regression' or 'An MLP 64 → 16 → 10 (relu hidden layers, ...)'."""
@@ -311,11 +27,10 @@ def render(rows, runs, config, env, figures=(), warmup_compile_s=0.0, science=No
 
     rows and runs: every run of the sweep; the claims read the study's runs
     (study_rows), claim 1 compares every engine; science: a
-    report_science.Science for sections 4 and 5 (the lr grid), or None.
+    lr_grid.Science for sections 4 and 5 (the lr grid), or None.
     """
     all_rows, rows, runs = rows, study_rows(rows, config), study_runs(runs, config)
     seeds = sorted({r["seed"] for r in rows})
-    from .sweep import describe_data
     parts = [
         "# Batch-size sweep: the study's claims tested",
         "",
@@ -337,14 +52,13 @@ def render(rows, runs, config, env, figures=(), warmup_compile_s=0.0, science=No
     parts += _claim_memory(rows, config)
     parts += _claim_quality(rows, runs, config, seeds)
     if science is not None:
-        from .report_science import render_noise, render_steps
         parts += render_steps(science, config, figures)
         parts += render_noise(science, config, figures)
     return "\n".join(parts) + "\n"
 
 
 def _timing_phrase(rows):
-    """How the rows' times were measured (their `timing` column, fastedf.distributed's rule), as a clause."""
+    """How the rows' times were measured (their `timing` column, fastedf.study.distributed's rule), as a clause."""
     kinds = {r.get("timing", "serial") for r in rows}
     if TIMING_WORKERS in kinds:
         return (", measured on Dask workers while other runs shared the cores (`--timing concurrent`): "
@@ -362,12 +76,6 @@ ENGINE_NAMES = {"compiled": "fastedf compiled (`fit`, one Numba program)",
 def engine_label(engine):
     """An engine's name without its explanation: 'fastedf compiled'."""
     return ENGINE_NAMES.get(engine, engine).split(" (")[0]
-
-
-def engine_rows(rows, config, engine):
-    """The fixed-lr rows of one engine (the runs every engine makes)."""
-    return [r for r in rows if r["engine"] == engine and r["lr_scaling"] == "none"
-            and math.isclose(r["lr"], config["lr"], rel_tol=1e-12)]
 
 
 def _other_engines(rows, config, figures=()):
@@ -390,7 +98,7 @@ def _other_engines(rows, config, figures=()):
         table.append((ENGINE_NAMES.get(engine, engine), format_time(s.median[0]), format_time(s.median[-1]),
                       f"{ts.slope:.2f}", format_time(ts.c_update), f"{ts.crossover:.3g}",
                       "whole range" if ts.stops_at is None else f"up to B = {ts.stops_at}"))
-    out += [_table(("implementation", f"time at B = {config['batch_sizes'][0]}",
+    out += [markdown_table(("implementation", f"time at B = {config['batch_sizes'][0]}",
                     f"time at B = {config['batch_sizes'][-1]}", "slope (log2 t vs log2 B)", "per update",
                     "c_update / c_sample (B where halving stops in the model)", "halving holds"), table), ""]
     times = {e: summarise(engine_rows(rows, config, e), "train_time_s").median for e in engines}
@@ -420,7 +128,7 @@ def _claim_time(rows, config):
                       f"{step[2]:.2f} (ideal {step[3]:.2f})" if step else "",
                       f"{step[4]:.2f}" if step else "",
                       f"{100 * ts.c_update * ts.updates[i] / ts.model[i]:.0f}%"))
-    out += [_table(("B", "updates", "time (median over seeds)", "min – max over seeds", "time ratio to next B",
+    out += [markdown_table(("B", "updates", "time (median over seeds)", "min – max over seeds", "time ratio to next B",
                     "efficiency", "per-update share (model)"), table), ""]
     if ts.stops_at is None:
         measured = (f"every step keeps at least {HALVING_EFFICIENCY:.0%} of the ideal saving, so time stays "
@@ -460,12 +168,8 @@ def _claim_time(rows, config):
 
 
 def _least_bytes_per_sample(engine):
-    """fastedf.memory's count of the bytes one extra batch sample needs in `engine`, or None without that module."""
-    try:
-        from .memory import theoretical_bytes_per_sample
-    except ImportError:
-        return None
-    return theoretical_bytes_per_sample(engine)
+    """fastedf.study.memory's count of the bytes one extra batch sample needs in `engine` (None for another engine)."""
+    return theoretical_bytes_per_sample(engine) if engine in PER_SAMPLE_BUFFERS else None
 
 
 def _claim_memory(rows, config):
@@ -475,7 +179,7 @@ def _claim_memory(rows, config):
         return out + ["Not measured in this run: rerun with `--memory` (peak bytes under memray, one fresh "
                       "process per batch size).", ""]
     s = mg.summary
-    out += [_table(("B", "peak memory"), [(b, format_bytes(p)) for b, p in zip(s.batch_sizes, s.median)]), ""]
+    out += [markdown_table(("B", "peak memory"), [(b, format_bytes(p)) for b, p in zip(s.batch_sizes, s.median)]), ""]
     out += [
         f"Least-squares slope: **{mg.per_sample:.3g} bytes per extra sample** in the batch (one training row "
         f"is {8 * (len(config['features']) + 1)} bytes of float64 features and label"
@@ -492,7 +196,7 @@ def _claim_memory(rows, config):
     return out
 
 
-def _quality_table(loss, acc, rows, scaling, n_train):
+def _qualitymarkdown_table(loss, acc, rows, scaling, n_train):
     lrs = {r["batch_size"]: r["lr"] for r in rows if r["lr_scaling"] == scaling}
     table = []
     for i, b in enumerate(loss.summary.batch_sizes):
@@ -501,7 +205,7 @@ def _quality_table(loss, acc, rows, scaling, n_train):
         table.append((b, f"{lrs[int(b)]:.3g}", f"{rest} rows, {share:.0%} of updates" if share else "full",
                       f"{ls.mean[i]:.4f} ± {ls.std[i]:.4f}", f"{ls.low[i]:.4f} – {ls.high[i]:.4f}",
                       f"{ac.mean[i]:.4f} ± {ac.std[i]:.4f}", f"{ac.low[i]:.4f} – {ac.high[i]:.4f}"))
-    return _table(("B", "lr", "last batch", "final loss (mean ± sd)", "loss min – max",
+    return markdown_table(("B", "lr", "last batch", "final loss (mean ± sd)", "loss min – max",
                    "test accuracy (mean ± sd)", "accuracy min – max"), table)
 
 
@@ -564,7 +268,7 @@ def _claim_quality(rows, runs, config, seeds):
         short = "fixed lr" if scaling == "none" else f"lr scaled {scaling}"
         title = ("fixed lr (the study)" if scaling == "none"
                  else f"lr scaled {scaling} in B/B0, B0 = {config['base_batch_size']}")
-        out += [f"### {title}", "", _quality_table(loss, acc, rows, scaling, config["n_train"]), "",
+        out += [f"### {title}", "", _qualitymarkdown_table(loss, acc, rows, scaling, config["n_train"]), "",
                 _trend_sentence(loss, "Final loss"), "", _trend_sentence(acc, "Test accuracy"), "",
                 f"**Verdict on claim 3, {short}: {_claim3_verdict(loss, acc)}.**", ""]
         if scaling == "none":
@@ -600,7 +304,7 @@ def _fewer_updates(runs, config, seeds, scaling):
         return out + ["No pair of batch sizes could be compared (it needs two batch sizes and a curve with "
                       "enough epochs).", ""]
     table = [(f"{a} → {b}", f"{u:.0f}", f"{ll:.4f}", f"{le:.4f}", f"{lu:.4f}") for a, b, u, ll, le, lu in eq.pairs]
-    out += [_table(("B → B'", "updates of B' (mid last epoch)", "loss of B'", "loss of B, same epochs", "loss of B, same updates"),
+    out += [markdown_table(("B → B'", "updates of B' (mid last epoch)", "loss of B'", "loss of B, same epochs", "loss of B, same updates"),
                    table), ""]
     if eq.worse:
         share = 1 - eq.gap_updates / eq.gap_epochs
@@ -622,3 +326,160 @@ def _fewer_updates(runs, config, seeds, scaling):
                      "improving and the larger batch settles at a lower loss")
         out.append(text + ".")
     return out + [""]
+
+
+# ---------------------------------------------------------------- sections 4 and 5: the lr grid
+
+def _direction(b_crit, b_simple):
+    if not (b_crit and b_simple and math.isfinite(b_crit) and math.isfinite(b_simple)) or b_crit == b_simple:
+        return ""
+    return ": the knee lies below B_simple" if b_crit < b_simple else ": the knee lies above B_simple"
+
+
+def _g(x, digits=3):
+    return "–" if x is None else f"{x:.{digits}g}"
+
+
+def _figure(figures, name):
+    return f" Figure: [{name}]({name})." if name in figures else ""
+
+
+def render_steps(sci, config, figures=()):
+    """Section 4 of report.md: updates to the target per batch size, the regimes, the grid's influence."""
+    out = ["## 4. How many updates does each batch size need to reach a target loss?", ""]
+    grid = sorted(config["lrs"])
+    out.append(
+        f"Every batch size and seed was trained at each learning rate of the grid {', '.join(f'{g:g}' for g in grid)} "
+        f"for {config['epochs']} epochs, its loss over the whole training set measured at update counts "
+        f"2^(k/{config['checkpoints_per_doubling']}) (so an update count read off them is at most "
+        f"{2 ** (1 / config['checkpoints_per_doubling']) - 1:.0%} above the first update that reached the target; "
+        f"per-epoch losses would be off by up to a whole epoch, {config['n_train']} updates at B = 1). "
+        f"Per batch size and seed the learning rate reaching the target in the fewest updates is kept "
+        f"(Shallue et al. 2018). Target: {sci.target_rule}.")
+    out.append("")
+    st = sci.steps
+    if st is None:
+        return out + ["No run reached the target: lower --target-loss or train longer (--epochs).", ""]
+    table = []
+    by_b = dict(zip(st.fitted_sizes, st.regimes))
+    for i, b in enumerate(st.batch_sizes):
+        lrs = st.best_lrs[i]
+        table.append((b, f"{st.reached[i]}/{st.seeds}", _g(st.median[i], 4),
+                      f"{_g(st.low[i], 4)} – {_g(st.high[i], 4)}", _g(st.epochs[i]), _g(st.examples[i], 4),
+                      "–" if st.seconds[i] is None else format_time(st.seconds[i]),
+                      ", ".join(f"{lr:g}" for lr in sorted(set(lrs))) or "–", by_b.get(b, "–")))
+    out += [markdown_table(("B", "seeds reaching", "updates (median)", "min – max", "epochs", "examples", "seconds",
+                    "best lr(s)", "regime"), table), ""]
+    out.append(_regime_sentence(st) + _figure(figures, "steps_to_target.png"))
+    out.append("")
+    fit = st.fit
+    if fit is not None:
+        b_crit = "∞ (no knee inside the data)" if not math.isfinite(fit.b_crit) else f"{fit.b_crit:.3g}"
+        out.append(f"Fitting S(B) = S_min (1 + B_crit / B) (McCandlish et al. 2018, eq. 2.11, relative least "
+                   f"squares on the medians above, the batch sizes reached by at least half the seeds) gives S_min = {fit.s_min:.4g} updates, "
+                   f"E_min = {fit.e_min:.4g} examples and **B_crit = E_min / S_min = {b_crit}**: below B_crit "
+                   f"doubling B nearly halves the updates, above it the updates approach S_min."
+                   + (f" On the fitted curve the slope crosses the regime thresholds at B_crit / 4 = "
+                      f"{fit.b_crit / 4:.3g} and 4 B_crit = {4 * fit.b_crit:.3g}: perfect scaling below the first, "
+                      f"no benefit above the second (read off the fit, these boundaries are steadier than the "
+                      f"labels above, each of which rests on two neighbouring medians)."
+                      if math.isfinite(fit.b_crit) and fit.b_crit > 0 else ""))
+        out.append("")
+    ends = len(grid) > 1
+    if ends:
+        share = st.at_grid_end / st.best_points if st.best_points else 0.0
+        text = (f"The best lr sits at an end of the grid in {st.at_grid_end} of {st.best_points} (batch size, seed) "
+                f"pairs ({share:.0%})")
+        text += (": the grid brackets the optimum for most batch sizes." if share < 0.25 else
+                 ": a wider grid could lower those counts, so read them as upper bounds.")
+        sens = []
+        for name, other in sci.sensitivity.items():
+            if other is None or other.fit is None:
+                sens.append(f"{name}: no fit")
+                continue
+            sens.append(f"{name}: B_crit {_g(other.fit.b_crit)}, median updates at B = {st.batch_sizes[0]} "
+                        f"{_g(other.median[0], 4)} and at B = {st.batch_sizes[-1]} {_g(other.median[-1], 4)}")
+        if sens:
+            text += " Dropping an end of the grid: " + "; ".join(sens) + "."
+        out += [text + _figure(figures, "steps_to_target_by_lr.png"), ""]
+    return out
+
+
+def _regime_sentence(st):
+    if len(st.fitted_sizes) < 2:
+        return "Too few batch sizes reached the target in at least half the seeds to name regimes."
+    ranges = regime_ranges(st.fitted_sizes, st.regimes)
+    parts = [f"{label} for B = {a}" + (f"–{b}" if b != a else "") for label, a, b in ranges]
+    seen = {label for label, _, _ in ranges}
+    missing = [r for r in batch_scaling.REGIMES if r not in seen]
+    text = (f"**Regimes** (local slope of log S against log B below {batch_scaling.PERFECT_SLOPE} is perfect scaling, "
+            f"above {batch_scaling.NO_BENEFIT_SLOPE} no benefit): " + "; ".join(parts) + ".")
+    if missing:
+        text += f" Not seen in this range: {', '.join(missing)}."
+    unreached = [b for b in st.batch_sizes if b not in st.fitted_sizes]
+    if unreached:
+        text += (f" Batch sizes reaching the target in fewer than half the seeds (left out of the regimes): "
+                 f"{', '.join(map(str, unreached))}.")
+    return text
+
+
+def render_noise(sci, config, figures=()):
+    """Section 5 of report.md: B_simple along the reference run, against the B_crit of section 4."""
+    out = ["## 5. Does the gradient noise scale predict the knee?", ""]
+    noise = config.get("noise")
+    if not noise or not sci.noise:
+        return out + ["Not measured in this run (`--no-noise`, or no lr grid).", ""]
+    out.append(
+        f"A reference run (batch size {noise['batch_size']}, lr {noise['lr']:g}, seed {noise['seed']}) was "
+        f"stopped after the epochs below; at each stop B_simple = tr(Σ) / |G|² was estimated from "
+        f"{noise['steps']} pairs of batches of {noise['b_small']} and {noise['b_big']} rows drawn with replacement "
+        f"(McCandlish et al. 2018, appendix A: the two batch sizes' squared gradient norms give unbiased "
+        f"estimates of tr(Σ) and |G|², averaged over the pairs and then divided)"
+        + (", and computed exactly from every per-sample gradient." if noise["exact"] else "."))
+    out.append("")
+    table = [(p["epoch"], p["updates"], f"{p['train_loss']:.4g}", _g(p["trace_sigma"]), _g(p["g_sq"]),
+              _g(p["b_simple"]), _g(p["b_simple_exact"])) for p in sci.noise]
+    out += [markdown_table(("epoch", "updates", "training loss", "tr(Σ)", "|G|²", "B_simple (estimate)",
+                    "B_simple (exact)"), table), ""]
+    def best(p):  # the exact value where it was computed
+        return p["b_simple_exact"] if p["b_simple_exact"] is not None else p["b_simple"]
+
+    first, last = sci.noise[0], sci.noise[-1]
+    which = " (exact values)" if noise["exact"] else ""
+    text = (f"B_simple{which} grows from {_g(best(first))} at the start to {_g(best(last))} after "
+            f"{last['epoch']} epochs: as the loss falls the mean gradient |G|² shrinks faster than the "
+            f"per-sample spread tr(Σ), so larger batches stay useful for longer."
+            if best(last) > best(first) else
+            f"B_simple{which} goes from {_g(best(first))} at the start to {_g(best(last))} after "
+            f"{last['epoch']} epochs.")
+    if noise["exact"]:
+        off = [p for p in sci.noise if not 0.5 <= p["b_simple"] / p["b_simple_exact"] <= 2]
+        if off:
+            text += (f" The two-batch estimate is off by more than a factor of 2 at {len(off)} of {len(sci.noise)} "
+                     f"points, where B_simple is far above the larger batch ({noise['b_big']}): |G|² is then "
+                     f"smaller than the noise of a {noise['b_big']}-row batch and its estimate can even be negative "
+                     f"(B_simple = inf); more steps or a larger batch would be needed there.")
+        else:
+            text += " The two-batch estimate stays within a factor of 2 of the exact value at every point."
+    out += [text + _figure(figures, "noise_scale.png"), ""]
+    at = sci.at_target
+    b_crit = sci.steps.fit.b_crit if sci.steps and sci.steps.fit else None
+    if at is None or b_crit is None:
+        return out + ["No B_crit to compare with (section 4 has no fit).", ""]
+    seed = config["noise"]["seed"]
+    where = (f"where the reference run's training loss first reached its seed's target (epoch {at['epoch']}, loss "
+             f"{at['train_loss']:.4g})" if sci.target_reached_in_noise_run else
+             f"at the reference run's last point (epoch {at['epoch']}, loss {at['train_loss']:.4g}; it never "
+             f"reached seed {seed}'s target {sci.targets.get(seed, float('nan')):.4g})")
+    which = "exact" if at.get("b_simple_exact") is not None else "estimated"
+    ratio, agrees = sci.agreement
+    verdict = ("cannot be compared (B_crit is not finite: the knee lies outside the data)" if ratio is None else
+               f"**{'agree' if agrees else 'do not agree'} within a factor of {AGREEMENT_FACTOR:g}** "
+               f"(ratio {ratio:.2g})")
+    out += [f"Predicted knee: B_simple = {_g(sci.b_simple_at_target)} ({which}) {where}. Measured knee: "
+            f"B_crit = {_g(b_crit)} "
+            f"from the steps to target. The two {verdict}{_direction(b_crit, sci.b_simple_at_target)}. "
+            f"McCandlish et al. predict the critical batch size by B_noise = tr(HΣ) / (GᵀHG), H the Hessian; "
+            f"B_simple, measured here, equals it only when H is a multiple of the identity, so with uneven "
+            f"curvature a gap between the two is expected and the factor-of-{AGREEMENT_FACTOR:g} test is strict.", ""]
+    return out

@@ -1,7 +1,7 @@
 """The sweep's figures, one function per figure, drawn with matplotlib's Agg backend into PNG files.
 
 Each figure states in its title what was run, so it reads without the code.
-The numbers come from fastedf.report's summaries of the sweep rows.
+The numbers come from fastedf.study.report's summaries of the sweep rows.
 """
 import os
 
@@ -12,9 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from .report import (engine_label, engine_rows, format_time, loss_name, memory_growth, study_rows,  # noqa: E402
-                     study_runs, summarise, time_scaling)
-from .science import updates_per_epoch  # noqa: E402
+from ..text import format_time  # noqa: E402
+from . import batch_scaling  # noqa: E402
+from .batch_scaling import updates_per_epoch  # noqa: E402
+from .claims import engine_rows, loss_name, memory_growth, study_rows, study_runs, summarise, time_scaling  # noqa: E402
+from .lr_grid import best_per_batch_and_seed  # noqa: E402
+from .report import engine_label  # noqa: E402
 
 DPI = 110
 SCALING_LABELS = {"none": "fixed lr", "linear": "lr × B/B0", "sqrt": "lr × sqrt(B/B0)"}
@@ -203,8 +206,8 @@ def plot_decision_boundaries(runs, config, split, out_dir, seed=0, name="decisio
 def make_figures(rows, runs, config, split, out_dir, science=None):
     """Every figure the rows support; returns the file names written in out_dir.
 
-    rows and runs: every run of the sweep (runs keyed as fastedf.sweep keys
-    them); science: a report_science.Science for the steps-to-target and
+    rows and runs: every run of the sweep (runs keyed as fastedf.study.sweep keys
+    them); science: a lr_grid.Science for the steps-to-target and
     noise-scale figures, or None.
     """
     all_rows, rows, runs = rows, study_rows(rows, config), study_runs(runs, config)
@@ -238,10 +241,8 @@ def _loglog_axis(ax, sizes):
 def plot_steps_to_target(sci, config, out_dir, name="steps_to_target.png"):
     """Updates to the target against B (log-log): each seed's best-lr count, the median coloured by regime,
     the perfect-scaling line S ~ 1/B through the smallest B, and the fit S_min (1 + B_crit / B)."""
-    from . import science
     st = sci.steps
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    from .report_science import best_per_batch_and_seed
     points = [t for t in best_per_batch_and_seed(sci.results).values() if t is not None]
     ax.plot([t.batch_size for t in points], [t.updates for t in points], ".", color="0.6", ms=5,
             label="each seed (its best lr)")
@@ -260,7 +261,7 @@ def plot_steps_to_target(sci, config, out_dir, name="steps_to_target.png"):
     grid = np.geomspace(min(st.batch_sizes), max(st.batch_sizes), 100)
     ax.plot(grid, med[0] * sizes[0] / grid, "k--", lw=1, label=f"perfect scaling S ~ 1/B from B = {sizes[0]}")
     if st.fit is not None and st.fit.s_min > 0:
-        ax.plot(grid, science.predicted_steps(grid, st.fit.s_min, st.fit.e_min), ":", color="C0", lw=1.5,
+        ax.plot(grid, batch_scaling.predicted_steps(grid, st.fit.s_min, st.fit.e_min), ":", color="C0", lw=1.5,
                 label=f"fit S_min (1 + B_crit/B): S_min = {st.fit.s_min:.3g}, B_crit = {st.fit.b_crit:.3g}")
         if np.isfinite(st.fit.b_crit) and grid[0] <= st.fit.b_crit <= grid[-1]:
             ax.axvline(st.fit.b_crit, color="C0", lw=0.8, alpha=0.6)

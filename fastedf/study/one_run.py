@@ -1,0 +1,230 @@
+"""One run of the sweep: a RunSpec, trained by `execute` into its row and curve (on this process or a worker)."""
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..guardrails import NO_GUARD, UsageError
+from ..trainer import fit
+from .batch_scaling import updates_per_epoch
+from .data import Dataset
+from .distributed import TIMING_SERIAL
+from .memory import measure_peaks
+from .options import EDF_ENGINE, model_of
+from .results import NOISE_FIELDS
+from .training import ModelSpec, checkpoint_schedule, noise_trajectory, train_numpy_edf, train_with_checkpoints
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs: the data (split by seed in the run), the model, its key and how to train.
+
+    checkpoints: None, or checkpoints per doubling of the update count for a
+    run whose training loss is measured along the way (the lr grid).
+    Picklable: a worker elsewhere can execute it.
+    """
+
+    dataset: Dataset = field(repr=False, compare=False)
+    model: ModelSpec
+    lr_scaling: str
+    batch_size: int
+    seed: int
+    lr: float
+    engine: str
+    epochs: int
+    repeats: int
+    shuffle: bool
+    checkpoints: int | None = None
+
+    @property
+    def key(self):
+        return self.lr_scaling, self.batch_size, self.seed, self.lr, self.engine
+
+
+@dataclass
+class Trained:
+    """What run_one returns: the row's measured fields, fit's epoch losses, the trained parameters, checkpoints."""
+
+    fields: dict
+    epoch_loss: list
+    parameters: list
+    checkpoints: list | None = None
+
+
+def execute(spec, guard=NO_GUARD):
+    """Train one RunSpec; returns (row, run): the results.csv row and the runs.jsonl entry.
+
+    A pure function of the spec (apart from the timings): the data are split
+    by seed here, the model is built here.  peak_memory_bytes is left None
+    (memory is measured per batch size, by the caller).
+    """
+    trained = run_one(spec.dataset.split(spec.seed), spec.batch_size, spec.seed, spec.lr, spec.epochs, spec.engine,
+                      spec.repeats, spec.shuffle, guard=guard, model=spec.model, classes=spec.dataset.classes,
+                      checkpoints=spec.checkpoints)
+    names = {"lr_scaling": spec.lr_scaling, "batch_size": spec.batch_size, "seed": spec.seed, "lr": spec.lr,
+             "engine": spec.engine}
+    row = {**names, "epochs": spec.epochs, **trained.fields, "peak_memory_bytes": None, "timing": TIMING_SERIAL}
+    run = {**names, "epoch_loss": trained.epoch_loss, "parameters": trained.parameters}
+    if trained.checkpoints is not None:
+        run["checkpoints"] = trained.checkpoints
+    return row, run
+
+
+def execute_on_worker(dataset, timing, spec):
+    """execute(spec) on a Dask worker (study.distributed), the spec sent without its data (`dataset`, sent once).
+
+    timing "serial": one training run, for the row's losses, accuracy and
+    curves (the sweep's process times the run afterwards, `time_here`);
+    "concurrent": spec.repeats runs, and the worker's times stand.
+    """
+    return execute(dataclasses.replace(spec, dataset=dataset, repeats=spec.repeats if timing == "concurrent" else 1))
+
+
+def time_here(spec, row):
+    """The time fields of a run a worker trained, from spec.repeats runs in this process (None: it diverged)."""
+    if row["train_time_s"] is None:
+        return None
+    timed, _ = execute(dataclasses.replace(spec, checkpoints=None))
+    return {"train_time_s": timed["train_time_s"], "compile_time_s": timed["compile_time_s"]}
+
+
+def warm_up_worker(config, dataset):
+    """warm_up on a Dask worker, before its first run."""
+    warm_up(config, dataset.split(0))
+
+
+def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard=NO_GUARD, model=ModelSpec(),
+            classes=1, checkpoints=None):
+    """Train `repeats` times from the same initialisation; returns a Trained.
+
+    train_time_s is the median over repeats of fit's training-loop time, which
+    excludes compilation; compile_time_s is the largest compile time seen (the
+    first run pays it, unless Numba's cache holds the program).  engine
+    EDF_ENGINE runs the course loop on the NumPy EDF instead of fit
+    (compile_time_s 0).  With `checkpoints` (per doubling), one more run first
+    measures the whole-training-set loss at update counts 2**(k/checkpoints)
+    (fastedf.study.training.train_with_checkpoints): fields gain min_loss and
+    diverged_at_update, and a run that diverges there is recorded as such
+    (no timed runs).  Only the training calls are interruptible (`guard`, an
+    InterruptGuard).  A ValueError from training (the data or the lr make it
+    fail) is a UsageError naming the run.
+    """
+    X, y = split.X_train, split.y_train
+    where = f"batch size {batch_size}, seed {seed}, lr {lr:g}"
+    trajectory = None
+    total = epochs * updates_per_epoch(len(X), min(batch_size, len(X)))  # the updates of this run
+    if checkpoints:
+        probe = model.build(X.shape[1], classes, seed)
+        try:
+            with guard.training():
+                trajectory = train_with_checkpoints(
+                    probe, X, probe.labels(y), batch_size, epochs, lr, shuffle, seed, engine,
+                    checkpoint_schedule(total, checkpoints), lambda m, _: m.mean_loss(X, y))
+        except ValueError as error:
+            raise UsageError(f"{where}: {error}") from None
+        curve = [[int(u), float(v)] for u, v in trajectory.checkpoints]
+        after_first = [v for u, v in curve if u > 0]
+        extra = {"min_loss": min(after_first) if after_first else None, "diverged_at_update": trajectory.diverged_at}
+        if trajectory.diverged_at is not None:
+            fields = {"updates": total, "train_time_s": None, "compile_time_s": 0.0, "final_loss": None,
+                      "test_accuracy": None, **extra}
+            return Trained(fields, [float(v) for v in trajectory.epoch_loss], [], curve)
+    times, compiles = [], []
+    for _ in range(repeats):
+        trained = model.build(X.shape[1], classes, seed)
+        labels = trained.labels(y)
+        try:
+            with guard.training():
+                if engine == EDF_ENGINE:
+                    epoch_loss, seconds, values = train_numpy_edf(trained, X, labels, batch_size, epochs, lr,
+                                                                  shuffle, seed)
+                    for p, value in zip(trained.parameters, values):
+                        p.value = value
+                    times.append(seconds)
+                    compiles.append(0.0)
+                    updates = total
+                else:
+                    history = fit(trained.loss, {trained.x: X, trained.y: labels}, batch_size=batch_size,
+                                  epochs=epochs, lr=lr, shuffle=shuffle, seed=seed, engine=engine)
+                    epoch_loss, updates = history.epoch_loss, history.updates
+                    times.append(history.train_time_s)
+                    compiles.append(history.compile_time_s)
+        except ValueError as error:
+            raise UsageError(f"{where}: {error}") from None
+    fields = {
+        "updates": int(updates),
+        "train_time_s": float(np.median(times)),
+        "compile_time_s": float(max(compiles)),
+        "final_loss": trained.mean_loss(split.X_train, split.y_train),
+        "test_accuracy": trained.accuracy(split.X_test, split.y_test),
+    }
+    if trajectory is not None:
+        fields.update(extra)
+    parameters = [p.value.tolist() for p in trained.parameters]
+    return Trained(fields, np.asarray(epoch_loss, dtype=float).tolist(), parameters,
+                   curve if trajectory is not None else None)
+
+
+def warm_up(config, split, guard=NO_GUARD):
+    """One untimed one-epoch run per engine, so compilation and first-call costs land before the timed runs.
+
+    Returns the primary engine's compile time in seconds (0 when Numba's
+    on-disk cache held the program).
+    """
+    seconds = None
+    for engine in config["engines"]:
+        trained = run_one(split, config["batch_sizes"][0], 0, config["lr"], min(config["epochs"], 1),
+                          engine, 1, config["shuffle"], guard=guard, model=model_of(config),
+                          classes=config["classes"])
+        seconds = trained.fields["compile_time_s"] if seconds is None else seconds
+    return seconds
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """The reference run of the noise-scale measurement (config["noise"]), as a unit a worker can execute."""
+
+    dataset: Dataset = field(repr=False, compare=False)
+    model: ModelSpec
+    batch_size: int
+    lr: float
+    seed: int
+    at_epochs: tuple
+    engine: str
+    shuffle: bool
+    b_small: int
+    b_big: int
+    steps: int
+    exact: bool
+
+
+def noise_spec(config, dataset):
+    """The NoiseSpec of a configuration, or None when it measures no noise scale."""
+    noise = config.get("noise")
+    if not noise:
+        return None
+    return NoiseSpec(dataset, model_of(config), noise["batch_size"], noise["lr"], noise["seed"],
+                     tuple(noise["at_epochs"]), config["engine"], config["shuffle"], noise["b_small"],
+                     noise["b_big"], noise["steps"], noise["exact"])
+
+
+def execute_noise(spec, guard=NO_GUARD):
+    """B_simple along the reference run: a list of noise.csv rows (dicts with NOISE_FIELDS), one per epoch asked."""
+    split = spec.dataset.split(spec.seed)
+    model = spec.model.build(split.X_train.shape[1], spec.dataset.classes, spec.seed)
+    try:
+        with guard.training():
+            points = noise_trajectory(model, split.X_train, split.y_train, spec.batch_size,
+                                      max(spec.at_epochs), spec.lr, spec.shuffle, spec.seed, spec.engine,
+                                      list(spec.at_epochs), spec.b_small, spec.b_big, spec.steps, spec.exact)
+    except ValueError as error:
+        raise UsageError(f"noise-scale run (batch size {spec.batch_size}, lr {spec.lr:g}): {error}") from None
+    return [{name: point[name] for name in NOISE_FIELDS} for point in points]
+
+
+def measure_memory(engine, batch_size, features, samples):
+    """Peak bytes of one epoch of training at `batch_size`, from fastedf.study.memory (memray, in a fresh process)."""
+    try:
+        rows = measure_peaks(engine, [batch_size], features=features, samples=samples, epochs=1, seed=0)
+    except ValueError as error:  # the child rejected the arguments
+        raise UsageError(f"--memory: {error}") from None
+    return int(rows[0]["peak_bytes"])

@@ -1,0 +1,303 @@
+"""`fastedf sweep`: the batch-size study in one command, and the batch-size science past it.
+
+For every (lr_scaling, batch_size, seed) the sweep trains a model (logistic
+regression by default, `--model mlp` for an MLP; fastedf.study.training.ModelSpec)
+with fastedf.fit and records one row: SGD updates, training time (median of
+`repeats` runs, compilation excluded), compile time, the final mean loss over
+the whole training set, test accuracy and, with --memory, the peak memory of
+training at that batch size.  Options add runs, each one more row:
+
+- `--lrs a,b,c` (or `--target-loss L`): every batch size and seed is trained
+  at every learning rate of the grid, its training loss measured at
+  geometrically spaced update counts (fastedf.study.training.train_with_checkpoints);
+  rows gain the columns min_loss and diverged_at_update, runs.jsonl the
+  checkpoints, and the report counts the updates each batch size needs to
+  reach a target loss (fastedf.study.lr_grid); a reference run measures the
+  gradient noise scale during training (noise.csv);
+- `--engine compiled,graph` and `--with-edf`: the fixed-lr runs again on the
+  other engines and on the course's NumPy EDF loop, for the time comparison.
+
+A run is a RunSpec; `execute(spec)` trains it and returns its row and curve, a
+pure function of the spec (it could run on another worker).
+
+Files in --out (default results/):
+  results.csv   one row per run, appended and flushed as each run finishes
+                (columns ROW_FIELDS, then TARGET_FIELDS when the lr grid runs)
+  runs.jsonl    per run: the epoch loss curve, the trained parameters and,
+                for grid runs, the checkpoints [[updates, training loss], ...]
+                (written before the row, so every row has its curve)
+  noise.csv     with the lr grid: B_simple along the reference run (NOISE_FIELDS)
+  steps_to_target.csv  with the lr grid: every grid run's updates, epochs,
+                examples and seconds to the target, and which lr was best
+  results.json  configuration, environment and rows (rewritten at the start,
+                on Ctrl-C and at the end; "complete" says which)
+  *.png         the figures (fastedf.study.plots); report.md (fastedf.study.report)
+  .fastedf.lock the lock: the pid of the sweep writing the directory
+
+Guarantees:
+- one writer per --out: a second sweep on the same directory refuses (guardrails.DirectoryLock);
+- a finished run survives Ctrl-C and a kill: its row is flushed to disk before
+  the next run starts; Ctrl-C while a run trains stops it (that run is redone
+  by --resume), Ctrl-C at any other moment waits until the current row is
+  written; results.json then says complete: false, and the exit code is 130;
+- --resume reads rows back through the same checks as rows produced
+  (`row_problem`, `run_problem`, `noise_problem`): a hand-edited or damaged row
+  is refused with one line naming the file and the line; only a last line cut
+  short by a kill is dropped and its run redone;
+- options this machine cannot finish (memory, disk, or a week at fastedf's
+  fastest speed) are refused before anything runs, naming what fits.
+
+On a Dask cluster (`--workers N`: a LocalCluster of N single-threaded worker
+processes; `--scheduler ADDRESS`: a running cluster; fastedf.study.distributed):
+the workers execute the runs and this process writes each row as it arrives,
+in the same files, under the same lock, resumable the same way; the files
+are put in the serial order at the end.  Times stay honest (the rule in
+fastedf.study.distributed): with `--timing serial` (the default) a worker trains a
+run once, for its loss, accuracy and curves, and this process times it with
+--repeats runs while the workers have nothing to run; `--timing concurrent`
+keeps the workers' own times, measured side by side.  The `timing` column
+says which: serial (a sweep in one process), serial-client or
+worker-concurrent.  A worker that dies loses only its run, which is redone
+elsewhere and written once; Ctrl-C cancels what is still running and keeps
+every row already written.
+"""
+import csv
+import dataclasses
+import functools
+import os
+import sys
+
+from tqdm import tqdm
+
+from ..guardrails import EXIT_INTERRUPTED, NO_GUARD, InterruptGuard, UsageError, environment, path_error
+from . import plots, report
+from .distributed import Grid, require_dask
+from .lr_grid import analyse, best_per_batch_and_seed
+from .options import build_config, build_parser, load_dataset, model_of, refuse_what_cannot_finish
+from .results import ResultsDir, checkpointed, noise_problem, planned_lrs, row_problem, run_problem
+from .one_run import (RunSpec, execute, execute_noise, execute_on_worker, measure_memory, noise_spec, time_here,
+                      warm_up, warm_up_worker)
+
+def run_specs(config, dataset):
+    """The RunSpec of every run of the sweep, in sweep order (_todo)."""
+    model = model_of(config)
+    return [RunSpec(dataset, model, scaling, b, seed, lr, engine, config["epochs"], config["repeats"],
+                    config["shuffle"], config["checkpoints_per_doubling"] if checkpointed(config, scaling, engine)
+                    else None)
+            for scaling, b, seed, lr, engine in _todo(config)]
+
+
+def sweep_batch_sizes(config, dataset, out, done, quiet=False, guard=NO_GUARD):
+    """Run every run of the sweep not in `done` ({key: row}, updated in place).
+
+    Batch sizes run in order, so an interrupted sweep has its small batches
+    complete; each seed's split is made when its run starts (execute),
+    never all at once.  Returns all rows in sweep order.
+    """
+    todo = _todo(config)
+    peaks = {key[1]: row["peak_memory_bytes"] for key, row in done.items()}
+    remaining = [spec for spec in run_specs(config, dataset) if spec.key not in done]
+    bar = tqdm(total=len(todo), initial=len(todo) - len(remaining), desc="sweep", unit="run",
+               file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
+    try:
+        for spec in remaining:
+            bar.set_postfix_str(f"B={spec.batch_size} seed={spec.seed} lr={spec.lr:g} {spec.engine}")
+            _measure_peak(config, spec, peaks, guard)
+            row, run = execute(spec, guard)
+            _record(config, out, done, spec, row, run, peaks)
+            bar.update()
+            guard.check()  # a Ctrl-C that came after training stops the sweep here, its row safe
+    finally:
+        bar.close()
+    return [done[key] for key in todo]
+
+
+def sweep_on_cluster(config, dataset, out, done, grid, quiet=False, guard=NO_GUARD):
+    """sweep_batch_sizes with the runs executed on a Dask cluster (grid: an open fastedf.study.distributed.Grid).
+
+    Each row is written here as it arrives (timed here first with --timing
+    serial, while the workers wait); memory is measured here, one batch size
+    at a time; the files are put in sweep order at the end.  Returns all rows
+    in sweep order.
+    """
+    todo = _todo(config)
+    peaks = {key[1]: row["peak_memory_bytes"] for key, row in done.items()}
+    remaining = [spec for spec in run_specs(config, dataset) if spec.key not in done]
+    bar = tqdm(total=len(todo), initial=len(todo) - len(remaining), desc=f"sweep on {grid.threads} workers",
+               unit="run", file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
+
+    def on_result(spec, result, timed):
+        row, run = result
+        row.update(timed.value or {}, timing=timed.how)
+        _measure_peak(config, spec, peaks, guard)
+        _record(config, out, done, spec, row, run, peaks)
+        bar.update()
+        guard.check()  # a Ctrl-C that came while the row was written stops the sweep here, its row safe
+
+    def time_one(spec, result):  # in this process, while the workers have nothing to run
+        return time_here(dataclasses.replace(spec, dataset=dataset), result[0])
+
+    try:
+        grid.run(functools.partial(execute_on_worker, dataset, config["timing"]),
+                 [dataclasses.replace(spec, dataset=None) for spec in remaining], on_result=on_result,
+                 time_one=time_one if config["timing"] == "serial" else None,
+                 warm_up=functools.partial(warm_up_worker, config, dataset), interruptible=guard.training)
+    finally:
+        bar.close()
+    rows = [done[key] for key in todo]
+    out.put_in_order(rows)
+    return rows
+
+
+def _measure_peak(config, spec, peaks, guard):
+    """With --memory, the peak memory at this run's batch size, measured once per batch size (in `peaks`)."""
+    if config["memory"] and peaks.get(spec.batch_size) is None:
+        with guard.training():
+            peaks[spec.batch_size] = measure_memory(config["engine"], spec.batch_size, len(config["features"]),
+                                                    config["n_train"])
+
+
+def _record(config, out, done, spec, row, run, peaks):
+    """Check a finished run as --resume would, write its curve and row (out.append) and add the row to done."""
+    if config["memory"]:
+        row["peak_memory_bytes"] = peaks.get(spec.batch_size)
+    problem = row_problem(row, config) or run_problem(run, config)
+    if problem:
+        raise RuntimeError(f"fastedf made a row it would not read back: {problem}")
+    out.append(row, run)
+    done[spec.key] = row
+
+
+def measure_noise(config, dataset, out, guard=NO_GUARD):
+    """The reference run's noise points: those kept by --resume, else measured now and written to noise.csv."""
+    spec = noise_spec(config, dataset)
+    if spec is None:
+        return []
+    if out.noise_points:
+        return out.noise_points
+    points = execute_noise(spec, guard)
+    for point in points:
+        problem = noise_problem(point, config)
+        if problem:
+            raise RuntimeError(f"fastedf made a noise point it would not read back: {problem}")
+    out.write_noise(points)
+    guard.check()
+    return points
+
+
+def _todo(config):
+    """Every run's key (lr_scaling, batch_size, seed, lr, engine): by batch size, then scaling, lr, engine, seed.
+
+    The primary engine runs every scaling (and, with the grid, every lr); the
+    other engines only the fixed lr.
+    """
+    engines = config.get("engines") or [config["engine"]]
+    keys = []
+    for b in config["batch_sizes"]:
+        for scaling in config["lr_scaling"]:
+            for engine in engines if scaling == "none" else engines[:1]:
+                for lr in planned_lrs(config, scaling, b, engine):
+                    keys += [(scaling, b, seed, lr, engine) for seed in range(config["seeds"])]
+    return keys
+
+
+STEPS_FIELDS = ("batch_size", "seed", "lr", "target_loss", "updates_to_target", "epochs_to_target",
+                "examples_to_target", "seconds_to_target", "best")
+
+
+def write_steps_to_target(path, results, targets):
+    """steps_to_target.csv: every grid run's cost to the target (empty: not reached), best = 1 for the lr kept.
+
+    results: lr_grid.RunToTarget per run; targets: {seed: loss}; best: the fewest updates for its
+    (batch_size, seed), ties to the smaller lr.
+    """
+    best = {id(t) for t in best_per_batch_and_seed(results).values() if t is not None}
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, STEPS_FIELDS)
+            writer.writeheader()
+            for t in results:
+                writer.writerow({"batch_size": t.batch_size, "seed": t.seed, "lr": t.lr, "target_loss": targets[t.seed],
+                                 "updates_to_target": "" if t.updates is None else t.updates,
+                                 "epochs_to_target": "" if t.epochs is None else t.epochs,
+                                 "examples_to_target": "" if t.examples is None else t.examples,
+                                 "seconds_to_target": "" if t.seconds is None else t.seconds,
+                                 "best": int(id(t) in best)})
+    except OSError as error:
+        raise path_error(error, path, "write") from None
+
+
+def _sweep_on_cluster(args, config, dataset, out, done, guard):
+    """sweep_on_cluster on the cluster --workers or --scheduler names; a LocalCluster is stopped afterwards."""
+    grid = Grid(workers=args.workers, scheduler=args.scheduler)
+    try:
+        with guard.training():  # Ctrl-C while the cluster starts stops at once
+            grid.open()
+        if not args.quiet:
+            print(f"fastedf sweep: {grid.threads} Dask worker threads; dashboard {grid.dashboard_link}",
+                  file=sys.stderr)
+        return sweep_on_cluster(config, dataset, out, done, grid, quiet=args.quiet, guard=guard)
+    finally:
+        grid.close()
+
+
+def main(argv=None):
+    """`fastedf sweep [options]`; returns the exit code.  Bad input raises UsageError (exit 2 in fastedf.__main__)."""
+    args = build_parser().parse_args(argv)
+    if args.timing != "serial" and not (args.workers or args.scheduler):
+        raise UsageError(f"--timing {args.timing} needs --workers or --scheduler")
+    if args.workers or args.scheduler:
+        require_dask()  # before anything is read or written: one line saying what to install
+    dataset = load_dataset(args)
+    first = dataset.split(0)
+    n_train, n_test = len(first.y_train), len(first.y_test)
+    if n_train == 0 or n_test == 0:
+        raise UsageError(f"{dataset.source}: too few rows for a train/test split ({n_train} train, {n_test} test)")
+    config = build_config(args, dataset, n_train, n_test)
+    refuse_what_cannot_finish(config, (n_train + n_test) * (len(config["features"]) + 1) * 8, args.out)
+    out = ResultsDir(args.out)
+    out.claim()
+    try:
+        env = environment()
+        done = out.start(config, env, args.resume)
+        resumed = len(done)
+        todo = _todo(config)
+        with InterruptGuard() as guard:
+            try:
+                warmup_compile_s = (warm_up(config, first, guard) if resumed < len(todo) else 0.0)
+                if args.workers or args.scheduler:
+                    rows = _sweep_on_cluster(args, config, dataset, out, done, guard)
+                else:
+                    rows = sweep_batch_sizes(config, dataset, out, done, quiet=args.quiet, guard=guard)
+                noise = measure_noise(config, dataset, out, guard)
+            except KeyboardInterrupt:
+                kept = [done[key] for key in todo if key in done]
+                out.write_json(config, env, kept, complete=False, extra={"interrupted": True,
+                                                                         "resumed_rows": resumed})
+                print(f"fastedf sweep: interrupted; {len(kept)} of {len(todo)} runs kept in "
+                      f"{out.csv_path}; rerun with --resume to finish", file=sys.stderr)
+                return EXIT_INTERRUPTED
+        runs = out.runs()
+        science = None
+        if config.get("lrs"):
+            science = analyse(rows, runs, noise, config)
+            write_steps_to_target(os.path.join(args.out, "steps_to_target.csv"), science.results, science.targets)
+        figures = []
+        if args.figures:
+            figures = plots.make_figures(rows, runs, config, first, args.out, science)
+        report_path = os.path.join(args.out, "report.md")
+        text = report.render(rows, runs, config, env, figures, warmup_compile_s, science)
+        try:
+            with open(report_path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as error:
+            raise path_error(error, report_path, "write") from None
+        extra = {"figures": figures, "resumed_rows": resumed, "warmup_compile_time_s": warmup_compile_s}
+        if science is not None:
+            extra.update(science.summary())
+        out.write_json(config, env, rows, complete=True, extra=extra)
+    finally:
+        out.close()  # every finished row is already on disk; this releases the files and the lock
+    if not args.quiet:
+        print(f"{len(rows)} runs ({resumed} resumed) -> {out.csv_path}, {report_path}", file=sys.stderr)
+    return 0
