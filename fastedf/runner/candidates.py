@@ -9,6 +9,12 @@ words --explain uses.  fastedf's kernels compute where the arrays fit them
 (float64, the kernel's layout); NumPy does the transposes and reshapes around
 them, and the forms no kernel covers.
 
+A candidate computes with NumPy while the conventions are being searched
+(loading a kernel from Numba's cache costs ~0.06 s, and most candidates are
+dropped at their first call); the one that matched switches to fastedf's
+kernels (`use_kernels`), and that path is verified again on real calls and
+probes before any call is accelerated.
+
 Each family also makes the edge probes for a node (`probes(vals)`): input
 values that tell its conventions apart where the script's own values may not
 (saturation, exact 0 and 1 around a clip, zeros into ReLU, ties in a window,
@@ -43,6 +49,7 @@ class Candidate:
     op = ""
     loss = False  # a loss reads no upstream gradient
     names = ()  # words in a class's name that suggest this operation (to choose between equivalent candidates)
+    use_kernels = False  # set on the matched candidate: its verified calls from then on are the kernels'
 
     def __init__(self, **conventions):
         self.conventions = conventions
@@ -172,13 +179,15 @@ class _Activation(Candidate):
 
     def forward(self, vals):
         z = _f64(vals[0])
+        if not self.use_kernels:
+            return self.numpy_forward(z)
         out = np.empty(z.shape)
         getattr(act, self.kernels[0])(z, out)
         return out
 
     def backward(self, vals, value, g, want):
         p = _f64(value)
-        if not _fits(p, g):
+        if not (self.use_kernels and _fits(p, g)):
             return {0: self.numpy_grad(p, g)}
         out = np.empty(p.shape)
         getattr(act, self.kernels[1])(p, g, out)
@@ -199,6 +208,10 @@ class Sigmoid(_Activation):
     kernels = ("sigmoid_forward", "sigmoid_backward")
 
     @staticmethod
+    def numpy_forward(z):
+        return 1 / (1 + np.exp(-z))
+
+    @staticmethod
     def numpy_grad(p, g):
         return g * p * (1 - p)
 
@@ -207,6 +220,7 @@ class Tanh(_Activation):
     op = "tanh"
     names = ("tanh",)
     kernels = ("tanh_forward", "tanh_backward")
+    numpy_forward = staticmethod(np.tanh)
 
     @staticmethod
     def numpy_grad(p, g):
@@ -219,6 +233,10 @@ class ReLU(_Activation):
     op = "relu"
     names = ("relu",)
     kernels = ("relu_forward", "relu_backward")
+
+    @staticmethod
+    def numpy_forward(z):
+        return np.maximum(z, 0.0)
     edges = (-2.0, -1e-300, -0.0, 0.0, 1e-300, 2.0, 0.0, -0.5)
 
     def __init__(self, at_zero=0):
@@ -269,9 +287,13 @@ class Softmax(Candidate):
         z = _f64(vals[0])
         if z.ndim != 2:
             raise ValueError("a 2-D input")
+        axis = 1 if self.axis == "rows" else 0
         if not self.stable:
             e = np.exp(z)
-            return e / e.sum(axis=1 if self.axis == "rows" else 0, keepdims=True)
+            return e / e.sum(axis=axis, keepdims=True)
+        if not self.use_kernels:
+            e = np.exp(z - z.max(axis=axis, keepdims=True))
+            return e / e.sum(axis=axis, keepdims=True)
         zr = np.ascontiguousarray(self._rows(z))
         out = np.empty(zr.shape)
         act.softmax_forward(zr, out)
@@ -283,6 +305,8 @@ class Softmax(Candidate):
         p, g = np.ascontiguousarray(self._rows(_f64(value))), np.ascontiguousarray(self._rows(_f64(g)))
         if p.shape != g.shape:
             raise ValueError("upstream gradient of another shape")
+        if not self.use_kernels:
+            return {0: self._rows(p * (g - np.sum(g * p, axis=1, keepdims=True)))}
         out = np.empty(p.shape)
         act.softmax_backward(p, g, out)
         return {0: self._rows(out)}
@@ -342,7 +366,7 @@ class BCE(Candidate):
 
     def forward(self, vals):
         y, p = vals[self.order[0]], vals[self.order[1]]
-        if _fits(y, p):
+        if self.use_kernels and _fits(y, p):
             total = loss.bce_total(y, p, self.eps, self.code)
             return np.float64(total if self.reduce == "sum" else total / max(p.size, 1))
         pc = _clip(p, self.eps, self.mode, True)
@@ -352,7 +376,7 @@ class BCE(Candidate):
     def backward(self, vals, value, g, want):
         y, p = vals[self.order[0]], vals[self.order[1]]
         s = 1.0 / _rows(p) if self.scale == "rows" else 1.0
-        fits = _fits(y, p)
+        fits = self.use_kernels and _fits(y, p)
         out = {}
         for i in want:
             if fits:
@@ -419,7 +443,7 @@ class CE(Candidate):
 
     def forward(self, vals):
         y, p = vals[self.order[0]], vals[self.order[1]]
-        if _fits(y, p):
+        if self.use_kernels and _fits(y, p):
             total = loss.ce_total(y, p, self.eps, self.code)
         else:
             total = -np.sum(y * np.log(_clip(p, self.eps, self.mode, False)))
@@ -428,7 +452,7 @@ class CE(Candidate):
     def backward(self, vals, value, g, want):
         y, p = vals[self.order[0]], vals[self.order[1]]
         s = 1.0 / self._samples(p) if self.scale == "samples" else 1.0
-        fits = _fits(y, p)
+        fits = self.use_kernels and _fits(y, p)
         out = {}
         for i in want:
             if fits:
@@ -567,7 +591,7 @@ class Conv(Candidate):
         return full
 
     def forward(self, vals):
-        if self.stride != 1:
+        if self.stride != 1 or not self.use_kernels:
             return self._strided(vals)
         x, K, b, pad = self._prepare(vals)
         B, H, W, _ = x.shape
@@ -579,7 +603,7 @@ class Conv(Candidate):
         return np.ascontiguousarray(_back(out, self.layout))
 
     def backward(self, vals, value, g, want):
-        if self.stride != 1:
+        if self.stride != 1 or not self.use_kernels:
             return self._strided_backward(vals, g, want)
         x, K, b, pad = self._prepare(vals)
         g = self._same(_last(_f64(g), self.layout), x, pad)
@@ -605,7 +629,7 @@ class Conv(Candidate):
         return out
 
     def _windows(self, vals):
-        """For strides other than 1 (NumPy): x padded, the windows (B, Ho, Wo, C_in, kh, kw), the padding."""
+        """For strides other than 1, and the search (NumPy): x padded, the windows (B, Ho, Wo, C_in, kh, kw), the padding."""
         x, K, b, pad = self._prepare(vals)
         if self.padding == "valid":
             pad = (0, 0)

@@ -46,6 +46,7 @@ ACTIVATE_AFTER = float(os.environ.get("FASTEDF_RUN_ACTIVATE_AFTER") or 0.5)
 VERIFIED_CALLS = 3  # real calls a candidate must agree on before the probes
 FIRST_RECHECK = 16  # accelerated calls of a class re-checked: 16, 32, 64, ...
 TIMED_CALLS = 64  # verified calls whose times (the user's code, the match) are kept for the report
+PAYING_SAMPLES = 6  # timed calls of a match's kernels before deciding whether accelerating it pays
 
 
 def _own_dirs():
@@ -500,23 +501,39 @@ class NodeClass:
                 return
             if not self.survivors:
                 return self._none_left()
-            self.accept()
+            self.accept(node)
         elif self.match is not None and not self.registry.check:
             self._enter(checked.key)
+            if not self.registry.eager and not self.paying():
+                self.give_back("verified, but node by node no faster than the user's code")
+
+    def paying(self):
+        """False (and `slower` set) when the match's calls, with the dispatch's cost, are measured no faster than
+        the user's code (medians of the verified calls, each method call its own sample)."""
+        if len(self.mine_times) < PAYING_SAMPLES:  # the first kernel calls load from Numba's cache: not yet
+            return True
+        mine, user = median(self.mine_times), median(self.user_times)
+        if user is None or mine + self.registry.dispatch_seconds < user:
+            return True
+        self.slower = (mine + self.registry.dispatch_seconds, user)
+        return False
 
     @property
     def mine_times(self):
         return self.times.get(self.match.candidate, []) if self.match is not None else []
 
-    def accept(self):
+    def accept(self, node=None):
         c = self._ranked()[0]
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
-        if not self.registry.eager:
-            mine, user = median(self.mine_times), median(self.user_times)
-            if mine is not None and user is not None and mine + self.registry.dispatch_seconds >= user:
-                self.slower = (mine + self.registry.dispatch_seconds, user)
-                return self.give_back("verified, but node by node no faster than the user's code")
+        if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
+            c.use_kernels = True
+            self.times[c] = []
+            self.verified.clear()
+            self.fast.clear()
+            if node is not None:
+                self.probe(node, family_only=type(c))
+            return
         self.fast.clear()
         if not self.registry.check:
             for key in self.verified:
@@ -529,11 +546,16 @@ class NodeClass:
 
     # ---- probes ---------------------------------------------------------------------------------------------
 
-    def probe(self, node):
-        """Replay the last call twice on one scratch copy (state, randomness), then each family's edge probes."""
+    def probe(self, node, family_only=None):
+        """Replay the last call twice on one scratch copy (state, randomness), then each family's edge probes
+        (only family_only's, for a match that has just switched to its kernels)."""
         vals = [n.value for n in node.inputs]
         consumers = 1 if node.outputs else 0
         gens = self._generators(node)
+        if family_only is not None:
+            for name, probe_vals in family_only.probes(vals):
+                self._probe_one(node, name, probe_vals, consumers, gens)
+            return
         try:
             copy = verify.scratch(node, vals, consumers)
         except Exception as error:  # noqa: BLE001
