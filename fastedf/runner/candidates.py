@@ -334,7 +334,8 @@ _CLIP_CODES = {None: 0, "clip": 1, "add": 2}
 
 
 def _clip_text(eps, mode):
-    return "no clip" if mode is None else f"clip {eps:g}" if mode == "clip" else f"log(p + {eps:g})"
+    number = f"{eps:g}".replace("e-0", "e-")  # 1e-7, as course code writes it
+    return "no clip" if mode is None else f"clip {number}" if mode == "clip" else f"log(p + {number})"
 
 
 def _rows(p):
