@@ -17,11 +17,13 @@ import traceback
 from . import __version__
 from .guardrails import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
-MODULES = {"sweep": "fastedf.study.sweep", "memory": "fastedf.study.memory"}  # each subcommand's module: its main
+# each subcommand's module: its main
+MODULES = {"sweep": "fastedf.study.sweep", "memory": "fastedf.study.memory", "run": "fastedf.runner"}
 SUBCOMMANDS = {
     "sweep": "the batch-size study: time, loss, accuracy (and memory) against batch size; with --lrs, "
              "updates to a target loss, the critical batch size and the gradient noise scale",
     "memory": "peak memory per batch size, each measured under memray in a fresh process",
+    "run": "run a course script with its own EDF module, its node classes verified and accelerated",
 }
 
 

@@ -1,0 +1,140 @@
+"""The command: `fastedf run [--explain] [--check] [--quiet] SCRIPT.py [ARGS...]`.
+
+The script runs as `python SCRIPT.py ARGS...` would: sys.argv, sys.path[0]
+(the script's directory), `__name__ == "__main__"`, the working directory,
+stdout and the exit status are python's.  Everything fastedf says goes to
+stderr, after the script has finished.
+"""
+import builtins
+import io
+import os
+import sys
+import traceback
+import types
+
+from ..guardrails import EXIT_INTERRUPTED, UsageError
+
+USAGE = "usage: fastedf run [--explain] [--check] [--quiet] SCRIPT.py [ARGS...]"
+HELP = f"""{USAGE}
+
+Run SCRIPT.py as `python SCRIPT.py ARGS...` would, with the operation nodes of
+its own EDF module verified against fastedf's implementations and accelerated
+where they agree.  Options come before SCRIPT; everything after it is the
+script's own argv.
+
+  --explain   print, for every node class, the convention that matched or why
+              it stays the user's code (stderr, at exit); verifies from the
+              first call, however short the script
+  --check     keep running the user's code beside the accelerated one on every
+              call and report any difference (the user's values are used)
+  --quiet     no summary line at exit
+"""
+OPTIONS = ("--explain", "--check", "--quiet")
+
+
+def parse(argv):
+    """(options, script, script_args) from the command line; options only before the script."""
+    options = set()
+    for i, arg in enumerate(argv):
+        if arg in ("-h", "--help"):
+            print(HELP)
+            raise SystemExit(0)
+        if arg in OPTIONS:
+            options.add(arg[2:])
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg!r}; {USAGE}")
+        else:
+            return options, arg, argv[i + 1:]
+    raise UsageError(f"no script given; {USAGE}")
+
+
+def main(argv):
+    """Run the script; returns its exit status as python would give it."""
+    options, script, args = parse(list(argv))
+    if not os.path.isfile(script):
+        raise UsageError(f"can't open file {script!r}: no such file")
+    from . import nodes, report
+    # --explain and --check ask what fastedf would do with each class: they verify from the first call
+    registry = nodes.Registry(check="check" in options, eager=bool(options & {"explain", "check"}))
+    status = _run_script(script, args, registry)
+    registry.finish()
+    if "quiet" not in options:
+        print(report.summary(registry), file=sys.stderr)
+    if "explain" in options:
+        print(report.explain(registry), file=sys.stderr)
+    return status
+
+
+def _run_script(script, args, registry):
+    """Run the script as __main__ with the registry's class hook installed; its exit status."""
+    path = os.path.abspath(script)
+    sys.argv = [script, *args]
+    sys.path[0] = os.path.dirname(path)
+    sys.stdout.flush()
+    registry.install()
+    try:
+        _run_as_main(path)
+        return 0
+    except SystemExit as done:
+        return _exit_status(done.code)
+    except KeyboardInterrupt:
+        _print_script_traceback(*sys.exc_info())
+        return EXIT_INTERRUPTED
+    except BaseException:  # noqa: BLE001  the script's own error: python prints it and exits 1
+        _print_script_traceback(*sys.exc_info())
+        return 1
+    finally:
+        registry.uninstall()
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # a closed or broken stdout is the script's business
+            pass
+
+
+def _run_as_main(path):
+    """Execute the file as python runs a script: a fresh __main__ module, __file__ absolute, argv left alone
+    (runpy.run_path would set sys.argv[0] to the absolute path)."""
+    with io.open_code(path) as source:
+        code = compile(source.read(), path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__file__, main.__cached__, main.__builtins__ = path, None, builtins
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(code, vars(main))
+    finally:
+        sys.modules["__main__"] = saved
+
+
+def _exit_status(code):
+    """The process status python gives `sys.exit(code)`: None is 0, an int itself, anything else printed, 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _print_script_traceback(kind, error, tb):
+    """The traceback python would print: the script's frames, none of fastedf's."""
+    report = traceback.TracebackException(kind, error, tb)
+    for part in _chain(report):
+        part.stack = traceback.StackSummary.from_list(
+            [frame for frame in part.stack if not _own(frame.filename)])
+    print("".join(report.format()), end="", file=sys.stderr)
+
+
+def _chain(report):
+    seen = set()
+    while report is not None and id(report) not in seen:
+        seen.add(id(report))
+        yield report
+        report = report.__cause__ or (None if report.__suppress_context__ else report.__context__)
+
+
+def _own(filename):
+    return os.path.abspath(filename).startswith(_OWN_DIR)

@@ -1,0 +1,528 @@
+"""`fastedf run`: the script runs as under python; node classes are verified before they are accelerated.
+
+The command line is tested with real subprocesses (argv, __main__, cwd, exit
+status, stdout against stderr); verification in-process, with a small EDF
+module written per test and trained by a course loop, so that a candidate can
+be broken on purpose.  The variants of tests/run_variants are compared end to
+end by test_run_variants.py.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fastedf.runner import candidates, command, nodes, report
+
+ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+# A student's EDF module; each test swaps one node for its own version.
+EDF = """
+import numpy as np
+
+
+class Node:
+    def __init__(self, inputs=None):
+        self.inputs = inputs or []
+        self.outputs = []
+        self.value = None
+        self.gradients = {}
+        for n in self.inputs:
+            n.outputs.append(self)
+
+    def upstream(self):
+        return self.outputs[0].gradients[self]
+
+
+class Input(Node):
+    def forward(self, value=None):
+        if value is not None:
+            self.value = value
+
+    def backward(self):
+        self.gradients = {self: sum(n.gradients[self] for n in self.outputs)}
+
+
+class Parameter(Input):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+
+class Linear(Node):
+    def __init__(self, x, A, b):
+        super().__init__([x, A, b])
+
+    def forward(self):
+        x, A, b = self.inputs
+        self.value = x.value @ A.value + b.value
+
+    def backward(self):
+        x, A, b = self.inputs
+        g = self.upstream()
+        self.gradients[x] = g @ A.value.T
+        self.gradients[A] = x.value.T @ g
+        self.gradients[b] = g.sum(axis=0)
+
+
+class Sigmoid(Node):
+    def __init__(self, x):
+        super().__init__([x])
+
+    def forward(self):
+        self.value = 1 / (1 + np.exp(-self.inputs[0].value))
+
+    def backward(self):
+        s = self.value
+        self.gradients[self.inputs[0]] = self.upstream() * s * (1 - s)
+
+
+class ReLU(Node):
+    def __init__(self, x):
+        super().__init__([x])
+
+    def forward(self):
+        self.value = np.maximum(self.inputs[0].value, 0)
+
+    def backward(self):
+        self.gradients[self.inputs[0]] = self.upstream() * (self.inputs[0].value > 0)
+
+
+class BCE(Node):
+    def __init__(self, y, p):
+        super().__init__([y, p])
+
+    def forward(self):
+        y, p = self.inputs[0].value, np.clip(self.inputs[1].value, 1e-12, 1 - 1e-12)
+        self.value = np.sum(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    def backward(self):
+        y, p = self.inputs[0].value, np.clip(self.inputs[1].value, 1e-12, 1 - 1e-12)
+        self.gradients[self.inputs[1]] = (p - y) / (p * (1 - p)) / len(y)
+        self.gradients[self.inputs[0]] = (np.log(1 - p) - np.log(p)) / len(y)
+"""
+
+
+def _module(tmp_path, registry, replace=None, extra=""):
+    """The EDF module above, with `replace` {old: new} applied and `extra` appended, imported with the hook on."""
+    source = EDF
+    for old, new in (replace or {}).items():
+        assert old in source
+        source = source.replace(old, new)
+    path = tmp_path / f"edf_{len(list(tmp_path.iterdir()))}.py"
+    path.write_text(source + textwrap.dedent(extra))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    registry.install()
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        registry.uninstall()
+    return module
+
+
+def _train(edf, steps=40, hidden=None, seed=0, batch=16, data=None):
+    """A course loop: (losses, the weights at the end, every kept Sigmoid value).  hidden: a class between two
+    Linears (ReLU, or the test's own)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(96, 3)) if data is None else data
+    Y = (X[:, :1] - X[:, 1:2] > 0).astype(float)
+    x, y = edf.Input(), edf.Input()
+    params = [edf.Parameter(rng.normal(0, 0.5, (3, 4))), edf.Parameter(np.zeros(4)),
+              edf.Parameter(rng.normal(0, 0.5, (4, 1))), edf.Parameter(np.zeros(1))]
+    h = edf.Linear(x, params[0], params[1])
+    if hidden is not None:
+        h = hidden(h)
+    p = edf.Sigmoid(edf.Linear(h, params[2], params[3]))
+    loss = edf.BCE(y, p)
+    graph = [x, y, *params]
+    order = []
+
+    def visit(n):
+        if n not in order:
+            for i in n.inputs:
+                visit(i)
+            order.append(n)
+    visit(loss)
+    graph = order
+    losses, kept = [], []
+    for step in range(steps):
+        i = (step * batch) % len(X)
+        x.value, y.value = X[i:i + batch], Y[i:i + batch]
+        for n in graph:
+            n.forward()
+        for n in reversed(graph):
+            n.backward()
+        for t in params:
+            t.value -= 0.1 * t.gradients[t]
+        losses.append(loss.value)
+        kept.append(p.value)
+    return losses, [t.value.copy() for t in params], kept
+
+
+def _plain(tmp_path, **kwargs):
+    """The same module trained without fastedf: the reference numbers."""
+    registry = nodes.Registry()
+    edf = _module(tmp_path, registry, **kwargs)
+    registry.finish()
+    return edf
+
+
+def _by_name(registry, name):
+    (found,) = [c for c in registry.classes if c.cls.__name__ == name]
+    return found
+
+
+def _same_training(a, b):
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-10)
+    for u, v in zip(a[1], b[1]):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-14)
+
+
+# ---- verification -------------------------------------------------------------------------------------------
+
+def test_a_standard_module_is_accelerated_with_the_users_numbers(tmp_path):
+    reference = _train(_plain(tmp_path), hidden=None)
+    registry = nodes.Registry(eager=True)
+    edf = _module(tmp_path, registry)
+    result = _train(edf, hidden=edf.ReLU)
+    registry.finish()
+    _same_training(_train(_plain(tmp_path), hidden=_plain(tmp_path).ReLU), result)
+    assert reference[0] != result[0]  # the ReLU made a difference: the comparison above is not vacuous
+    for name in ("Linear", "Sigmoid", "ReLU", "BCE"):
+        c = _by_name(registry, name)
+        assert c.state == "accelerated" and c.fast_calls > 0, (name, c.state, c.reason)
+    assert _by_name(registry, "BCE").match.conventions["clip"] == 1e-12
+    assert _by_name(registry, "ReLU").match.conventions["at_zero"] == 0
+    # values the script kept are its own arrays, never overwritten by later steps
+    kept = result[2]
+    assert len({id(v) for v in kept}) == len(kept) and not np.array_equal(kept[-1], kept[-2])
+
+
+def test_edge_probes_find_a_bce_that_clips_at_1e7(tmp_path):
+    clip7 = {"np.clip(self.inputs[1].value, 1e-12, 1 - 1e-12)": "np.clip(self.inputs[1].value, 1e-7, 1 - 1e-7)"}
+    registry = nodes.Registry(eager=True)
+    edf = _module(tmp_path, registry, replace=clip7)
+    result = _train(edf)  # the script's predictions stay far from 1e-7: only the probes can tell
+    registry.finish()
+    _same_training(_train(_plain(tmp_path, replace=clip7)), result)
+    bce = _by_name(registry, "BCE")
+    assert bce.state == "accelerated" and bce.match.conventions["clip"] == 1e-7
+    dropped = [d for c, d in bce.eliminated.items() if c.op == "bce" and c.conventions["clip"] == 1e-12
+               and c.conventions["reduce"] == "sum" and c.conventions["scale"] == "rows" and c.conventions["order"] == (0, 1)]
+    assert dropped and dropped[0].startswith("probe"), dropped
+
+
+def test_edge_probes_find_a_relu_whose_gradient_at_0_is_1(tmp_path):
+    at1 = {"(self.inputs[0].value > 0)": "(self.inputs[0].value >= 0)"}
+    registry = nodes.Registry(eager=True)
+    edf = _module(tmp_path, registry, replace=at1)
+    result = _train(edf, hidden=edf.ReLU)  # no pre-activation is exactly 0 in the script's own data
+    registry.finish()
+    plain = _plain(tmp_path, replace=at1)
+    _same_training(_train(plain, hidden=plain.ReLU), result)
+    relu = _by_name(registry, "ReLU")
+    assert relu.state == "accelerated" and relu.match.conventions["at_zero"] == 1
+    (zero,) = [d for c, d in relu.eliminated.items() if c.op == "relu" and c.conventions["at_zero"] == 0]
+    assert zero.startswith("probe"), zero
+
+
+UNKNOWN = """
+class Softplus(Node):
+    def __init__(self, x):
+        super().__init__([x])
+
+    def forward(self):
+        self.value = np.log1p(np.exp(self.inputs[0].value))
+
+    def backward(self):
+        self.gradients[self.inputs[0]] = self.upstream() / (1 + np.exp(-self.inputs[0].value))
+"""
+
+
+def test_a_node_fastedf_does_not_know_runs_as_the_users_code(tmp_path):
+    registry = nodes.Registry(eager=True)
+    edf = _module(tmp_path, registry, extra=UNKNOWN)
+    result = _train(edf, hidden=edf.Softplus)
+    registry.finish()
+    plain = _plain(tmp_path, extra=UNKNOWN)
+    _same_training(_train(plain, hidden=plain.Softplus), result)
+    softplus = _by_name(registry, "Softplus")
+    assert softplus.state == "user" and softplus.reason.startswith("unknown")
+    assert edf.Softplus.forward is softplus.forward0  # given back: no wrapper left
+    assert _by_name(registry, "Linear").state == "accelerated"
+    assert "Softplus: unknown" in report.summary(registry)
+
+
+@pytest.mark.parametrize("extra, name, reason", [
+    ("""
+class Counted(Node):
+    def __init__(self, x):
+        super().__init__([x])
+        self.calls = 0
+
+    def forward(self):
+        self.calls += 1
+        self.value = np.maximum(self.inputs[0].value, 0)
+
+    def backward(self):
+        self.gradients[self.inputs[0]] = self.upstream() * (self.inputs[0].value > 0)
+""", "Counted", "state"),
+    ("""
+class Dropout(Node):
+    def __init__(self, x):
+        super().__init__([x])
+
+    def forward(self):
+        self.mask = np.random.random(self.inputs[0].value.shape) > 0.2
+        self.value = self.inputs[0].value * self.mask
+
+    def backward(self):
+        self.gradients[self.inputs[0]] = self.upstream() * self.mask
+""", "Dropout", "random"),
+    ("""
+class Noisy(Node):
+    def __init__(self, x):
+        super().__init__([x])
+
+    def forward(self):
+        print("forward of", self.inputs[0].value.shape)
+        self.value = np.tanh(self.inputs[0].value)
+
+    def backward(self):
+        self.gradients[self.inputs[0]] = self.upstream() * (1 - self.value ** 2)
+""", "Noisy", "prints"),
+])
+def test_state_randomness_and_printing_keep_the_users_code(tmp_path, capsys, extra, name, reason):
+    np.random.seed(5)
+    registry = nodes.Registry(eager=True)
+    edf = _module(tmp_path, registry, extra=extra)
+    result = _train(edf, hidden=getattr(edf, name))
+    registry.finish()
+    printed = capsys.readouterr().out
+    np.random.seed(5)
+    plain = _plain(tmp_path, extra=extra)
+    _same_training(_train(plain, hidden=getattr(plain, name)), result)
+    assert capsys.readouterr().out == printed  # every print of the user's node reached stdout
+    c = _by_name(registry, name)
+    assert c.state == "user" and reason in c.reason, c.reason
+
+
+def test_an_error_inside_a_candidate_falls_back_and_is_reported_once(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def broken(self, vals):
+        calls.append(1)
+        if len(calls) > 40:  # after acceptance, on the accelerated path
+            raise FloatingPointError("injected")
+        return original(self, vals)
+    original = candidates.Sigmoid.forward
+    monkeypatch.setattr(candidates.Sigmoid, "forward", broken)
+    registry = nodes.Registry(eager=True)
+    edf = _module(tmp_path, registry)
+    result = _train(edf, steps=60)
+    registry.finish()
+    _same_training(_train(_plain(tmp_path), steps=60), result)
+    sigmoid = _by_name(registry, "Sigmoid")
+    assert sigmoid.state == "user" and "FloatingPointError: injected" in sigmoid.reason
+    err = capsys.readouterr().err
+    assert err.count("injected") == 1 and "Sigmoid" in err
+
+
+def test_check_reports_a_candidate_that_drifts_from_the_users_code(tmp_path, capsys, monkeypatch):
+    registry = nodes.Registry(check=True, eager=True)
+    edf = _module(tmp_path, registry)
+    original = candidates.Sigmoid.forward
+    state = {"steps": 0}
+
+    def drifting(self, vals):
+        return original(self, vals) * (1 + 1e-9 * (state["steps"] > 10))
+    monkeypatch.setattr(candidates.Sigmoid, "forward", drifting)
+    losses = []
+    for steps in (10, 20):
+        state["steps"] = steps
+        losses.append(_train(edf, steps=steps)[0])
+    registry.finish()
+    plain = _plain(tmp_path)
+    np.testing.assert_allclose(losses[1], _train(plain, steps=20)[0], rtol=1e-12)  # the user's values, always
+    sigmoid = _by_name(registry, "Sigmoid")
+    assert sigmoid.fast_calls == 0  # --check runs the user's code on every call
+    assert sigmoid.state == "user" and "--check" in sigmoid.reason
+    assert "differs from the user's code on --check" in capsys.readouterr().err
+    assert "1 difference(s)" in report.summary(registry)
+
+
+def test_the_upstream_rule_is_learned_from_a_node_with_two_consumers(tmp_path):
+    sum_rule = {"return self.outputs[0].gradients[self]": "return sum(n.gradients[self] for n in self.outputs)"}
+    for replace, rule in ((None, "first"), (sum_rule, "sum")):
+        registry = nodes.Registry(eager=True)
+        edf = _module(tmp_path, registry, replace=replace)
+        results = []
+        for module in (edf, _plain(tmp_path, replace=replace)):
+            rng = np.random.default_rng(3)
+            x, y = module.Input(), module.Input()
+            A, b = module.Parameter(rng.normal(size=(2, 1))), module.Parameter(np.zeros(1))
+            z = module.Linear(x, A, b)
+            p1, p2 = module.Sigmoid(z), module.Sigmoid(z)  # z has two consumers
+            loss1, loss2 = module.BCE(y, p1), module.BCE(y, p2)
+            graph = [x, y, A, b, z, p1, p2, loss1, loss2]
+            for _ in range(12):
+                x.value, y.value = rng.normal(size=(8, 2)), rng.integers(0, 2, (8, 1)).astype(float)
+                for n in graph:
+                    n.forward()
+                for n in reversed(graph):
+                    n.backward()
+                A.value -= 0.1 * A.gradients[A]
+            results.append(A.value.copy())
+        registry.finish()
+        np.testing.assert_allclose(results[0], results[1], rtol=1e-12)
+        assert _by_name(registry, "Linear").rule == rule
+
+
+def test_empty_batches_run_the_users_code(tmp_path):
+    registry = nodes.Registry(eager=True)
+    edf = _module(tmp_path, registry)
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    result = _train(edf, steps=30, batch=16, data=X)  # every third batch has 8 rows, none is empty
+    x = edf.Input()
+    z = edf.Sigmoid(x)
+    x.value = np.empty((0, 3))
+    z.forward()
+    registry.finish()
+    assert z.value.shape == (0, 3)
+    _same_training(_train(_plain(tmp_path), steps=30, batch=16, data=X), result)
+
+
+def test_a_short_run_is_only_timed_and_its_classes_keep_their_methods(tmp_path, monkeypatch):
+    monkeypatch.setattr(nodes, "ACTIVATE_AFTER", 1e9)
+    registry = nodes.Registry()
+    edf = _module(tmp_path, registry)
+    _train(edf, steps=5)
+    linear = _by_name(registry, "Linear")
+    assert linear.state == "counting" and linear.calls == 2 * 2 * 5 and linear.seconds > 0  # two Linears
+    registry.finish()
+    assert edf.Linear.forward is linear.forward0
+    assert "0 of 3 node classes accelerated" in report.summary(registry)  # Linear, Sigmoid, BCE ran
+
+
+# ---- the command line -----------------------------------------------------------------------------------------
+
+SCRIPT = """
+import os, sys
+print("argv", sys.argv)
+print("name", __name__)
+print("cwd", os.getcwd())
+print("path0", sys.path[0])
+import helper
+print("helper", helper.VALUE)
+code = sys.argv[1] if len(sys.argv) > 1 else "0"
+if code == "raise":
+    def inner():
+        raise ValueError("the script's own error")
+    inner()
+if code == "message":
+    sys.exit("bye")
+sys.exit(int(code))
+"""
+
+
+def _fastedf(args, cwd):
+    return subprocess.run([sys.executable, "-m", "fastedf", "run", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def script(tmp_path):
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "prog.py").write_text(SCRIPT)
+    (folder / "helper.py").write_text("VALUE = 42\n")
+    return folder / "prog.py"
+
+
+def test_the_script_runs_as_under_python(script, tmp_path):
+    for args in ([], ["3"], ["raise"], ["message"]):
+        plain = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=ENV, capture_output=True,
+                               text=True, timeout=60)
+        fast = _fastedf(["--quiet", str(script), *args], cwd=tmp_path)
+        assert fast.stdout == plain.stdout and fast.returncode == plain.returncode, (args, fast.stderr)
+        assert f"cwd {tmp_path}" in fast.stdout and "name __main__" in fast.stdout and "helper 42" in fast.stdout
+        assert fast.stderr == plain.stderr.replace(str(script), str(script)), (args, fast.stderr, plain.stderr)
+    assert plain.returncode == 1
+    # a relative path stays as typed in sys.argv[0], as python leaves it
+    plain = subprocess.run([sys.executable, "prog.py", "5"], cwd=script.parent, env=ENV, capture_output=True,
+                           text=True, timeout=60)
+    fast = _fastedf(["--quiet", "prog.py", "5"], cwd=script.parent)
+    assert "argv ['prog.py', '5']" in fast.stdout and fast.stdout == plain.stdout and fast.returncode == 5
+
+
+def test_an_uncaught_exception_shows_the_scripts_traceback_only(script, tmp_path):
+    fast = _fastedf([str(script), "raise"], cwd=tmp_path)
+    assert fast.returncode == 1
+    assert "Traceback (most recent call last)" in fast.stderr and "ValueError: the script's own error" in fast.stderr
+    assert "in inner" in fast.stderr and "runpy" not in fast.stderr and "fastedf" + os.sep not in fast.stderr
+    assert fast.stderr.strip().splitlines()[-1].startswith("fastedf run: ")  # the summary comes after
+
+
+def test_options_before_the_script_and_the_scripts_own_after_it(script, tmp_path):
+    fast = _fastedf(["--explain", str(script), "--explain", "0"], cwd=tmp_path)
+    assert "argv ['" + str(script) + "', '--explain', '0']" in fast.stdout
+    assert "fastedf run --explain:" in fast.stderr and fast.stderr.count("fastedf run:") == 1
+    bad = _fastedf(["--fast", str(script)], cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown option '--fast'" in bad.stderr and not bad.stdout
+    missing = _fastedf([str(tmp_path / "nope.py")], cwd=tmp_path)
+    assert missing.returncode == 2 and "nope.py" in missing.stderr
+
+
+def test_exit_status_of_interrupt_and_system_exit_in_process(tmp_path, capsys):
+    path = tmp_path / "stop.py"
+    path.write_text("import sys\nif sys.argv[1] == 'int':\n    raise KeyboardInterrupt\nraise SystemExit(3)\n")
+    saved = sys.argv[:], sys.path[0]
+    try:
+        assert command.main(["--quiet", str(path), "exit"]) == 3
+        assert command.main(["--quiet", str(path), "int"]) == 130
+    finally:
+        sys.argv[:], sys.path[0] = saved
+    assert "KeyboardInterrupt" in capsys.readouterr().err
+
+
+# ---- candidates against plain references ------------------------------------------------------------------
+
+def _naive_conv(x, K, b, stride, pad):
+    """Channels last, K (kh, kw, C_in, C_out): the direct loop."""
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    kh, kw = K.shape[:2]
+    Ho, Wo = (xp.shape[1] - kh) // stride + 1, (xp.shape[2] - kw) // stride + 1
+    out = np.zeros((x.shape[0], Ho, Wo, K.shape[3]))
+    for i in range(Ho):
+        for j in range(Wo):
+            window = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            out[:, i, j, :] = np.tensordot(window, K, axes=([1, 2, 3], [0, 1, 2]))
+    return out + b
+
+
+@pytest.mark.parametrize("kernels", [False, True])
+@pytest.mark.parametrize("layout", ["last", "first"])
+@pytest.mark.parametrize("padding, stride", [("same", 1), ("valid", 1), ("same", 2), ("valid", 2)])
+def test_conv_candidates_match_the_direct_loop_and_their_gradients_are_its_adjoints(layout, padding, stride, kernels):
+    rng = np.random.default_rng(0)
+    x, K, b = rng.normal(size=(2, 7, 6, 3)), rng.normal(size=(3, 3, 3, 4)), rng.normal(size=4)
+    want = _naive_conv(x, K, b, stride, 1 if padding == "same" else 0)
+    c = candidates.Conv(layout, padding, stride, True)
+    c.use_kernels = kernels  # NumPy while conventions are searched, fastedf's kernels once matched
+    to = (lambda a: a) if layout == "last" else (lambda a: a.transpose(0, 3, 1, 2))
+    K_in = K if layout == "last" else K.transpose(3, 2, 0, 1)
+    vals = [np.ascontiguousarray(to(x)), np.ascontiguousarray(K_in), b]
+    got = c.forward(vals)
+    np.testing.assert_allclose(got, to(want), rtol=1e-12, atol=1e-12)
+    g = rng.normal(size=got.shape)
+    grads = c.backward(vals, got, g, (0, 1, 2))
+    # the output is bilinear in (x, K): <g, out - b> = <dx, x> = <dK, K>, and db sums g over the pixels
+    inner = np.sum(g * (got - (b if layout == "last" else b[:, None, None])))
+    assert np.isclose(np.sum(grads[0] * vals[0]), inner, rtol=1e-10)
+    assert np.isclose(np.sum(grads[1] * vals[1]), inner, rtol=1e-10)
+    np.testing.assert_allclose(grads[2], g.sum(axis=(0, 1, 2) if layout == "last" else (0, 2, 3)), rtol=1e-12)
