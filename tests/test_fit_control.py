@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import naive
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -38,6 +39,8 @@ def test_chunking_changes_no_number(study, monkeypatch):
                         engine="compiled")
         runs.append((h.epoch_loss, params(model)))
     assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+    start = [p.value for p in mlp(2, (4,), seed=1).parameters]
+    naive.assert_trained_as(*runs[1], naive.mlp_sgd(start, X, Y, 7, 3, 0.3, seed=4))
 
 
 def test_progress_bar_on_stderr(study, capsys):
@@ -247,3 +250,7 @@ def test_micro_batches_give_the_batch_update(engine, hidden):
     for losses, values in runs[1:]:
         assert_allclose(values, runs[0][1], rtol=1e-12, atol=1e-14)
         assert_allclose(losses, runs[0][0], rtol=1e-12)
+    start = [p.value for p in mlp(16, hidden, seed=1, activation="relu", classes=4).parameters]
+    want = naive.mlp_sgd(start, X, Y, 64, 2, 0.3, activation="relu")
+    for losses, values in runs:
+        naive.assert_trained_as(losses, values, want)

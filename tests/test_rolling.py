@@ -1,4 +1,5 @@
 """Loop rolling (fastedf.rolling): repeated layers compile to one loop, and the numbers do not change."""
+import naive
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -37,6 +38,8 @@ def test_deep_mlps_compile_and_give_the_graph_engines_numbers(data, hidden, batc
     assert_allclose(hc.epoch_loss, hg.epoch_loss, rtol=1e-11, atol=1e-14)
     for a, b in zip(pc, pg):
         assert_allclose(a, b, rtol=1e-11, atol=1e-14)
+    start = [p.value for p in mlp(3, hidden, seed=2, init_scale=0.5).parameters]
+    naive.assert_trained_as(hc.epoch_loss, pc, naive.mlp_sgd(start, *data, batch_size, 2, 0.5, seed=1))
 
 
 def program(model, X, Y):
