@@ -59,6 +59,25 @@ def test_inlined_kernels_give_the_numbers_of_kernels_called_by_address(data, mon
         assert np.array_equal(inlined[1], called[1]) and np.array_equal(inlined[0].epoch_loss, called[0].epoch_loss)
 
 
+def test_the_studys_program_inlines_its_kernels_by_default(data):
+    """Three operations or fewer (the study's logistic regression): the step's kernels are inlined by LLVM and only
+    the once-per-epoch shuffle's are called by address; a longer program (an MLP) calls every kernel by address."""
+    from fastedf import compiler
+    assert compiler.MAX_INLINED_OPERATIONS == 3  # the README's figure
+    programs = []
+    for model in (logistic_regression(2), mlp(2, (3,))):
+        model.x.value, model.y.value = data[0][:1], data[1][:1]
+        graph = fastedf.topological_sort(model.loss)
+        fastedf.forward_pass(graph)
+        program, reason = compiler.lower(graph)
+        assert reason is None
+        programs.append(program)
+    study, longer = programs
+    assert "icall(linear_forward," in study.source and "kcall(linear_forward," not in study.source
+    assert study.called == ["shuffle_order", "take_rows", "take_rows"]
+    assert "kcall(linear_forward," in longer.source and "icall(" not in longer.source
+
+
 def test_graph_engine_is_the_course_loop(data):
     X, Y = data
     history, params = train(data, "graph", batch_size=100, epochs=3, lr=0.2)
