@@ -24,8 +24,9 @@ TESTS = pathlib.Path(__file__).parent
 TESTS_RUN = ["test_kernels.py", "test_nodes.py", "test_course_nodes.py", "test_conv.py", "test_rolling.py",
              "test_trainer.py::test_inlined_kernels_give_the_numbers_of_kernels_called_by_address",  # the study's
              "test_trainer.py::test_multiply_addition_graph_compiles_and_matches"]
-# the conv nets' programs at more batch sizes: test_conv_nets_train_as_the_numpy_loop compiles and runs the same ones
-LEFT_OUT = "not test_engines_agree_on_conv_nets"
+# Left out there: the same conv net programs at more batch sizes, the net with one conv (the two-conv net runs
+# every conv kernel), and the rolled MLPs but the mixed one (its rolled 9-wide layers take Linear's fused SGD step).
+LEFT_OUT = "not test_engines_agree_on_conv_nets and not one_conv and not three_4 and not thirty_9"
 TIMEOUT_S = 600  # about 40 s on a quiet machine; a hang must not stall the suite
 
 RUN = textwrap.dedent("""

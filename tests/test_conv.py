@@ -556,7 +556,7 @@ def test_engines_agree_on_conv_nets(images, batch_size, two_convs):
     assert_allclose(runs["compiled"][1], runs["graph"][1], rtol=1e-11, atol=1e-13)
 
 
-@pytest.mark.parametrize("two_convs", [False, True])
+@pytest.mark.parametrize("two_convs", [False, True], ids=["one_conv", "two_convs"])
 @pytest.mark.parametrize("batch_size,micro_batch", [(7, None), (16, 5)])
 @pytest.mark.parametrize("engine", ["compiled", "graph"])
 def test_conv_nets_train_as_the_numpy_loop(images, two_convs, batch_size, micro_batch, engine):

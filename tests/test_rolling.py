@@ -28,7 +28,7 @@ def fit_both(build, data, **kwargs):
     return runs
 
 
-@pytest.mark.parametrize("hidden", [(4, 4, 4), (9,) * 30, (3, 9, 9, 9, 9, 2)])
+@pytest.mark.parametrize("hidden", [(4, 4, 4), (9,) * 30, (3, 9, 9, 9, 9, 2)], ids=["three_4", "thirty_9", "mixed"])
 @pytest.mark.parametrize("batch_size,micro_batch", [(1, None), (7, None), (16, 5)])
 def test_deep_mlps_compile_and_give_the_graph_engines_numbers(data, hidden, batch_size, micro_batch):
     # width 9: 81 weights, so those layers also take their own SGD step (Linear's fused rule) in the loop
