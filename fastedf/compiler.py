@@ -57,6 +57,7 @@ import types
 import numpy as np
 
 from . import calls, rolling
+from .config import warn_cache_damage
 from .node import Input, Parameter
 from .ops import MODULES
 
@@ -710,8 +711,9 @@ def _load(source, function="train"):
 
     The file's content is checked against `source` before it is imported: a
     missing, truncated, garbage or edited file is rewritten atomically (its
-    new timestamp also retires Numba's cache entries for it).  An intact file
-    is never rewritten, so Numba's cache, keyed on its timestamp, stays valid.
+    new timestamp also retires Numba's cache entries for it), with a warning
+    unless it was missing.  An intact file is never rewritten, so Numba's
+    cache, keyed on its timestamp, stays valid.
     """
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     if digest in _loaded:
@@ -725,8 +727,13 @@ def _load(source, function="train"):
     path = os.path.join(directory, name + ".py")
     try:
         intact = pathlib.Path(path).read_text() == source
+    except FileNotFoundError:
+        intact = None  # compiled for the first time here
     except (OSError, UnicodeDecodeError):
         intact = False
+    if intact is False:
+        warn_cache_damage(f"the generated program {path} did not hold its source (damaged or edited); "
+                          "it is rewritten")
     if not intact:
         _write_atomic(path, source.encode())
     spec = importlib.util.spec_from_file_location(name, path)

@@ -325,16 +325,22 @@ def self_healing(dispatcher):
 _warned_damage = False
 
 
+def warn_cache_damage(message):
+    """One RuntimeWarning per process for damaged caches (a generated program, Numba's entries): a damage that
+    spans both still warns once; what is healed after the first is not news."""
+    global _warned_damage
+    if not _warned_damage:
+        _warned_damage = True
+        warnings.warn(f"fastedf: {message} (warned once)", RuntimeWarning, stacklevel=3)
+
+
 def _healing(method, cache, what):
     def call(*args):
-        global _warned_damage
         try:
             return method(*args)
         except Exception as error:  # any damage: a cache miss is always safe
-            if not _warned_damage:
-                _warned_damage = True
-                warnings.warn(f"fastedf: Numba's cache for {what} was unreadable ({type(error).__name__}: {error}); "
-                              "damaged entries are dropped and recompiled (warned once)", RuntimeWarning, stacklevel=2)
+            warn_cache_damage(f"Numba's cache for {what} was unreadable ({type(error).__name__}: {error}); "
+                              "damaged entries are dropped and recompiled")
             try:
                 cache.flush()
             except Exception:

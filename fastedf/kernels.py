@@ -63,6 +63,10 @@ def shuffle_order(order, state):
 
     Draws from a splitmix64 stream, so the graph and compiled trainers, which
     both call this kernel, visit the rows in the same order for the same seed.
+    The rule, all arithmetic modulo 2**64: for i = n-1 down to 1,
+    state += 0x9E3779B97F4A7C15; z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB; z ^= z >> 31; then swap
+    order[i] and order[z % (i + 1)].
     """
     state = np.uint64(state)  # an int64 state would turn the mixing below into float arithmetic
     for i in range(order.size - 1, 0, -1):

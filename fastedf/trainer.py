@@ -214,10 +214,13 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     """Train every Parameter that `loss` depends on with mini-batch SGD; returns a History.
 
     feeds: {Input: array (n, ...)}, rows are samples.  Batches follow the row
-    order (or a fresh shuffle each epoch from `seed` when shuffle=True); the
-    last partial batch is averaged over its own size.  engine: "compiled" runs
-    all epochs in one Numba program, "graph" runs the nodes one by one, "auto"
-    picks compiled when every node supports it (History.note says why not).
+    order, or with shuffle=True a fresh shuffle each epoch from `seed`: each
+    epoch's order is the previous epoch's (0..n-1 before the first) shuffled
+    again by fastedf.kernels.shuffle_order, its state starting at `seed` and
+    carried from epoch to epoch.  The last partial batch is averaged over its
+    own size.  engine: "compiled" runs all epochs in one Numba program,
+    "graph" runs the nodes one by one, "auto" picks compiled when every node
+    supports it (History.note says why not).
     progress=True shows a tqdm bar (epochs, loss) on stderr.  micro_batch=m
     computes each batch's gradient m rows at a time and sums them (weighted
     by rows), so memory stops growing with the batch beyond m while every

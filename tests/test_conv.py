@@ -556,6 +556,20 @@ def test_engines_agree_on_conv_nets(images, batch_size, two_convs):
     assert_allclose(runs["compiled"][1], runs["graph"][1], rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.parametrize("two_convs", [False, True], ids=["one_conv", "two_convs"])
+@pytest.mark.parametrize("batch_size,micro_batch", [(7, None), (16, 5)])
+@pytest.mark.parametrize("engine", ["compiled", "graph"])
+def test_conv_nets_train_as_the_numpy_loop(images, two_convs, batch_size, micro_batch, engine):
+    """Shuffled, a short last batch, micro-batches: against tests/naive.py's conv net step, on 40 images."""
+    X, Y = images[0][:40], images[1][:40]
+    x, y, parameters, loss = conv_net(two_convs)
+    want = naive.sgd(naive.conv_net_step, [p.value.copy() for p in parameters], [X, Y], batch_size, 2, 0.05, seed=3)
+    history = fastedf.fit(loss, {x: X, y: Y}, batch_size=batch_size, epochs=2, lr=0.05, engine=engine, shuffle=True,
+                          seed=3, micro_batch=micro_batch)
+    assert history.engine == engine
+    naive.assert_trained_as(history.epoch_loss, [p.value for p in parameters], want)
+
+
 def test_conv_nets_compile_under_auto_and_with_micro_batches(images):
     auto, _ = fit_conv_net(images, "auto", True, batch_size=32)
     assert (auto.engine, auto.note) == ("compiled", "")

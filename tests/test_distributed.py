@@ -11,6 +11,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -27,7 +28,8 @@ TESTS = pathlib.Path(__file__).resolve().parent
 EPOCHS = 5
 SPECS = [(batch_size, seed) for batch_size in (8, 32) for seed in (0, 1)]
 TOLERANCE = 1e-12
-SLOW_S = 0.5  # the pause of slow_fit: long enough to kill or interrupt a worker while it runs
+SLOW_S = 0.5  # the pause of slow_fit: long enough to interrupt the grid while workers run
+HOLD_S = 120  # held_fit's longest wait for its release: only a broken test waits that long
 
 WARMED = False  # set in a worker process by warm_up_here
 
@@ -49,6 +51,28 @@ def slow_fit(spec):
     batch_size, seed, markers = spec
     pathlib.Path(markers, f"start-{batch_size}-{seed}-{os.getpid()}").touch()
     time.sleep(SLOW_S)
+    return fit_logistic(spec)
+
+
+def marked_fit(spec):
+    """fit_logistic, leaving files `start-B-seed-pid` and then `done-B-seed-pid` in spec[2] around it."""
+    batch_size, seed, markers = spec
+    pathlib.Path(markers, f"start-{batch_size}-{seed}-{os.getpid()}").touch()
+    result = fit_logistic(spec)
+    pathlib.Path(markers, f"done-{batch_size}-{seed}-{os.getpid()}").touch()
+    return result
+
+
+def held_fit(spec):
+    """fit_logistic once a file `release` exists in spec[2], leaving a file `start-B-seed-pid` there as it starts:
+    until then, its worker is surely in the middle of a run."""
+    batch_size, seed, markers = spec
+    pathlib.Path(markers, f"start-{batch_size}-{seed}-{os.getpid()}").touch()
+    deadline = time.monotonic() + HOLD_S
+    while not pathlib.Path(markers, "release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("held_fit was never released")
+        time.sleep(0.01)
     return fit_logistic(spec)
 
 
@@ -132,22 +156,29 @@ def test_local_cluster_matches_serial_and_warms_each_worker_once(local_grid, ser
     assert {str(result["pid"]) for _, result, _ in deliveries} <= set(warmed)
 
 
-def test_time_one_runs_in_the_client_in_order_while_the_cluster_is_idle(local_grid, serial):
+def test_time_one_runs_in_the_client_in_order_while_the_cluster_is_idle(local_grid, serial, tmp_path):
     timings = []
 
+    def runs_on_workers():
+        """(started, finished) runs by the workers' own marker files."""
+        names = [name.split("-", 1) for name in os.listdir(tmp_path)]
+        return {rest for kind, rest in names if kind == "start"}, {rest for kind, rest in names if kind == "done"}
+
     def time_one(spec, result):
-        busy = sum(len(tasks) for tasks in local_grid.client.processing().values())
+        before = runs_on_workers()
         again = fit_logistic(spec)  # the timed run, here in the client
-        timings.append((os.getpid(), busy))
+        timings.append((os.getpid(), before[0] == before[1], runs_on_workers() == before))
         assert again["curve"] == result["curve"]
         return again["train_time_s"]
 
     on_result, deliveries = collector()
-    local_grid.run(fit_logistic, SPECS, on_result=on_result, time_one=time_one, chunk=3)
-    assert [spec for spec, _, _ in deliveries] == SPECS  # the specs' order, across chunks of 3 and 1
-    assert_matches_serial({spec: result for spec, result, _ in deliveries}, serial)
+    specs = [(*spec, str(tmp_path)) for spec in SPECS]
+    local_grid.run(marked_fit, specs, on_result=on_result, time_one=time_one, chunk=3)
+    assert [spec[:2] for spec, _, _ in deliveries] == SPECS  # the specs' order, across chunks of 3 and 1
+    assert_matches_serial({spec[:2]: result for spec, result, _ in deliveries}, serial)
     assert all(timed.how == TIMING_CLIENT and timed.value > 0 for _, _, timed in deliveries)
-    assert timings == [(os.getpid(), 0)] * len(SPECS)  # in this process, nothing running on the workers
+    # in this process; every run on the workers had finished, and none started while it was timed
+    assert timings == [(os.getpid(), True, True)] * len(SPECS)
 
 
 def test_a_task_error_is_raised_in_the_client(local_grid):
@@ -243,24 +274,29 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(dask_cluster, seri
     pids = {worker.pid: worker for worker in workers}
     deliveries, killed = [], {}
 
-    def on_result(spec, result, timed):
-        deliveries.append((spec, result))
-        if killed:
-            return
-        done = {s[:2] for s, _ in deliveries}
-        deadline = time.monotonic() + 10
-        while not killed and time.monotonic() < deadline:  # a worker that has started a run not yet delivered
-            for name in os.listdir(markers):
+    def kill_one_mid_run():
+        """Kill the first worker to start a run (held_fit holds it there), then let every run go on."""
+        deadline = time.monotonic() + HOLD_S
+        while not killed and not (markers / "release").exists() and time.monotonic() < deadline:
+            for name in filter(lambda name: name.startswith("start-"), os.listdir(markers)):
                 _, b, seed, pid = name.split("-")
-                if (int(b), int(seed)) not in done and int(pid) in pids:
+                if int(pid) in pids:
                     os.kill(int(pid), signal.SIGKILL)
                     pids[int(pid)].wait()
                     killed.update(pid=int(pid), spec=(int(b), int(seed)))
                     break
             time.sleep(0.01)
+        (markers / "release").touch()
 
-    run_grid(slow_fit, specs, scheduler=address, on_result=on_result, retries=2)
-    assert killed, "no worker was caught running a task"
+    killer = threading.Thread(target=kill_one_mid_run)
+    killer.start()
+    try:
+        run_grid(held_fit, specs, scheduler=address, retries=2,
+                 on_result=lambda spec, result, timed: deliveries.append((spec, result)))
+    finally:
+        (markers / "release").touch()
+        killer.join()
+    assert killed, "no worker started a run"
     delivered = [spec[:2] for spec, _ in deliveries]
     assert sorted(delivered) == sorted(spec[:2] for spec in specs)  # every run once: none lost, none twice
     results = {spec[:2]: result for spec, result in deliveries}

@@ -1,13 +1,14 @@
 """fit under control: chunked compiled runs, Ctrl-C, progress, fallbacks, and inputs it must refuse or protect."""
 import os
 import pickle
+import re
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
+import bench_interrupt
+import naive
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -38,6 +39,8 @@ def test_chunking_changes_no_number(study, monkeypatch):
                         engine="compiled")
         runs.append((h.epoch_loss, params(model)))
     assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+    start = [p.value for p in mlp(2, (4,), seed=1).parameters]
+    naive.assert_trained_as(*runs[1], naive.mlp_sgd(start, X, Y, 7, 3, 0.3, seed=4))
 
 
 def test_progress_bar_on_stderr(study, capsys):
@@ -48,40 +51,13 @@ def test_progress_bar_on_stderr(study, capsys):
     assert "4/4" in err and "loss=" in err
 
 
-CHILD = textwrap.dedent("""
-    import sys, time
-    import numpy as np, fastedf
-    from fastedf.models import logistic_regression
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(2000, 2)); Y = (X[:, :1] > 0) * 1.0
-    model = logistic_regression(2)
-    fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=1, epochs=1, engine=sys.argv[1])  # compile
-    start = [p.value.copy() for p in model.parameters]
-    print("ready", flush=True)
-    try:
-        fastedf.fit(model.loss, {model.x: X, model.y: Y}, batch_size=1, epochs=10**6, engine=sys.argv[1])
-    except KeyboardInterrupt:
-        moved = any(not np.array_equal(a, p.value) for a, p in zip(start, model.parameters))
-        finite = all(np.all(np.isfinite(p.value)) for p in model.parameters)
-        print("interrupted", time.perf_counter(), moved, finite, flush=True)
-""")
-
-
 @pytest.mark.parametrize("engine", ["compiled", "graph"])
-def test_ctrl_c_stops_a_fit_within_half_a_second(engine):
-    child = subprocess.Popen([sys.executable, "-c", CHILD, engine], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
-        sent = time.perf_counter()
-        child.send_signal(signal.SIGINT)
-        line = child.stdout.readline().split()
-        assert child.wait(timeout=10) == 0
-    finally:
-        child.kill()
-    assert line[0] == "interrupted", line
-    assert float(line[1]) - sent < 0.5  # perf_counter is system-wide (CLOCK_MONOTONIC) on Linux
-    assert line[2:] == ["True", "True"]  # trained, and left at a finished step
+def test_ctrl_c_stops_a_fit_at_a_finished_step(engine):
+    # SIGINT once the child reports a trained step (an event, not a sleep); how fast it stops is a figure of
+    # benchmarks/bench_interrupt.py, as a shared machine can delay either process at any time.
+    words, _ = bench_interrupt.interrupt(engine)
+    assert words[0] == "interrupted", words
+    assert words[2:] == ["True", "True"]  # trained, and left at a finished step
 
 
 READ_ONLY = textwrap.dedent("""
@@ -179,7 +155,8 @@ HEAL = textwrap.dedent("""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         h = fastedf.fit(m.loss, {m.x: X, m.y: Y}, epochs=2, engine="compiled")
-    print(repr(h.epoch_loss[-1]), sum("fastedf" in str(w.message) for w in caught))
+    damage = [str(w.message) for w in caught if "fastedf" in str(w.message)]
+    print(repr(h.epoch_loss[-1]), len(damage), *damage, sep="\\n")
 """)
 
 
@@ -209,27 +186,40 @@ def _damage(directory, how):
 def healthy_cache(tmp_path_factory):
     """Caches filled by one cold run of HEAL, and its output: each damage test starts from a copy."""
     root = tmp_path_factory.mktemp("healthy")
-    first = _heal_run(root)
-    assert first.returncode == 0, first.stderr[-2000:]
-    return root, first.stdout.split()[0]
+    return root, _heal_run(root)[0]
 
 
 def _heal_run(root):
+    """HEAL's output lines in a fresh process over the caches under root: the loss, the count, the warnings."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(root / "numba"), FASTEDF_CACHE_DIR=str(root / "programs"))
-    return subprocess.run([sys.executable, "-c", HEAL], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", HEAL], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
 
 
-@pytest.mark.parametrize("how", ["truncated", "garbage", "stub", "empty-index", "kernels-missing",
-                                 "kernels-garbage", "kernels-swapped"])
+# The one warning each damage gives (README: "rewritten ... with one warning"); a kernel table that cannot be used
+# only costs a compile, silently, as a missing one does.
+PROGRAM_REWRITTEN = r"the generated program \S+fastedf_program_\w+\.py did not hold its source .*; it is rewritten"
+NUMBA_DROPPED = r"Numba's cache for \S+ was unreadable .*; damaged entries are dropped and recompiled"
+
+DAMAGE_WARNING = {"truncated": PROGRAM_REWRITTEN, "stub": PROGRAM_REWRITTEN, "empty-index": NUMBA_DROPPED,
+                  "garbage": f"{PROGRAM_REWRITTEN}|{NUMBA_DROPPED}",  # both damaged: still one warning
+                  "kernels-missing": None, "kernels-garbage": None, "kernels-swapped": None}
+
+
+@pytest.mark.parametrize("how", list(DAMAGE_WARNING))
 def test_a_damaged_cache_heals_itself(tmp_path, healthy_cache, how):
     root, loss = healthy_cache
+    warning = DAMAGE_WARNING[how]
     for name in ("numba", "programs"):
         shutil.copytree(root / name, tmp_path / name)
     _damage(tmp_path, how)
     second, third = _heal_run(tmp_path), _heal_run(tmp_path)
-    assert second.returncode == 0 and third.returncode == 0, second.stderr[-2000:] + third.stderr[-2000:]
-    assert second.stdout.split()[0] == loss == third.stdout.split()[0]  # the same training, not a stub's
-    assert int(second.stdout.split()[1]) <= 1 and third.stdout.split()[1] == "0"  # at most one warning, then healed
+    assert second[0] == loss == third[0]  # the same training, not a stub's
+    assert second[1:] == (["1", second[2]] if warning else ["0"]), second
+    if warning:
+        assert re.fullmatch(f"fastedf: ({warning}) \\(warned once\\)", second[2]), second[2]
+    assert third[1:] == ["0"]  # healed: the next process has nothing to say
 
 
 @pytest.mark.parametrize("hidden", [(8,), ()])  # called by address; a three-operation program inlines its kernels
@@ -247,3 +237,7 @@ def test_micro_batches_give_the_batch_update(engine, hidden):
     for losses, values in runs[1:]:
         assert_allclose(values, runs[0][1], rtol=1e-12, atol=1e-14)
         assert_allclose(losses, runs[0][0], rtol=1e-12)
+    start = [p.value for p in mlp(16, hidden, seed=1, activation="relu", classes=4).parameters]
+    want = naive.mlp_sgd(start, X, Y, 64, 2, 0.3, activation="relu")
+    for losses, values in runs:
+        naive.assert_trained_as(losses, values, want)

@@ -190,6 +190,17 @@ def test_shuffle_order_is_a_seeded_permutation():
     assert not np.array_equal(orders[0][0], np.arange(100))
 
 
+@pytest.mark.parametrize("rows", [1, 2, 5, 1050])
+@pytest.mark.parametrize("seed", [0, 11, 2**64 - 1])
+def test_shuffle_order_follows_its_documented_rule(rows, seed):
+    """Three epochs' orders against tests/naive.py's shuffle, written from the kernel's docstring."""
+    order, state, reference, want_state = np.arange(rows, dtype=np.int64), np.uint64(seed), list(range(rows)), seed
+    for _ in range(3):
+        state = np.uint64(K.shuffle_order(order, state))  # as fit carries it
+        want_state = naive.shuffle_order(reference, want_state)
+        assert order.tolist() == reference and int(state) == want_state
+
+
 def test_take_rows(rng):
     src, order = rng.normal(size=(6, 3)), rng.permutation(6).astype(np.int64)
     dst = np.empty_like(src)
@@ -283,7 +294,8 @@ def test_gemm_is_numbas_np_dot(rng, m, k, n, layouts):
         return rng.normal(size=(rows, cols))
     a, b = operand(m, k, layouts[0]), operand(k, n, layouts[1])
     out, want = np.full((m, n), np.nan), np.full((m, n), np.nan)
-    assert _gemm(a, b, out) is not None
+    returned = _gemm(a, b, out)
+    assert np.shares_memory(returned, out) and returned.shape == out.shape  # out itself, as documented
     _np_dot(a, b, want)
     assert_array_equal(out, want)  # the same BLAS calls: the same bits
     assert_allclose(out, a @ b, **TOL)

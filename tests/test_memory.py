@@ -16,8 +16,13 @@ from fastedf.models import logistic_regression
 from fastedf.study.memory import (fit_slope, main, measure, measure_peaks, theoretical_bytes_per_sample, theoretical_peak,
                                   training_data)
 
-# The issue's ceilings at d=64, in bytes per extra sample in the batch.
-SLOPE_LIMIT = {"compiled": 32, "graph": 128}
+# What the README states, in bytes per extra sample in the batch (d=64): the float64 rows a step must hold per
+# sample, z and dL/dz compiled (its sigmoid and BCE are one kernel), z, p, dL/dp and dL/dz in the graph engine.
+README_BYTES_PER_SAMPLE = {"compiled": 16, "graph": 32}
+# The peak of one configuration varies by up to ~1.6 KB from run to run (allocator and interpreter noise; three
+# runs of each engine seen), which moves a slope fitted over batch sizes 256..4096 by at most ~0.4 B per sample.
+# 2 B is five times that, and a quarter of one float64 per sample: an extra per-sample buffer fails.
+SLOPE_MARGIN = 2
 NOISE_BYTES = 1024  # same configuration, different epochs: only the (epochs,) loss history may differ
 
 
@@ -33,6 +38,7 @@ def test_fit_slope_recovers_a_line():
 def test_theoretical_minimum_per_engine():
     assert theoretical_bytes_per_sample() == theoretical_bytes_per_sample("graph") == 32  # z, p, dL/dp, dL/dz
     assert theoretical_bytes_per_sample("compiled") == 16  # z, dL/dz: Sigmoid and BCE in one kernel
+    assert README_BYTES_PER_SAMPLE == {e: theoretical_bytes_per_sample(e) for e in README_BYTES_PER_SAMPLE}
     assert theoretical_peak(100, features=64) == 32 * 100 + 8 * 65  # plus dL/dA (64, 1) and dL/db (1,)
     assert theoretical_peak(100, features=64, engine="compiled") == 16 * 100 + 8 * 65
     with pytest.raises(ValueError, match="engine"):
@@ -63,12 +69,12 @@ def test_memray_sees_numba_allocations():
 
 
 @pytest.mark.parametrize("engine", ["graph", "compiled"])
-def test_peak_grows_with_batch_size_under_the_issue_slopes(engine):
-    rows = measure_peaks(engine, [256, 1024, 2048], features=64, samples=4096, epochs=2)
+def test_peak_grows_with_batch_size_as_the_readme_states(engine):
+    rows = measure_peaks(engine, [256, 2048, 4096], features=64, samples=4096, epochs=2)
     peaks = [row["peak_bytes"] for row in rows]
     assert peaks[0] < peaks[1] < peaks[2], rows
     slope, _ = fit_slope([row["batch_size"] for row in rows], peaks)
-    assert slope <= SLOPE_LIMIT[engine], rows
+    assert abs(slope - README_BYTES_PER_SAMPLE[engine]) <= SLOPE_MARGIN, (slope, rows)
 
 
 def test_compiled_peak_does_not_grow_with_epochs():
@@ -125,11 +131,12 @@ def test_micro_batches_keep_the_peak_flat(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     whole = {int(r["batch_size"]): int(r["peak_bytes"]) for r in rows if not r["micro_batch"]}
     micro = {int(r["batch_size"]): int(r["peak_bytes"]) for r in rows if r["micro_batch"] == "64"}
-    assert whole[2048] - whole[256] >= 14 * (2048 - 256), rows
+    least = README_BYTES_PER_SAMPLE["compiled"] - SLOPE_MARGIN  # 14 B: the step's two float64 per row, less noise
+    assert whole[2048] - whole[256] >= least * (2048 - 256), rows
     assert abs(micro[2048] - micro[256]) <= NOISE_BYTES, rows
     # below the whole batch by (at least) the activations of the rows beyond 256; not counted from 64 rows, since
     # the micro-batch line has fixed buffers of its own (gradient accumulators, ~0.5-1 KB here)
-    assert micro[2048] < whole[2048] - 14 * (2048 - 256), rows
+    assert micro[2048] < whole[2048] - least * (2048 - 256), rows
     out = capsys.readouterr().out
     assert "compiled, micro-batch 64" in out and (tmp_path / "memory_vs_batch.png").exists()
 

@@ -1,10 +1,11 @@
 """Loop rolling (fastedf.rolling): repeated layers compile to one loop, and the numbers do not change."""
+import naive
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
 import fastedf
-from fastedf import BCE, Input, Linear, Parameter, ReLU, Sigmoid, Tanh, compiler, rolling
+from fastedf import BCE, Input, Linear, Multiply, Parameter, ReLU, Sigmoid, Tanh, compiler, rolling
 from fastedf.graph import forward_pass, topological_sort
 from fastedf.models import mlp
 
@@ -27,7 +28,7 @@ def fit_both(build, data, **kwargs):
     return runs
 
 
-@pytest.mark.parametrize("hidden", [(4, 4, 4), (9,) * 30, (3, 9, 9, 9, 9, 2)])
+@pytest.mark.parametrize("hidden", [(4, 4, 4), (9,) * 30, (3, 9, 9, 9, 9, 2)], ids=["three_4", "thirty_9", "mixed"])
 @pytest.mark.parametrize("batch_size,micro_batch", [(1, None), (7, None), (16, 5)])
 def test_deep_mlps_compile_and_give_the_graph_engines_numbers(data, hidden, batch_size, micro_batch):
     # width 9: 81 weights, so those layers also take their own SGD step (Linear's fused rule) in the loop
@@ -37,13 +38,20 @@ def test_deep_mlps_compile_and_give_the_graph_engines_numbers(data, hidden, batc
     assert_allclose(hc.epoch_loss, hg.epoch_loss, rtol=1e-11, atol=1e-14)
     for a, b in zip(pc, pg):
         assert_allclose(a, b, rtol=1e-11, atol=1e-14)
+    start = [p.value for p in mlp(3, hidden, seed=2, init_scale=0.5).parameters]
+    naive.assert_trained_as(hc.epoch_loss, pc, naive.mlp_sgd(start, *data, batch_size, 2, 0.5, seed=1))
+
+
+def lowered(x, y, loss, X, Y):
+    """compiler.lower's (Program, reason) for the graph of loss, after a forward pass on the first row."""
+    x.value, y.value = X[:1], Y[:1]
+    graph = topological_sort(loss)
+    forward_pass(graph)
+    return compiler.lower(graph)
 
 
 def program(model, X, Y):
-    model.x.value, model.y.value = X[:1], Y[:1]
-    graph = topological_sort(model.loss)
-    forward_pass(graph)
-    prog, reason = compiler.lower(graph)
+    prog, reason = lowered(model.x, model.y, model.loss, X, Y)
     assert reason is None
     return prog
 
@@ -56,18 +64,42 @@ def test_one_program_serves_a_stack_of_layers_at_any_depth(data):
     assert four.length == twelve.length == 5  # Linear (of x), [Activation, Linear] rolled, Linear, loss
 
 
-def test_a_deep_graph_without_repeated_layers_falls_back_to_the_graph_engine_and_says_why(data):
-    X, Y = data
-    square_free = "abcacbabcbacabcacbacabcb"  # Thue's ternary word: no block of layers repeats back to back
-    x, y, layer, rng = Input(), Input(), None, np.random.default_rng(0)
+SQUARE_FREE = "abcacbabcbacabcacbacabcb"  # Thue's ternary word: no block of layers repeats back to back
+
+
+def unrolled(layers, scale=False):
+    """(x, y, loss) of `layers` Linear + activation layers that no loop can roll, a Multiply by a Parameter after
+    them if `scale`, then Linear, Sigmoid and BCE: 2 * layers + 3 operations (+1 with scale)."""
+    x, y, rng = Input(), Input(), np.random.default_rng(0)
     layer = x
-    for letter in square_free:
+    for letter in SQUARE_FREE[:layers]:
         A, b = Parameter(rng.normal(size=(3 if layer is x else 2, 2))), Parameter(np.zeros(2))
         layer = {"a": Sigmoid, "b": Tanh, "c": ReLU}[letter](Linear(layer, A, b))
+    if scale:
+        layer = Multiply(layer, Parameter(np.full((1, 2), 0.5)))
     A, b = Parameter(rng.normal(size=(2, 1))), Parameter(np.zeros(1))
-    loss = BCE(y, Sigmoid(Linear(layer, A, b)))
+    return x, y, BCE(y, Sigmoid(Linear(layer, A, b)))
+
+
+def test_a_deep_graph_without_repeated_layers_falls_back_to_the_graph_engine_and_says_why(data):
+    X, Y = data
+    x, y, loss = unrolled(len(SQUARE_FREE))
     history = fastedf.fit(loss, {x: X, y: Y}, epochs=1)
     assert history.engine == "graph" and "operations" in history.note
+
+
+def test_programs_compile_up_to_24_operations(data, monkeypatch):
+    monkeypatch.setattr(compiler, "_loaded", {})  # programs lowered here are never run: keep them out of the record
+    X, Y = data
+    assert compiler.MAX_COMPILED_OPERATIONS == 24  # the README's figure
+    prog, reason = lowered(*unrolled(10, scale=True), X, Y)
+    assert reason is None and prog.length == 24
+    x, y, loss = unrolled(11)
+    assert lowered(x, y, loss, X, Y) == (None, "the graph has 25 operations after rolling its repeated layers into "
+                                               "loops; programs are compiled for at most 24 (compile time grows with "
+                                               "length)")
+    with pytest.raises(ValueError, match="cannot compile this graph: the graph has 25 operations"):
+        fastedf.fit(loss, {x: X, y: Y}, epochs=1, engine="compiled")
 
 
 def units(*lines):

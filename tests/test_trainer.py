@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import naive
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -40,6 +41,9 @@ def test_compiled_equals_graph_engine(data, batch_size, shuffle):
     assert_allclose(pc, pg, **SAME)
     assert_allclose(hc.epoch_loss, hg.epoch_loss, **SAME)
     assert hc.updates == hg.updates == 8 * math.ceil(1050 / batch_size)
+    start = [p.value for p in logistic_regression(2, seed=3).parameters]
+    naive.assert_trained_as(hc.epoch_loss, pc, naive.mlp_sgd(start, *data, batch_size, 8, 0.1,
+                                                             seed=11 if shuffle else None))
 
 
 def test_inlined_kernels_give_the_numbers_of_kernels_called_by_address(data, monkeypatch):
@@ -53,6 +57,26 @@ def test_inlined_kernels_give_the_numbers_of_kernels_called_by_address(data, mon
             patch.setattr(compiler, "MAX_INLINED_OPERATIONS", 0)
             called = train(data, "compiled", **kwargs)
         assert np.array_equal(inlined[1], called[1]) and np.array_equal(inlined[0].epoch_loss, called[0].epoch_loss)
+
+
+def test_the_studys_program_inlines_its_kernels_by_default(data, monkeypatch):
+    """Three operations or fewer (the study's logistic regression): the step's kernels are inlined by LLVM and only
+    the once-per-epoch shuffle's are called by address; a longer program (an MLP) calls every kernel by address."""
+    from fastedf import compiler
+    monkeypatch.setattr(compiler, "_loaded", {})  # programs lowered here are never run: keep them out of the record
+    assert compiler.MAX_INLINED_OPERATIONS == 3  # the README's figure
+    programs = []
+    for model in (logistic_regression(2), mlp(2, (3,))):
+        model.x.value, model.y.value = data[0][:1], data[1][:1]
+        graph = fastedf.topological_sort(model.loss)
+        fastedf.forward_pass(graph)
+        program, reason = compiler.lower(graph)
+        assert reason is None
+        programs.append(program)
+    study, longer = programs
+    assert "icall(linear_forward," in study.source and "kcall(linear_forward," not in study.source
+    assert study.called == ["shuffle_order", "take_rows", "take_rows"]
+    assert "kcall(linear_forward," in longer.source and "icall(" not in longer.source
 
 
 def test_graph_engine_is_the_course_loop(data):
@@ -276,27 +300,45 @@ class LeakyReLU(fastedf.ReLU):
         self.gradients[self.inputs[0]] = self._upstream(z.shape) * np.where(z > 0, 1.0, 0.1)
 
 
+class HalfGradientReLU(fastedf.ReLU):
+    """A subclass that overrides only backward: ReLU's value, half its gradient."""
+
+    def backward(self):
+        z = self.inputs[0].value
+        self.gradients[self.inputs[0]] = self._upstream(z.shape) * np.where(z > 0, 0.5, 0.0)
+
+
 class RenamedReLU(fastedf.ReLU):
     """A subclass that only renames: fastedf's code, so it compiles."""
 
 
-def test_a_subclass_with_its_own_forward_is_not_compiled_by_its_parents_rule():
+# Each class's maths for the NumPy reference (tests/naive.py's mlp_step): (h(z), dh/dz).
+REFERENCE_ACTIVATIONS = {LeakyReLU: (lambda z: np.where(z > 0, z, 0.1 * z), lambda z, h: np.where(z > 0, 1.0, 0.1)),
+                         HalfGradientReLU: (naive.relu, lambda z, h: np.where(z > 0, 0.5, 0.0)),
+                         RenamedReLU: naive.ACTIVATIONS["relu"]}
+
+
+@pytest.mark.parametrize("cls,own", [(LeakyReLU, "forward"), (HalfGradientReLU, "backward"), (RenamedReLU, "")])
+def test_a_subclass_with_its_own_code_is_not_compiled_by_its_parents_rule(cls, own):
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(40, 3)), (rng.uniform(size=(40, 1)) > 0.5) * 1.0
-    histories = {}
-    for cls, engine in ((LeakyReLU, "auto"), (LeakyReLU, "graph"), (RenamedReLU, "auto")):
+    start = [np.full((3, 4), 0.3), np.zeros(4), np.full((4, 1), -0.2), np.zeros(1)]
+    want = naive.sgd(lambda p, x, y: naive.mlp_step(p, x, y, REFERENCE_ACTIVATIONS[cls]), start, [X, Y], 8, 2, 0.1)
+    for engine in ("auto", "graph"):
         x, y = Input(), Input()
-        hidden = cls(Linear(x, Parameter(np.full((3, 4), 0.3)), Parameter(np.zeros(4))))
-        loss = BCE(y, Sigmoid(Linear(hidden, Parameter(np.full((4, 1), -0.2)), Parameter(np.zeros(1)))))
-        histories[cls, engine] = fastedf.fit(loss, {x: X, y: Y}, batch_size=8, epochs=2, engine=engine)
-    leaky = histories[LeakyReLU, "auto"]
-    assert leaky.engine == "graph" and "overrides forward(): the compile rule it inherits" in leaky.note
-    assert_allclose(leaky.epoch_loss, histories[LeakyReLU, "graph"].epoch_loss, rtol=0)
-    assert histories[RenamedReLU, "auto"].engine == "compiled"
-    x, y = Input(), Input()
-    loss = BCE(y, Sigmoid(LeakyReLU(Linear(x, Parameter(np.ones((3, 1))), Parameter(np.zeros(1))))))
-    with pytest.raises(ValueError, match="cannot compile this graph: .* overrides forward()"):
-        fastedf.fit(loss, {x: X, y: Y}, engine="compiled")
+        parameters = [Parameter(a.copy()) for a in start]
+        hidden = cls(Linear(x, *parameters[:2]))
+        loss = BCE(y, Sigmoid(Linear(hidden, *parameters[2:])))
+        history = fastedf.fit(loss, {x: X, y: Y}, batch_size=8, epochs=2, engine=engine)
+        naive.assert_trained_as(history.epoch_loss, [p.value for p in parameters], want)
+        if engine == "auto":
+            assert history.engine == ("compiled" if not own else "graph")
+            assert (f"overrides {own}(): the compile rule it inherits" in history.note) if own else history.note == ""
+    if own:
+        x, y = Input(), Input()
+        loss = BCE(y, Sigmoid(cls(Linear(x, Parameter(np.ones((3, 1))), Parameter(np.zeros(1))))))
+        with pytest.raises(ValueError, match=f"cannot compile this graph: .* overrides {own}()"):
+            fastedf.fit(loss, {x: X, y: Y}, engine="compiled")
 
 
 @pytest.mark.parametrize("engine", ["graph", "compiled"])
