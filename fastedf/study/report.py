@@ -350,11 +350,12 @@ def render_steps(sci, config, figures=()):
     grid = sorted(config["lrs"])
     out.append(
         f"Every batch size and seed was trained at each learning rate of the grid {', '.join(f'{g:g}' for g in grid)} "
-        f"for {config['epochs']} epochs, its loss over the whole training set measured at update counts "
-        f"2^(k/{config['checkpoints_per_doubling']}) (so an update count read off them is at most "
-        f"{2 ** (1 / config['checkpoints_per_doubling']) - 1:.0%} above the first update that reached the target; "
-        f"per-epoch losses would be off by up to a whole epoch, {config['n_train']} updates at B = 1). "
-        f"Per batch size and seed the learning rate reaching the target in the fewest updates is kept "
+        f"for {config['epochs']} epochs, its batches drawn {_SAMPLING_WORDS[config.get('sampling') or 'fixed']}, "
+        f"its loss over the whole training set measured after every update{_stride_words(sci)}. "
+        f"A run's count is the first update after which its loss stays at or below the target for the rest of the "
+        f"run; the first update at or below it (first passage) is shown beside: a constant-lr loss is noisy and "
+        f"dips below the target before it stays there. "
+        f"Per batch size and seed the learning rate staying at or below the target in the fewest updates is kept "
         f"(Shallue et al. 2018). Target: {sci.target_rule}.")
     out.append("")
     st = sci.steps
@@ -365,11 +366,12 @@ def render_steps(sci, config, figures=()):
     for i, b in enumerate(st.batch_sizes):
         lrs = st.best_lrs[i]
         table.append((b, f"{st.reached[i]}/{st.seeds}", _g(st.median[i], 4),
-                      f"{_g(st.low[i], 4)} – {_g(st.high[i], 4)}", _g(st.epochs[i]), _g(st.examples[i], 4),
+                      f"{_g(st.low[i], 4)} – {_g(st.high[i], 4)}", _g(st.first_passage[i], 4), _g(st.epochs[i]),
+                      _g(st.examples[i], 4),
                       "–" if st.seconds[i] is None else format_time(st.seconds[i]),
                       ", ".join(f"{lr:g}" for lr in sorted(set(lrs))) or "–", by_b.get(b, "–")))
-    out += [markdown_table(("B", "seeds reaching", "updates (median)", "min – max", "epochs", "examples", "seconds",
-                    "best lr(s)", "regime"), table), ""]
+    out += [markdown_table(("B", "seeds reaching", "updates (median)", "min – max", "first passage (median)",
+                            "epochs", "examples", "seconds", "best lr(s)", "regime"), table), ""]
     out.append(_regime_sentence(st) + _figure(figures, "steps_to_target.png"))
     out.append("")
     fit = st.fit
@@ -403,6 +405,20 @@ def render_steps(sci, config, figures=()):
             text += " Dropping an end of the grid: " + "; ".join(sens) + "."
         out += [text + _figure(figures, "steps_to_target_by_lr.png"), ""]
     return out
+
+
+_SAMPLING_WORDS = {"fixed": "in the training set's order every epoch",
+                   "shuffled": "from a fresh permutation of the rows every epoch",
+                   "iid": "with replacement, every batch's rows uniformly and independently (`--sampling iid`)"}
+
+
+def _stride_words(sci):
+    """'' when every run measured its loss after every update, else which runs did so only every k-th."""
+    strided = sorted({(t.batch_size, t.stride) for t in sci.results if t.stride > 1})
+    if not strided:
+        return ""
+    return (" (where that costs too much, every k-th update: " + ", ".join(f"k = {k} at B = {b}" for b, k in strided)
+            + "; counts there are the first measured update that qualifies)")
 
 
 def _regime_sentence(st):
@@ -473,13 +489,18 @@ def render_noise(sci, config, figures=()):
              f"reached seed {seed}'s target {sci.targets.get(seed, float('nan')):.4g})")
     which = "exact" if at.get("b_simple_exact") is not None else "estimated"
     ratio, agrees = sci.agreement
-    verdict = ("cannot be compared (B_crit is not finite: the knee lies outside the data)" if ratio is None else
+    verdict = ("cannot be compared (B_crit is not finite, or the reference run has too few points)"
+               if ratio is None else
                f"**{'agree' if agrees else 'do not agree'} within a factor of {AGREEMENT_FACTOR:g}** "
                f"(ratio {ratio:.2g})")
-    out += [f"Predicted knee: B_simple = {_g(sci.b_simple_at_target)} ({which}) {where}. Measured knee: "
-            f"B_crit = {_g(b_crit)} "
-            f"from the steps to target. The two {verdict}{_direction(b_crit, sci.b_simple_at_target)}. "
-            f"McCandlish et al. predict the critical batch size by B_noise = tr(HΣ) / (GᵀHG), H the Hessian; "
-            f"B_simple, measured here, equals it only when H is a multiple of the identity, so with uneven "
-            f"curvature a gap between the two is expected and the factor-of-{AGREEMENT_FACTOR:g} test is strict.", ""]
+    out += [f"Predicted knee (McCandlish et al.'s comparison): B_simple averaged over the reference run's updates "
+            f"until it reaches the target, {_g(sci.path_average)}. Beside it, B_simple {where}: "
+            f"{_g(sci.b_simple_at_target)} ({which}); at the target |G|² is smallest, so that value is the "
+            f"largest along the path and overstates the knee. Measured knee: B_crit = {_g(b_crit)} from the "
+            f"updates until the loss stays at or below the target. The path average and B_crit "
+            f"{verdict}{_direction(b_crit, sci.path_average)}. B_simple is the noise scale without the Hessian "
+            f"(B_noise = tr(HΣ) / (GᵀHG) weights the same quantities by the curvature); the two coincide when H is "
+            f"a multiple of the identity. The reference run draws its batches as the grid does "
+            f"({config.get('sampling') or 'fixed'}): the theory assumes batches drawn independently (`--sampling "
+            f"iid`); epochs in a fixed order make a batch size's steps depend on which rows come last.", ""]
     return out
