@@ -5,6 +5,7 @@ import numpy as np
 
 from ..text import format_bytes, format_time, markdown_table
 from . import batch_scaling
+from .batch_scaling import updates_per_epoch
 from .claims import (HALVING_EFFICIENCY, MEMORY_GROWTH, engine_rows, equal_updates, last_batch, loss_name,
                      memory_growth, paired_change, study_rows, study_runs, summarise, time_scaling, trend)
 from .data import describe_data
@@ -126,10 +127,17 @@ def _claim_time(rows, config):
         table.append((b, int(ts.updates[i]), format_time(s.median[i]),
                       f"{format_time(s.low[i])} – {format_time(s.high[i])}",
                       f"{step[2]:.2f} (ideal {step[3]:.2f})" if step else "",
-                      f"{step[4]:.2f}" if step else "",
+                      (f"{step[4]:.2f}" + (" (time rose)" if step[4] < 0 else "")) if step else "",
                       f"{100 * ts.c_update * ts.updates[i] / ts.model[i]:.0f}%"))
     out += [markdown_table(("B", "updates", "time (median over seeds)", "min – max over seeds", "time ratio to next B",
                     "efficiency", "per-update share (model)"), table), ""]
+    rose = [step for step in ts.steps if step[2] > 1]
+    if rose:
+        out += [f"The time rose from one batch size to the next at {_pair_names(rose)} (a negative efficiency). A "
+                f"larger batch does the same arithmetic per sample in fewer updates, so a rise is not an effect of "
+                f"batch size: it is the implementation's cost per sample at that batch size (its kernels change "
+                f"strategy with the batch; `python benchmarks/bench_per_sample.py` measures fastedf's per-sample "
+                f"cost for B = 1 to 64) or the machine's noise (compare the CPU times).", ""]
     if ts.stops_at is None:
         measured = (f"every step keeps at least {HALVING_EFFICIENCY:.0%} of the ideal saving, so time stays "
                     f"close to 1/B over the whole range")
@@ -202,11 +210,17 @@ def _qualitymarkdown_table(loss, acc, rows, scaling, n_train):
     for i, b in enumerate(loss.summary.batch_sizes):
         ls, ac = loss.summary, acc.summary
         rest, share = last_batch(int(b), n_train)
-        table.append((b, f"{lrs[int(b)]:.3g}", f"{rest} rows, {share:.0%} of updates" if share else "full",
+        table.append((b, f"{lrs[int(b)]:.3g}", _last_batch_words(int(b), n_train),
                       f"{ls.mean[i]:.4f} ± {ls.std[i]:.4f}", f"{ls.low[i]:.4f} – {ls.high[i]:.4f}",
                       f"{ac.mean[i]:.4f} ± {ac.std[i]:.4f}", f"{ac.low[i]:.4f} – {ac.high[i]:.4f}"))
     return markdown_table(("B", "lr", "last batch", "final loss (mean ± sd)", "loss min – max",
                    "test accuracy (mean ± sd)", "accuracy min – max"), table)
+
+
+def _last_batch_words(batch_size, n_train):
+    """'26 rows, 1 of 33 updates' for an epoch's partial last batch, or 'full'."""
+    rest, share = last_batch(batch_size, n_train)
+    return f"{rest} rows, 1 of {updates_per_epoch(n_train, batch_size)} updates" if share else "full"
 
 
 def _trend_sentence(t, name):
@@ -248,8 +262,8 @@ def _partial_batches(config):
     b, rest, share = max(partial, key=lambda p: p[2])
     return [f"With {n} training rows an epoch's last batch is partial for {len(partial)} of the batch sizes "
             f"(column 'last batch'); it is averaged over its own rows and stepped with the same lr, so for "
-            f"B = {b} a batch of {rest} rows makes {share:.0%} of the updates. Batch sizes that divide {n} "
-            f"have no such small, noisy step.", ""]
+            f"B = {b} a batch of {rest} rows makes 1 of every {updates_per_epoch(n, b)} updates. Batch sizes "
+            f"that divide {n} have no such small, noisy step.", ""]
 
 
 def _claim_quality(rows, runs, config, seeds):
