@@ -364,6 +364,9 @@ BAD_OPTIONS = {
     "unknown engine in a list": (["--engine", "compiled,gpu"], "gpu"),
     "relative target below 1": (["--target-loss", "0.5x"], "factor >= 1"),
     "target not a number": (["--target-loss", "low"], "--target-loss"),
+    "sampling without grid": (["--sampling", "iid"], "--sampling needs --lrs"),
+    "sampling against shuffle": (["--lrs", "0.1", "--shuffle", "--sampling", "fixed"], "disagree"),
+    "unknown sampling": (["--lrs", "0.1", "--sampling", "random"], "--sampling"),
 }
 
 

@@ -10,8 +10,8 @@ from ..trainer import ENGINES
 from .batch_scaling import updates_per_epoch
 from .data import Dataset, load_csv, load_digits_dataset
 from .distributed import TIMING_CLIENT, TIMING_SERIAL, TIMING_WORKERS
-from .training import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS, SAMPLINGS,
-                       ModelSpec, noise_epochs, sampling_of)
+from .training import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, LOSS_BUDGET, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS,
+                       SAMPLINGS, ModelSpec, noise_epochs, sampling_of)
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 EDF_ENGINE = "numpy_edf"  # --with-edf: the course loop on fastedf.numpy_edf, timed like an engine
@@ -250,8 +250,9 @@ def sweep_cost(config, data_bytes, epochs, seeds, repeats):
     Time is a lower bound (guardrails.SECONDS_PER_*): per fit a fixed cost, per SGD
     step the engine's step cost, per epoch every parameter's work for every
     training row once (for logistic regression, every training value).
-    Checkpointed runs (the lr grid) train once more and make about two fit
-    calls per checkpoint.  Memory: DATA_COPIES of the data, one run's curve
+    Grid runs (the lr grid) train once more node by node, measuring the whole
+    training set's loss after every update (at most training.LOSS_BUDGET
+    multiply-adds of it per run).  Memory: DATA_COPIES of the data, one run's curve
     being written, and every run's curve and row, which the report holds at
     the end.  Disk: runs.jsonl and the rows.
     """
@@ -270,8 +271,10 @@ def sweep_cost(config, data_bytes, epochs, seeds, repeats):
             seconds += lrs * seeds * (len(sizes) * trainings * SECONDS_PER_FIT
                                       + trainings * epochs * (steps * step + len(sizes) * n * work
                                                               * SECONDS_PER_ELEMENT))
-    if config.get("lrs"):  # two fit calls per checkpoint, about 8 per doubling of the updates
-        seconds += runs * 2 * CHECKPOINTS_PER_DOUBLING * math.log2(max(2, epochs * n)) * SECONDS_PER_FIT
+    if config.get("lrs"):  # each grid run trains once more node by node, its loss measured after every update
+        grid_steps = grid * seeds * epochs * sum(updates_per_epoch(n, b) for b in sizes)
+        seconds += grid_steps * SECONDS_PER_UPDATE["graph"] + min(grid_steps * n * work, runs * LOSS_BUDGET) \
+            * SECONDS_PER_ELEMENT
     seconds += SECONDS_PER_FIT  # the warm-up
     if config["memory"]:
         seconds += len(sizes) * SECONDS_PER_PROCESS
