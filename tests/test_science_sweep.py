@@ -218,10 +218,10 @@ def test_noise_at_target_and_agreement():
     assert lr_grid.agreement(10.0, 29.0) == (pytest.approx(2.9), True)
     assert lr_grid.agreement(10.0, 31.0)[1] is False and lr_grid.agreement(math.inf, 3.0) == (None, False)
     points = [{**p, "updates": 10 * p["epoch"], "b_simple_exact": None} for p in points]
-    # 9.0 holds over updates 10-20 before the target 0.25 is reached at 20: (2 * 10 + 9 * 10) / 20
-    assert lr_grid.path_average(points, 0.25) == pytest.approx(5.5)
-    assert lr_grid.path_average(points, 0.35) == pytest.approx(2.0)  # reached at the second point
-    assert lr_grid.path_average(points[:1], 0.35) is None
+    # linear between the points up to update 20, where the loss first is <= 0.25: ((2 + 9) / 2 + (9 + 30) / 2) / 2
+    assert lr_grid.path_average(points, 0.25) == (pytest.approx(12.5), 3)
+    assert lr_grid.path_average(points, 0.35) == (pytest.approx(5.5), 2)  # reached at the second point
+    assert lr_grid.path_average(points[:1], 0.35) == (None, 1)
 
 
 def test_noise_epochs():

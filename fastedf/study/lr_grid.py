@@ -154,6 +154,7 @@ class StepsToTarget:
     at_grid_end: int
     best_points: int
     first_passage: list
+    fit_first_passage: object = None  # the same fit on the median first passages (nominal B)
 
 
 def steps_by_batch_size(results, lrs, seeds, lrs_subset=None):
@@ -184,12 +185,15 @@ def steps_by_batch_size(results, lrs, seeds, lrs_subset=None):
     if len(fitted) >= 2:  # the medians over seeds: one outlying seed does not bend the curve
         fit = batch_scaling.critical_batch_size(fitted, [med[sizes.index(b)] for b in fitted],
                                           examples=[examples[sizes.index(b)] for b in fitted])
+    first_fit = None
+    if fit is not None and all(first[sizes.index(b)] for b in fitted):
+        first_fit = batch_scaling.critical_batch_size(fitted, [first[sizes.index(b)] for b in fitted])
     ends = (grid[0], grid[-1]) if len(grid) > 1 else ()
     at_end = sum(any(math.isclose(t.lr, e, rel_tol=1e-12) for e in ends) for t in points)
     return StepsToTarget(batch_sizes=sizes, median=med, low=low, high=high,
                          reached=reached, seeds=seeds, epochs=epochs, examples=examples, seconds=seconds,
                          best_lrs=best_lrs, fitted_sizes=fitted, regimes=labels, fit=fit, at_grid_end=at_end,
-                         best_points=len(points), first_passage=first)
+                         best_points=len(points), first_passage=first, fit_first_passage=first_fit)
 
 
 def regime_ranges(sizes, labels):
@@ -214,17 +218,18 @@ def noise_at_target(points, target):
 
 def path_average(points, target):
     """B_simple (exact when measured) averaged over the reference run's updates until its loss first is <= target
-    (all of it when it never is): each point's value holds until the next point.  McCandlish et al. compare the
-    critical batch size with the noise scale averaged along training, not with its value at the target, where
-    |G| -> 0 makes it largest.  None without two points."""
+    (all of it when it never is), linearly interpolated between the measured points (the trapezoid rule), and
+    the number of points it rests on.  McCandlish et al. compare the critical batch size with the noise scale
+    averaged along training, not with its value at the target, where |G| -> 0 makes it largest.  (None, points)
+    without two points or with a non-finite one."""
     values = [(p["updates"], p["b_simple_exact"] if p.get("b_simple_exact") is not None else p["b_simple"])
               for p in points]
     end = next((i for i, p in enumerate(points) if p["train_loss"] <= target), len(points) - 1)
     span = values[:end + 1]
-    if len(span) < 2 or not all(math.isfinite(v) for _, v in span[:-1]):
-        return None
-    weights = np.diff([u for u, _ in span])
-    return float(np.average([v for _, v in span[:-1]], weights=weights)) if weights.sum() > 0 else None
+    if len(span) < 2 or not all(math.isfinite(v) for _, v in span) or span[-1][0] <= span[0][0]:
+        return None, len(span)
+    u, v = np.array(span, dtype=float).T
+    return float(np.sum(np.diff(u) * (v[1:] + v[:-1]) / 2) / (u[-1] - u[0])), len(span)
 
 
 def agreement(predicted, measured, factor=AGREEMENT_FACTOR):
@@ -262,6 +267,7 @@ class Science:
     target_reached_in_noise_run: bool
     agreement: tuple
     path_average: float | None = None
+    path_points: int = 0
 
     @property
     def b_simple_at_target(self):
@@ -323,8 +329,8 @@ def analyse(rows, runs, noise, config):
     noise_seed = (config.get("noise") or {}).get("seed", 0)
     target = targets.get(noise_seed, values[0])
     at, reached = noise_at_target(noise, target)
-    average = path_average(noise, target) if noise else None
+    average, on_path = path_average(noise, target) if noise else (None, 0)
     b_crit = steps.fit.b_crit if steps and steps.fit else None
     sci = Science(targets, rule, short, results, steps, sensitivity, noise, at, reached,
-                  agreement(b_crit, average), average)
+                  agreement(b_crit, average), average, on_path)
     return sci

@@ -399,7 +399,9 @@ def render_steps(sci, config, figures=()):
                       f"{fit.b_crit / 4:.3g} and 4 B_crit = {4 * fit.b_crit:.3g}: perfect scaling below the first, "
                       f"no benefit above the second (read off the fit, these boundaries are steadier than the "
                       f"labels above, each of which rests on two neighbouring medians)."
-                      if math.isfinite(fit.b_crit) and fit.b_crit > 0 else ""))
+                      if math.isfinite(fit.b_crit) and fit.b_crit > 0 else "")
+                   + (f" Fitted to the median first passages instead, B_crit = {_g(st.fit_first_passage.b_crit)}: "
+                      f"how much the criterion moves the knee." if st.fit_first_passage is not None else ""))
         out.append("")
     ends = len(grid) > 1
     if ends:
@@ -508,7 +510,8 @@ def render_noise(sci, config, figures=()):
                f"**{'agree' if agrees else 'do not agree'} within a factor of {AGREEMENT_FACTOR:g}** "
                f"(ratio {ratio:.2g})")
     out += [f"Predicted knee (McCandlish et al.'s comparison): B_simple averaged over the reference run's updates "
-            f"until it reaches the target, {_g(sci.path_average)}. Beside it, B_simple {where}: "
+            f"until it reaches the target, {_g(sci.path_average)} (linear between the {sci.path_points} points measured "
+            f"on that stretch; with few points the average is rough). Beside it, B_simple {where}: "
             f"{_g(sci.b_simple_at_target)} ({which}); at the target |G|² is smallest, so that value is the "
             f"largest along the path and overstates the knee. Measured knee: B_crit = {_g(b_crit)} from the "
             f"updates until the loss stays at or below the target. The path average and B_crit "
