@@ -504,6 +504,8 @@ def render_noise(sci, config, figures=()):
              f"at the reference run's last point (epoch {at['epoch']}, loss {at['train_loss']:.4g}; it never "
              f"reached seed {seed}'s target {sci.targets.get(seed, float('nan')):.4g})")
     which = "exact" if at.get("b_simple_exact") is not None else "estimated"
+    on_path = [best(p) for p in sci.noise[:max(sci.path_points, 1)]]
+    low, high = min(on_path), max(on_path)
     ratio, agrees = sci.agreement
     verdict = ("cannot be compared (B_crit is not finite, or the reference run has too few points)"
                if ratio is None else
@@ -511,7 +513,8 @@ def render_noise(sci, config, figures=()):
                f"(ratio {ratio:.2g})")
     out += [f"Predicted knee (McCandlish et al.'s comparison): B_simple averaged over the reference run's updates "
             f"until it reaches the target, {_g(sci.path_average)} (linear between the {sci.path_points} points measured "
-            f"on that stretch; with few points the average is rough). Beside it, B_simple {where}: "
+            f"on that stretch, whose B_simple ranges from {_g(low)} to {_g(high)}; with few points the average is "
+            f"rough, and one high point, such as the start, can carry it). Beside it, B_simple {where}: "
             f"{_g(sci.b_simple_at_target)} ({which}); at the target |G|² is smallest, so that value is the "
             f"largest along the path and overstates the knee. Measured knee: B_crit = {_g(b_crit)} from the "
             f"updates until the loss stays at or below the target. The path average and B_crit "
