@@ -13,16 +13,20 @@ from ..node import Input, Node, Parameter, _kept_copy, _reusable
 # call's fixed cost is more than the work.
 BLAS_MIN_WORK = 384
 
-# Batches of fewer rows go through BLAS one row at a time (a matrix-vector call each) and compute dA in the
-# register loops: a gemm call's fixed cost is more than its work there.  Digits MLP 64 -> 32 -> 10, one kernel
-# call each, thread CPU: x @ A at 64 x 32 took 0.17 us for one row and 0.89 us as a 2-row gemm (0.92 at 4
-# rows, 1.1 at 8), so B = 2 cost 1.3x B = 1 per sample in fit (benchmarks/bench_per_sample.py).
+# Batches of fewer rows multiply x @ A and g @ A.T through BLAS one row at a time (a matrix-vector call
+# each): a gemm call's fixed cost is more than its work there.  Digits MLP 64 -> 32 -> 10, one kernel call
+# each, thread CPU: x @ A at 64 x 32 took 0.17 us for one row and 0.89 us as a 2-row gemm (0.92 at 4 rows,
+# 1.1 at 8), so B = 2 cost 1.5x B = 1 per sample in fit (benchmarks/bench_per_sample.py).
 BLAS_MIN_ROWS = 8
 
-# Weights of at least this many elements take their SGD step fused with their gradient for batches under
-# BLAS_MIN_ROWS (linear_sgd_rows; at B = 1, 2 -> 64 -> 1: 3.1 -> 2.6 ms per epoch, 64 -> 1: 0.655 -> 0.623 ms);
-# below it the pass saved is less than the kernel's own cold compile, 0.8 s in Numba's compile events (the
-# study's 2 weights).
+# Batches of at most this many rows sum dA = x.T @ g in registers, fused with the SGD step (linear_sgd_rows):
+# dA and the step at 64 x 32 took 0.17 us per row at one row, 0.15 at two, against 0.34 for a 2-row gemm and
+# a separate step; at four rows the register loops (0.29) lose to the gemm (0.21).
+FUSED_MAX_ROWS = 2
+
+# Weights of at least this many elements take their SGD step fused with their gradient for batches of up to
+# FUSED_MAX_ROWS (at B = 1, 2 -> 64 -> 1: 3.1 -> 2.6 ms per epoch, 64 -> 1: 0.655 -> 0.623 ms); below it the
+# pass saved is less than the kernel's own cold compile, 0.8 s in Numba's compile events (the study's 2 weights).
 FUSED_STEP_MIN_SIZE = 64
 
 
@@ -98,7 +102,7 @@ def linear_backward(x, g, dA, db):
     for i in range(1, batch):
         for j in range(m):
             db.flat[j] += g[i, j]
-    if blas_rows(batch, n, m) == 2:  # a sum over fewer rows is a few vectorised passes, cheaper than a gemm
+    if batch > FUSED_MAX_ROWS and blas_pays(batch, n, m):  # fewer rows: linear_sgd_rows' sums, in registers
         gemm(x.T, g, dA)
         return
     if m == 1:  # one output: a register sum per input column (the loops below had a one-trip innermost loop)
@@ -146,20 +150,18 @@ def linear_input_grad(g, A, dx):
 
 
 @kernel
-def linear_sgd_rows(x, g, A, b, lr, dA, db):
-    """linear_backward(x, g, dA, db), then A -= lr * dA and b -= lr * db, for a batch under BLAS_MIN_ROWS rows.
+def linear_sgd_rows(x, g, A, b, lr):
+    """A -= lr * (x.T @ g) and b -= lr * (g summed over rows) for a batch of 1 to FUSED_MAX_ROWS rows, in one pass.
 
-    Row k of dA is summed over the batch and A's row k updated while both are
-    in cache: one pass over A instead of two.  Each dA[k, j] is x[0, k] g[0, j]
-    + x[1, k] g[1, j] + ..., in linear_backward's order: the same bits.  A batch
-    of one row updates A without writing dA and db (only the update reads them).
+    The arithmetic of linear_backward and then sgd_update at these batch
+    sizes, where each dA[k, j] is x[0, k] g[0, j] (+ x[1, k] g[1, j]), summed
+    in registers instead of written to dA: the same bits.
     """
     batch, n = x.shape
     m = A.shape[1]
-    if (batch < 1 or batch >= BLAS_MIN_ROWS or g.shape[0] != batch or A.shape[0] != n or g.shape[1] != m
-            or b.size != m or dA.shape[0] != n or dA.shape[1] != m or db.size != m):
+    if not 1 <= batch <= FUSED_MAX_ROWS or g.shape[0] != batch or A.shape[0] != n or g.shape[1] != m or b.size != m:
         raise ValueError("fastedf kernel: arrays of different shapes")
-    if batch == 1:  # each dA[k, j] is one product: A's row is updated in the same pass, dA and db never written
+    if batch == 1:
         for j in range(m):
             b.flat[j] -= lr * g[0, j]
         if m == 1:  # one output: a flat loop over A's column, which the compiler vectorises
@@ -173,20 +175,11 @@ def linear_sgd_rows(x, g, A, b, lr, dA, db):
                 A[k, j] -= lr * (xk * g[0, j])
         return
     for j in range(m):
-        acc = g[0, j]
-        for i in range(1, batch):
-            acc += g[i, j]
-        db.flat[j] = acc
-        b.flat[j] -= lr * acc
-    for k in range(n):  # row k of dA summed in cache, then A's row k updated from it
+        b.flat[j] -= lr * (g[0, j] + g[1, j])
+    for k in range(n):
+        x0, x1 = x[0, k], x[1, k]
         for j in range(m):
-            dA[k, j] = x[0, k] * g[0, j]
-        for i in range(1, batch):
-            xik = x[i, k]
-            for j in range(m):
-                dA[k, j] += xik * g[i, j]
-        for j in range(m):
-            A[k, j] -= lr * dA[k, j]
+            A[k, j] -= lr * (x0 * g[0, j] + x1 * g[1, j])
 
 
 init_rng = np.random.default_rng(0)  # the layer form's initial weights; reseed for other draws
@@ -320,10 +313,9 @@ class Linear(Node):
 
         Without micro-batches and for an A of FUSED_STEP_MIN_SIZE or more, the
         rule also takes A's and b's SGD step (nothing else reads them: a
-        Parameter feeding two nodes does not compile), and a batch of fewer
-        than BLAS_MIN_ROWS rows takes it in one pass (linear_sgd_rows): at
-        784 x 64 and one row that pass costs a third of computing dA and then
-        updating A.
+        Parameter feeding two nodes does not compile), and a batch of up to
+        FUSED_MAX_ROWS rows takes it in one pass (linear_sgd_rows): at 784 x 64
+        and one row that pass costs a third of computing dA and then updating A.
         """
         x, A, b = self.inputs
         if not (isinstance(A, Parameter) and isinstance(b, Parameter)):
@@ -339,10 +331,9 @@ class Linear(Node):
             return forward, backward + gradients
         low.updated_by_rule.update((A, b))
         steps = [f"sgd_update({low.value(A)}, {low.grad(A)}, lr)", f"sgd_update({low.value(b)}, {low.grad(b)}, lr)"]
-        fused = (f"linear_sgd_rows({low.value(x)}, {low.grad(self)}, {low.value(A)}, {low.value(b)}, lr, "
-                 f"{low.grad(A)}, {low.grad(b)})")
+        fused = f"linear_sgd_rows({low.value(x)}, {low.grad(self)}, {low.value(A)}, {low.value(b)}, lr)"
         rows_apart = ["    " + line for line in gradients + steps]
-        return forward, backward + [f"if n < {BLAS_MIN_ROWS}:", "    " + fused, "else:"] + rows_apart
+        return forward, backward + [f"if n <= {FUSED_MAX_ROWS}:", "    " + fused, "else:"] + rows_apart
 
 
 # What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
