@@ -4,7 +4,6 @@ import os
 import re
 
 import matplotlib
-import numpy as np
 import pytest
 
 from fastedf.__main__ import main

@@ -17,8 +17,8 @@ from fastedf.models import mlp
 from fastedf.study import data, lr_grid, one_run, options, results, sweep
 from fastedf.study.batch_scaling import examples_seen
 from fastedf.study.data import study_data
-from fastedf.study.training import (BatchSampler, LossRecords, ModelSpec, checkpoint_schedule, loss_records, noise_epochs,
-                                    sgd_path, train_numpy_edf)
+from fastedf.study.training import (BatchSampler, LossRecords, ModelSpec, checkpoint_schedule, loss_records,
+                                    noise_epochs, sgd_path, train_numpy_edf)
 
 # Graph engine on the study: nothing to compile, each run takes milliseconds.
 GRID = ["--engine", "graph", "--epochs", "3", "--seeds", "2", "--batch-sizes", "16,128,1050", "--repeats", "1",

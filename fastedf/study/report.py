@@ -512,8 +512,8 @@ def render_noise(sci, config, figures=()):
                f"**{'agree' if agrees else 'do not agree'} within a factor of {AGREEMENT_FACTOR:g}** "
                f"(ratio {ratio:.2g})")
     out += [f"Predicted knee (McCandlish et al.'s comparison): B_simple averaged over the reference run's updates "
-            f"until it reaches the target, {_g(sci.path_average)} (linear between the {sci.path_points} points measured "
-            f"on that stretch, whose B_simple ranges from {_g(low)} to {_g(high)}; with few points the average is "
+            f"until it reaches the target, {_g(sci.path_average)} (linear between the {sci.path_points} points "
+            f"measured on that stretch, whose B_simple ranges from {_g(low)} to {_g(high)}; with few points the average is "
             f"rough, and one high point, such as the start, can carry it). Beside it, B_simple {where}: "
             f"{_g(sci.b_simple_at_target)} ({which}); at the target |G|² is smallest, so that value is the "
             f"largest along the path and overstates the knee. Measured knee: B_crit = {_g(b_crit)} from the "

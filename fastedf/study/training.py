@@ -28,7 +28,7 @@ from .. import numpy_edf as edf
 from ..graph import backward_pass, forward_pass, graph_run, sgd_update, topological_sort
 from ..models import mlp
 from ..node import Input, Parameter
-from ..trainer import EpochOrder, fit
+from ..trainer import EpochOrder
 from . import batch_scaling
 from .batch_scaling import updates_per_epoch
 
