@@ -459,7 +459,8 @@ def environment():
         "numba": numba.__version__, "matplotlib": matplotlib.__version__, "memray": memray.__version__,
         "platform": platform.platform(), "machine": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
         "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
-        "timing": "single-threaded: fastedf kernels are serial (no parallel=True) and call no BLAS",
+        "timing": "single-threaded: fastedf kernels are serial (no parallel=True) and pin the BLAS they call to "
+                  "FASTEDF_BLAS_THREADS threads (default 1)",
     }
 
 

@@ -28,9 +28,18 @@ def format_bytes(n):
 
 
 def markdown_table(header, rows):
-    """A Markdown table: the header row, then one row per tuple of cells."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+    """A Markdown table: the header row, then one row per tuple of cells, each as many cells as the header.
+
+    A | inside a cell (|G|² in a header) is escaped, so it does not split the
+    cell; a line break becomes a space.
+    """
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"a table row has {len(row)} cells for {len(header)} columns: {row!r}")
+    return "\n".join([line(header), "|" + "---|" * len(header)] + [line(row) for row in rows])
 
 
 def _number(x):

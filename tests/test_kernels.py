@@ -238,22 +238,47 @@ def test_first_bad_row(low, high, data, row):
     assert K.first_bad_row(np.array(data), low, high) == row
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("n,m", [(1, 1), (784, 1), (3, 5), (64, 64)])
-def test_linear_sgd_one_row_is_backward_then_sgd_bit_for_bit(rng, n, m):
-    """The fused batch-of-one step against linear_backward and two sgd_updates: the same bits."""
-    x, g, A, b = rng.normal(size=(1, n)), rng.normal(size=(1, m)), rng.normal(size=(n, m)), rng.normal(size=m)
+def test_linear_sgd_rows_is_backward_then_sgd_bit_for_bit(rng, batch, n, m):
+    """The fused one- and two-row step against linear_backward and two sgd_updates: the same bits."""
+    x, g, A, b = (rng.normal(size=(batch, n)), rng.normal(size=(batch, m)), rng.normal(size=(n, m)),
+                  rng.normal(size=m))
     A2, b2, dA, db = A.copy(), b.copy(), np.empty((n, m)), np.empty(m)
     K.linear_backward(x, g, dA, db)
     K.sgd_update(A2, dA, 0.3)
     K.sgd_update(b2, db, 0.3)
-    K.linear_sgd_one_row(x, g, A, b, 0.3)
+    K.linear_sgd_rows(x, g, A, b, 0.3)
     assert_array_equal(A, A2)
     assert_array_equal(b, b2)
 
 
-def test_linear_sgd_one_row_refuses_other_shapes(rng):
+def test_linear_sgd_rows_refuses_other_shapes(rng):
     with pytest.raises(ValueError, match="arrays of different shapes"):
-        K.linear_sgd_one_row(np.ones((2, 3)), np.ones((2, 4)), np.ones((3, 4)), np.ones(4), 0.1)
+        K.linear_sgd_rows(np.ones((2, 3)), np.ones((2, 4)), np.ones((3, 5)), np.ones(4), 0.1)
+    with pytest.raises(ValueError, match="arrays of different shapes"):  # more rows than it fuses
+        rows = linear.FUSED_MAX_ROWS + 1
+        K.linear_sgd_rows(np.ones((rows, 3)), np.ones((rows, 4)), np.ones((3, 4)), np.ones(4), 0.1)
+
+
+@pytest.mark.parametrize("batch", [2, 5, linear.BLAS_MIN_ROWS - 1])
+def test_small_batches_multiply_row_by_row(rng, batch):
+    """Under BLAS_MIN_ROWS a BLAS-sized product is one call per row, each row's bits those of a batch of one."""
+    n, m = 64, 32
+    assert n * m >= linear.BLAS_MIN_WORK
+    x, A, b, g = rng.normal(size=(batch, n)), rng.normal(size=(n, m)), rng.normal(size=m), rng.normal(size=(batch, m))
+    out, dA, db, dx = np.empty((batch, m)), np.empty((n, m)), np.empty(m), np.empty((batch, n))
+    K.linear_forward(x, A, b, out)
+    K.linear_backward(x, g, dA, db)
+    K.linear_input_grad(g, A, dx)
+    for i in range(batch):
+        one, one_dx = np.empty((1, m)), np.empty((1, n))
+        K.linear_forward(x[i:i + 1], A, b, one)
+        K.linear_input_grad(g[i:i + 1], A, one_dx)
+        assert_array_equal(out[i], one[0])
+        assert_array_equal(dx[i], one_dx[0])
+    assert_allclose(dA, naive.linear_backward(x, g)[0], **TOL)
+    assert_allclose(out, naive.linear_forward(x, A, b), **TOL)
 
 
 def test_borrowed_views_read_and_write_the_arrays_memory():

@@ -1,6 +1,7 @@
 """The sweep past the study: checkpointed runs, steps to a target, the lr grid, the noise-scale run,
 other engines and the NumPy EDF loop, digits and MLPs end to end, and --resume over the new files."""
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -16,7 +17,8 @@ from fastedf.models import mlp
 from fastedf.study import data, lr_grid, one_run, options, results, sweep
 from fastedf.study.batch_scaling import examples_seen
 from fastedf.study.data import study_data
-from fastedf.study.training import ModelSpec, checkpoint_schedule, noise_epochs, train_numpy_edf, train_with_checkpoints
+from fastedf.study.training import (BatchSampler, LossRecords, ModelSpec, checkpoint_schedule, loss_records,
+                                    noise_epochs, sgd_path, train_numpy_edf)
 
 # Graph engine on the study: nothing to compile, each run takes milliseconds.
 GRID = ["--engine", "graph", "--epochs", "3", "--seeds", "2", "--batch-sizes", "16,128,1050", "--repeats", "1",
@@ -41,32 +43,115 @@ def test_checkpoint_schedule_is_every_update_then_geometric():
 
 @pytest.mark.parametrize("engine, shuffle, hidden", [("compiled", True, ()), ("graph", False, (5,)),
                                                     ("compiled", False, (5,))])
-def test_checkpointed_run_is_fit_update_for_update(engine, shuffle, hidden):
-    """Cut into fit calls on slices of the epoch order, a run ends with fit's weights and epoch losses."""
+def test_loss_path_is_fit_update_for_update(engine, shuffle, hidden):
+    """Measured after every update, a run ends with fit's weights (fit's step, node by node, fit's batches)."""
     split = study_data(0)
     X, y = split.X_train, split.y_train
     spec = ModelSpec(hidden, "tanh")
     whole = spec.build(2, 1, seed=3)
-    history = fastedf.fit(whole.loss, {whole.x: X, whole.y: whole.labels(y)}, batch_size=64, epochs=3, lr=0.5,
-                          shuffle=shuffle, seed=3, engine=engine)
+    fastedf.fit(whole.loss, {whole.x: X, whole.y: whole.labels(y)}, batch_size=64, epochs=3, lr=0.5,
+                shuffle=shuffle, seed=3, engine=engine)
     cut = spec.build(2, 1, seed=3)
-    seen = []
-    trajectory = train_with_checkpoints(cut, X, cut.labels(y), 64, 3, 0.5, shuffle, 3, engine,
-                                        checkpoint_schedule(3 * 17), lambda m, u: seen.append(u) or m.mean_loss(X, y))
+    measured, diverged = sgd_path(cut, X, cut.labels(y), 64, 51, 0.5, "shuffled" if shuffle else "fixed", 3,
+                                  lambda m, u: m.mean_loss(X, y), range(52))
     for a, b in zip(whole.parameters, cut.parameters):
         np.testing.assert_allclose(b.value, a.value, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(trajectory.epoch_loss, history.epoch_loss, rtol=1e-12)
-    assert seen == checkpoint_schedule(51) and trajectory.diverged_at is None
-    assert trajectory.checkpoints[-1] == (51, pytest.approx(whole.mean_loss(X, y), rel=1e-12))
+    assert diverged is None and [u for u, _ in measured] == list(range(52))
+    assert measured[-1][1] == pytest.approx(whole.mean_loss(X, y), rel=1e-12)
 
 
-def test_a_diverging_run_stops_at_its_checkpoint():
+def test_a_diverging_run_stops_where_it_diverges():
     split = study_data(0)
     model = mlp(2, (), seed=0)  # weights grow by lr * x per step: inf within a few steps at lr 1e308
-    trajectory = train_with_checkpoints(model, split.X_train * 1e3, model.labels(split.y_train), 1, 2, 1e308,
-                                        False, 0, "compiled", checkpoint_schedule(2 * 1050), lambda m, u: 0.0)
-    assert trajectory.diverged_at is not None and trajectory.diverged_at < 2 * 1050
-    assert trajectory.checkpoints[-1][0] < trajectory.diverged_at
+    measured, diverged = sgd_path(model, split.X_train * 1e3, model.labels(split.y_train), 1, 2100, 1e308,
+                                  "fixed", 0, lambda m, u: 0.0, range(2101))
+    assert diverged is not None and diverged < 2100 and measured[-1][0] < diverged
+
+
+def numpy_sgd_losses(X, y, batch_size, updates, lr, sampling, seed):
+    """Logistic regression by plain NumPy SGD, the whole-training-set BCE after every update (the reference)."""
+    n = len(X)
+    A = np.random.default_rng(seed).normal(0.0, 0.1, size=(X.shape[1], 1))  # fastedf.models.mlp's draw
+    b = np.zeros(1)
+    rng = np.random.default_rng(seed)
+    losses, start = [], n
+    for _ in range(updates):
+        if sampling == "iid":
+            rows = rng.integers(0, n, size=batch_size)  # the documented rule: with replacement, one call per update
+        else:
+            start = 0 if start >= n else start
+            rows = np.arange(start, min(start + batch_size, n))
+            start += batch_size
+        p = 1 / (1 + np.exp(-(X[rows] @ A + b)))
+        g = (p - y[rows].reshape(-1, 1)) / len(rows)
+        A -= lr * X[rows].T @ g
+        b -= lr * g.sum(axis=0)
+        q = np.clip(1 / (1 + np.exp(-(X @ A + b))), 1e-12, 1 - 1e-12).ravel()
+        losses.append(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    return np.array(losses)
+
+
+@pytest.mark.parametrize("sampling, batch_size", [("fixed", 4), ("iid", 8)])
+def test_step_counts_equal_a_per_update_numpy_reference(sampling, batch_size):
+    split = study_data(1)
+    X, y = split.X_train[:200], split.y_train[:200]
+    epochs, lr = 6, 1.0
+    reference = numpy_sgd_losses(X, y, batch_size, epochs * 200 // batch_size, lr, sampling, 1)
+    model = mlp(2, (), seed=1)
+    records, curve, diverged = loss_records(model, X, model.labels(y), batch_size, epochs, lr, sampling, 1)
+    assert diverged is None and records.stride == 1 and records.last == len(reference)
+    for target in np.quantile(reference, [0.02, 0.1, 0.3, 0.6, 0.95]):
+        below = np.flatnonzero(reference <= target)
+        above = np.flatnonzero(reference > target)
+        assert records.first_passage(target) == below[0] + 1
+        expected = None if above[-1] == len(reference) - 1 else above[-1] + 2  # 1-based: the update after it
+        assert records.stays_below(target) == expected
+    settled = reference[len(reference) // 2:].max()  # the loss stays at or below this from half-way at the latest
+    assert records.stays_below(settled) == np.flatnonzero(reference > settled)[-1] + 2
+    assert records.stays_below(settled) > records.first_passage(settled)  # noisy: it dips below before it stays
+    assert curve[0][0] == 0 and curve[-1][0] == len(reference)
+
+
+def test_loss_records_answer_for_any_target():
+    points = [(0, 9.0), (1, 5.0), (2, 3.0), (3, 4.0), (4, 2.0), (5, 3.5), (6, 1.0), (7, 1.5)]
+    records = LossRecords.of(points, 1)
+    assert records.lows == [[1, 5.0], [2, 3.0], [4, 2.0], [6, 1.0]]
+    assert records.highs == [[1, 5.0], [3, 4.0], [5, 3.5], [7, 1.5]]
+    assert [records.first_passage(t) for t in (6, 3, 1.2, 0.5)] == [1, 2, 6, None]
+    assert [records.stays_below(t) for t in (6, 3.9, 3, 1.2)] == [1, 4, 6, None]
+    strided = LossRecords.of([(0, 9.0), (5, 3.0), (10, 4.0), (12, 1.0)], 5)
+    assert strided.stays_below(3.5) == 12 and strided.stays_below(5) == 5
+
+
+def test_iid_sampler_draws_rows_with_replacement_from_the_seed():
+    X = np.arange(50, dtype=float).reshape(25, 2)
+    Y = np.arange(25, dtype=float).reshape(25, 1)
+    sampler = BatchSampler(X, Y, 10, "iid", 7)
+    rng = np.random.default_rng(7)
+    rows = []
+    for _ in range(30):
+        x, y = sampler.next()
+        expected = rng.integers(0, 25, size=10)
+        np.testing.assert_array_equal(y.ravel(), expected)
+        np.testing.assert_array_equal(x, X[expected])
+        rows.append(expected)
+    drawn = np.concatenate(rows)
+    assert any(len(set(r)) < len(r) for r in rows)  # a row twice within one batch: with replacement
+    assert set(drawn) == set(range(25))  # every row can be drawn
+    again = BatchSampler(X, Y, 10, "iid", 7).next()[1]
+    other = BatchSampler(X, Y, 10, "iid", 8).next()[1]
+    np.testing.assert_array_equal(again.ravel(), rows[0])
+    assert not np.array_equal(other.ravel(), rows[0])
+
+
+def test_fixed_and_shuffled_samplers_are_fits_epochs():
+    X = np.arange(20, dtype=float).reshape(10, 2)
+    Y = np.arange(10, dtype=float).reshape(10, 1)
+    fixed = BatchSampler(X, Y, 4, "fixed", 0)
+    assert [list(fixed.next()[1].ravel()) for _ in range(4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [0, 1, 2, 3]]
+    shuffled = BatchSampler(X, Y, 4, "shuffled", 5)
+    epoch = np.concatenate([shuffled.next()[1].ravel() for _ in range(3)])
+    assert sorted(epoch) == list(range(10)) and list(epoch) != list(range(10))
 
 
 def test_examples_seen_counts_the_partial_last_batch():
@@ -101,18 +186,19 @@ def _row(b, seed, lr, min_loss, time_s=1.0, updates=None, engine="graph"):
 def test_steps_to_target_on_recorded_checkpoints_by_hand():
     # Two learning rates at B = 10 (10 updates per epoch of 100 rows) and one at B = 50 (2 per epoch).
     curves = {
-        ("none", 10, 0, 0.1, "graph"): [[0, 0.7], [1, 0.6], [2, 0.5], [3, 0.45], [4, 0.40], [20, 0.35]],
+        ("none", 10, 0, 0.1, "graph"): [[0, 0.7], [1, 0.6], [2, 0.39], [3, 0.45], [4, 0.40], [20, 0.35]],
         ("none", 10, 0, 1.0, "graph"): [[0, 0.7], [1, 0.5], [2, 0.41], [3, 0.39], [4, 0.3], [20, 0.2]],
         ("none", 50, 0, 1.0, "graph"): [[0, 0.7], [1, 0.6], [2, 0.45], [3, 0.44], [4, 0.38]],
     }
-    runs = {key: {"checkpoints": c} for key, c in curves.items()}
+    runs = {key: {"checkpoints": c, **dataclasses.asdict(LossRecords.of(c, 1))} for key, c in curves.items()}
     rows = [_row(10, 0, 0.1, 0.35, 2.0), _row(10, 0, 1.0, 0.2, 2.0), _row(50, 0, 1.0, 0.38, 0.4)]
     assert lr_grid.seed_targets(rows) == {0: 0.38}  # B = 50's lowest loss: every batch size reaches it
     assert lr_grid.seed_targets(rows, factor=1.1) == {0: pytest.approx(1.1 * 0.2)}
     assert lr_grid.seed_targets(rows, loss=0.3) == {0: 0.3}
     results = lr_grid.all_to_target(rows, runs, {0: 0.40}, 100, "graph")
     got = {(t.batch_size, t.lr): t for t in results}
-    assert got[10, 0.1].updates == 4  # 0.40 <= 0.40 at the fourth update
+    assert got[10, 0.1].updates == 4  # 0.40 <= 0.40 at the fourth update, and it stays there
+    assert got[10, 0.1].first_passage == 2  # the dip at the second update
     assert got[10, 1.0].updates == 3 and got[10, 1.0].epochs == pytest.approx(0.3)
     assert got[10, 1.0].examples == 30 and got[10, 1.0].seconds == pytest.approx(3 * 2.0 / 20)
     assert got[50, 1.0].updates == 4 and got[50, 1.0].examples == 200
@@ -120,6 +206,7 @@ def test_steps_to_target_on_recorded_checkpoints_by_hand():
     assert best[10, 0].lr == 1.0 and best[50, 0].updates == 4
     st = lr_grid.steps_by_batch_size(results, [0.1, 1.0], 1)
     assert st.batch_sizes == [10, 50] and st.median == [3.0, 4.0] and st.at_grid_end == 2
+    assert st.first_passage == [3.0, 4.0]
     assert lr_grid.all_to_target(rows, runs, {0: 0.1}, 100, "graph")[0].updates is None  # never reached
 
 
@@ -128,8 +215,13 @@ def test_noise_at_target_and_agreement():
               {"epoch": 2, "train_loss": 0.2, "b_simple": 30.0}]
     assert lr_grid.noise_at_target(points, 0.35) == (points[1], True)
     assert lr_grid.noise_at_target(points, 0.1) == (points[2], False)
-    assert lr_grid.agreement(10.0, 19.0) == (pytest.approx(1.9), True)
-    assert lr_grid.agreement(10.0, 21.0)[1] is False and lr_grid.agreement(math.inf, 3.0) == (None, False)
+    assert lr_grid.agreement(10.0, 29.0) == (pytest.approx(2.9), True)
+    assert lr_grid.agreement(10.0, 31.0)[1] is False and lr_grid.agreement(math.inf, 3.0) == (None, False)
+    points = [{**p, "updates": 10 * p["epoch"], "b_simple_exact": None} for p in points]
+    # linear between the points up to update 20, where the loss first is <= 0.25: ((2 + 9) / 2 + (9 + 30) / 2) / 2
+    assert lr_grid.path_average(points, 0.25) == (pytest.approx(12.5), 3)
+    assert lr_grid.path_average(points, 0.35) == (pytest.approx(5.5), 2)  # reached at the second point
+    assert lr_grid.path_average(points[:1], 0.35) == (None, 1)
 
 
 def test_noise_epochs():
@@ -179,12 +271,16 @@ def test_steps_to_target_csv_and_report(grid):
     assert len(steps) == len(rows)
     with open(os.path.join(grid, "runs.jsonl")) as handle:
         runs = {(r["batch_size"], r["seed"], r["lr"]): r for r in map(json.loads, handle)}
-    for s in steps:  # each count is the first checkpoint at or below the target, by hand
-        curve = runs[int(s["batch_size"]), int(s["seed"]), float(s["lr"])]["checkpoints"]
+    for s in steps:  # each count against the run's stored loss records, by hand
+        run = runs[int(s["batch_size"]), int(s["seed"]), float(s["lr"])]
         target = doc["target_loss"][s["seed"]]
-        assert float(s["target_loss"]) == target
-        hit = next((u for u, loss in curve if u > 0 and loss <= target), None)
-        assert s["updates_to_target"] == ("" if hit is None else str(hit))
+        assert float(s["target_loss"]) == target and s["loss_stride"] == "1"
+        first = next((u for u, loss in run["lows"] if loss <= target), None)
+        assert s["first_passage"] == ("" if first is None else str(first))
+        last_above = max((u for u, loss in run["highs"] if loss > target), default=0)
+        stays = None if last_above == run["last"] else last_above + 1
+        assert s["updates_to_target"] == ("" if stays is None else str(stays))
+        assert all(loss <= target for u, loss in run["checkpoints"] if stays is not None and u >= stays)
     best = [s for s in steps if s["best"] == "1"]
     assert len({(s["batch_size"], s["seed"]) for s in best}) == len(best)
     text = open(os.path.join(grid, "report.md")).read()
@@ -268,6 +364,9 @@ BAD_OPTIONS = {
     "unknown engine in a list": (["--engine", "compiled,gpu"], "gpu"),
     "relative target below 1": (["--target-loss", "0.5x"], "factor >= 1"),
     "target not a number": (["--target-loss", "low"], "--target-loss"),
+    "sampling without grid": (["--sampling", "iid"], "--sampling needs --lrs"),
+    "sampling against shuffle": (["--lrs", "0.1", "--shuffle", "--sampling", "fixed"], "disagree"),
+    "unknown sampling": (["--lrs", "0.1", "--sampling", "random"], "--sampling"),
 }
 
 

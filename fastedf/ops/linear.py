@@ -13,10 +13,20 @@ from ..node import Input, Node, Parameter, _kept_copy, _reusable
 # call's fixed cost is more than the work.
 BLAS_MIN_WORK = 384
 
-# Weights of at least this many elements take their batch-of-one SGD step fused with their gradient
-# (linear_sgd_one_row; at B = 1, 2 -> 64 -> 1: 3.1 -> 2.6 ms per epoch, 64 -> 1: 0.655 -> 0.623 ms); below it
-# the pass saved is less than the kernel's own cold compile, 0.8 s in Numba's compile events (the study's 2
-# weights).
+# Batches of fewer rows multiply x @ A and g @ A.T through BLAS one row at a time (a matrix-vector call
+# each): a gemm call's fixed cost is more than its work there.  Digits MLP 64 -> 32 -> 10, one kernel call
+# each, thread CPU: x @ A at 64 x 32 took 0.17 us for one row and 0.89 us as a 2-row gemm (0.92 at 4 rows,
+# 1.1 at 8), so B = 2 cost 1.5x B = 1 per sample in fit (benchmarks/bench_per_sample.py).
+BLAS_MIN_ROWS = 8
+
+# Batches of at most this many rows sum dA = x.T @ g in registers, fused with the SGD step (linear_sgd_rows):
+# dA and the step at 64 x 32 took 0.17 us per row at one row, 0.15 at two, against 0.34 for a 2-row gemm and
+# a separate step; at four rows the register loops (0.29) lose to the gemm (0.21).
+FUSED_MAX_ROWS = 2
+
+# Weights of at least this many elements take their SGD step fused with their gradient for batches of up to
+# FUSED_MAX_ROWS (at B = 1, 2 -> 64 -> 1: 3.1 -> 2.6 ms per epoch, 64 -> 1: 0.655 -> 0.623 ms); below it the
+# pass saved is less than the kernel's own cold compile, 0.8 s in Numba's compile events (the study's 2 weights).
 FUSED_STEP_MIN_SIZE = 64
 
 
@@ -32,13 +42,26 @@ def blas_pays(batch, n, m):
     return batch > 0 and n > 0 and m > 0 and batch * n * m >= BLAS_MIN_WORK
 
 
+@helper
+def blas_rows(batch, n, m):
+    """How to multiply a (batch, n) matrix by an (n, m) one: 0 the register loops, 1 BLAS row by row, 2 one gemm."""
+    if batch >= BLAS_MIN_ROWS:
+        return 2 if blas_pays(batch, n, m) else 0
+    return 1 if blas_pays(1, n, m) else 0  # each row costs what a batch of one costs
+
+
 @kernel
 def linear_forward(x, A, b, out):
     """out = x @ A + b.  x (B, n), A (n, m), b (m,) or (1, m), out (B, m)."""
     batch, n = x.shape
     m = A.shape[1]
-    if blas_pays(batch, n, m):
-        gemm(x, A, out)  # into the preallocated out
+    how = blas_rows(batch, n, m)
+    if how:
+        if how == 2:
+            gemm(x, A, out)  # into the preallocated out
+        else:
+            for i in range(batch):
+                gemm(x[i:i + 1], A, out[i:i + 1])
         for i in range(batch):
             for j in range(m):
                 out[i, j] += b.flat[j]
@@ -85,7 +108,7 @@ def linear_backward(x, g, dA, db):
     for i in range(1, batch):
         for j in range(m):
             db.flat[j] += g[i, j]
-    if blas_pays(batch, n, m):
+    if batch > FUSED_MAX_ROWS and blas_pays(batch, n, m):  # fewer rows: linear_sgd_rows' sums, in registers
         gemm(x.T, g, dA)
         return
     if m == 1:  # one output: a register sum per input column (the loops below had a one-trip innermost loop)
@@ -116,8 +139,13 @@ def linear_input_grad(g, A, dx):
             for k in range(n):
                 dx[i, k] = 0.0 + gi * A[k, 0]  # 0.0 + as the loop below: -0.0 becomes 0.0 there too
         return
-    if blas_pays(batch, n, m):
+    how = blas_rows(batch, m, n)
+    if how == 2:
         gemm(g, A.T, dx)
+        return
+    if how == 1:
+        for i in range(batch):
+            gemm(g[i:i + 1], A.T, dx[i:i + 1])
         return
     for i in range(batch):
         for k in range(n):
@@ -128,26 +156,36 @@ def linear_input_grad(g, A, dx):
 
 
 @kernel
-def linear_sgd_one_row(x, g, A, b, lr):
-    """A -= lr * (x.T @ g) and b -= lr * g for one row x (1, n), g (1, m), in one pass without writing dA.
+def linear_sgd_rows(x, g, A, b, lr):
+    """A -= lr * (x.T @ g) and b -= lr * (g summed over rows) for a batch of 1 to FUSED_MAX_ROWS rows, in one pass.
 
-    The arithmetic of linear_backward and then sgd_update at batch size 1,
-    where each dA[k, j] = x[0, k] * g[0, j] is a single product: the same bits.
+    The arithmetic of linear_backward and then sgd_update at these batch
+    sizes, where each dA[k, j] is x[0, k] g[0, j] (+ x[1, k] g[1, j]), summed
+    in registers instead of written to dA: the same bits.
     """
-    n, m = A.shape
-    if x.shape[0] != 1 or g.shape[0] != 1 or x.shape[1] != n or g.shape[1] != m or b.size != m:
+    batch, n = x.shape
+    m = A.shape[1]
+    if not 1 <= batch <= FUSED_MAX_ROWS or g.shape[0] != batch or A.shape[0] != n or g.shape[1] != m or b.size != m:
         raise ValueError("fastedf kernel: arrays of different shapes")
-    for j in range(m):
-        b.flat[j] -= lr * g[0, j]
-    if m == 1:  # one output: a flat loop over A's column, which the compiler vectorises
-        g0, a = g[0, 0], A.reshape(n)
-        for k in range(n):
-            a[k] -= lr * (x[0, k] * g0)
-        return
-    for k in range(n):
-        xk = x[0, k]
+    if batch == 1:
         for j in range(m):
-            A[k, j] -= lr * (xk * g[0, j])
+            b.flat[j] -= lr * g[0, j]
+        if m == 1:  # one output: a flat loop over A's column, which the compiler vectorises
+            g0, a = g[0, 0], A.reshape(n)
+            for k in range(n):
+                a[k] -= lr * (x[0, k] * g0)
+            return
+        for k in range(n):
+            xk = x[0, k]
+            for j in range(m):
+                A[k, j] -= lr * (xk * g[0, j])
+        return
+    for j in range(m):
+        b.flat[j] -= lr * (g[0, j] + g[1, j])
+    for k in range(n):
+        x0, x1 = x[0, k], x[1, k]
+        for j in range(m):
+            A[k, j] -= lr * (x0 * g[0, j] + x1 * g[1, j])
 
 
 init_rng = np.random.default_rng(0)  # the layer form's initial weights; reseed for other draws
@@ -306,9 +344,9 @@ class Linear(Node):
 
         Without micro-batches and for an A of FUSED_STEP_MIN_SIZE or more, the
         rule also takes A's and b's SGD step (nothing else reads them: a
-        Parameter feeding two nodes does not compile), and a batch of one row
-        takes it in one pass (linear_sgd_one_row): at 784 x 64 that pass costs
-        a third of computing dA and then updating A.
+        Parameter feeding two nodes does not compile), and a batch of up to
+        FUSED_MAX_ROWS rows takes it in one pass (linear_sgd_rows): at 784 x 64
+        and one row that pass costs a third of computing dA and then updating A.
         """
         x, A, b = self.inputs
         if not (isinstance(A, Parameter) and isinstance(b, Parameter)):
@@ -324,9 +362,9 @@ class Linear(Node):
             return forward, backward + gradients
         low.updated_by_rule.update((A, b))
         steps = [f"sgd_update({low.value(A)}, {low.grad(A)}, lr)", f"sgd_update({low.value(b)}, {low.grad(b)}, lr)"]
-        one_row = f"linear_sgd_one_row({low.value(x)}, {low.grad(self)}, {low.value(A)}, {low.value(b)}, lr)"
+        fused = f"linear_sgd_rows({low.value(x)}, {low.grad(self)}, {low.value(A)}, {low.value(b)}, lr)"
         rows_apart = ["    " + line for line in gradients + steps]
-        return forward, backward + ["if n == 1:", "    " + one_row, "else:"] + rows_apart
+        return forward, backward + [f"if n <= {FUSED_MAX_ROWS}:", "    " + fused, "else:"] + rows_apart
 
 
 # What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its

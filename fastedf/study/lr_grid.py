@@ -15,8 +15,9 @@ import numpy as np
 
 from . import batch_scaling
 from .batch_scaling import examples_seen
+from .training import LossRecords
 
-AGREEMENT_FACTOR = 2.0  # predicted and measured knee "agree" within this factor
+AGREEMENT_FACTOR = 3.0  # predicted and measured knee "agree" within this factor
 
 
 def relative_target(rows, factor):
@@ -57,32 +58,39 @@ def seed_targets(rows, factor=None, loss=None):
 
 @dataclass
 class RunToTarget:
-    """One run's cost to reach the target: updates (a checkpoint count), epochs, examples, seconds."""
+    """One run's cost to reach the target: updates until the loss stays at or below it, epochs, examples, seconds,
+    and the first passage beside them."""
 
     batch_size: int
     seed: int
     lr: float
-    updates: int | None  # None: not reached within the run (or the run diverged first)
+    updates: int | None  # None: the run ends above the target (or diverged first)
     epochs: float | None  # updates / updates per epoch
     examples: int | None
     seconds: float | None  # updates x the run's measured seconds per update
+    first_passage: int | None = None  # the first update whose loss is <= target (the loss may rise above again)
+    stride: int = 1  # the updates between loss measurements (1: every update)
 
 
 def run_to_target(row, run, target, n_train):
-    """RunToTarget of one checkpointed run: the first checkpoint whose whole-training-set loss is <= target.
+    """RunToTarget of one run whose whole-training-set loss was measured after every update (training.LossRecords).
 
-    Checkpoints are 2**(1/8) apart (fastedf.study.training), so the count is at
-    most 9% above the first update that reached the target.
+    updates: the first update after which the loss never goes above the target
+    again within the run; first_passage: the first update at or below it.  With
+    a loss stride k > 1 both are the first MEASURED update (every k-th) that
+    qualifies.
     """
     b = row["batch_size"]
-    trained = [(u, loss) for u, loss in run.get("checkpoints") or [] if u > 0]
-    first = batch_scaling.steps_to_target([loss for _, loss in trained], target) if trained else None
-    hit = None if first is None else trained[first - 1][0]
+    records = LossRecords(run["lows"], run["highs"], run["stride"], run["last"]) if "lows" in run else None
+    hit = records.stays_below(target) if records else None
+    first = records.first_passage(target) if records else None
+    stride = records.stride if records else 1
     if hit is None:
-        return RunToTarget(b, row["seed"], row["lr"], None, None, None, None)
+        return RunToTarget(b, row["seed"], row["lr"], None, None, None, None, first, stride)
     per_epoch = batch_scaling.updates_per_epoch(n_train, b)
     seconds = (hit * row["train_time_s"] / row["updates"]) if row.get("train_time_s") and row["updates"] else None
-    return RunToTarget(b, row["seed"], row["lr"], hit, hit / per_epoch, examples_seen(hit, b, n_train), seconds)
+    return RunToTarget(b, row["seed"], row["lr"], hit, hit / per_epoch, examples_seen(hit, b, n_train), seconds,
+                       first, stride)
 
 
 def all_to_target(rows, runs, targets, n_train, engine):
@@ -120,7 +128,9 @@ def best_per_batch_and_seed(results, lrs=None):
 class StepsToTarget:
     """Per batch size (sorted), the best-lr updates to target over seeds, and what they say.
 
-    median/low/high: updates to target over the seeds that reached it;
+    median/low/high: updates until the loss stays at or below the target, over
+    the seeds that reached it; first_passage: the median first passage of the
+    same runs;
     reached/seeds: how many seeds reached it with some lr of the grid;
     epochs, examples, seconds: medians, likewise; best_lrs: the best lr per
     seed.  fitted_sizes: the batch sizes reached by at least half the seeds;
@@ -143,6 +153,8 @@ class StepsToTarget:
     fit: object  # batch_scaling.CriticalBatch or None
     at_grid_end: int
     best_points: int
+    first_passage: list
+    fit_first_passage: object = None  # the same fit on the median first passages (nominal B)
 
 
 def steps_by_batch_size(results, lrs, seeds, lrs_subset=None):
@@ -150,7 +162,7 @@ def steps_by_batch_size(results, lrs, seeds, lrs_subset=None):
     best = best_per_batch_and_seed(results, lrs_subset)
     grid = sorted(lrs_subset if lrs_subset is not None else lrs)
     sizes = sorted({b for b, _ in best})
-    med, low, high, reached, epochs, examples, seconds, best_lrs = ([] for _ in range(8))
+    med, low, high, reached, epochs, examples, seconds, best_lrs, first = ([] for _ in range(9))
     for b in sizes:
         points = [t for (bb, _), t in sorted(best.items()) if bb == b and t is not None]
         reached.append(len(points))
@@ -159,6 +171,7 @@ def steps_by_batch_size(results, lrs, seeds, lrs_subset=None):
         med.append(float(np.median(u)) if u else None)
         low.append(min(u) if u else None)
         high.append(max(u) if u else None)
+        first.append(float(np.median([t.first_passage for t in points])) if points else None)
         epochs.append(float(np.median([t.epochs for t in points])) if points else None)
         examples.append(float(np.median([t.examples for t in points])) if points else None)
         secs = [t.seconds for t in points if t.seconds is not None]
@@ -172,12 +185,15 @@ def steps_by_batch_size(results, lrs, seeds, lrs_subset=None):
     if len(fitted) >= 2:  # the medians over seeds: one outlying seed does not bend the curve
         fit = batch_scaling.critical_batch_size(fitted, [med[sizes.index(b)] for b in fitted],
                                           examples=[examples[sizes.index(b)] for b in fitted])
+    first_fit = None
+    if fit is not None and all(first[sizes.index(b)] for b in fitted):
+        first_fit = batch_scaling.critical_batch_size(fitted, [first[sizes.index(b)] for b in fitted])
     ends = (grid[0], grid[-1]) if len(grid) > 1 else ()
     at_end = sum(any(math.isclose(t.lr, e, rel_tol=1e-12) for e in ends) for t in points)
     return StepsToTarget(batch_sizes=sizes, median=med, low=low, high=high,
                          reached=reached, seeds=seeds, epochs=epochs, examples=examples, seconds=seconds,
                          best_lrs=best_lrs, fitted_sizes=fitted, regimes=labels, fit=fit, at_grid_end=at_end,
-                         best_points=len(points))
+                         best_points=len(points), first_passage=first, fit_first_passage=first_fit)
 
 
 def regime_ranges(sizes, labels):
@@ -200,6 +216,22 @@ def noise_at_target(points, target):
     return (hit, True) if hit is not None else (points[-1], False)
 
 
+def path_average(points, target):
+    """B_simple (exact when measured) averaged over the reference run's updates until its loss first is <= target
+    (all of it when it never is), linearly interpolated between the measured points (the trapezoid rule), and
+    the number of points it rests on.  McCandlish et al. compare the critical batch size with the noise scale
+    averaged along training, not with its value at the target, where |G| -> 0 makes it largest.  (None, points)
+    without two points or with a non-finite one."""
+    values = [(p["updates"], p["b_simple_exact"] if p.get("b_simple_exact") is not None else p["b_simple"])
+              for p in points]
+    end = next((i for i, p in enumerate(points) if p["train_loss"] <= target), len(points) - 1)
+    span = values[:end + 1]
+    if len(span) < 2 or not all(math.isfinite(v) for _, v in span) or span[-1][0] <= span[0][0]:
+        return None, len(span)
+    u, v = np.array(span, dtype=float).T
+    return float(np.sum(np.diff(u) * (v[1:] + v[:-1]) / 2) / (u[-1] - u[0])), len(span)
+
+
 def agreement(predicted, measured, factor=AGREEMENT_FACTOR):
     """max/min ratio of two positive batch sizes and whether it is <= factor (None when either is not finite > 0)."""
     if not (predicted and measured and math.isfinite(predicted) and math.isfinite(measured)
@@ -220,7 +252,8 @@ class Science:
     sensitivity: {name: StepsToTarget} with the grid's top or bottom lr
     removed; noise: the reference run's points; at_target: the point where
     its training loss reached the target (or its last) and whether it did;
-    agreement: (ratio, within AGREEMENT_FACTOR) of B_crit and that B_simple.
+    path_average: B_simple averaged along the reference run until it reaches the target (path_average);
+    agreement: (ratio, within AGREEMENT_FACTOR) of B_crit and that average (McCandlish et al.'s comparison).
     """
 
     targets: dict
@@ -233,6 +266,8 @@ class Science:
     at_target: dict | None
     target_reached_in_noise_run: bool
     agreement: tuple
+    path_average: float | None = None
+    path_points: int = 0
 
     @property
     def b_simple_at_target(self):
@@ -249,6 +284,7 @@ class Science:
                 "b_crit": None if fit is None else _json_number(fit.b_crit),
                 "s_min": None if fit is None else fit.s_min, "e_min": None if fit is None else fit.e_min,
                 "b_simple_at_target": None if self.at_target is None else _json_number(self.b_simple_at_target),
+                "b_simple_path_average": self.path_average,
                 "knee_ratio": self.agreement[0], "knee_agrees": self.agreement[1]}
 
 
@@ -291,8 +327,10 @@ def analyse(rows, runs, noise, config):
                              (f"without the smallest lr ({grid[0]:g})", grid[1:])):
             sensitivity[name] = steps_by_batch_size(results, lrs, seeds, subset)
     noise_seed = (config.get("noise") or {}).get("seed", 0)
-    at, reached = noise_at_target(noise, targets.get(noise_seed, values[0]))
-    sci = Science(targets, rule, short, results, steps, sensitivity, noise, at, reached, (None, False))
+    target = targets.get(noise_seed, values[0])
+    at, reached = noise_at_target(noise, target)
+    average, on_path = path_average(noise, target) if noise else (None, 0)
     b_crit = steps.fit.b_crit if steps and steps.fit else None
-    sci.agreement = agreement(b_crit, sci.b_simple_at_target)
+    sci = Science(targets, rule, short, results, steps, sensitivity, noise, at, reached,
+                  agreement(b_crit, average), average, on_path)
     return sci

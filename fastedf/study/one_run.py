@@ -13,7 +13,7 @@ from .distributed import TIMING_SERIAL
 from .memory import measure_peaks
 from .options import EDF_ENGINE, model_of
 from .results import NOISE_FIELDS
-from .training import ModelSpec, checkpoint_schedule, noise_trajectory, train_numpy_edf, train_with_checkpoints
+from .training import ModelSpec, loss_records, noise_trajectory, sampling_of, train_numpy_edf
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -36,6 +36,7 @@ class RunSpec:
     shuffle: bool
     checkpoints: int | None = None
     remeasure: bool = True  # time disturbed runs again (run_one's more_runs); not for a time thrown away
+    sampling: str | None = None  # training.SAMPLINGS for the loss-measuring run; None: from shuffle
 
     @property
     def key(self):
@@ -50,6 +51,7 @@ class Trained:
     epoch_loss: list
     parameters: list
     checkpoints: list | None = None
+    records: dict | None = None  # training.LossRecords' fields, for steps to any target
 
 
 def execute(spec, guard=NO_GUARD):
@@ -61,13 +63,15 @@ def execute(spec, guard=NO_GUARD):
     """
     trained = run_one(spec.dataset.split(spec.seed), spec.batch_size, spec.seed, spec.lr, spec.epochs, spec.engine,
                       spec.repeats, spec.shuffle, guard=guard, model=spec.model, classes=spec.dataset.classes,
-                      checkpoints=spec.checkpoints, more_runs=MORE_RUNS if spec.remeasure else 0)
+                      checkpoints=spec.checkpoints, more_runs=MORE_RUNS if spec.remeasure else 0,
+                      sampling=spec.sampling)
     names = {"lr_scaling": spec.lr_scaling, "batch_size": spec.batch_size, "seed": spec.seed, "lr": spec.lr,
              "engine": spec.engine}
     row = {**names, "epochs": spec.epochs, **trained.fields, "peak_memory_bytes": None, "timing": TIMING_SERIAL}
     run = {**names, "epoch_loss": trained.epoch_loss, "parameters": trained.parameters}
     if trained.checkpoints is not None:
         run["checkpoints"] = trained.checkpoints
+        run.update(trained.records)
     return row, run
 
 
@@ -156,7 +160,7 @@ def robust_time(timings, repeats):
 
 
 def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard=NO_GUARD, model=ModelSpec(),
-            classes=1, checkpoints=None, more_runs=MORE_RUNS):
+            classes=1, checkpoints=None, more_runs=MORE_RUNS, sampling=None):
     """Train `repeats` times from the same initialisation, more when disturbed; returns a Trained.
 
     The time fields are robust_time's: from the `repeats` fastest undisturbed
@@ -166,33 +170,33 @@ def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard
     first run pays it, unless Numba's cache holds the program).  engine
     EDF_ENGINE runs the course loop on the NumPy EDF instead of fit
     (compile_time_s 0).  With `checkpoints` (per doubling), one more run first
-    measures the whole-training-set loss at update counts 2**(k/checkpoints)
-    (fastedf.study.training.train_with_checkpoints): fields gain min_loss and
-    diverged_at_update, and a run that diverges there is recorded as such
-    (no timed runs).  Only the training calls are interruptible (`guard`, an
+    measures the whole-training-set loss after every update (or every
+    training.loss_stride updates), its batches drawn by `sampling`
+    (training.SAMPLINGS; None: fit's epochs, shuffled or not), keeping
+    training.LossRecords and the curve at update counts 2**(k/checkpoints):
+    fields gain min_loss and diverged_at_update, and a run that diverges there
+    is recorded as such (no timed runs).  The timed runs are fit's epochs
+    (an iid batch costs what an epoch's batch costs).  Only the training calls are interruptible (`guard`, an
     InterruptGuard).  A ValueError from training (the data or the lr make it
     fail) is a UsageError naming the run.
     """
     X, y = split.X_train, split.y_train
     where = f"batch size {batch_size}, seed {seed}, lr {lr:g}"
-    trajectory = None
     total = epochs * updates_per_epoch(len(X), min(batch_size, len(X)))  # the updates of this run
     if checkpoints:
         probe = model.build(X.shape[1], classes, seed)
         try:
             with guard.training():
-                trajectory = train_with_checkpoints(
-                    probe, X, probe.labels(y), batch_size, epochs, lr, shuffle, seed, engine,
-                    checkpoint_schedule(total, checkpoints), lambda m, _: m.mean_loss(X, y))
+                records, curve, diverged = loss_records(probe, X, probe.labels(y), batch_size, epochs, lr,
+                                                        sampling_of(shuffle, sampling), seed, checkpoints)
         except ValueError as error:
             raise UsageError(f"{where}: {error}") from None
-        curve = [[int(u), float(v)] for u, v in trajectory.checkpoints]
-        after_first = [v for u, v in curve if u > 0]
-        extra = {"min_loss": min(after_first) if after_first else None, "diverged_at_update": trajectory.diverged_at}
-        if trajectory.diverged_at is not None:
+        kept = dataclasses.asdict(records)
+        extra = {"min_loss": records.lows[-1][1] if records.lows else None, "diverged_at_update": diverged}
+        if diverged is not None:
             fields = {"updates": total, "train_time_s": None, "cpu_time_s": None, "time_spread_s": None,
                       "time_flag": "", "compile_time_s": 0.0, "final_loss": None, "test_accuracy": None, **extra}
-            return Trained(fields, [float(v) for v in trajectory.epoch_loss], [], curve)
+            return Trained(fields, [], [], curve, kept)
     timings = []
     while _timing_unsettled(timings, repeats, more_runs):
         trained = model.build(X.shape[1], classes, seed)
@@ -220,11 +224,11 @@ def run_one(split, batch_size, seed, lr, epochs, engine, repeats, shuffle, guard
         "final_loss": trained.mean_loss(split.X_train, split.y_train),
         "test_accuracy": trained.accuracy(split.X_test, split.y_test),
     }
-    if trajectory is not None:
+    if checkpoints:
         fields.update(extra)
     parameters = [p.value.tolist() for p in trained.parameters]
     return Trained(fields, np.asarray(epoch_loss, dtype=float).tolist(), parameters,
-                   curve if trajectory is not None else None)
+                   curve if checkpoints else None, kept if checkpoints else None)
 
 
 def warm_up(config, split, guard=NO_GUARD):
@@ -258,6 +262,7 @@ class NoiseSpec:
     b_big: int
     steps: int
     exact: bool
+    sampling: str | None = None
 
 
 def noise_spec(config, dataset):
@@ -267,7 +272,7 @@ def noise_spec(config, dataset):
         return None
     return NoiseSpec(dataset, model_of(config), noise["batch_size"], noise["lr"], noise["seed"],
                      tuple(noise["at_epochs"]), config["engine"], config["shuffle"], noise["b_small"],
-                     noise["b_big"], noise["steps"], noise["exact"])
+                     noise["b_big"], noise["steps"], noise["exact"], config.get("sampling"))
 
 
 def execute_noise(spec, guard=NO_GUARD):
@@ -277,8 +282,8 @@ def execute_noise(spec, guard=NO_GUARD):
     try:
         with guard.training():
             points = noise_trajectory(model, split.X_train, split.y_train, spec.batch_size,
-                                      max(spec.at_epochs), spec.lr, spec.shuffle, spec.seed, spec.engine,
-                                      list(spec.at_epochs), spec.b_small, spec.b_big, spec.steps, spec.exact)
+                                      max(spec.at_epochs), spec.lr, sampling_of(spec.shuffle, spec.sampling),
+                                      spec.seed, list(spec.at_epochs), spec.b_small, spec.b_big, spec.steps, spec.exact)
     except ValueError as error:
         raise UsageError(f"noise-scale run (batch size {spec.batch_size}, lr {spec.lr:g}): {error}") from None
     return [{name: point[name] for name in NOISE_FIELDS} for point in points]

@@ -10,8 +10,8 @@ from ..trainer import ENGINES
 from .batch_scaling import updates_per_epoch
 from .data import Dataset, load_csv, load_digits_dataset
 from .distributed import TIMING_CLIENT, TIMING_SERIAL, TIMING_WORKERS
-from .training import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS, ModelSpec,
-                       noise_epochs)
+from .training import (CHECKPOINTS_PER_DOUBLING, EXACT_NOISE_ROWS, LOSS_BUDGET, NOISE_B_BIG, NOISE_B_SMALL, NOISE_STEPS,
+                       SAMPLINGS, ModelSpec, noise_epochs, sampling_of)
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 EDF_ENGINE = "numpy_edf"  # --with-edf: the course loop on fastedf.numpy_edf, timed like an engine
@@ -80,6 +80,11 @@ def build_parser():
     study.add_argument("--seeds", type=positive_int, default=5,
                        help="data/initialisation seeds 0..K-1 (default 5)")
     study.add_argument("--shuffle", action="store_true", help="reshuffle the training rows every epoch")
+    study.add_argument("--sampling", choices=SAMPLINGS, default=None,
+                       help="with --lrs: how the runs that count updates to the target draw their batches: "
+                            "fixed (the rows in order every epoch), shuffled (a fresh permutation each epoch) or "
+                            "iid (every batch's rows drawn uniformly with replacement, seeded); default: fixed, "
+                            "or shuffled with --shuffle")
     study.add_argument("--data", metavar="study|digits|digits-binary|CSV",
                        help="the study's two Gaussians (default); scikit-learn's 8x8 digits, 10 classes "
                             "(softmax/CE) or one digit against the rest (--digit); or a CSV with a header, "
@@ -209,6 +214,10 @@ def build_config(args, dataset, n_train, n_test):
                  "exact": n_train <= EXACT_NOISE_ROWS}
     elif args.noise_batch is not None:
         raise UsageError("--noise-batch needs --lrs or --target-loss")
+    if args.sampling is not None and grid is None:
+        raise UsageError("--sampling needs --lrs or --target-loss (the timed runs use fit's epochs)")
+    if args.sampling is not None and args.shuffle and args.sampling != "shuffled":
+        raise UsageError(f"--shuffle and --sampling {args.sampling} disagree: give one")
     return {
         "data": dataset.source, "data_identity": dataset.identity(), "label_column": (args.label_column or "label") if dataset.X is not None
         and dataset.source not in DIGITS else None,
@@ -223,7 +232,7 @@ def build_config(args, dataset, n_train, n_test):
         "lrs": grid, "target_loss": value if kind == "loss" else None,
         "target_factor": value if kind == "factor" else None,
         "checkpoints_per_doubling": CHECKPOINTS_PER_DOUBLING if grid is not None else None, "noise": noise,
-        "timing": args.timing,
+        "timing": args.timing, "sampling": sampling_of(args.shuffle, args.sampling) if grid is not None else None,
     }
 
 
@@ -247,8 +256,9 @@ def sweep_cost(config, data_bytes, epochs, seeds, repeats):
     Time is a lower bound (guardrails.SECONDS_PER_*): per fit a fixed cost, per SGD
     step the engine's step cost, per epoch every parameter's work for every
     training row once (for logistic regression, every training value).
-    Checkpointed runs (the lr grid) train once more and make about two fit
-    calls per checkpoint.  Memory: DATA_COPIES of the data, one run's curve
+    Grid runs (the lr grid) train once more node by node, measuring the whole
+    training set's loss after every update (at most training.LOSS_BUDGET
+    multiply-adds of it per run).  Memory: DATA_COPIES of the data, one run's curve
     being written, and every run's curve and row, which the report holds at
     the end.  Disk: runs.jsonl and the rows.
     """
@@ -267,8 +277,10 @@ def sweep_cost(config, data_bytes, epochs, seeds, repeats):
             seconds += lrs * seeds * (len(sizes) * trainings * SECONDS_PER_FIT
                                       + trainings * epochs * (steps * step + len(sizes) * n * work
                                                               * SECONDS_PER_ELEMENT))
-    if config.get("lrs"):  # two fit calls per checkpoint, about 8 per doubling of the updates
-        seconds += runs * 2 * CHECKPOINTS_PER_DOUBLING * math.log2(max(2, epochs * n)) * SECONDS_PER_FIT
+    if config.get("lrs"):  # each grid run trains once more node by node, its loss measured after every update
+        grid_steps = grid * seeds * epochs * sum(updates_per_epoch(n, b) for b in sizes)
+        seconds += grid_steps * SECONDS_PER_UPDATE["graph"] + min(grid_steps * n * work, runs * LOSS_BUDGET) \
+            * SECONDS_PER_ELEMENT
     seconds += SECONDS_PER_FIT  # the warm-up
     if config["memory"]:
         seconds += len(sizes) * SECONDS_PER_PROCESS

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..text import format_bytes, format_time, markdown_table
 from . import batch_scaling
+from .batch_scaling import updates_per_epoch
 from .claims import (HALVING_EFFICIENCY, MEMORY_GROWTH, engine_rows, equal_updates, last_batch, loss_name,
                      memory_growth, paired_change, study_rows, study_runs, summarise, time_scaling, trend)
 from .data import describe_data
@@ -126,10 +127,18 @@ def _claim_time(rows, config):
         table.append((b, int(ts.updates[i]), format_time(s.median[i]),
                       f"{format_time(s.low[i])} – {format_time(s.high[i])}",
                       f"{step[2]:.2f} (ideal {step[3]:.2f})" if step else "",
-                      (f"{step[4]:.2f}" + (" (within noise)" if step[0] in ts.within_noise else "")) if step else "",
+                      (f"{step[4]:.2f}" + (" (within noise)" if step[0] in ts.within_noise
+                                           else " (time rose)" if step[4] < 0 else "")) if step else "",
                       f"{100 * ts.c_update * ts.updates[i] / ts.model[i]:.0f}%"))
     out += [markdown_table(("B", "updates", "time (median over seeds)", "min – max over seeds", "time ratio to next B",
                     "efficiency", "per-update share (model)"), table), ""]
+    rose = [step for step in ts.steps if step[2] > 1]
+    if rose:
+        out += [f"The time rose from one batch size to the next at {_pair_names(rose)} (a negative efficiency). A "
+                f"larger batch does the same arithmetic per sample in fewer updates, so a rise is not an effect of "
+                f"batch size: it is the implementation's cost per sample at that batch size (its kernels change "
+                f"strategy with the batch; `python benchmarks/bench_per_sample.py` measures fastedf's per-sample "
+                f"cost for B = 1 to 64) or the machine's noise (compare the CPU times).", ""]
     if ts.stops_at is None:
         measured = (f"every step keeps at least {HALVING_EFFICIENCY:.0%} of the ideal saving, so time stays "
                     f"close to 1/B over the whole range")
@@ -224,11 +233,17 @@ def _qualitymarkdown_table(loss, acc, rows, scaling, n_train):
     for i, b in enumerate(loss.summary.batch_sizes):
         ls, ac = loss.summary, acc.summary
         rest, share = last_batch(int(b), n_train)
-        table.append((b, f"{lrs[int(b)]:.3g}", f"{rest} rows, {share:.0%} of updates" if share else "full",
+        table.append((b, f"{lrs[int(b)]:.3g}", _last_batch_words(int(b), n_train),
                       f"{ls.mean[i]:.4f} ± {ls.std[i]:.4f}", f"{ls.low[i]:.4f} – {ls.high[i]:.4f}",
                       f"{ac.mean[i]:.4f} ± {ac.std[i]:.4f}", f"{ac.low[i]:.4f} – {ac.high[i]:.4f}"))
     return markdown_table(("B", "lr", "last batch", "final loss (mean ± sd)", "loss min – max",
                    "test accuracy (mean ± sd)", "accuracy min – max"), table)
+
+
+def _last_batch_words(batch_size, n_train):
+    """'26 rows, 1 of 33 updates' for an epoch's partial last batch, or 'full'."""
+    rest, share = last_batch(batch_size, n_train)
+    return f"{rest} rows, 1 of {updates_per_epoch(n_train, batch_size)} updates" if share else "full"
 
 
 def _trend_sentence(t, name):
@@ -270,8 +285,8 @@ def _partial_batches(config):
     b, rest, share = max(partial, key=lambda p: p[2])
     return [f"With {n} training rows an epoch's last batch is partial for {len(partial)} of the batch sizes "
             f"(column 'last batch'); it is averaged over its own rows and stepped with the same lr, so for "
-            f"B = {b} a batch of {rest} rows makes {share:.0%} of the updates. Batch sizes that divide {n} "
-            f"have no such small, noisy step.", ""]
+            f"B = {b} a batch of {rest} rows makes 1 of every {updates_per_epoch(n, b)} updates. Batch sizes "
+            f"that divide {n} have no such small, noisy step.", ""]
 
 
 def _claim_quality(rows, runs, config, seeds):
@@ -372,11 +387,12 @@ def render_steps(sci, config, figures=()):
     grid = sorted(config["lrs"])
     out.append(
         f"Every batch size and seed was trained at each learning rate of the grid {', '.join(f'{g:g}' for g in grid)} "
-        f"for {config['epochs']} epochs, its loss over the whole training set measured at update counts "
-        f"2^(k/{config['checkpoints_per_doubling']}) (so an update count read off them is at most "
-        f"{2 ** (1 / config['checkpoints_per_doubling']) - 1:.0%} above the first update that reached the target; "
-        f"per-epoch losses would be off by up to a whole epoch, {config['n_train']} updates at B = 1). "
-        f"Per batch size and seed the learning rate reaching the target in the fewest updates is kept "
+        f"for {config['epochs']} epochs, its batches drawn {_SAMPLING_WORDS[config.get('sampling') or 'fixed']}, "
+        f"its loss over the whole training set measured after every update{_stride_words(sci)}. "
+        f"A run's count is the first update after which its loss stays at or below the target for the rest of the "
+        f"run; the first update at or below it (first passage) is shown beside: a constant-lr loss is noisy and "
+        f"dips below the target before it stays there. "
+        f"Per batch size and seed the learning rate staying at or below the target in the fewest updates is kept "
         f"(Shallue et al. 2018). Target: {sci.target_rule}.")
     out.append("")
     st = sci.steps
@@ -387,11 +403,12 @@ def render_steps(sci, config, figures=()):
     for i, b in enumerate(st.batch_sizes):
         lrs = st.best_lrs[i]
         table.append((b, f"{st.reached[i]}/{st.seeds}", _g(st.median[i], 4),
-                      f"{_g(st.low[i], 4)} – {_g(st.high[i], 4)}", _g(st.epochs[i]), _g(st.examples[i], 4),
+                      f"{_g(st.low[i], 4)} – {_g(st.high[i], 4)}", _g(st.first_passage[i], 4), _g(st.epochs[i]),
+                      _g(st.examples[i], 4),
                       "–" if st.seconds[i] is None else format_time(st.seconds[i]),
                       ", ".join(f"{lr:g}" for lr in sorted(set(lrs))) or "–", by_b.get(b, "–")))
-    out += [markdown_table(("B", "seeds reaching", "updates (median)", "min – max", "epochs", "examples", "seconds",
-                    "best lr(s)", "regime"), table), ""]
+    out += [markdown_table(("B", "seeds reaching", "updates (median)", "min – max", "first passage (median)",
+                            "epochs", "examples", "seconds", "best lr(s)", "regime"), table), ""]
     out.append(_regime_sentence(st) + _figure(figures, "steps_to_target.png"))
     out.append("")
     fit = st.fit
@@ -405,7 +422,9 @@ def render_steps(sci, config, figures=()):
                       f"{fit.b_crit / 4:.3g} and 4 B_crit = {4 * fit.b_crit:.3g}: perfect scaling below the first, "
                       f"no benefit above the second (read off the fit, these boundaries are steadier than the "
                       f"labels above, each of which rests on two neighbouring medians)."
-                      if math.isfinite(fit.b_crit) and fit.b_crit > 0 else ""))
+                      if math.isfinite(fit.b_crit) and fit.b_crit > 0 else "")
+                   + (f" Fitted to the median first passages instead, B_crit = {_g(st.fit_first_passage.b_crit)}: "
+                      f"how much the criterion moves the knee." if st.fit_first_passage is not None else ""))
         out.append("")
     ends = len(grid) > 1
     if ends:
@@ -425,6 +444,20 @@ def render_steps(sci, config, figures=()):
             text += " Dropping an end of the grid: " + "; ".join(sens) + "."
         out += [text + _figure(figures, "steps_to_target_by_lr.png"), ""]
     return out
+
+
+_SAMPLING_WORDS = {"fixed": "in the training set's order every epoch",
+                   "shuffled": "from a fresh permutation of the rows every epoch",
+                   "iid": "with replacement, every batch's rows uniformly and independently (`--sampling iid`)"}
+
+
+def _stride_words(sci):
+    """'' when every run measured its loss after every update, else which runs did so only every k-th."""
+    strided = sorted({(t.batch_size, t.stride) for t in sci.results if t.stride > 1})
+    if not strided:
+        return ""
+    return (" (where that costs too much, every k-th update: " + ", ".join(f"k = {k} at B = {b}" for b, k in strided)
+            + "; counts there are the first measured update that qualifies)")
 
 
 def _regime_sentence(st):
@@ -494,14 +527,23 @@ def render_noise(sci, config, figures=()):
              f"at the reference run's last point (epoch {at['epoch']}, loss {at['train_loss']:.4g}; it never "
              f"reached seed {seed}'s target {sci.targets.get(seed, float('nan')):.4g})")
     which = "exact" if at.get("b_simple_exact") is not None else "estimated"
+    on_path = [best(p) for p in sci.noise[:max(sci.path_points, 1)]]
+    low, high = min(on_path), max(on_path)
     ratio, agrees = sci.agreement
-    verdict = ("cannot be compared (B_crit is not finite: the knee lies outside the data)" if ratio is None else
+    verdict = ("cannot be compared (B_crit is not finite, or the reference run has too few points)"
+               if ratio is None else
                f"**{'agree' if agrees else 'do not agree'} within a factor of {AGREEMENT_FACTOR:g}** "
                f"(ratio {ratio:.2g})")
-    out += [f"Predicted knee: B_simple = {_g(sci.b_simple_at_target)} ({which}) {where}. Measured knee: "
-            f"B_crit = {_g(b_crit)} "
-            f"from the steps to target. The two {verdict}{_direction(b_crit, sci.b_simple_at_target)}. "
-            f"McCandlish et al. predict the critical batch size by B_noise = tr(HΣ) / (GᵀHG), H the Hessian; "
-            f"B_simple, measured here, equals it only when H is a multiple of the identity, so with uneven "
-            f"curvature a gap between the two is expected and the factor-of-{AGREEMENT_FACTOR:g} test is strict.", ""]
+    out += [f"Predicted knee (McCandlish et al.'s comparison): B_simple averaged over the reference run's updates "
+            f"until it reaches the target, {_g(sci.path_average)} (linear between the {sci.path_points} points "
+            f"measured on that stretch, whose B_simple ranges from {_g(low)} to {_g(high)}; with few points the average is "
+            f"rough, and one high point, such as the start, can carry it). Beside it, B_simple {where}: "
+            f"{_g(sci.b_simple_at_target)} ({which}); at the target |G|² is smallest, so that value is the "
+            f"largest along the path and overstates the knee. Measured knee: B_crit = {_g(b_crit)} from the "
+            f"updates until the loss stays at or below the target. The path average and B_crit "
+            f"{verdict}{_direction(b_crit, sci.path_average)}. B_simple is the noise scale without the Hessian "
+            f"(B_noise = tr(HΣ) / (GᵀHG) weights the same quantities by the curvature); the two coincide when H is "
+            f"a multiple of the identity. The reference run draws its batches as the grid does "
+            f"({config.get('sampling') or 'fixed'}): the theory assumes batches drawn independently (`--sampling "
+            f"iid`); epochs in a fixed order make a batch size's steps depend on which rows come last.", ""]
     return out

@@ -42,7 +42,7 @@ _OPTIONAL_FIELDS = {"peak_memory_bytes", "min_loss", "diverged_at_update",  # ""
 _RESUME_KEYS = ("data", "label_column", "batch_sizes", "seeds", "epochs", "lr", "lr_scaling",
                 "engine", "repeats", "shuffle", "memory", "n_train", "n_test", "features",
                 "engines", "hidden", "activation", "classes", "digit", "lrs", "checkpoints_per_doubling", "noise",
-                "timing")
+                "timing", "sampling")
 _RESUME_DEFAULTS = {"timing": "serial"}  # configuration entries added later: their value in older results.json
 
 

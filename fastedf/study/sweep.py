@@ -8,10 +8,10 @@ the whole training set, test accuracy and, with --memory, the peak memory of
 training at that batch size.  Options add runs, each one more row:
 
 - `--lrs a,b,c` (or `--target-loss L`): every batch size and seed is trained
-  at every learning rate of the grid, its training loss measured at
-  geometrically spaced update counts (fastedf.study.training.train_with_checkpoints);
-  rows gain the columns min_loss and diverged_at_update, runs.jsonl the
-  checkpoints, and the report counts the updates each batch size needs to
+  at every learning rate of the grid, its whole-training-set loss measured
+  after every update (fastedf.study.training.loss_records); rows gain the
+  columns min_loss and diverged_at_update, runs.jsonl the loss records and a
+  curve at geometrically spaced update counts, and the report counts the updates each batch size needs to
   reach a target loss (fastedf.study.lr_grid); a reference run measures the
   gradient noise scale during training (noise.csv);
 - `--engine compiled,graph` and `--with-edf`: the fixed-lr runs again on the
@@ -91,7 +91,7 @@ def run_specs(config, dataset):
     model = model_of(config)
     return [RunSpec(dataset, model, scaling, b, seed, lr, engine, config["epochs"], config["repeats"],
                     config["shuffle"], config["checkpoints_per_doubling"] if checkpointed(config, scaling, engine)
-                    else None)
+                    else None, config.get("sampling"))
             for scaling, b, seed, lr, engine in _todo(config)]
 
 
@@ -208,11 +208,14 @@ def _todo(config):
 
 
 STEPS_FIELDS = ("batch_size", "seed", "lr", "target_loss", "updates_to_target", "epochs_to_target",
-                "examples_to_target", "seconds_to_target", "best")
+                "examples_to_target", "seconds_to_target", "first_passage", "loss_stride", "best")
 
 
 def write_steps_to_target(path, results, targets):
     """steps_to_target.csv: every grid run's cost to the target (empty: not reached), best = 1 for the lr kept.
+
+    updates_to_target: the first update after which the whole-training-set loss stays at or below the target;
+    first_passage: the first update at or below it; loss_stride: the updates between loss measurements.
 
     results: lr_grid.RunToTarget per run; targets: {seed: loss}; best: the fewest updates for its
     (batch_size, seed), ties to the smaller lr.
@@ -228,7 +231,8 @@ def write_steps_to_target(path, results, targets):
                                  "epochs_to_target": "" if t.epochs is None else t.epochs,
                                  "examples_to_target": "" if t.examples is None else t.examples,
                                  "seconds_to_target": "" if t.seconds is None else t.seconds,
-                                 "best": int(id(t) in best)})
+                                 "first_passage": "" if t.first_passage is None else t.first_passage,
+                                 "loss_stride": t.stride, "best": int(id(t) in best)})
     except OSError as error:
         raise path_error(error, path, "write") from None
 

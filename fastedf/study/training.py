@@ -2,15 +2,13 @@
 
 * `ModelSpec`: the model a run trains (logistic regression, or an MLP), built
   fresh from the seed in every run and in every worker.
-* `train_with_checkpoints`: the SGD run of fit, cut at chosen update counts
-  where the loss over the WHOLE training set is measured at the current weights.
-  Checkpoints are spaced geometrically (`checkpoint_schedule`: 8 per doubling
-  of the update count, so an update count read from them is at most 9% high at
-  any scale) instead of once per epoch: at B = 1 an epoch of the study is 1050
-  updates, far too coarse to count the updates to a target loss.  Each piece
-  is a `fit` call on a contiguous slice of the epoch's row order (the order
-  fit itself uses, `trainer.EpochOrder`), so the weights follow fit's own
-  trajectory update for update (tested to 1e-12 against one fit call).
+* `sgd_path`: the SGD run of fit, node by node (fastedf's graph engine, whose
+  numbers are the compiled engine's), with the loss over the WHOLE training
+  set measured after every update, or every `loss_stride` updates where that
+  is too costly (`loss_stride`), and with one of three batch samplings
+  (SAMPLINGS).  `LossRecords` keeps what steps to ANY target need from the
+  per-update curve: its running minima (first passage) and its suffix maxima
+  (the first update after which the loss stays at or below the target).
 * `train_numpy_edf`: the course's training loop on the plain NumPy EDF
   (fastedf.numpy_edf), node by node, with the same model, initial weights and
   batches: the baseline of the time comparison (`--with-edf`).
@@ -27,14 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import numpy_edf as edf
-from ..graph import topological_sort
+from ..graph import backward_pass, forward_pass, graph_run, sgd_update, topological_sort
 from ..models import mlp
 from ..node import Input, Parameter
-from ..trainer import EpochOrder, fit
+from ..trainer import EpochOrder
 from . import batch_scaling
 from .batch_scaling import updates_per_epoch
 
-CHECKPOINTS_PER_DOUBLING = 8  # update counts 2**(k/8): consecutive checkpoints at most 2**(1/8) = 1.09x apart
+CHECKPOINTS_PER_DOUBLING = 8  # the loss curve kept for the figures: update counts 2**(k/8)
 
 
 @dataclass(frozen=True)
@@ -93,73 +91,158 @@ def checkpoint_schedule(total_updates, per_doubling=CHECKPOINTS_PER_DOUBLING):
     return points
 
 
-@dataclass
-class Trajectory:
-    """A checkpointed run: fit's per-epoch losses, the whole-training-set loss at each checkpoint, divergence.
+SAMPLINGS = ("fixed", "shuffled", "iid")  # --sampling: how each update's batch is drawn (BatchSampler)
+# Multiply-adds (rows x parameters per evaluation) a run may spend on whole-training-set losses: measured after
+# every update up to it, every k-th update beyond (loss_stride).  About a second: a digits MLP's loss (2410
+# parameters, 1348 rows) took 1.5 ms.  The study at B = 1 over 100 epochs needs 3.3e8 (stride 1); the digits
+# MLP over 30 epochs at B = 1 about 1.3e11 (stride 66, 5% of an epoch; stride 1 from B = 64).
+LOSS_BUDGET = 2e9
 
-    epoch_loss: (epochs done,) as fit reports them (the mean loss of the epoch's
-    batches, during training); checkpoints: [(updates, value), ...] where value
-    is what `measure(model, updates)` returned (the training loss for steps to
-    target); diverged_at: None, or the update count of the first checkpoint not
-    reached because fit found NaN or inf; train_time_s: the sum of fit's
-    training-loop times (a few fit calls per checkpoint: this includes their
-    per-call overhead, so time plain fits to time a run).
+
+def sampling_of(shuffle, sampling=None):
+    """The sampling a run uses: `sampling` when given, else fit's epochs (shuffled or in fixed order)."""
+    if sampling is None:
+        return "shuffled" if shuffle else "fixed"
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    return sampling
+
+
+class BatchSampler:
+    """The (X, Y) rows of each update's batch of B rows, under one of SAMPLINGS.
+
+    fixed: the rows in their order, epoch after epoch, B at a time, the last
+    batch of an epoch holding the rest (fit with shuffle=False).
+    shuffled: the same over a fresh permutation each epoch, fit's own
+    (trainer.EpochOrder with shuffle=True and the seed).
+    iid: every batch is B rows drawn uniformly WITH replacement, independently
+    of every other batch (the noise-scale theory's assumption): update t's rows
+    are the t-th call of numpy.random.default_rng(seed).integers(0, n, size=B),
+    one generator per run.  An epoch is ceil(n / B) updates under every sampling.
     """
 
-    epoch_loss: list
-    checkpoints: list
-    diverged_at: int | None
-    train_time_s: float
+    def __init__(self, X, Y, batch_size, sampling, seed):
+        self.X, self.Y, self.batch_size, self.sampling = X, Y, min(int(batch_size), len(X)), sampling
+        if sampling == "iid":
+            self.rng = np.random.default_rng(seed)
+        else:
+            self.order = EpochOrder({0: X, 1: Y}, sampling == "shuffled", int(seed) if sampling == "shuffled" else None)
+            self.start, self.data = len(X), None
+
+    def next(self):
+        """The next update's (x rows, y rows)."""
+        if self.sampling == "iid":
+            rows = self.rng.integers(0, len(self.X), size=self.batch_size)
+            return self.X[rows], self.Y[rows]
+        if self.start >= len(self.X):
+            self.data, self.start = self.order.next_epoch(), 0
+        stop = min(self.start + self.batch_size, len(self.X))
+        batch = self.data[0][self.start:stop], self.data[1][self.start:stop]
+        self.start = stop
+        return batch
 
 
-def train_with_checkpoints(model, X, Y, batch_size, epochs, lr, shuffle, seed, engine, schedule, measure):
-    """Train `model` as fit(model.loss, {x: X, y: Y}, batch_size, epochs, lr, shuffle, seed, engine) would.
+def loss_stride(rows, parameters, updates, budget=LOSS_BUDGET):
+    """1 when measuring the whole-training-set loss after every update fits `budget`, else the stride that does."""
+    return max(1, math.ceil(updates * rows * parameters / budget))
 
-    X (n, d) and Y (n, outputs) float64, Y as the loss wants it (model.labels).
-    At every update count u in `schedule` (increasing; 0 is before training)
-    `measure(model, u)` is called and its value recorded.  Between checkpoints
-    the run is a sequence of fit calls over contiguous slices of the epoch's
-    row order, each a whole number of batches, so the batches, their order and
-    the updates are exactly fit's.  A fit that reports divergence (NaN), or
-    leaves a parameter infinite, ends the run: diverged_at is the next
-    checkpoint, the parameters are left as fit left them.  Returns a Trajectory.
+
+def sgd_path(model, X, Y, batch_size, updates, lr, sampling, seed, measure, at):
+    """Train `model` for `updates` SGD updates; returns (measurements [(u, measure(model, u))], diverged_at).
+
+    Every update is fit's step, node by node (forward, backward, p -= lr * grad:
+    the graph engine's, whose numbers the compiled engine reproduces), on the
+    batches of BatchSampler(sampling, seed).  `at`: the increasing update counts
+    (0 is before training) after which `measure` is called.  A step whose loss
+    or weights become NaN or inf ends the run: diverged_at is that update
+    (else None), the parameters are left as it left them.
     """
-
     X = np.ascontiguousarray(X, dtype=np.float64)
     Y = np.ascontiguousarray(Y, dtype=np.float64)
+    graph = topological_sort(model.loss)
+    parameters = [n for n in graph if isinstance(n, Parameter)]
+    sampler = BatchSampler(X, Y, batch_size, sampling, seed)
+    measured, points, done = [], iter(at), 0
+    point = next(points, None)
+    with graph_run(graph):
+        while point is not None:
+            while done < min(point, updates):
+                model.x.value, model.y.value = sampler.next()
+                with np.errstate(all="ignore"):
+                    try:
+                        forward_pass(graph)
+                    except ValueError:  # a non-finite prediction
+                        return measured, done + 1
+                    backward_pass(graph)
+                    sgd_update(parameters, lr)
+                done += 1
+                if not all(np.all(np.isfinite(p.value)) for p in parameters):
+                    return measured, done
+            value = measure(model, done)
+            if not math.isfinite(value):
+                return measured, done
+            measured.append((done, value))
+            point = next(points, None)
+    return measured, None
+
+
+@dataclass
+class LossRecords:
+    """What steps to any target need from a measured loss curve (update counts >= 1), in two short lists.
+
+    lows: [u, loss] where the loss is below every earlier measured loss (first
+    passage: the first update whose loss is <= the target is a low);
+    highs: [u, loss] where the loss is above every later measured loss (the
+    last update above the target is a high); stride: the updates between
+    measurements (1: every update); last: the last measured update.
+    """
+
+    lows: list
+    highs: list
+    stride: int
+    last: int
+
+    @classmethod
+    def of(cls, points, stride):
+        """From measured [(u, loss), ...] (u increasing; u = 0 is ignored)."""
+        after = [(int(u), float(v)) for u, v in points if u > 0]
+        lows, highs = [], []
+        for u, v in after:
+            if not lows or v < lows[-1][1]:
+                lows.append([u, v])
+        for u, v in reversed(after):
+            if not highs or v > highs[-1][1]:
+                highs.append([u, v])
+        return cls(lows, highs[::-1], int(stride), after[-1][0] if after else 0)
+
+    def first_passage(self, target):
+        """The first measured update whose whole-training-set loss is <= target, or None."""
+        return next((u for u, v in self.lows if v <= target), None)
+
+    def stays_below(self, target):
+        """The first measured update after which (it included) every measured loss of the run is <= target, or
+        None when the last one is above it."""
+        above = [u for u, v in self.highs if v > target]
+        if not above:
+            return min(self.stride, self.last) if self.last else None
+        return None if above[-1] >= self.last else min(above[-1] + self.stride, self.last)
+
+
+def loss_records(model, X, Y, batch_size, epochs, lr, sampling, seed, per_doubling=CHECKPOINTS_PER_DOUBLING):
+    """Train one run measuring its whole-training-set loss after every update (or every loss_stride updates).
+
+    Returns (LossRecords, curve: [[u, loss]] at the measured updates nearest
+    2**(k / per_doubling), for the figures, diverged_at or None).
+    """
     rows = len(X)
-    batch_size = min(int(batch_size), rows)
-    per_epoch = updates_per_epoch(rows, batch_size)
-    total = epochs * per_epoch
-    order = EpochOrder({model.x: X, model.y: Y}, shuffle, int(seed) if shuffle else None)
-    epoch_loss, checkpoints, spent = [], [], 0.0
-    done, epoch, start, epoch_sum = 0, 0, 0, 0.0
-    data = order.next_epoch() if total else None
-    for target in schedule:
-        target = min(int(target), total)
-        while done < target:
-            stop = min(rows, start + (target - done) * batch_size)  # whole batches, within this epoch
-            feeds = {node: array[start:stop] for node, array in data.items()}
-            try:
-                history = fit(model.loss, feeds, batch_size=batch_size, epochs=1, lr=lr, shuffle=False,
-                              engine=engine)
-            except ValueError as error:
-                if "diverged" not in str(error):
-                    raise
-                return Trajectory(epoch_loss, checkpoints, target, spent)
-            if not all(np.all(np.isfinite(p.value)) for p in model.parameters):
-                return Trajectory(epoch_loss, checkpoints, target, spent)  # inf weights, a finite loss so far
-            spent += history.train_time_s
-            epoch_sum += float(history.epoch_loss[0]) * (stop - start)
-            done += history.updates
-            start = stop
-            if start == rows:
-                epoch_loss.append(epoch_sum / rows)
-                epoch, start, epoch_sum = epoch + 1, 0, 0.0
-                if epoch < epochs:
-                    data = order.next_epoch()
-        checkpoints.append((target, measure(model, target)))
-    return Trajectory(epoch_loss, checkpoints, None, spent)
+    total = epochs * updates_per_epoch(rows, min(int(batch_size), rows))
+    stride = loss_stride(rows, sum(p.value.size for p in model.parameters), total)
+    at = [*range(0, total, stride), total] if total else [0]
+    measured, diverged = sgd_path(model, X, Y, batch_size, total, lr, sampling, seed,
+                                  lambda m, _: m.mean_loss(X, Y), at)
+    grid = {min(-(-u // stride) * stride, total) for u in checkpoint_schedule(total, per_doubling)}
+    curve = [[u, v] for u, v in measured if u in grid]
+    return LossRecords.of(measured, stride), curve, diverged
 
 
 # ---------------------------------------------------------------- the NumPy EDF course loop
@@ -243,11 +326,11 @@ def noise_epochs(epochs, points=NOISE_POINTS):
     return [0, *map(int, spaced)]
 
 
-def noise_trajectory(model, X, y, batch_size, epochs, lr, shuffle, seed, engine, at_epochs,
+def noise_trajectory(model, X, y, batch_size, epochs, lr, sampling, seed, at_epochs,
                      b_small=NOISE_B_SMALL, b_big=NOISE_B_BIG, steps=NOISE_STEPS, exact=None):
     """B_simple along a training run: a dict per epoch in `at_epochs`, measured at the weights after that epoch.
 
-    The run is fit's (train_with_checkpoints, checkpoints at those epochs' ends).
+    The run is fit's step on `sampling`'s batches (sgd_path, stopped at those epochs' ends).
     Each dict: epoch, updates, train_loss (whole training set), and
     batch_scaling.measure_noise_scale's trace_sigma, g_sq, b_simple (from `steps`
     pairs of batches of b_small and b_big rows drawn with replacement, plainly
@@ -271,10 +354,10 @@ def noise_trajectory(model, X, y, batch_size, epochs, lr, shuffle, seed, engine,
             gradients = batch_scaling.per_sample_gradients(m, X, y)
             point["b_simple_exact"] = batch_scaling.exact_noise_scale(gradients).b_simple
         points.append(point)
-        return point["b_simple"]
+        return point["train_loss"]
 
-    train_with_checkpoints(model, X, model.labels(y), batch_size, max(at_epochs), lr, shuffle, seed, engine,
-                           [e * per_epoch for e in at_epochs], measure)
+    sgd_path(model, X, model.labels(y), batch_size, max(at_epochs) * per_epoch, lr, sampling, seed, measure,
+             [e * per_epoch for e in at_epochs])
     return points
 
 
