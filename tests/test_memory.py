@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -83,6 +84,27 @@ def test_compiled_peak_does_not_grow_with_epochs():
     twenty = measure("compiled", 1024, features=2, samples=4096, epochs=20)
     assert "validate_feeds" not in twenty["largest"][0]["site"], twenty
     assert abs(twenty["peak_bytes"] - one["peak_bytes"]) <= NOISE_BYTES, (one, twenty)
+
+
+def test_repeated_compiled_fits_keep_no_python_memory():
+    # Each fit calls its program at least three times (chunks of 16 steps, then at most twice the last; 80 steps).
+    # A leak per call shows: CPython 3.11 never reuses a freed 20-tuple, and a 20-argument program kept its two
+    # argument tuples, 400 bytes a call, 24 kB over these fits.  What may stay is bounded: CPython's free lists
+    # (80 lists, 80 dicts) and what the first fits set up, 1.3 kB measured.
+    X, Y = training_data(4096, 2)
+    model = logistic_regression(2, seed=0)
+    feeds = {model.x: X, model.y: Y}
+    for _ in range(3):
+        fit(model.loss, feeds, batch_size=1024, epochs=20, lr=0.1, engine="compiled")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            fit(model.loss, feeds, batch_size=1024, epochs=20, lr=0.1, engine="compiled")
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown <= 8192, grown
 
 
 def test_a_rejected_engine_is_a_value_error():
