@@ -3,6 +3,7 @@
 The FASTEDF_* flags are read once, at import: each setting runs in a fresh
 process with its own Numba cache directory.
 """
+import collections
 import json
 import os
 import subprocess
@@ -81,9 +82,10 @@ BLAS = textwrap.dedent("""
             self.gradients[self.inputs[0]] = self._upstream(np.shape(self.value))
 
     rng = np.random.default_rng(0)
-    X, Y = rng.normal(size=(64, 8)), (rng.uniform(size=(64, 1)) > 0.5) * 1.0
+    # 16 rows of 32 features into one output: 512 multiply-adds, enough for Linear to call BLAS (and pin it)
+    X, Y = rng.normal(size=(64, 32)), (rng.uniform(size=(64, 1)) > 0.5) * 1.0
     x, y = Input(), Input()
-    loss = BCE(y, Sigmoid(Probe([Linear(x, Parameter(rng.normal(size=(8, 1))), Parameter(np.zeros(1)))])))
+    loss = BCE(y, Sigmoid(Probe([Linear(x, Parameter(rng.normal(size=(32, 1))), Parameter(np.zeros(1)))])))
     fastedf.fit(loss, {x: X, y: Y}, batch_size=16, epochs=1)
     print(json.dumps(sorted(Probe.seen)))
 """)
@@ -104,6 +106,7 @@ def test_blas_threads_during_a_fit(setting, threads):
 def _program_path(monkeypatch):
     """Where a program is written, lowered in this process as if for the first time (no compile needed)."""
     monkeypatch.setattr(compiler, "_loaded", {})
+    monkeypatch.setattr(compiler, "_programs", collections.OrderedDict())  # no program lowered before
     x, y = Input(), Input()
     loss = BCE(y, Sigmoid(Linear(x, Parameter(np.zeros((2, 1))), Parameter(np.zeros(1)))))
     x.value, y.value = np.ones((1, 2)), np.ones((1, 1))
