@@ -37,10 +37,33 @@ class UsageError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but errors raise UsageError instead of printing usage and exiting."""
+    """argparse, but errors raise UsageError instead of printing usage and exiting.
+
+    Options are matched whole, never by prefix: `fastedf sweep --seed 3` would
+    otherwise run --seeds 3 (seeds 0..2) when seed 3 was meant.  An unknown
+    option is named with the nearest real ones.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
+        if message.startswith("unrecognized arguments:"):
+            message += _did_you_mean(message.split(":", 1)[1].split(), self._option_string_actions)
         raise UsageError(message)
+
+
+def _did_you_mean(words, options):
+    """'; did you mean --seeds?' for the first unknown option close to real ones, or ''."""
+    import difflib
+
+    for word in words:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], [o for o in options if o.startswith("--")],
+                                              n=2, cutoff=0.6)
+            if close:
+                return f" (did you mean {' or '.join(close)}?)"
+    return ""
 
 
 def positive_int(text):

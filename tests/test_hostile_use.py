@@ -1,0 +1,98 @@
+"""fastedf tried as a careful, hostile user would: options typed almost right, signals, closed pipes,
+directories of the other subcommand, odd CSV files, and fit given what it cannot train.
+
+Each case gets one line naming the problem (exit 2 on the command line, a
+ValueError from fit), never a traceback, a hang or a silent wrong answer.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastedf
+from fastedf import BCE, Input, Linear, Parameter, Sigmoid
+from fastedf.__main__ import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--engine", "graph", "--epochs", "2", "--seeds", "1", "--batch-sizes", "8,1050", "--repeats", "1",
+        "--quiet", "--no-figures"]
+
+
+def run(argv, capsys):
+    """main(argv) in this process; returns (exit code, stderr lines)."""
+    code = main(argv)
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def one_line(code, err, *expected):
+    assert code == 2, err
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    for text in expected:
+        assert text in err[0], err
+
+
+# ---------------------------------------------------------------- options typed almost right
+
+@pytest.mark.parametrize("argv, meant", [(["sweep", "--seed", "3"], "--seeds"),
+                                         (["sweep", "--batch-size", "4"], "--batch-sizes"),
+                                         (["sweep", "--epoch=3"], "--epochs"),
+                                         (["memory", "--seeds", "3"], "--seed")])
+def test_a_prefix_of_an_option_is_not_taken_for_it(argv, meant, tmp_path, capsys, monkeypatch):
+    # `sweep --seed 3` once ran --seeds 3 (seeds 0, 1, 2) without a word.
+    monkeypatch.chdir(tmp_path)
+    code, err = run(argv, capsys)
+    one_line(code, err, "unrecognized arguments", f"did you mean {meant}")
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- signals and pipes
+
+def test_sigterm_keeps_finished_rows_like_ctrl_c_and_exits_143(tmp_path):
+    out = str(tmp_path / "out")
+    slow = ["--engine", "graph", "--epochs", "60", "--seeds", "2", "--batch-sizes", "2,4,8", "--repeats", "1",
+            "--quiet", "--no-figures"]
+    child = subprocess.Popen([sys.executable, "-m", "fastedf", "sweep", *slow, "--out", out], cwd=ROOT,
+                             stderr=subprocess.PIPE, text=True)
+    csv_path = os.path.join(out, "results.csv")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and child.poll() is None:
+        if os.path.exists(csv_path) and open(csv_path).read().count("\n") >= 2:  # a header and a row
+            break
+        time.sleep(0.01)
+    child.send_signal(signal.SIGTERM)
+    err = child.communicate(timeout=30)[1].strip().splitlines()
+    assert child.returncode == 128 + signal.SIGTERM, err
+    assert err and "interrupted" in err[-1] and "--resume" in err[-1], err
+    text = open(os.path.join(out, "results.json")).read()
+    assert '"complete": false' in text and '"interrupted": true' in text
+
+
+def test_sigterm_stops_the_memory_measurement_and_its_child(tmp_path):
+    out = str(tmp_path / "out")
+    child = subprocess.Popen([sys.executable, "-m", "fastedf", "memory", "--engine", "graph", "--batch-sizes",
+                              "1,2", "--samples", "20000", "--out", out], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().startswith("fastedf memory:")  # the first child is starting
+    time.sleep(0.5)
+    child.send_signal(signal.SIGTERM)
+    err = child.communicate(timeout=30)[1]
+    assert child.returncode == 128 + signal.SIGTERM, err
+    # Its measuring child died with it: nothing runs "--child" under this --out's parent any more.
+    listing = subprocess.run(["ps", "-o", "ppid=,args=", "-e"], capture_output=True, text=True).stdout
+    assert not [line for line in listing.splitlines() if line.split()[0] == str(child.pid)]
+    assert '"interrupted": true' in open(os.path.join(out, "memory.json")).read()
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["sweep", "--bogus"]])
+def test_a_closed_pipe_is_a_quiet_exit_not_a_traceback(argv):
+    # The reader is gone before fastedf writes: `fastedf --version | true`.
+    reader, writer = os.pipe()
+    os.close(reader)
+    done = subprocess.run([sys.executable, "-m", "fastedf", *argv], cwd=ROOT, stdout=writer, stderr=writer,
+                          check=False)
+    os.close(writer)
+    assert done.returncode == 128 + signal.SIGPIPE
