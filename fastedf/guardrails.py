@@ -241,6 +241,13 @@ def refuse_earlier_results(directory, paths, what, options):
     return UsageError(f"--out {directory} holds {what} ({paths[0]}{more}); {options}, or choose another --out")
 
 
+def refuse_other_commands_files(directory, paths, command):
+    """A UsageError for an --out holding another subcommand's files: never mixed with ours, nor removed by --overwrite."""
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return UsageError(f"--out {directory} holds the files of {command} ({paths[0]}{more}), not of this command; "
+                      "choose another --out")
+
+
 def remove_files(paths):
     """Remove these files (an earlier run's, for --overwrite), or raise a UsageError naming the first that resists."""
     for path in paths:

@@ -96,3 +96,64 @@ def test_a_closed_pipe_is_a_quiet_exit_not_a_traceback(argv):
                           check=False)
     os.close(writer)
     assert done.returncode == 128 + signal.SIGPIPE
+
+
+# ---------------------------------------------------------------- a directory of the other subcommand
+
+def test_a_sweep_is_not_written_beside_a_memory_measurement_nor_the_reverse(tmp_path, capsys):
+    measured = tmp_path / "measured"
+    assert main(["memory", "--engine", "compiled", "--batch-sizes", "1", "--samples", "8", "--features", "2",
+                 "--epochs", "1", "--no-plot", "--out", str(measured)]) == 0
+    capsys.readouterr()
+    before = {name: (measured / name).read_bytes() for name in os.listdir(measured) if name != ".fastedf.lock"}
+    for extra in ([], ["--resume"], ["--overwrite"]):  # once a sweep started writing beside memory.csv
+        code, err = run(["sweep", *TINY, "--out", str(measured), *extra], capsys)
+        one_line(code, err, "memory.csv", "fastedf memory", "another --out")
+    assert {name: (measured / name).read_bytes() for name in os.listdir(measured) if name != ".fastedf.lock"} == before
+    swept = tmp_path / "swept"
+    assert main(["sweep", *TINY, "--out", str(swept)]) == 0
+    capsys.readouterr()
+    code, err = run(["memory", "--batch-sizes", "1,2", "--samples", "8", "--out", str(swept), "--overwrite"],
+                    capsys)
+    one_line(code, err, "results.csv", "fastedf sweep", "another --out")
+    assert not (swept / "memory.csv").exists() and (swept / "results.csv").exists()
+
+
+def test_memory_measures_a_repeated_batch_size_once_and_refuses_a_micro_batch_that_changes_nothing(
+        tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["memory", "--engine", "compiled", "--samples", "8", "--features", "2", "--epochs", "1", "--no-plot"]
+    code, err = run([*common, "--batch-sizes", "2,4", "--micro-batch", "4", "--out", str(out)], capsys)
+    one_line(code, err, "--micro-batch 4", "largest is 4")
+    assert not out.exists()
+    assert main([*common, "--batch-sizes", "2,2", "--out", str(out)]) == 0
+    assert (out / "memory.csv").read_text().count("\n") == 2  # the header and one row
+
+
+# ---------------------------------------------------------------- CSV files as people make them
+
+ROWS = "".join(f"{i % 7},{(i * 3) % 5},{i % 2}\n" for i in range(12))
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("one_class", "a,b,label\n" + ROWS.replace(",0\n", ",1\n"), ["every row's label", "is 1", "both classes"]),
+    ("nul", "a,b,label\0\n" + ROWS, ["'label\\x00'", "control character"]),
+    ("tabs", ("a,b,label\n" + ROWS).replace(",", "\t"), ["holds tabs", "comma-separated"]),
+])
+def test_a_csv_that_cannot_train_the_study_is_refused_naming_why(name, text, expected, tmp_path, capsys):
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text)
+    code, err = run(["sweep", *TINY[:-4], "--batch-sizes", "2", "--quiet", "--no-figures", "--data", str(path),
+                     "--out", str(tmp_path / "out")], capsys)
+    one_line(code, err, str(path), *expected)
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_blank_lines_before_the_header_are_skipped(tmp_path, capsys):
+    path = tmp_path / "data.csv"
+    path.write_text("\n\r\n  \na,b,label\n" + ROWS)
+    out = tmp_path / "out"
+    code, err = run(["sweep", *TINY[:-4], "--batch-sizes", "2", "--quiet", "--no-figures", "--data", str(path),
+                     "--out", str(out)], capsys)
+    assert code == 0, err
+    assert '"features": [\n   "a",\n   "b"\n  ]' in (out / "results.json").read_text()

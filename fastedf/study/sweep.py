@@ -77,8 +77,8 @@ import sys
 
 from ..guardrails import (EXIT_INTERRUPTED, LATEST, NO_GUARD, InterruptGuard, Progress, UsageError, environment,
                           existing_files, fresh_output_dir, latest_output_dir, path_error, refuse_earlier_results,
-                          remove_files)
-from . import plots, report
+                          refuse_other_commands_files, remove_files)
+from . import memory, plots, report
 from .distributed import Grid, probe_scheduler, require_dask
 from .lr_grid import analyse, best_per_batch_and_seed
 from .options import RESULTS_ROOT, build_config, build_parser, load_dataset, model_of, refuse_what_cannot_finish
@@ -309,6 +309,9 @@ def main(argv=None):
     out = ResultsDir(_output_dir(args))
     out.claim()
     try:
+        foreign = existing_files(out.path, memory.OUTPUT_FILES)
+        if foreign:
+            raise refuse_other_commands_files(out.path, foreign, "fastedf memory")
         earlier = existing_files(out.path, _sweep_files(out))
         if earlier and not (args.resume or args.overwrite):
             raise refuse_earlier_results(out.path, earlier, "an earlier sweep's results",
