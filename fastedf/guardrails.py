@@ -161,6 +161,14 @@ def make_output_dir(path, option="--out"):
         raise UsageError(f"{option} is empty: name a directory")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"{option} {path} exists and is not a directory")
+    if os.path.islink(path) and not os.path.exists(path):  # makedirs would only say "File exists"
+        try:
+            os.stat(path)
+            why = "cannot be followed"
+        except OSError as error:
+            why = "is part of a loop of links" if error.errno == errno.ELOOP else "does not exist"
+        raise UsageError(f"{option} {path} is a symbolic link to {os.readlink(path)}, which {why}; mend the link "
+                         f"or choose another {option}")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:

@@ -157,3 +157,73 @@ def test_blank_lines_before_the_header_are_skipped(tmp_path, capsys):
                      "--out", str(out)], capsys)
     assert code == 0, err
     assert '"features": [\n   "a",\n   "b"\n  ]' in (out / "results.json").read_text()
+
+
+# ---------------------------------------------------------------- fit given what it cannot train
+
+def logistic(rows=20):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, 2))
+    x, y = Input(), Input()
+    A, b = Parameter(np.array([[0.1], [-0.2]])), Parameter(np.zeros(1))
+    return x, y, A, b, BCE(y, Sigmoid(Linear(x, A, b))), X, (X[:, :1] > 0).astype(float)
+
+
+def test_fit_refuses_options_that_python_would_read_as_true():
+    # shuffle="no" is a true string: it once shuffled without a word.
+    x, y, A, b, loss, X, Y = logistic()
+    for name in ("shuffle", "progress"):
+        with pytest.raises(ValueError, match=f"{name} must be True or False, got 'no'"):
+            fastedf.fit(loss, {x: X, y: Y}, epochs=1, **{name: "no"})
+    assert np.array_equal(A.value, [[0.1], [-0.2]])  # nothing trained
+    fastedf.fit(loss, {x: X, y: Y}, epochs=1, shuffle=np.True_, seed=0)
+
+
+def test_fit_refuses_complex_feeds_instead_of_dropping_their_imaginary_parts():
+    x, y, A, b, loss, X, Y = logistic()
+    with pytest.raises(ValueError, match=r"Input#\d+: feed is complex"):
+        fastedf.fit(loss, {x: X + 1j, y: Y}, epochs=1)
+
+
+def test_fit_refuses_a_graph_without_data_or_without_weights():
+    p = Parameter(np.ones(1))
+    with pytest.raises(ValueError, match=r"Parameter#\d+ depends on no Input"):
+        fastedf.fit(p, {}, epochs=1)  # once a StopIteration from inside fit
+    x, y, A, b, loss, X, Y = logistic()
+    frozen = BCE(y, Sigmoid(x))
+    with pytest.raises(ValueError, match=r"BCE#\d+ depends on no Parameter, so fit would train nothing"):
+        fastedf.fit(frozen, {x: X[:, :1], y: Y}, epochs=1)
+
+
+def test_fit_names_a_cycle_in_the_graph():
+    x, y, A, b, loss, X, Y = logistic()
+    linear = loss.inputs[1].inputs[0]
+    linear.inputs.append(loss)  # the loss made an input of its own layer
+    with pytest.raises(ValueError, match=rf"cycle: {linear} takes {loss} as an input"):
+        fastedf.fit(loss, {x: X, y: Y}, epochs=1)
+
+
+def test_class_indices_fed_to_ce_are_refused_with_the_one_hot_call():
+    from fastedf.models import mlp
+
+    model = mlp(2, (3,), classes=3)
+    indices = np.arange(12, dtype=float).reshape(12, 1) % 3
+    with pytest.raises(ValueError, match=r"class indices\? .*model\.labels\(y\)"):
+        fastedf.fit(model.loss, {model.x: np.ones((12, 2)), model.y: indices}, epochs=1)
+
+
+def test_an_enormous_argument_is_named_on_one_readable_line():
+    x, y, A, b, loss, X, Y = logistic()
+    with pytest.raises(ValueError) as error:
+        fastedf.fit(loss, {x: X, y: Y}, epochs=1, lr=10**400)
+    assert len(str(error.value)) < 120 and "401 characters" in str(error.value)
+
+
+@pytest.mark.parametrize("target, why", [("nowhere", "does not exist"), ("loop", "loop of links")])
+def test_an_out_that_is_a_broken_link_is_named_as_one(target, why, tmp_path, capsys):
+    link = tmp_path / "out"
+    os.symlink(str(tmp_path / target), str(link))
+    if target == "loop":
+        os.symlink(str(link), str(tmp_path / "loop"))
+    code, err = run(["sweep", *TINY, "--out", str(link)], capsys)
+    one_line(code, err, f"--out {link} is a symbolic link", why)
