@@ -4,6 +4,7 @@ directories of the other subcommand, odd CSV files, and fit given what it cannot
 Each case gets one line naming the problem (exit 2 on the command line, a
 ValueError from fit), never a traceback, a hang or a silent wrong answer.
 """
+import json
 import os
 import signal
 import subprocess
@@ -227,3 +228,36 @@ def test_an_out_that_is_a_broken_link_is_named_as_one(target, why, tmp_path, cap
         os.symlink(str(link), str(tmp_path / "loop"))
     code, err = run(["sweep", *TINY, "--out", str(link)], capsys)
     one_line(code, err, f"--out {link} is a symbolic link", why)
+
+
+# ---------------------------------------------------------------- damaged results under --resume
+
+@pytest.fixture
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "out"
+    assert main(["sweep", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def damaged_copy(finished, tmp_path, edit):
+    import json
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    document = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(edit(document))
+    return out
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: json.dumps({**d, "config": {**d["config"], "data_identity": "x"}}), "data_identity"),
+    (lambda d: json.dumps({**d, "config": {**d["config"], "data_identity": [1]}}), "data_identity"),
+    (lambda d: '{"config": ' + "[" * 100_000 + "]" * 100_000 + "}", "results.json is unreadable"),
+])
+def test_resume_of_a_damaged_results_json_is_one_line(edit, expected, finished, tmp_path, capsys):
+    out = damaged_copy(finished, tmp_path, edit)
+    before = (out / "results.csv").read_bytes()
+    code, err = run(["sweep", *TINY, "--out", str(out), "--resume"], capsys)
+    one_line(code, err, "--resume", expected)
+    assert (out / "results.csv").read_bytes() == before

@@ -247,6 +247,9 @@ def _parse_noise(raw):
 def _refuse_other_data(previous, config):
     """A UsageError when the data of a sweep to resume are not those its kept rows were trained on."""
     then, now, data = previous.get("data_identity"), config["data_identity"], config["data"]
+    if then is not None and not isinstance(then, dict):
+        raise UsageError(f"--resume: the data_identity saved in results.json is {str(then)[:40]!r}, not what "
+                         "fastedf writes there, so the kept rows cannot be checked; use another --out")
     if previous.get("data") != data or then == now:
         return  # another name: _RESUME_KEYS says so
     if then is None and "sha256" not in now:
@@ -342,7 +345,7 @@ class ResultsDir:
             previous = json.loads(self._read_text(self.json_path))["config"]
             if not isinstance(previous, dict):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested beyond reading
             raise UsageError(f"--resume: {self.json_path} is unreadable; use a fresh --out") from None
         _refuse_other_data(previous, config)
         for name in _RESUME_KEYS:
@@ -400,7 +403,7 @@ class ResultsDir:
             try:
                 run = json.loads(line)
                 problem = run_problem(run, config)
-            except ValueError:
+            except (ValueError, RecursionError):
                 problem = "not valid JSON"
             if problem and number == len(lines):  # no newline after it: cut short
                 continue

@@ -278,7 +278,7 @@ def _figures_listed(json_path):
     try:
         with open(json_path, encoding="utf-8") as handle:
             figures = json.load(handle).get("figures", [])
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return []
     return [name for name in figures if isinstance(name, str) and name.endswith(".png")
             and os.path.basename(name) == name and not name.startswith(".")]
