@@ -261,3 +261,21 @@ def test_resume_of_a_damaged_results_json_is_one_line(edit, expected, finished, 
     code, err = run(["sweep", *TINY, "--out", str(out), "--resume"], capsys)
     one_line(code, err, "--resume", expected)
     assert (out / "results.csv").read_bytes() == before
+
+
+# ---------------------------------------------------------------- what cannot run, refused before it starts
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--data", ""], "--data is empty"),  # `--data "$DATA"` once trained the study's data instead
+    (["--data", "x.csv", "--label-column", " "], "--label-column is empty"),
+    (["--workers", "100000"], "--workers 100000: the sweep needs about"),  # once started 100000 processes
+    (["--model", "mlp", "--hidden", "100000000"], "use fewer --hidden units or smaller --batch-sizes"),
+])
+def test_options_that_cannot_mean_what_was_meant_are_refused_before_anything_starts(argv, expected, tmp_path,
+                                                                                    capsys):
+    out = tmp_path / "out"
+    started = time.monotonic()
+    code, err = run(["sweep", "--epochs", "1", "--seeds", "1", "--quiet", "--no-figures", *argv, "--out", str(out)],
+                    capsys)
+    one_line(code, err, expected)
+    assert time.monotonic() - started < 3 and not out.exists()

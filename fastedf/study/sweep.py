@@ -305,7 +305,7 @@ def main(argv=None):
         raise UsageError(f"{dataset.source}: too few rows for a train/test split ({n_train} train, {n_test} test)")
     config = build_config(args, dataset, n_train, n_test)
     refuse_what_cannot_finish(config, (n_train + n_test) * (len(config["features"]) + 1) * 8,
-                              args.out or RESULTS_ROOT)
+                              args.out or RESULTS_ROOT, args.workers)
     out = ResultsDir(_output_dir(args))
     out.claim()
     try:
