@@ -279,3 +279,24 @@ def test_options_that_cannot_mean_what_was_meant_are_refused_before_anything_sta
                     capsys)
     one_line(code, err, expected)
     assert time.monotonic() - started < 3 and not out.exists()
+
+
+def test_resume_without_results_json_keeps_the_rows_it_cannot_check(finished, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    (out / "results.json").unlink()
+    before = (out / "results.csv").read_bytes()
+    code, err = run(["sweep", *TINY, "--out", str(out), "--resume"], capsys)  # once: retrained, rows replaced
+    one_line(code, err, "results.json is missing", "results.csv")
+    assert (out / "results.csv").read_bytes() == before
+
+
+def test_resume_of_a_latest_that_was_removed_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("results")
+    os.symlink("20260101T000000Z", os.path.join("results", "latest"))
+    code, err = run(["sweep", *TINY, "--resume"], capsys)
+    one_line(code, err, "results/latest", "is gone")
+    assert os.listdir("results") == ["latest"]

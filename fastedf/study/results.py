@@ -339,7 +339,13 @@ class ResultsDir:
 
     def _read_previous(self, config):
         """The rows and runs of an earlier sweep with the same configuration, each checked as if just made."""
-        if not os.path.exists(self.json_path) or not os.path.exists(self.csv_path):
+        if not os.path.exists(self.json_path):
+            kept = [path for path in (self.csv_path, self.runs_path) if _has_entries(path)]
+            if kept:  # rows that cannot be checked would be retrained and replaced: refuse instead
+                raise UsageError(f"--resume: {self.json_path} is missing, so the runs in {kept[0]} cannot be "
+                                 "checked against these options; restore it, or use --overwrite to start again")
+            return {}, {}
+        if not os.path.exists(self.csv_path):
             return {}, {}
         try:
             previous = json.loads(self._read_text(self.json_path))["config"]
@@ -500,6 +506,16 @@ class ResultsDir:
     def write_json(self, config, env, rows, complete, extra=None):
         document = {"config": config, "environment": env, "complete": complete, "rows": rows, **(extra or {})}
         write_atomically(self.json_path, json.dumps(document, indent=1))  # never a half-written results.json
+
+
+def _has_entries(path):
+    """Whether a results.csv holds a row, or a runs.jsonl a line (not merely a header): work --resume would keep."""
+    try:
+        with open(path, "rb") as handle:
+            lines = [line for line in handle.read(1 << 16).splitlines() if line.strip()]
+    except OSError:
+        return False
+    return len(lines) > (1 if path.endswith(".csv") else 0)
 
 
 def _csv_row(row, fields=ROW_FIELDS):

@@ -260,6 +260,9 @@ def _output_dir(args):
     if latest is None:
         raise UsageError(f"--resume without --out resumes {os.path.join(RESULTS_ROOT, LATEST)}, and there is "
                          "none: name the sweep's directory with --out")
+    if not os.path.isdir(latest):  # removed since: resuming would start an empty sweep under its name
+        raise UsageError(f"--resume without --out resumes {os.path.join(RESULTS_ROOT, LATEST)}, which names "
+                         f"{latest}, and that directory is gone: name the sweep's directory with --out")
     return latest
 
 
