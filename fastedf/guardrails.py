@@ -145,10 +145,37 @@ def path_error(error, path, doing="write"):
     return UsageError(f"cannot {doing} {error.filename or path}: {reason}")
 
 
+def open_output(path, newline=None):
+    """`path` opened to write text from its start, never through a link nor into a file with other names.
+
+    A file in --out may have been made a symbolic link (or a hard link) to a
+    file elsewhere; opening it plainly would rewrite that file.  Such a path
+    is refused with a UsageError naming it, untouched, as the lock file is.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO never hangs
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _not_ours(path, "is a symbolic link" + _link_target(path)) from None
+        raise path_error(error, path, "write") from None
+    problem = _not_our_file(os.fstat(fd))
+    if problem:
+        os.close(fd)
+        raise _not_ours(path, problem)
+    os.ftruncate(fd, 0)
+    return open(fd, "w", newline=newline, encoding="utf-8")
+
+
+def _not_ours(path, problem):
+    return UsageError(f"{path} {problem}; fastedf writes only regular files of its own: remove it, or choose "
+                      "another --out")
+
+
 def write_atomically(path, text):
     """Write `text` to `path` whole or not at all (a temporary file, then a rename), or raise a path UsageError."""
     try:
-        with open(path + ".tmp", "w", newline="", encoding="utf-8") as handle:
+        with open_output(path + ".tmp", newline="") as handle:
             handle.write(text)
         os.replace(path + ".tmp", path)
     except OSError as error:
@@ -295,7 +322,7 @@ class DirectoryLock:
             if error.errno == errno.ELOOP:
                 raise self._not_ours("is a symbolic link" + _link_target(self.path)) from None
             raise UsageError(f"cannot write to {self.directory}: {error.strerror or error}") from None
-        problem = _not_a_lock_file(os.fstat(fd))
+        problem = _not_our_file(os.fstat(fd))
         if problem:
             os.close(fd)
             raise self._not_ours(problem)
@@ -333,8 +360,8 @@ class DirectoryLock:
         self.release()
 
 
-def _not_a_lock_file(stat):
-    """Why an opened lock path is not a file fastedf may lock and write (one phrase), or None."""
+def _not_our_file(stat):
+    """Why an opened path is not a file fastedf may lock or write (one phrase), or None."""
     if not S_ISREG(stat.st_mode):
         return "is not a regular file"
     if stat.st_uid != os.geteuid():

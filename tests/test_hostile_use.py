@@ -300,3 +300,22 @@ def test_resume_of_a_latest_that_was_removed_is_refused(tmp_path, capsys, monkey
     code, err = run(["sweep", *TINY, "--resume"], capsys)
     one_line(code, err, "results/latest", "is gone")
     assert os.listdir("results") == ["latest"]
+
+
+@pytest.mark.parametrize("name, link", [("results.json.tmp", os.symlink), ("runs.jsonl", os.symlink),
+                                        ("results.csv", os.link)])
+def test_resume_never_writes_through_a_link_out_of_its_directory(name, link, finished, tmp_path, capsys):
+    # The lock file was guarded against links; the files written beside it were not: --resume once
+    # rewrote the file a results.json.tmp link pointed at.
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    victim = tmp_path / "victim"
+    victim.write_bytes((out / name).read_bytes() if (out / name).exists() else b"keep\n")
+    before = victim.read_bytes()
+    (out / name).unlink(missing_ok=True)
+    link(str(victim), str(out / name))
+    code, err = run(["sweep", *TINY, "--out", str(out), "--resume"], capsys)
+    one_line(code, err, f"{out / name} ", "regular files of its own")
+    assert victim.read_bytes() == before

@@ -5,7 +5,7 @@ import json
 import math
 import os
 
-from ..guardrails import DirectoryLock, UsageError, make_output_dir, path_error, write_atomically
+from ..guardrails import DirectoryLock, UsageError, make_output_dir, open_output, path_error, write_atomically
 from .batch_scaling import updates_per_epoch
 from .distributed import TIMING_SERIAL
 from .options import ALLOWED_TIMINGS, scaled_lr
@@ -304,7 +304,7 @@ class ResultsDir:
         rows, runs = (self._read_previous(config) if resume else ({}, {}))
         self.noise_points = self._read_noise(config) if resume and config.get("noise") else []
         # Rewrite the files with the complete entries only, then append.
-        self._csv = self._open(self.csv_path, "w")
+        self._csv = self._open(self.csv_path)
         self._writer = csv.DictWriter(self._csv, self.fields)
         self._writer.writeheader()
         self._writer.writerows(_csv_row(row, self.fields) for row in rows.values())
@@ -312,17 +312,14 @@ class ResultsDir:
         self._order = list(rows)
         if config.get("noise"):
             self.write_noise(self.noise_points)
-        self._runs = self._open(self.runs_path, "w")
+        self._runs = self._open(self.runs_path)
         self._runs.writelines(json.dumps(runs[key]) + "\n" for key in rows)
         self._runs.flush()
         self.write_json(config, env, list(rows.values()), complete=False)
         return rows
 
-    def _open(self, path, mode):
-        try:
-            return open(path, mode, newline="" if path.endswith(".csv") else None, encoding="utf-8")
-        except OSError as error:
-            raise path_error(error, path, "write") from None
+    def _open(self, path):
+        return open_output(path, newline="" if path.endswith(".csv") else None)
 
     def _read_text(self, path):
         try:
@@ -479,7 +476,7 @@ class ResultsDir:
     def write_noise(self, points):
         """Write noise.csv whole: its header and `points` (the reference run's, all at once), flushed."""
         try:
-            with open(self.noise_path, "w", newline="", encoding="utf-8") as handle:
+            with open_output(self.noise_path, newline="") as handle:
                 writer = csv.DictWriter(handle, NOISE_FIELDS)
                 writer.writeheader()
                 writer.writerows({k: ("" if v is None else v) for k, v in p.items()} for p in points)
