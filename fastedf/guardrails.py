@@ -277,7 +277,7 @@ def refuse_earlier_results(directory, paths, what, options):
 
 
 def refuse_other_commands_files(directory, paths, command):
-    """A UsageError for an --out holding another subcommand's files: never mixed with ours, nor removed by --overwrite."""
+    """A UsageError for an --out holding another subcommand's files: never mixed with ours nor removed."""
     more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
     return UsageError(f"--out {directory} holds the files of {command} ({paths[0]}{more}), not of this command; "
                       "choose another --out")

@@ -46,9 +46,9 @@ import numpy as np
 
 from ..guardrails import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
                           ArgumentParser, Cost, DirectoryLock, UsageError, environment, existing_files,
-                          fresh_output_dir, int_list, make_output_dir, nonnegative_int, path_error, positive_int,
-                          refuse_earlier_results, refuse_other_commands_files, refuse_unless_it_fits, remove_files,
-                          seed_int, write_atomically)
+                          fresh_output_dir, int_list, make_output_dir, nonnegative_int, open_output, path_error,
+                          positive_int, refuse_earlier_results, refuse_other_commands_files, refuse_unless_it_fits,
+                          remove_files, seed_int, write_atomically)
 from ..models import logistic_regression
 from ..trainer import ENGINES, fit
 from .batch_scaling import updates_per_epoch
@@ -456,10 +456,7 @@ def _measure_and_write(args, argv, engines):
     print(f"fastedf memory: d={args.features}, n={args.samples}, {args.epochs} epochs -> {args.out}")
 
     rows = []
-    try:
-        handle = open(csv_path, "w", newline="", encoding="utf-8")
-    except OSError as error:
-        raise path_error(error, csv_path, "write") from None
+    handle = open_output(csv_path, newline="")
     with handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
 
