@@ -7,11 +7,18 @@ Errors, decided here once for every subcommand:
 - anything the user typed or pointed at (UsageError, an OSError at a path,
   running out of memory): one line `fastedf <cmd>: error: ...`, exit 2;
 - Ctrl-C: one line, exit 130 (a subcommand may print its own line and return 130);
+- SIGTERM (kill, a batch system's time limit): handled as Ctrl-C, so finished
+  rows are kept, results.json says so and child processes are stopped; exit 143;
+- the reader of stdout or stderr gone (`fastedf sweep --help | head -1`):
+  nothing more is printed, exit 141, as for any program killed by SIGPIPE;
 - anything else is a bug in fastedf: its traceback, then one line asking to
   report it, exit 1.
 """
 import importlib
+import os
+import signal
 import sys
+import threading
 import traceback
 
 from . import __version__
@@ -47,7 +54,57 @@ def _usage():
 
 
 def main(argv=None):
-    """Run a subcommand; returns its exit code (2 for bad input, 130 for Ctrl-C, 1 for a bug in fastedf)."""
+    """Run a subcommand; returns its exit code (2 for bad input, 130 for Ctrl-C, 143 for SIGTERM, 1 for a bug)."""
+    try:
+        with _TerminateAsInterrupt() as terminate:
+            code = _main(argv)
+    except BrokenPipeError:
+        _discard_output()
+        return 128 + signal.SIGPIPE
+    return 128 + signal.SIGTERM if terminate.received else code
+
+
+class _TerminateAsInterrupt:
+    """SIGTERM raised as the Ctrl-C it stands for, through whatever handles SIGINT at that moment.
+
+    The sweep's interrupt guard then keeps a run whose training finished, and
+    a KeyboardInterrupt stops child processes (subprocess.run kills its child)
+    instead of leaving them running after their parent died.
+    """
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame):
+        self.received = True
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):  # SIGINT ignored (a background job): SIGTERM must still stop the run
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+
+def _discard_output():
+    """Point stdout and stderr at /dev/null, so that nothing (not even Python's last flush) writes to a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test's capture): nothing to protect
+    os.close(devnull)
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(), file=sys.stdout if argv else sys.stderr)
@@ -70,6 +127,8 @@ def main(argv=None):
     except UsageError as error:
         _error(name, f"error: {error}")
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # our own output's reader went away: main's concern, not a path the user named
     except OSError as error:  # a file or directory the user named, or a full disk
         where = f"{error.filename}: " if error.filename else ""
         _error(name, f"error: {where}{error.strerror or error}")

@@ -37,10 +37,33 @@ class UsageError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but errors raise UsageError instead of printing usage and exiting."""
+    """argparse, but errors raise UsageError instead of printing usage and exiting.
+
+    Options are matched whole, never by prefix: `fastedf sweep --seed 3` would
+    otherwise run --seeds 3 (seeds 0..2) when seed 3 was meant.  An unknown
+    option is named with the nearest real ones.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
+        if message.startswith("unrecognized arguments:"):
+            message += _did_you_mean(message.split(":", 1)[1].split(), self._option_string_actions)
         raise UsageError(message)
+
+
+def _did_you_mean(words, options):
+    """'; did you mean --seeds?' for the first unknown option close to real ones, or ''."""
+    import difflib
+
+    for word in words:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], [o for o in options if o.startswith("--")],
+                                              n=2, cutoff=0.6)
+            if close:
+                return f" (did you mean {' or '.join(close)}?)"
+    return ""
 
 
 def positive_int(text):
@@ -122,10 +145,37 @@ def path_error(error, path, doing="write"):
     return UsageError(f"cannot {doing} {error.filename or path}: {reason}")
 
 
+def open_output(path, newline=None):
+    """`path` opened to write text from its start, never through a link nor into a file with other names.
+
+    A file in --out may have been made a symbolic link (or a hard link) to a
+    file elsewhere; opening it plainly would rewrite that file.  Such a path
+    is refused with a UsageError naming it, untouched, as the lock file is.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO never hangs
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _not_ours(path, "is a symbolic link" + _link_target(path)) from None
+        raise path_error(error, path, "write") from None
+    problem = _not_our_file(os.fstat(fd))
+    if problem:
+        os.close(fd)
+        raise _not_ours(path, problem)
+    os.ftruncate(fd, 0)
+    return open(fd, "w", newline=newline, encoding="utf-8")
+
+
+def _not_ours(path, problem):
+    return UsageError(f"{path} {problem}; fastedf writes only regular files of its own: remove it, or choose "
+                      "another --out")
+
+
 def write_atomically(path, text):
     """Write `text` to `path` whole or not at all (a temporary file, then a rename), or raise a path UsageError."""
     try:
-        with open(path + ".tmp", "w", newline="", encoding="utf-8") as handle:
+        with open_output(path + ".tmp", newline="") as handle:
             handle.write(text)
         os.replace(path + ".tmp", path)
     except OSError as error:
@@ -138,6 +188,14 @@ def make_output_dir(path, option="--out"):
         raise UsageError(f"{option} is empty: name a directory")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"{option} {path} exists and is not a directory")
+    if os.path.islink(path) and not os.path.exists(path):  # makedirs would only say "File exists"
+        try:
+            os.stat(path)
+            why = "cannot be followed"
+        except OSError as error:
+            why = "is part of a loop of links" if error.errno == errno.ELOOP else "does not exist"
+        raise UsageError(f"{option} {path} is a symbolic link to {os.readlink(path)}, which {why}; mend the link "
+                         f"or choose another {option}")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
@@ -218,6 +276,13 @@ def refuse_earlier_results(directory, paths, what, options):
     return UsageError(f"--out {directory} holds {what} ({paths[0]}{more}); {options}, or choose another --out")
 
 
+def refuse_other_commands_files(directory, paths, command):
+    """A UsageError for an --out holding another subcommand's files: never mixed with ours nor removed."""
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return UsageError(f"--out {directory} holds the files of {command} ({paths[0]}{more}), not of this command; "
+                      "choose another --out")
+
+
 def remove_files(paths):
     """Remove these files (an earlier run's, for --overwrite), or raise a UsageError naming the first that resists."""
     for path in paths:
@@ -257,7 +322,7 @@ class DirectoryLock:
             if error.errno == errno.ELOOP:
                 raise self._not_ours("is a symbolic link" + _link_target(self.path)) from None
             raise UsageError(f"cannot write to {self.directory}: {error.strerror or error}") from None
-        problem = _not_a_lock_file(os.fstat(fd))
+        problem = _not_our_file(os.fstat(fd))
         if problem:
             os.close(fd)
             raise self._not_ours(problem)
@@ -295,8 +360,8 @@ class DirectoryLock:
         self.release()
 
 
-def _not_a_lock_file(stat):
-    """Why an opened lock path is not a file fastedf may lock and write (one phrase), or None."""
+def _not_our_file(stat):
+    """Why an opened path is not a file fastedf may lock or write (one phrase), or None."""
     if not S_ISREG(stat.st_mode):
         return "is not a regular file"
     if stat.st_uid != os.geteuid():

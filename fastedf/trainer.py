@@ -47,16 +47,46 @@ def _check_scalar(name, value, kind, minimum, maximum=None):
     ok_type = (isinstance(value, (int, np.integer)) if kind is int
                else isinstance(value, (int, float, np.integer, np.floating)))
     if isinstance(value, (bool, np.bool_)) or not ok_type:
-        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {_shown(value)}")
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an int too large for a float
         finite = False
     if not finite or value < minimum or (kind is float and value <= 0):
         bound = f">= {minimum}" if kind is int else "finite and > 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
+        raise ValueError(f"{name} must be {bound}, got {_shown(value)}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
+        raise ValueError(f"{name} must be at most {maximum}, got {_shown(value)}")
+
+
+def _check_flag(name, value):
+    """True or False (or 1, 0): a string such as "no" is true in Python and would silently switch the option on."""
+    if not (isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1))):
+        raise ValueError(f"{name} must be True or False, got {_shown(value)}")
+
+
+def _shown(value, limit=40):
+    """repr(value), cut to a readable length (an integer of 400 digits is still one line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def validate_graph(loss, graph):
+    """Check the graph `fit` would train: `loss` its last node, no cycle, at least one Input and one Parameter."""
+    if graph[-1] is not loss:
+        raise ValueError(f"{loss} is not the last node of its graph: train the final node")
+    position = {node: i for i, node in enumerate(graph)}
+    for node in graph:
+        for source in node.inputs:
+            if position[source] >= position[node]:
+                raise ValueError(f"the graph has a cycle: {node} takes {source} as an input, and {source} "
+                                 f"depends on {node}; a graph's inputs must come before it")
+    if not any(isinstance(node, Input) for node in graph):
+        raise ValueError(f"{loss} depends on no Input: fit trains on data, fed to Input nodes as "
+                         "{x: X, y: Y}")
+    if not any(isinstance(node, Parameter) for node in graph):
+        raise ValueError(f"{loss} depends on no Parameter, so fit would train nothing: hold the weights in "
+                         "Parameter(...) nodes")
 
 
 def validate_feeds(graph, feeds):
@@ -71,6 +101,8 @@ def validate_feeds(graph, feeds):
     for node in needed:
         if node not in feeds:
             raise ValueError(f"{node} is an input of the loss but has no feed")
+        if np.iscomplexobj(feeds[node]):  # a cast to float64 would drop the imaginary parts with a warning
+            raise ValueError(f"{node}: feed is complex; fit trains on real numbers")
         try:
             array = np.ascontiguousarray(feeds[node], dtype=F64)
         except (TypeError, ValueError):
@@ -92,8 +124,11 @@ def validate_feeds(graph, feeds):
             labels = checked[node.inputs[0]]
             row = K.first_bad_row(labels.reshape(len(labels), -1), 0.0, 1.0)
             if row >= 0:
+                indices = np.all(labels == np.round(labels)) and labels.min() >= 0
+                hint = ("; class indices? CE takes one-hot labels of the predictions' shape (B, classes): "
+                        "model.labels(y), or np.eye(classes)[y]") if indices and type(node).__name__ == "CE" else ""
                 raise ValueError(f"{node.inputs[0]}: {type(node).__name__} labels must lie in [0, 1]; "
-                                 f"row {row} is {labels[row]}")
+                                 f"row {row} is {labels[row]}, labels shaped {labels.shape}{hint}")
     return checked
 
 
@@ -239,10 +274,11 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
     _check_scalar("lr", lr, float, 0)
     if micro_batch is not None:
         _check_scalar("micro_batch", micro_batch, int, 1)
+    _check_flag("shuffle", shuffle)
+    _check_flag("progress", progress)
     graph = topological_sort(loss)
     fused.release(graph)  # a course loop's plan on these nodes ends: fit runs and compiles them itself
-    if graph[-1] is not loss:
-        raise ValueError(f"{loss} is not the last node of its graph: train the final node")
+    validate_graph(loss, graph)
     parameters = [n for n in graph if isinstance(n, Parameter)]
     _own_parameters(parameters)
     feeds = validate_feeds(graph, feeds)

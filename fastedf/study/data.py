@@ -137,7 +137,8 @@ def load_csv(path, label_column="label"):
         digest = hashlib.sha256()
         with _hashed_text(path, digest) as handle:
             reader = csv.reader(_bounded_lines(path, handle))
-            header = [name.strip() for name in next(reader, None) or []]
+            first = next((row for row in reader if any(cell.strip() for cell in row)), [])  # blank lines skipped
+            header = [name.strip() for name in first]
             label_at, features = _check_header(path, header, label_column)
             values, rows, line = array("d"), 0, 1
             budget = available_memory_bytes()
@@ -160,6 +161,9 @@ def load_csv(path, label_column="label"):
     table = np.frombuffer(values, dtype=np.float64).reshape(rows, len(header))
     X = np.ascontiguousarray(np.delete(table, label_at, axis=1))
     y = np.ascontiguousarray(table[:, label_at])
+    if np.all(y == y[0]):  # a classifier of one class learns nothing, and its accuracy of 1 would say it did
+        raise UsageError(f"{path}: every row's label ({label_column!r}) is {y[0]:g}; the study needs rows of "
+                         "both classes, 0 and 1")
     return Dataset(str(path), X, y, tuple(features), sha256=digest.hexdigest())
 
 
@@ -221,6 +225,12 @@ def _check_header(path, header, label_column):
     if len(header) > MAX_COLUMNS:
         raise UsageError(f"{path}: the header has {len(header):,d} columns; at most {MAX_COLUMNS:,d} are read")
     nameless = [str(j + 1) for j, name in enumerate(header) if not name]
+    hidden = [name for name in header if not name.isprintable()]
+    if hidden and "\t" in hidden[0]:
+        raise UsageError(f"{path}: the header's column {hidden[0]!r} holds tabs; --data reads comma-separated "
+                         "values")
+    if hidden:  # a NUL or another control character: names that print alike but do not match
+        raise UsageError(f"{path}: the header's column {hidden[0]!r} holds a control character; is it a text CSV?")
     if nameless:
         raise UsageError(f"{path}: header column(s) {_listed(nameless)} have no name")
     counts = Counter(header)  # linear time, whatever the number of columns

@@ -46,8 +46,9 @@ import numpy as np
 
 from ..guardrails import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
                           ArgumentParser, Cost, DirectoryLock, UsageError, environment, existing_files,
-                          fresh_output_dir, int_list, make_output_dir, nonnegative_int, path_error, positive_int,
-                          refuse_earlier_results, refuse_unless_it_fits, remove_files, seed_int, write_atomically)
+                          fresh_output_dir, int_list, make_output_dir, nonnegative_int, open_output, path_error,
+                          positive_int, refuse_earlier_results, refuse_other_commands_files, refuse_unless_it_fits,
+                          remove_files, seed_int, write_atomically)
 from ..models import logistic_regression
 from ..trainer import ENGINES, fit
 from .batch_scaling import updates_per_epoch
@@ -387,6 +388,10 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     engines = _engines(args.engine)
+    args.batch_sizes = list(dict.fromkeys(args.batch_sizes))  # a size given twice is measured once
+    if args.micro_batch is not None and args.micro_batch >= max(args.batch_sizes):
+        raise UsageError(f"--micro-batch {args.micro_batch} is not smaller than any batch size (the largest is "
+                         f"{max(args.batch_sizes)}), so it would change nothing: choose M below it")
     too_big = [b for b in args.batch_sizes if b > args.samples]
     if too_big:
         raise UsageError(f"--batch-sizes {too_big[0]} exceeds --samples {args.samples}")
@@ -402,6 +407,11 @@ def main(argv=None):
         args.out = fresh_output_dir(MEMORY_ROOT)
     make_output_dir(args.out)
     with DirectoryLock(args.out, "fastedf memory"):
+        from .results import ResultsDir  # the sweep's files; imported only here, where they are looked for
+
+        foreign = existing_files(args.out, ResultsDir.FILES)
+        if foreign:
+            raise refuse_other_commands_files(args.out, foreign, "fastedf sweep")
         earlier = existing_files(args.out, OUTPUT_FILES)
         if earlier and not args.overwrite:
             raise refuse_earlier_results(args.out, earlier, "an earlier measurement's files",
@@ -446,10 +456,7 @@ def _measure_and_write(args, argv, engines):
     print(f"fastedf memory: d={args.features}, n={args.samples}, {args.epochs} epochs -> {args.out}")
 
     rows = []
-    try:
-        handle = open(csv_path, "w", newline="", encoding="utf-8")
-    except OSError as error:
-        raise path_error(error, csv_path, "write") from None
+    handle = open_output(csv_path, newline="")
     with handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
 

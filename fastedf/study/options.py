@@ -3,9 +3,10 @@ import argparse
 import math
 
 from ..guardrails import (SECONDS_PER_ELEMENT, SECONDS_PER_FIT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE, ArgumentParser,
-                          Cost, UsageError, float_list, int_list, nonnegative_int, positive_float, positive_int,
-                          refuse_unless_it_fits)
+                          Cost, UsageError, available_memory_bytes, float_list, int_list, nonnegative_int,
+                          positive_float, positive_int, refuse_unless_it_fits)
 from ..models import ACTIVATIONS
+from ..text import format_bytes
 from ..trainer import ENGINES
 from .batch_scaling import updates_per_epoch
 from .data import Dataset, load_csv, load_digits_dataset
@@ -149,6 +150,10 @@ def build_parser():
 
 def load_dataset(args):
     """The Dataset that --data names (the study's by default); UsageError for options that do not fit it."""
+    for option, value in (("--data", args.data), ("--label-column", args.label_column)):
+        if value is not None and not value.strip():  # `--data "$DATA"` with DATA unset must not train the study's
+            raise UsageError(f"{option} is empty ({value!r}; an unset shell variable?): name it, or leave the "
+                             "option out")
     data = args.data or "study"
     if args.label_column is not None and data in ("study", *DIGITS):
         raise UsageError("--label-column needs --data CSV")
@@ -250,7 +255,18 @@ DATA_COPIES = 4  # the data set, one seed's split, a shuffled copy of it, the ev
 EDF_SECONDS_PER_UPDATE = 1e-6  # the NumPy EDF course loop's fixed cost per step, a lower bound (measured 3e-5)
 
 
-def sweep_cost(config, data_bytes, epochs, seeds, repeats):
+BYTES_PER_WORKER = 100 * 2**20  # a Dask worker process: Python, NumPy, Numba and fastedf loaded (measured 103 MB)
+BYTES_PER_MODEL_VALUE = 16  # a parameter or an activation of the run in training: its value and its gradient
+
+
+def model_bytes(config):
+    """Memory of the model in training, a lower bound: its parameters and every layer's output at the largest B."""
+    parameters = model_of(config).n_parameters(len(config["features"]), config.get("classes", 1))
+    widths = sum(config.get("hidden") or ()) + config.get("classes", 1)  # every layer's output, per sample
+    return BYTES_PER_MODEL_VALUE * (parameters + max(config["batch_sizes"]) * widths)
+
+
+def sweep_cost(config, data_bytes, epochs, seeds, repeats, workers=0):
     """The Cost of a sweep with `config` but these epochs, seeds and repeats.
 
     Time is a lower bound (guardrails.SECONDS_PER_*): per fit a fixed cost, per SGD
@@ -259,8 +275,10 @@ def sweep_cost(config, data_bytes, epochs, seeds, repeats):
     Grid runs (the lr grid) train once more node by node, measuring the whole
     training set's loss after every update (at most training.LOSS_BUDGET
     multiply-adds of it per run).  Memory: DATA_COPIES of the data, one run's curve
-    being written, and every run's curve and row, which the report holds at
-    the end.  Disk: runs.jsonl and the rows.
+    being written, every run's curve and row, which the report holds at
+    the end, the model in training (its parameters and its activations at
+    the largest batch size) and `workers` local Dask worker processes.
+    Disk: runs.jsonl and the rows.
     """
     n, sizes = config["n_train"], config["batch_sizes"]
     work = model_of(config).n_parameters(len(config["features"]), config.get("classes", 1))
@@ -286,16 +304,27 @@ def sweep_cost(config, data_bytes, epochs, seeds, repeats):
         seconds += len(sizes) * SECONDS_PER_PROCESS
     memory = DATA_COPIES * data_bytes + BYTES_PER_EPOCH_LIVE * epochs + runs * (BYTES_PER_RUN
                                                                                + BYTES_PER_EPOCH_KEPT * epochs)
+    memory += model_bytes(config) + workers * BYTES_PER_WORKER
     disk = runs * (BYTES_PER_RUN + BYTES_PER_EPOCH_ON_DISK * epochs)
     return Cost(seconds, memory, disk)
 
 
-def refuse_what_cannot_finish(config, data_bytes, out):
-    """A UsageError naming the option to lower when the sweep cannot fit this machine's memory, disk or a week."""
+def refuse_what_cannot_finish(config, data_bytes, out, workers=None):
+    """A UsageError naming the option to lower when the sweep cannot fit this machine's memory, disk or a week.
+
+    workers: --workers, the local Dask cluster's processes (None: none started here).
+    """
+    available = available_memory_bytes()
+    if available is not None and model_bytes(config) > available:  # no count of runs can help: name the model
+        raise UsageError(f"the model ({config['model']}) at batch size {max(config['batch_sizes'])} needs about "
+                         f"{format_bytes(model_bytes(config))} of memory and {format_bytes(available)} is available; "
+                         "use fewer --hidden units or smaller --batch-sizes")
     default = build_parser().get_default
     options = {"--epochs": (config["epochs"], default("epochs"), 0),
                "--seeds": (config["seeds"], default("seeds"), 1),
                "--repeats": (config["repeats"], default("repeats"), 1)}
+    if workers:
+        options["--workers"] = (workers, 1, 1)
     refuse_unless_it_fits(
-        lambda v: sweep_cost(config, data_bytes, v["--epochs"], v["--seeds"], v["--repeats"]),
+        lambda v: sweep_cost(config, data_bytes, v["--epochs"], v["--seeds"], v["--repeats"], v.get("--workers", 0)),
         options, "the sweep", out)

@@ -5,7 +5,7 @@ import json
 import math
 import os
 
-from ..guardrails import DirectoryLock, UsageError, make_output_dir, path_error, write_atomically
+from ..guardrails import DirectoryLock, UsageError, make_output_dir, open_output, path_error, write_atomically
 from .batch_scaling import updates_per_epoch
 from .distributed import TIMING_SERIAL
 from .options import ALLOWED_TIMINGS, scaled_lr
@@ -247,6 +247,9 @@ def _parse_noise(raw):
 def _refuse_other_data(previous, config):
     """A UsageError when the data of a sweep to resume are not those its kept rows were trained on."""
     then, now, data = previous.get("data_identity"), config["data_identity"], config["data"]
+    if then is not None and not isinstance(then, dict):
+        raise UsageError(f"--resume: the data_identity saved in results.json is {str(then)[:40]!r}, not what "
+                         "fastedf writes there, so the kept rows cannot be checked; use another --out")
     if previous.get("data") != data or then == now:
         return  # another name: _RESUME_KEYS says so
     if then is None and "sha256" not in now:
@@ -301,7 +304,7 @@ class ResultsDir:
         rows, runs = (self._read_previous(config) if resume else ({}, {}))
         self.noise_points = self._read_noise(config) if resume and config.get("noise") else []
         # Rewrite the files with the complete entries only, then append.
-        self._csv = self._open(self.csv_path, "w")
+        self._csv = self._open(self.csv_path)
         self._writer = csv.DictWriter(self._csv, self.fields)
         self._writer.writeheader()
         self._writer.writerows(_csv_row(row, self.fields) for row in rows.values())
@@ -309,17 +312,14 @@ class ResultsDir:
         self._order = list(rows)
         if config.get("noise"):
             self.write_noise(self.noise_points)
-        self._runs = self._open(self.runs_path, "w")
+        self._runs = self._open(self.runs_path)
         self._runs.writelines(json.dumps(runs[key]) + "\n" for key in rows)
         self._runs.flush()
         self.write_json(config, env, list(rows.values()), complete=False)
         return rows
 
-    def _open(self, path, mode):
-        try:
-            return open(path, mode, newline="" if path.endswith(".csv") else None, encoding="utf-8")
-        except OSError as error:
-            raise path_error(error, path, "write") from None
+    def _open(self, path):
+        return open_output(path, newline="" if path.endswith(".csv") else None)
 
     def _read_text(self, path):
         try:
@@ -336,13 +336,19 @@ class ResultsDir:
 
     def _read_previous(self, config):
         """The rows and runs of an earlier sweep with the same configuration, each checked as if just made."""
-        if not os.path.exists(self.json_path) or not os.path.exists(self.csv_path):
+        if not os.path.exists(self.json_path):
+            kept = [path for path in (self.csv_path, self.runs_path) if _has_entries(path)]
+            if kept:  # rows that cannot be checked would be retrained and replaced: refuse instead
+                raise UsageError(f"--resume: {self.json_path} is missing, so the runs in {kept[0]} cannot be "
+                                 "checked against these options; restore it, or use --overwrite to start again")
+            return {}, {}
+        if not os.path.exists(self.csv_path):
             return {}, {}
         try:
             previous = json.loads(self._read_text(self.json_path))["config"]
             if not isinstance(previous, dict):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested beyond reading
             raise UsageError(f"--resume: {self.json_path} is unreadable; use a fresh --out") from None
         _refuse_other_data(previous, config)
         for name in _RESUME_KEYS:
@@ -400,7 +406,7 @@ class ResultsDir:
             try:
                 run = json.loads(line)
                 problem = run_problem(run, config)
-            except ValueError:
+            except (ValueError, RecursionError):
                 problem = "not valid JSON"
             if problem and number == len(lines):  # no newline after it: cut short
                 continue
@@ -470,7 +476,7 @@ class ResultsDir:
     def write_noise(self, points):
         """Write noise.csv whole: its header and `points` (the reference run's, all at once), flushed."""
         try:
-            with open(self.noise_path, "w", newline="", encoding="utf-8") as handle:
+            with open_output(self.noise_path, newline="") as handle:
                 writer = csv.DictWriter(handle, NOISE_FIELDS)
                 writer.writeheader()
                 writer.writerows({k: ("" if v is None else v) for k, v in p.items()} for p in points)
@@ -497,6 +503,16 @@ class ResultsDir:
     def write_json(self, config, env, rows, complete, extra=None):
         document = {"config": config, "environment": env, "complete": complete, "rows": rows, **(extra or {})}
         write_atomically(self.json_path, json.dumps(document, indent=1))  # never a half-written results.json
+
+
+def _has_entries(path):
+    """Whether a results.csv holds a row, or a runs.jsonl a line (not merely a header): work --resume would keep."""
+    try:
+        with open(path, "rb") as handle:
+            lines = [line for line in handle.read(1 << 16).splitlines() if line.strip()]
+    except OSError:
+        return False
+    return len(lines) > (1 if path.endswith(".csv") else 0)
 
 
 def _csv_row(row, fields=ROW_FIELDS):

@@ -77,8 +77,8 @@ import sys
 
 from ..guardrails import (EXIT_INTERRUPTED, LATEST, NO_GUARD, InterruptGuard, Progress, UsageError, environment,
                           existing_files, fresh_output_dir, latest_output_dir, path_error, refuse_earlier_results,
-                          remove_files)
-from . import plots, report
+                          refuse_other_commands_files, remove_files)
+from . import memory, plots, report
 from .distributed import Grid, probe_scheduler, require_dask
 from .lr_grid import analyse, best_per_batch_and_seed
 from .options import RESULTS_ROOT, build_config, build_parser, load_dataset, model_of, refuse_what_cannot_finish
@@ -264,6 +264,9 @@ def _output_dir(args):
     if latest is None:
         raise UsageError(f"--resume without --out resumes {os.path.join(RESULTS_ROOT, LATEST)}, and there is "
                          "none: name the sweep's directory with --out")
+    if not os.path.isdir(latest):  # removed since: resuming would start an empty sweep under its name
+        raise UsageError(f"--resume without --out resumes {os.path.join(RESULTS_ROOT, LATEST)}, which names "
+                         f"{latest}, and that directory is gone: name the sweep's directory with --out")
     return latest
 
 
@@ -282,7 +285,7 @@ def _figures_listed(json_path):
     try:
         with open(json_path, encoding="utf-8") as handle:
             figures = json.load(handle).get("figures", [])
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return []
     return [name for name in figures if isinstance(name, str) and name.endswith(".png")
             and os.path.basename(name) == name and not name.startswith(".")]
@@ -309,10 +312,13 @@ def main(argv=None):
         raise UsageError(f"{dataset.source}: too few rows for a train/test split ({n_train} train, {n_test} test)")
     config = build_config(args, dataset, n_train, n_test)
     refuse_what_cannot_finish(config, (n_train + n_test) * (len(config["features"]) + 1) * 8,
-                              args.out or RESULTS_ROOT)
+                              args.out or RESULTS_ROOT, args.workers)
     out = ResultsDir(_output_dir(args))
     out.claim()
     try:
+        foreign = existing_files(out.path, memory.OUTPUT_FILES)
+        if foreign:
+            raise refuse_other_commands_files(out.path, foreign, "fastedf memory")
         earlier = existing_files(out.path, _sweep_files(out))
         if earlier and not (args.resume or args.overwrite):
             raise refuse_earlier_results(out.path, earlier, "an earlier sweep's results",
