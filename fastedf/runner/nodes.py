@@ -5,10 +5,13 @@ fastedf) that gives a class `forward` and `backward` is an operation node
 class (builtins.__build_class__ sees every class statement, in the EDF module
 however it is imported and in the script itself).  Its methods are wrapped:
 
-- counting: the user's methods, timed.  Verifying imports fastedf's kernels
+- counting: the user's own methods, untouched: a CPU-time profiling signal
+  (SIGPROF, every SAMPLE_SECONDS) looks for them on the stack, so a short
+  script pays no wrapper on any call.  Verifying imports fastedf's kernels
   and runs several candidates beside the user's code, which a short script
-  cannot repay, so nothing is verified until the time in nodes reaches
-  ACTIVATE_AFTER;
+  cannot repay, so nothing is verified until the sampled time in nodes
+  reaches ACTIVATE_AFTER (where SIGPROF is missing, the methods are timed by
+  wrappers instead);
 - verifying: each call runs the user's code (its values are the ones kept)
   and the surviving candidates beside it; a candidate that differs once is
   dropped.  After VERIFIED_CALLS calls the survivors are probed on scratch
@@ -27,6 +30,7 @@ raised by the user's own code propagates unchanged.
 """
 import builtins
 import os
+import signal
 import sys
 import sysconfig
 import time
@@ -46,6 +50,7 @@ ACTIVATE_AFTER = float(os.environ.get("FASTEDF_RUN_ACTIVATE_AFTER") or 0.5)
 VERIFIED_CALLS = 3  # real calls a candidate must agree on before the probes
 FIRST_RECHECK = 16  # accelerated calls of a class re-checked: 16, 32, 64, ...
 TIMED_CALLS = 64  # verified calls whose times (the user's code, the match) are kept for the report
+SAMPLE_SECONDS = 0.005  # CPU time between two looks at the stack while counting
 PAYING_SAMPLES = 6  # timed calls of a match's kernels before deciding whether accelerating it pays
 
 
@@ -140,7 +145,7 @@ class NodeClass:
         self.name = f"{cls.__module__}.{cls.__qualname__}"
         self.forward0, self.backward0 = _unwrapped(cls.forward), _unwrapped(cls.backward)
         self.state, self.reason = "counting", None
-        self.calls, self.seconds = 0, 0.0  # user's calls and time in them
+        self.calls, self.seconds = 0, 0.0  # user's calls (or samples) while counting and time in them
         self.survivors, self.eliminated, self.match = None, {}, None
         self.verified, self.fast, self.pending = {}, {}, {}
         self.verified_calls = self.fast_calls = self.checked_calls = 0
@@ -153,7 +158,8 @@ class NodeClass:
         self.probed = []
         self.slower = None  # (accelerated, user's) seconds per call when acceleration would not pay
         self._last_ids, self.weightlike = {}, {}
-        self.counting()
+        if not registry.sample(self):
+            self.counting()
 
     # ---- the class's methods ------------------------------------------------------------------------------
 
@@ -688,6 +694,7 @@ class Registry:
         self.differences = 0
         self.started = time.perf_counter()
         self._build_class = None
+        self._codes, self._sampler = {}, None  # code object -> NodeClass; the signal handler and timer replaced
 
     def install(self):
         original = self._build_class = builtins.__build_class__
@@ -714,8 +721,61 @@ class Registry:
         if self.active:
             self._activate_one(entry)
 
+    def sample(self, entry):
+        """Count the class's time by sampling the stack (False where SIGPROF cannot be used: timed wrappers)."""
+        if self.active:
+            return True
+        if self._sampler is None:
+            try:
+                handler = signal.signal(signal.SIGPROF, self._look)
+            except (AttributeError, ValueError, OSError):  # no SIGPROF (Windows), or not the main thread
+                return False
+            self._sampler = (handler, signal.setitimer(signal.ITIMER_PROF, SAMPLE_SECONDS, SAMPLE_SECONDS))
+        for method in (entry.forward0, entry.backward0):
+            code = getattr(method, "__code__", None)
+            if code is not None:
+                self._codes.setdefault(code, entry)
+        return True
+
+    def _look(self, signum, frame):
+        """SIGPROF: charge SAMPLE_SECONDS to the innermost node method on the stack."""
+        codes = self._codes
+        while frame is not None:
+            entry = codes.get(frame.f_code)
+            if entry is not None:
+                entry.seconds += SAMPLE_SECONDS
+                entry.calls += 1
+                self.seconds += SAMPLE_SECONDS
+                if self.seconds > ACTIVATE_AFTER:
+                    self._stop_sampling()
+                    self._arm()
+                return
+            frame = frame.f_back
+
+    def _stop_sampling(self):
+        if self._sampler is not None:
+            handler, timer = self._sampler
+            self._sampler = None
+            signal.setitimer(signal.ITIMER_PROF, *timer)
+            signal.signal(signal.SIGPROF, handler)
+
+    def _arm(self):
+        """From the signal handler, which must not import or verify: each class's next call activates."""
+        for entry in self.classes:
+            if entry.state == "counting":
+                entry._set(self._activating(entry, "forward"), self._activating(entry, "backward"))
+
+    def _activating(self, entry, name):
+        def method(node, *args, **kwargs):
+            self.activate()
+            return getattr(entry.cls, name)(node, *args, **kwargs)
+        return _named(method, getattr(entry, name + "0"))
+
     def activate(self):
         """Start verifying: the time in nodes shows that loading the candidates will pay."""
+        if self.active:
+            return
+        self._stop_sampling()
         self.active = True
         self.dispatch_seconds = _dispatch_seconds()
         self.activated_at = self.seconds
@@ -732,6 +792,7 @@ class Registry:
 
     def finish(self):
         """Put every class's own methods back (atexit code of the script runs the user's code)."""
+        self._stop_sampling()
         for entry in self.classes:
             if entry.state in ("counting", "verifying", "accelerated"):
                 entry._set(entry.forward0, entry.backward0)
