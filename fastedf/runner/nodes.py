@@ -51,7 +51,14 @@ VERIFIED_CALLS = 3  # real calls a candidate must agree on before the probes
 FIRST_RECHECK = 16  # accelerated calls of a class re-checked: 16, 32, 64, ...
 TIMED_CALLS = 64  # verified calls whose times (the user's code, the match) are kept for the report
 SAMPLE_SECONDS = 0.005  # CPU time between two looks at the stack while counting
-PAYING_SAMPLES = 6  # timed calls of a match's kernels before deciding whether accelerating it pays
+PAYING_SAMPLES = 6
+# Before a match loads its kernels (verified with NumPy until then), whether they can repay their cost, assuming the
+# class runs as long again as it has so far: ~0.06 s a kernel, two a match, and Numba's import (~0.25 s CPU where
+# nothing has imported it) against the gain per call of a kernel call (the fastest measured through a candidate,
+# Sigmoid's, 2.8 us; losses 4-5 us) with the dispatch, over the user's code (shared machine, warm cache).
+KERNEL_CALL_SECONDS = 2.5e-6
+KERNEL_LOAD_SECONDS = 0.06
+NUMBA_IMPORT_SECONDS = 0.25  # timed calls of a match's kernels before deciding whether accelerating it pays
 
 
 def _own_dirs():
@@ -524,6 +531,15 @@ class NodeClass:
         self.slower = (mine + self.registry.dispatch_seconds, user)
         return False
 
+    def repays(self):
+        """Whether the match's kernels can save more than loading them costs, the class running as long again."""
+        user = median(self.user_times)
+        gain = user - KERNEL_CALL_SECONDS - self.registry.dispatch_seconds
+        if gain <= 0:
+            return False
+        cost = 2 * KERNEL_LOAD_SECONDS + (0.0 if "numba" in sys.modules else NUMBA_IMPORT_SECONDS)
+        return gain * (self.seconds + self.user_seconds) / user > cost
+
     @property
     def mine_times(self):
         return self.times.get(self.match.candidate, []) if self.match is not None else []
@@ -532,6 +548,9 @@ class NodeClass:
         c = self._ranked()[0]
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
+        if not c.use_kernels and c.kernels and not self.registry.eager and not self.repays():
+            return self.give_back("verified, but its kernels would not repay their loading "
+                                  f"(the user's code takes {median(self.user_times) * 1e6:.1f} us a call)")
         if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
             c.use_kernels = True
             self.times[c] = []
