@@ -427,6 +427,27 @@ def test_sampled_time_in_nodes_starts_verification(tmp_path, monkeypatch):
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
 
 
+def test_a_class_whose_kernels_do_not_repay_yet_waits_unwrapped_then_is_accelerated(tmp_path, monkeypatch):
+    monkeypatch.setattr(nodes, "ACTIVATE_AFTER", 0.02)
+    monkeypatch.setattr(nodes, "NUMBA_IMPORT_SECONDS", 0.0)
+    monkeypatch.setattr(nodes, "KERNEL_LOAD_SECONDS", 0.05)  # a BCE repays after ~0.15 s of its own time
+    registry = nodes.Registry()
+    edf = _module(tmp_path, registry)
+    X = np.random.default_rng(2).normal(size=(4000, 3))
+    bce, seen = None, set()
+    start = time.process_time()
+    while time.process_time() - start < 30 and not (bce is not None and bce.state == "accelerated" and bce.fast_calls):
+        _train(edf, steps=40, data=X)
+        bce = _by_name(registry, "BCE") if registry.active else None
+        if bce is not None and bce.state == "deferred":
+            seen.add("deferred")
+            assert edf.BCE.forward is bce.forward0 and edf.BCE.backward is bce.backward0  # no wrapper meanwhile
+    assert "deferred" in seen and bce.state == "accelerated" and bce.fast_calls > 0, (bce.state, bce.reason)
+    result = _train(edf, steps=30, data=X)
+    registry.finish()
+    _same_training(_train(_plain(tmp_path), steps=30, data=X), result)
+
+
 # ---- the command line -----------------------------------------------------------------------------------------
 
 SCRIPT = """

@@ -157,6 +157,8 @@ class NodeClass:
         self.verified, self.fast, self.pending = {}, {}, {}
         self.verified_calls = self.fast_calls = self.checked_calls = 0
         self.next_check = FIRST_RECHECK
+        self.accept_at = VERIFIED_CALLS  # verified calls before the probes and the match
+        self.resumed = False  # deferred, then found to repay: its kernels are loaded without asking again
         self.rule = self.replaces = self.keys = None
         self.gradient_forms = {}
         self.full_call_passed = False
@@ -508,7 +510,7 @@ class NodeClass:
         g = next(iter(upstreams.values()))
         gsigs = self.verified.setdefault(checked.key, (checked.form, set(), self.gradient_forms))[1]
         gsigs.add(verify.signature(g))
-        if self.match is None and self.verified_calls >= VERIFIED_CALLS:
+        if self.match is None and self.verified_calls >= self.accept_at:
             self.probe(node)
             if self.state == "user":
                 return
@@ -531,6 +533,18 @@ class NodeClass:
         self.slower = (mine + self.registry.dispatch_seconds, user)
         return False
 
+    def defer(self):
+        """The user's code, with no wrapper, until the class's sampled time shows its kernels repay loading."""
+        self.give_back("verified, but its kernels would not repay their loading yet "
+                       f"(the user's code takes {median(self.user_times) * 1e6:.1f} us a call)")
+        self.state = "deferred"
+        self.registry.sample(self)
+
+    def resume(self):
+        """A deferred class that now repays: its match's kernels verified on the next calls, then accelerated."""
+        self.match, self.reason, self.resumed, self.accept_at = None, None, True, self.verified_calls + 1
+        self.verifying()
+
     def repays(self):
         """Whether the match's kernels can save more than loading them costs, the class running as long again."""
         user = median(self.user_times)
@@ -548,9 +562,9 @@ class NodeClass:
         c = self._ranked()[0]
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
-        if not c.use_kernels and c.kernels and not self.registry.eager and not self.repays():
-            return self.give_back("verified, but its kernels would not repay their loading "
-                                  f"(the user's code takes {median(self.user_times) * 1e6:.1f} us a call)")
+        if not c.use_kernels and c.kernels and not self.registry.eager and not self.resumed \
+                and not self.repays():
+            return self.defer()
         if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
             c.use_kernels = True
             self.times[c] = []
@@ -742,7 +756,7 @@ class Registry:
 
     def sample(self, entry):
         """Count the class's time by sampling the stack (False where SIGPROF cannot be used: timed wrappers)."""
-        if self.active:
+        if self.active and entry.state != "deferred":
             return True
         if self._sampler is None:
             try:
@@ -762,10 +776,18 @@ class Registry:
         while frame is not None:
             entry = codes.get(frame.f_code)
             if entry is not None:
+                if self.active and entry.state != "deferred":
+                    return
                 entry.seconds += SAMPLE_SECONDS
+                if entry.state == "deferred":
+                    if entry.repays():
+                        entry.state = "verifying"
+                        entry._set(self._activating(entry, "forward", entry.resume),
+                                   self._activating(entry, "backward", entry.resume))
+                    return
                 entry.calls += 1
                 self.seconds += SAMPLE_SECONDS
-                if self.seconds > ACTIVATE_AFTER:
+                if self.seconds > ACTIVATE_AFTER and not self.active:
                     self._stop_sampling()
                     self._arm()
                 return
@@ -784,9 +806,10 @@ class Registry:
             if entry.state == "counting":
                 entry._set(self._activating(entry, "forward"), self._activating(entry, "backward"))
 
-    def _activating(self, entry, name):
+    def _activating(self, entry, name, start=None):
         def method(node, *args, **kwargs):
-            self.activate()
+            if getattr(entry.cls, name) is method:  # the first of the calls: start
+                (start or self.activate)()
             return getattr(entry.cls, name)(node, *args, **kwargs)
         return _named(method, getattr(entry, name + "0"))
 
