@@ -565,6 +565,10 @@ class NodeClass:
         if not c.use_kernels and c.kernels and not self.registry.eager and not self.resumed \
                 and not self.repays():
             return self.defer()
+        if not c.kernels:  # NumPy only: the path verified is the one that runs, timed already
+            c.use_kernels = True
+            if not self.registry.eager and not self.paying():
+                return self.give_back("verified, but node by node no faster than the user's code")
         if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
             c.use_kernels = True
             self.times[c] = []
