@@ -430,7 +430,8 @@ def test_sampled_time_in_nodes_starts_verification(tmp_path, monkeypatch):
 def test_a_class_whose_kernels_do_not_repay_yet_waits_unwrapped_then_is_accelerated(tmp_path, monkeypatch):
     monkeypatch.setattr(nodes, "ACTIVATE_AFTER", 0.02)
     monkeypatch.setattr(nodes, "NUMBA_IMPORT_SECONDS", 0.0)
-    monkeypatch.setattr(nodes, "KERNEL_LOAD_SECONDS", 0.05)  # a BCE repays after ~0.15 s of its own time
+    monkeypatch.setattr(nodes, "PROBE_SECONDS", 0.02)
+    monkeypatch.setattr(nodes, "KERNEL_LOAD_SECONDS", 0.02)  # a BCE repays after ~0.2 s of its own time
     registry = nodes.Registry()
     edf = _module(tmp_path, registry)
     X = np.random.default_rng(2).normal(size=(4000, 3))

@@ -51,14 +51,16 @@ VERIFIED_CALLS = 3  # real calls a candidate must agree on before the probes
 FIRST_RECHECK = 16  # accelerated calls of a class re-checked: 16, 32, 64, ...
 TIMED_CALLS = 64  # verified calls whose times (the user's code, the match) are kept for the report
 SAMPLE_SECONDS = 0.005  # CPU time between two looks at the stack while counting
-PAYING_SAMPLES = 6
+PAYING_SAMPLES = 6  # timed calls of a match's kernels before deciding whether accelerating it pays
 # Before a match loads its kernels (verified with NumPy until then), whether they can repay their cost, assuming the
-# class runs as long again as it has so far: ~0.06 s a kernel, two a match, and Numba's import (~0.25 s CPU where
-# nothing has imported it) against the gain per call of a kernel call (the fastest measured through a candidate,
-# Sigmoid's, 2.8 us; losses 4-5 us) with the dispatch, over the user's code (shared machine, warm cache).
-KERNEL_CALL_SECONDS = 2.5e-6
+# class runs as long again as it has so far: Numba's import with the first kernel ~0.15-0.25 s CPU where nothing has
+# imported it, each further kernel ~0.06 s at most, two a match, and the kernels' probes and verified calls; against
+# the gain per call over the user's code of a kernel call through its candidate (losses 4-5 us, Softmax 3-4 us,
+# Sigmoid 2.8 us) with the dispatch (warm caches, shared machine).
+KERNEL_CALL_SECONDS = 4e-6
 KERNEL_LOAD_SECONDS = 0.06
-NUMBA_IMPORT_SECONDS = 0.25  # timed calls of a match's kernels before deciding whether accelerating it pays
+NUMBA_IMPORT_SECONDS = 0.25
+PROBE_SECONDS = 0.05
 
 
 def _own_dirs():
@@ -511,6 +513,8 @@ class NodeClass:
         gsigs = self.verified.setdefault(checked.key, (checked.form, set(), self.gradient_forms))[1]
         gsigs.add(verify.signature(g))
         if self.match is None and self.verified_calls >= self.accept_at:
+            if not self.registry.eager and not self.resumed and not self.worth_probing():
+                return
             self.probe(node)
             if self.state == "user":
                 return
@@ -521,6 +525,22 @@ class NodeClass:
             self._enter(checked.key)
             if not self.registry.eager and not self.paying():
                 self.give_back("verified, but node by node no faster than the user's code")
+
+    def worth_probing(self):
+        """Before the probes, which cost more than the verified calls: False (and the class given back or
+        deferred) when the leading candidate, as timed on the verified calls, cannot pay."""
+        c = self._ranked()[0]
+        if c.kernels:
+            if not self.repays():
+                self.defer()
+                return False
+            return True
+        mine, user = median(self.times.get(c, [])), median(self.user_times)
+        if mine is not None and user is not None and mine + self.registry.dispatch_seconds >= user:
+            self.slower = (mine + self.registry.dispatch_seconds, user)
+            self.give_back("verified, but node by node no faster than the user's code")
+            return False
+        return True
 
     def paying(self):
         """False (and `slower` set) when the match's calls, with the dispatch's cost, are measured no faster than
@@ -551,7 +571,7 @@ class NodeClass:
         gain = user - KERNEL_CALL_SECONDS - self.registry.dispatch_seconds
         if gain <= 0:
             return False
-        cost = 2 * KERNEL_LOAD_SECONDS + (0.0 if "numba" in sys.modules else NUMBA_IMPORT_SECONDS)
+        cost = 2 * KERNEL_LOAD_SECONDS + PROBE_SECONDS + (0.0 if "numba" in sys.modules else NUMBA_IMPORT_SECONDS)
         return gain * (self.seconds + self.user_seconds) / user > cost
 
     @property
@@ -562,13 +582,7 @@ class NodeClass:
         c = self._ranked()[0]
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
-        if not c.use_kernels and c.kernels and not self.registry.eager and not self.resumed \
-                and not self.repays():
-            return self.defer()
-        if not c.kernels:  # NumPy only: the path verified is the one that runs, timed already
-            c.use_kernels = True
-            if not self.registry.eager and not self.paying():
-                return self.give_back("verified, but node by node no faster than the user's code")
+        c.use_kernels = c.use_kernels or not c.kernels  # NumPy only: the path verified is the one that runs
         if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
             c.use_kernels = True
             self.times[c] = []
