@@ -4,16 +4,12 @@
 their other spellings, `np` and `plt` (the course modules hand them over too;
 matplotlib is imported at plt's first use);
 fastedf.fit trains a graph in one compiled call.
+
+The names are loaded at their first use (PEP 562), so that `python -m fastedf
+run SCRIPT.py` starts the script without fastedf's nodes, which the script's
+own EDF module replaces.
 """
-import numpy as np
-
-from .graph import backward_pass, forward_pass, sgd_update, topological_sort
-from .node import Input, Node, Parameter
-from .ops import ALIASES, NODES
-from .trainer import History, fit
-
-globals().update(NODES)
-globals().update(ALIASES)
+__version__ = "0.2.0"  # the one place the version is written (setup.cfg reads it)
 
 
 class _Pyplot:
@@ -34,7 +30,39 @@ class _Pyplot:
 
 plt = _Pyplot()
 
-__version__ = "0.2.0"  # the one place the version is written (setup.cfg reads it)
 
-__all__ = ["np", "plt", "Node", "Input", "Parameter", *NODES, *ALIASES, "topological_sort", "forward_pass",
-           "backward_pass", "sgd_update"]
+def _load():
+    import numpy as np
+
+    from .graph import backward_pass, forward_pass, sgd_update, topological_sort
+    from .node import Input, Node, Parameter
+    from .ops import ALIASES, NODES
+    from .trainer import History, fit
+    names = dict(np=np, backward_pass=backward_pass, forward_pass=forward_pass, sgd_update=sgd_update,
+                 topological_sort=topological_sort, Input=Input, Node=Node, Parameter=Parameter, History=History,
+                 fit=fit, NODES=NODES, ALIASES=ALIASES, **NODES, **ALIASES)
+    names["__all__"] = ["np", "plt", "Node", "Input", "Parameter", *NODES, *ALIASES, "topological_sort",
+                        "forward_pass", "backward_pass", "sgd_update"]
+    globals().update(names)
+
+
+def __getattr__(name):
+    if name.startswith("__") and name != "__all__":
+        raise AttributeError(f"module 'fastedf' has no attribute {name!r}")
+    import os
+    here = __path__[0]
+    if os.path.isfile(os.path.join(here, name + ".py")) or os.path.isdir(os.path.join(here, name)):
+        import importlib  # a submodule (`from . import kernels` inside fastedf comes here): itself, nothing more
+        return importlib.import_module(f"{__name__}.{name}")
+    if "__all__" not in globals():
+        _load()
+    try:
+        return globals()[name]
+    except KeyError:
+        raise AttributeError(f"module 'fastedf' has no attribute {name!r}") from None
+
+
+def __dir__():
+    if "__all__" not in globals():
+        _load()
+    return sorted(globals())

@@ -22,7 +22,7 @@ import threading
 import traceback
 
 from . import __version__
-from .guardrails import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 # each subcommand's module: its main
 MODULES = {"sweep": "fastedf.study.sweep", "memory": "fastedf.study.memory", "run": "fastedf.runner"}

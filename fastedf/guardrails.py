@@ -24,16 +24,11 @@ from datetime import datetime, timezone
 from stat import S_ISREG
 
 from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError  # noqa: F401  the study modules import them from here
 from .text import format_bytes, format_duration
 
-EXIT_USAGE = 2  # argparse's convention for bad command lines
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 LARGEST_INT = 2**63 - 1  # integer options above this are refused before any arithmetic on them
 SEED_LIMIT = 2**64  # NumPy's generators and fit's shuffle take seeds in [0, 2**64)
-
-
-class UsageError(Exception):
-    """Bad input from the command line or its files; the message is one line naming the problem."""
 
 
 class ArgumentParser(argparse.ArgumentParser):

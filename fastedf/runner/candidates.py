@@ -50,6 +50,7 @@ class Candidate:
     loss = False  # a loss reads no upstream gradient
     names = ()  # words in a class's name that suggest this operation (to choose between equivalent candidates)
     use_kernels = False  # set on the matched candidate: its verified calls from then on are the kernels'
+    kernels = ()  # the fastedf kernels its accelerated path calls, loaded when it is matched (none: NumPy only)
 
     def __init__(self, **conventions):
         self.conventions = conventions
@@ -171,7 +172,7 @@ class Linear(Candidate):
 class _Activation(Candidate):
     """p = f(z) from fastedf's kernels; the gradient from p."""
 
-    kernels = None  # the names of its forward and backward kernels in fastedf.ops.activations
+    # kernels: the names of its forward and backward kernels in fastedf.ops.activations
     edges = (-800.0, -40.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 40.0, 800.0, -1.0, 1.0)
 
     def describe(self):
@@ -269,6 +270,7 @@ class Softmax(Candidate):
     """
 
     op = "softmax"
+    kernels = ("softmax_forward", "softmax_backward")
     names = ("softmax",)
     edges = (1000.0, -1000.0, 0.0, 0.0, 700.0, -5.0)
 
@@ -351,6 +353,7 @@ class BCE(Candidate):
     """
 
     op = "bce"
+    kernels = ("bce_total", "bce_gradient")
     names = ("bce", "binary")
     loss = True
 
@@ -423,6 +426,7 @@ class CE(Candidate):
     """
 
     op = "ce"
+    kernels = ("ce_total", "ce_gradient")
     names = ("ce", "cross", "entropy", "nll")
     loss = True
 
@@ -558,6 +562,7 @@ class Conv(Candidate):
     (x (B, H, W, C), K (kh, kw, C_in, C_out)); padding same (k // 2) or valid; a stride; a bias or none."""
 
     op = "conv"
+    kernels = ("conv_forward", "conv_backward")
     names = ("conv",)
 
     def __init__(self, layout, padding, stride, bias):

@@ -12,7 +12,7 @@ import sys
 import traceback
 import types
 
-from ..guardrails import EXIT_INTERRUPTED, UsageError
+from ..errors import EXIT_INTERRUPTED, UsageError
 
 USAGE = "usage: fastedf run [--explain] [--check] [--quiet] SCRIPT.py [ARGS...]"
 HELP = f"""{USAGE}

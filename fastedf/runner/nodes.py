@@ -5,10 +5,13 @@ fastedf) that gives a class `forward` and `backward` is an operation node
 class (builtins.__build_class__ sees every class statement, in the EDF module
 however it is imported and in the script itself).  Its methods are wrapped:
 
-- counting: the user's methods, timed.  Verifying imports fastedf's kernels
+- counting: the user's own methods, untouched: a CPU-time profiling signal
+  (SIGPROF, every SAMPLE_SECONDS) looks for them on the stack, so a short
+  script pays no wrapper on any call.  Verifying imports fastedf's kernels
   and runs several candidates beside the user's code, which a short script
-  cannot repay, so nothing is verified until the time in nodes reaches
-  ACTIVATE_AFTER;
+  cannot repay, so nothing is verified until the sampled time in nodes
+  reaches ACTIVATE_AFTER (where SIGPROF is missing, the methods are timed by
+  wrappers instead);
 - verifying: each call runs the user's code (its values are the ones kept)
   and the surviving candidates beside it; a candidate that differs once is
   dropped.  After VERIFIED_CALLS calls the survivors are probed on scratch
@@ -27,6 +30,7 @@ raised by the user's own code propagates unchanged.
 """
 import builtins
 import os
+import signal
 import sys
 import sysconfig
 import time
@@ -46,7 +50,17 @@ ACTIVATE_AFTER = float(os.environ.get("FASTEDF_RUN_ACTIVATE_AFTER") or 0.5)
 VERIFIED_CALLS = 3  # real calls a candidate must agree on before the probes
 FIRST_RECHECK = 16  # accelerated calls of a class re-checked: 16, 32, 64, ...
 TIMED_CALLS = 64  # verified calls whose times (the user's code, the match) are kept for the report
+SAMPLE_SECONDS = 0.005  # CPU time between two looks at the stack while counting
 PAYING_SAMPLES = 6  # timed calls of a match's kernels before deciding whether accelerating it pays
+# Before a match loads its kernels (verified with NumPy until then), whether they can repay their cost, assuming the
+# class runs as long again as it has so far: Numba's import with the first kernel ~0.15-0.25 s CPU where nothing has
+# imported it, each further kernel ~0.06 s at most, two a match, and the kernels' probes and verified calls; against
+# the gain per call over the user's code of a kernel call through its candidate (losses 4-5 us, Softmax 3-4 us,
+# Sigmoid 2.8 us) with the dispatch (warm caches, shared machine).
+KERNEL_CALL_SECONDS = 4e-6
+KERNEL_LOAD_SECONDS = 0.06
+NUMBA_IMPORT_SECONDS = 0.25
+PROBE_SECONDS = 0.05
 
 
 def _own_dirs():
@@ -140,11 +154,13 @@ class NodeClass:
         self.name = f"{cls.__module__}.{cls.__qualname__}"
         self.forward0, self.backward0 = _unwrapped(cls.forward), _unwrapped(cls.backward)
         self.state, self.reason = "counting", None
-        self.calls, self.seconds = 0, 0.0  # user's calls and time in them
+        self.calls, self.seconds = 0, 0.0  # user's calls (or samples) while counting and time in them
         self.survivors, self.eliminated, self.match = None, {}, None
         self.verified, self.fast, self.pending = {}, {}, {}
         self.verified_calls = self.fast_calls = self.checked_calls = 0
         self.next_check = FIRST_RECHECK
+        self.accept_at = VERIFIED_CALLS  # verified calls before the probes and the match
+        self.resumed = False  # deferred, then found to repay: its kernels are loaded without asking again
         self.rule = self.replaces = self.keys = None
         self.gradient_forms = {}
         self.full_call_passed = False
@@ -153,7 +169,8 @@ class NodeClass:
         self.probed = []
         self.slower = None  # (accelerated, user's) seconds per call when acceleration would not pay
         self._last_ids, self.weightlike = {}, {}
-        self.counting()
+        if not registry.sample(self):
+            self.counting()
 
     # ---- the class's methods ------------------------------------------------------------------------------
 
@@ -495,7 +512,9 @@ class NodeClass:
         g = next(iter(upstreams.values()))
         gsigs = self.verified.setdefault(checked.key, (checked.form, set(), self.gradient_forms))[1]
         gsigs.add(verify.signature(g))
-        if self.match is None and self.verified_calls >= VERIFIED_CALLS:
+        if self.match is None and self.verified_calls >= self.accept_at:
+            if not self.registry.eager and not self.resumed and not self.worth_probing():
+                return
             self.probe(node)
             if self.state == "user":
                 return
@@ -506,6 +525,22 @@ class NodeClass:
             self._enter(checked.key)
             if not self.registry.eager and not self.paying():
                 self.give_back("verified, but node by node no faster than the user's code")
+
+    def worth_probing(self):
+        """Before the probes, which cost more than the verified calls: False (and the class given back or
+        deferred) when the leading candidate, as timed on the verified calls, cannot pay."""
+        c = self._ranked()[0]
+        if c.kernels:
+            if not self.repays():
+                self.defer()
+                return False
+            return True
+        mine, user = median(self.times.get(c, [])), median(self.user_times)
+        if mine is not None and user is not None and mine + self.registry.dispatch_seconds >= user:
+            self.slower = (mine + self.registry.dispatch_seconds, user)
+            self.give_back("verified, but node by node no faster than the user's code")
+            return False
+        return True
 
     def paying(self):
         """False (and `slower` set) when the match's calls, with the dispatch's cost, are measured no faster than
@@ -518,6 +553,27 @@ class NodeClass:
         self.slower = (mine + self.registry.dispatch_seconds, user)
         return False
 
+    def defer(self):
+        """The user's code, with no wrapper, until the class's sampled time shows its kernels repay loading."""
+        self.give_back("verified, but its kernels would not repay their loading yet "
+                       f"(the user's code takes {median(self.user_times) * 1e6:.1f} us a call)")
+        self.state = "deferred"
+        self.registry.sample(self)
+
+    def resume(self):
+        """A deferred class that now repays: its match's kernels verified on the next calls, then accelerated."""
+        self.match, self.reason, self.resumed, self.accept_at = None, None, True, self.verified_calls + 1
+        self.verifying()
+
+    def repays(self):
+        """Whether the match's kernels can save more than loading them costs, the class running as long again."""
+        user = median(self.user_times)
+        gain = user - KERNEL_CALL_SECONDS - self.registry.dispatch_seconds
+        if gain <= 0:
+            return False
+        cost = 2 * KERNEL_LOAD_SECONDS + PROBE_SECONDS + (0.0 if "numba" in sys.modules else NUMBA_IMPORT_SECONDS)
+        return gain * (self.seconds + self.user_seconds) / user > cost
+
     @property
     def mine_times(self):
         return self.times.get(self.match.candidate, []) if self.match is not None else []
@@ -526,6 +582,7 @@ class NodeClass:
         c = self._ranked()[0]
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
+        c.use_kernels = c.use_kernels or not c.kernels  # NumPy only: the path verified is the one that runs
         if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
             c.use_kernels = True
             self.times[c] = []
@@ -688,6 +745,7 @@ class Registry:
         self.differences = 0
         self.started = time.perf_counter()
         self._build_class = None
+        self._codes, self._sampler = {}, None  # code object -> NodeClass; the signal handler and timer replaced
 
     def install(self):
         original = self._build_class = builtins.__build_class__
@@ -714,8 +772,70 @@ class Registry:
         if self.active:
             self._activate_one(entry)
 
+    def sample(self, entry):
+        """Count the class's time by sampling the stack (False where SIGPROF cannot be used: timed wrappers)."""
+        if self.active and entry.state != "deferred":
+            return True
+        if self._sampler is None:
+            try:
+                handler = signal.signal(signal.SIGPROF, self._look)
+            except (AttributeError, ValueError, OSError):  # no SIGPROF (Windows), or not the main thread
+                return False
+            self._sampler = (handler, signal.setitimer(signal.ITIMER_PROF, SAMPLE_SECONDS, SAMPLE_SECONDS))
+        for method in (entry.forward0, entry.backward0):
+            code = getattr(method, "__code__", None)
+            if code is not None:
+                self._codes.setdefault(code, entry)
+        return True
+
+    def _look(self, signum, frame):
+        """SIGPROF: charge SAMPLE_SECONDS to the innermost node method on the stack."""
+        codes = self._codes
+        while frame is not None:
+            entry = codes.get(frame.f_code)
+            if entry is not None:
+                if self.active and entry.state != "deferred":
+                    return
+                entry.seconds += SAMPLE_SECONDS
+                if entry.state == "deferred":
+                    if entry.repays():
+                        entry.state = "verifying"
+                        entry._set(self._activating(entry, "forward", entry.resume),
+                                   self._activating(entry, "backward", entry.resume))
+                    return
+                entry.calls += 1
+                self.seconds += SAMPLE_SECONDS
+                if self.seconds > ACTIVATE_AFTER and not self.active:
+                    self._stop_sampling()
+                    self._arm()
+                return
+            frame = frame.f_back
+
+    def _stop_sampling(self):
+        if self._sampler is not None:
+            handler, timer = self._sampler
+            self._sampler = None
+            signal.setitimer(signal.ITIMER_PROF, *timer)
+            signal.signal(signal.SIGPROF, handler)
+
+    def _arm(self):
+        """From the signal handler, which must not import or verify: each class's next call activates."""
+        for entry in self.classes:
+            if entry.state == "counting":
+                entry._set(self._activating(entry, "forward"), self._activating(entry, "backward"))
+
+    def _activating(self, entry, name, start=None):
+        def method(node, *args, **kwargs):
+            if getattr(entry.cls, name) is method:  # the first of the calls: start
+                (start or self.activate)()
+            return getattr(entry.cls, name)(node, *args, **kwargs)
+        return _named(method, getattr(entry, name + "0"))
+
     def activate(self):
         """Start verifying: the time in nodes shows that loading the candidates will pay."""
+        if self.active:
+            return
+        self._stop_sampling()
         self.active = True
         self.dispatch_seconds = _dispatch_seconds()
         self.activated_at = self.seconds
@@ -732,6 +852,7 @@ class Registry:
 
     def finish(self):
         """Put every class's own methods back (atexit code of the script runs the user's code)."""
+        self._stop_sampling()
         for entry in self.classes:
             if entry.state in ("counting", "verifying", "accelerated"):
                 entry._set(entry.forward0, entry.backward0)

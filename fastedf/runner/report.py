@@ -39,7 +39,7 @@ def summary(registry):
     run = sum(_estimate(c)[0] for c in ran)
     plain = sum(_estimate(c)[1] for c in ran)
     if not registry.active:
-        return (f"fastedf run: 0 of {len(ran)} node classes accelerated: {run:.2f} s in node methods, below the "
+        return (f"fastedf run: no node class accelerated: ~{run:.2f} s in node methods, below the "
                 f"{nodes.ACTIVATE_AFTER:.2f} s from which verifying them pays")
     done = "; ".join(f"{_short(c)}: {c.match.candidate.describe()}" for c in fast)
     kept = "; ".join(f"{_short(c)}: {c.reason or 'not verified yet'}" for c in left)
@@ -66,7 +66,7 @@ def explain(registry):
                          "(medians on verified calls)")
         elif c.state == "counting" or (c.state == "verifying" and not c.user_calls):
             lines.append(f"  {c.name}: user's code (not verified: "
-                         + ("never ran)" if not c.calls else "the script ended before verification paid)"))
+                         + ("not seen running)" if not c.calls else "the script ended before verification paid)"))
             continue
         elif c.state == "verifying":
             lines.append(f"  {c.name}: user's code (still being verified at exit: {c.verified_calls} calls)")
