@@ -39,7 +39,25 @@ def env_flag(name, default):
 CACHE = env_flag("FASTEDF_CACHE", True)
 FASTMATH = _SAFE_FASTMATH if env_flag("FASTEDF_FASTMATH", False) else False
 BOUNDSCHECK = env_flag("FASTEDF_BOUNDSCHECK", False)
-BLAS_THREADS = int(os.environ.get("FASTEDF_BLAS_THREADS") or 1)
+
+
+def env_threads(name, default):
+    """A thread count from an environment variable; anything but an integer >= 1 warns once and gives `default`."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        warnings.warn(f"fastedf: {name}={raw!r} is not a thread count (an integer >= 1); using {default}",
+                      RuntimeWarning, stacklevel=2)
+        return default
+    return value
+
+
+BLAS_THREADS = env_threads("FASTEDF_BLAS_THREADS", 1)
 
 _blas_pinned = False
 

@@ -130,3 +130,13 @@ def test_fastedf_cache_dir_moves_the_programs(tmp_path, monkeypatch):
     path = _program_path(monkeypatch)
     assert os.path.dirname(path) == str(tmp_path / "elsewhere") and os.path.isfile(path)
     assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_a_bad_blas_thread_count_warns_and_keeps_one(value):
+    env = {**os.environ, "FASTEDF_BLAS_THREADS": value}
+    done = subprocess.run([sys.executable, "-c", "import fastedf.config as c; print(c.BLAS_THREADS)"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    assert f"FASTEDF_BLAS_THREADS={value!r} is not a thread count" in done.stderr
