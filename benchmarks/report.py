@@ -63,7 +63,10 @@ MEMORY_QUICK = ("--samples", "2048", "--batch-sizes", "256,512", "--epochs", "1"
 def memory_section(features, script=("-m", "fastedf", "memory", "--engine", "compiled,graph"), name="memory"):
     out = f"results/{name}_d{features}"
     figures = ((f"{out}/memory_vs_batch.png", f"docs/{name}_vs_batch_d{features}.png"),) if name == "memory" else ()
-    return Section(MEMORY, (*script, "--features", str(features), *MEMORY_POINTS, "--out", out), MEMORY_QUICK,
+    # --overwrite: the section replaces its own earlier measurement, which `fastedf memory` otherwise keeps
+    overwrite = ("--overwrite",) if name == "memory" else ()
+    return Section(MEMORY, (*script, "--features", str(features), *MEMORY_POINTS, "--out", out, *overwrite),
+                   MEMORY_QUICK,
                    figures=figures, minutes=0.5)
 
 
