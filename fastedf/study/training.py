@@ -295,12 +295,7 @@ def train_numpy_edf(model, X, Y, batch_size, epochs, lr, shuffle, seed):
         total = 0.0
         for lo in range(0, rows, batch_size):
             x.value, y.value = xs[lo:lo + batch_size], ys[lo:lo + batch_size]
-            for node in graph:
-                node.forward()
-            for node in reversed(graph):
-                node.backward()
-            for t in trainable:
-                t.value -= lr * t.gradients[t]
+            edf.course_step(graph, trainable, lr)
             total += float(loss.value) if summed else float(loss.value) * len(x.value)
         epoch_loss[epoch] = total / rows
     seconds = time.perf_counter() - start
