@@ -67,6 +67,7 @@ BREAKS_TO_DROP = 3  # node-by-node steps in a row after which a plan is dropped
 # program's cost divided by (1 - 1 / speed-up) node by node: twice that cost at a 2x speed-up.
 WARM_SECONDS = 0.03
 COLD_SECONDS = 2.0
+PADDING = "unused"  # the step's extra argument when it would otherwise take 20
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
 
 stats = {"fused_steps": 0, "node_steps": 0, "plans": 0, "dropped": 0, "refused": {}}
@@ -335,6 +336,8 @@ def _source(low, units):
         record += 2 + len(shape)
     args = [low.value(n) for n in leaves if isinstance(n, Input)] + [low.value(n) for n in leaves
                                                                      if isinstance(n, Parameter)]  # as Plan passes
+    if len(args) + 4 == 20:  # CPython 3.11 never reuses a freed 20-tuple (compiler.TEMPLATE says more)
+        args.append(PADDING)
     body = {"args": ", ".join(args), "rows": f"{first}.shape[0]",
             "kernels_digest": compiler._kernels_digest(), "op_imports": compiler._OP_IMPORTS}
     for key, depth, lines in (("prologue", 4, prologue + views + local), ("forward", 4, forward),
@@ -361,6 +364,7 @@ class Plan:
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.params = [n for n in low.graph if isinstance(n, Parameter)]
+        self.padding = (0,) if len(self.inputs) + len(self.params) + 4 == 20 else ()  # as _source pads it
         self.trailing = cap.trailing
         self.param_shapes = [n.value.shape for n in self.params]
         self.param_seen, self.param_args = [None] * len(self.params), [None] * len(self.params)
@@ -472,7 +476,7 @@ class Plan:
         args, n = self._leaf_args()
         if n > self.capacity:
             self._layout(n)
-        if self.step(*args, self.arena, self.iarena, self.table, False)[3] >= 0:
+        if self.step(*args, *self.padding, self.arena, self.iarena, self.table, False)[3] >= 0:
             raise _Break("a label or prediction outside [0, 1]")  # the nodes raise the error
         self.rows, self.forward_args, self.forward_raw = n, args, self.raw
         self.generation += 1
@@ -495,7 +499,7 @@ class Plan:
                 if node.value is not self.param_seen[i]:
                     args = self._leaf_args()[0]
                     break
-        self.step(*args, self.arena, self.iarena, self.table, True)
+        self.step(*args, *self.padding, self.arena, self.iarena, self.table, True)
         if self.eager_backward:  # nodes whose own backward stored arrays of their own
             for node in self.eager_backward:
                 for inp in node.inputs:  # a Parameter's: the program's, which its own backward() passes on

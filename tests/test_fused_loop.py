@@ -6,6 +6,9 @@ every number the script records must agree to 1e-12, and steps must really
 have been fused (the counter fastedf.fused.stats["fused_steps"]), unless the
 test is about a graph that must not fuse.
 """
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -646,3 +649,46 @@ def test_a_loop_in_another_topological_order_is_learnt(order):
     before = fused.stats["fused_steps"]
     check(script)
     assert fused.stats["fused_steps"] - before >= 7  # of 10: the order is learnt from one step node by node
+
+
+SIXTEEN_LEAVES = """
+import tracemalloc, numpy as np, fastedf
+from fastedf import fused
+rng = np.random.default_rng(1)
+X, Y = rng.normal(size=(64, 3)), (rng.uniform(size=(64, 1)) > 0.5) * 1.0
+x, y = fastedf.Input(), fastedf.Input()
+h, params = x, []
+for width in (3, 3, 3, 3, 3, 3, 1):  # 7 Linear layers: 14 Parameters, 16 leaves with the Inputs
+    A, b = fastedf.Parameter(rng.normal(scale=0.5, size=(3, width))), fastedf.Parameter(np.zeros(width))
+    h = fastedf.Sigmoid(fastedf.Linear(h, A, b))
+    params += [A, b]
+graph = fastedf.topological_sort(fastedf.BCE(y, h))
+
+def train(steps):
+    for i in range(steps):
+        x.value, y.value = X[i % 8 * 8:i % 8 * 8 + 8], Y[i % 8 * 8:i % 8 * 8 + 8]
+        fastedf.forward_pass(graph)
+        fastedf.backward_pass(graph)
+        fastedf.sgd_update(params, 0.1)
+
+steps = 0
+while fused.stats["fused_steps"] == 0 and steps < 100_000:  # until the loop fuses
+    train(10)
+    steps += 10
+train(10)
+tracemalloc.start()
+before = tracemalloc.get_traced_memory()[0]
+train(300)
+print(fused.stats["fused_steps"], tracemalloc.get_traced_memory()[0] - before)
+"""
+
+
+def test_a_step_of_sixteen_leaves_keeps_no_python_memory():
+    """Two Inputs and 14 Parameters: the step call would take 20 arguments, and CPython 3.11 never reuses a
+    freed 20-tuple (compiler.TEMPLATE says more), so two would be kept per call; the program takes one more.
+    In a new process: the free list fills up (2000 tuples) and stops growing, so it shows only at first."""
+    done = subprocess.run([sys.executable, "-c", SIXTEEN_LEAVES], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fused_steps, grown = map(int, done.stdout.split())
+    assert fused_steps >= 300
+    assert grown < 20_000, grown  # 600 calls keeping two 20-tuples each would be ~240 kB
