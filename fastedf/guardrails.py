@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from stat import S_ISREG
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError  # noqa: F401  the study modules import them from here
+from .errors import UsageError
 from .text import format_bytes, format_duration
 
 LARGEST_INT = 2**63 - 1  # integer options above this are refused before any arithmetic on them

@@ -75,7 +75,8 @@ import json
 import os
 import sys
 
-from ..guardrails import (EXIT_INTERRUPTED, LATEST, NO_GUARD, InterruptGuard, Progress, UsageError, environment,
+from ..errors import EXIT_INTERRUPTED
+from ..guardrails import (LATEST, NO_GUARD, InterruptGuard, Progress, UsageError, environment,
                           existing_files, fresh_output_dir, latest_output_dir, path_error, refuse_earlier_results,
                           refuse_other_commands_files, remove_files)
 from . import memory, plots, report
