@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from stat import S_ISREG
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError  # noqa: F401  the study modules import them from here
+from .errors import UsageError
 from .text import format_bytes, format_duration
 
 LARGEST_INT = 2**63 - 1  # integer options above this are refused before any arithmetic on them
@@ -63,18 +63,12 @@ def _did_you_mean(words, options):
 
 def positive_int(text):
     """An argparse type: an integer >= 1."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+    return _int(text, lowest=1)
 
 
 def nonnegative_int(text):
     """An argparse type: an integer >= 0."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+    return _int(text, lowest=0)
 
 
 def seed_int(text):
@@ -116,13 +110,15 @@ def _comma_list(text, item, what):
     return [item(part) for part in items]
 
 
-def _int(text):
+def _int(text, lowest):
     try:
         value = int(text)
     except ValueError:  # also a number too long for int() to parse
         raise argparse.ArgumentTypeError(f"not an integer: {_short(text)!r}") from None
     if abs(value) > LARGEST_INT:
         raise argparse.ArgumentTypeError(f"{_short(text)} is too large (at most 2**63 - 1)")
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {text!r}")
     return value
 
 

@@ -177,6 +177,21 @@ def test_resume_rewrites_the_figures_from_all_rows_or_removes_them(tiny, tmp_pat
     assert not [name for name in os.listdir(out) if name.endswith(".png")]
 
 
+def test_resume_removes_a_figure_only_the_earlier_results_json_lists(tiny, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    shutil.copytree(tiny, out)
+    path = os.path.join(out, "results.json")
+    with open(path, encoding="utf-8") as handle:
+        document = json.load(handle)
+    document["figures"] = [*document.get("figures", []), "older_figure.png"]  # a name this version does not make
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle)
+    open(os.path.join(out, "older_figure.png"), "wb").close()
+    code, err = run(["sweep", *TINY, "--no-figures", "--resume", "--out", out], capsys)
+    assert code == 0, err
+    assert not os.path.exists(os.path.join(out, "older_figure.png"))
+
+
 def test_every_figure_a_sweep_writes_is_one_overwrite_knows(tiny):
     written = {name for name in os.listdir(tiny) if name.endswith(".png")}
     assert written and written <= set(plots.FIGURES)

@@ -44,7 +44,8 @@ import tempfile
 
 import numpy as np
 
-from ..guardrails import (EXIT_INTERRUPTED, SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
+from ..errors import EXIT_INTERRUPTED
+from ..guardrails import (SECONDS_PER_ELEMENT, SECONDS_PER_PROCESS, SECONDS_PER_UPDATE,
                           ArgumentParser, Cost, DirectoryLock, UsageError, environment, existing_files,
                           fresh_output_dir, int_list, make_output_dir, nonnegative_int, open_output, path_error,
                           positive_int, refuse_earlier_results, refuse_other_commands_files, refuse_unless_it_fits,

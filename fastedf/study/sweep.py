@@ -75,7 +75,8 @@ import json
 import os
 import sys
 
-from ..guardrails import (EXIT_INTERRUPTED, LATEST, NO_GUARD, InterruptGuard, Progress, UsageError, environment,
+from ..errors import EXIT_INTERRUPTED
+from ..guardrails import (LATEST, NO_GUARD, InterruptGuard, Progress, UsageError, environment,
                           existing_files, fresh_output_dir, latest_output_dir, path_error, refuse_earlier_results,
                           refuse_other_commands_files, remove_files)
 from . import memory, plots, report
@@ -270,14 +271,10 @@ def _output_dir(args):
     return latest
 
 
-def _sweep_files(out, derived_only=False):
-    """The names of the files a sweep writes in `out` (figures those of any version and those listed there).
-
-    derived_only: those made from all rows at the end (report, steps to
-    target, figures), which a resumed sweep rewrites.
-    """
-    names = [REPORT_FILE, STEPS_FILE, *plots.FIGURES, *_figures_listed(out.json_path)]
-    return names if derived_only else [*ResultsDir.FILES, *names]
+def _derived_files(out):
+    """The files a sweep makes from all rows at the end (report, steps to target, figures: this version's and those
+    its results.json lists), which a resumed sweep rewrites."""
+    return [REPORT_FILE, STEPS_FILE, *plots.FIGURES, *_figures_listed(out.json_path)]
 
 
 def _figures_listed(json_path):
@@ -319,7 +316,8 @@ def main(argv=None):
         foreign = existing_files(out.path, memory.OUTPUT_FILES)
         if foreign:
             raise refuse_other_commands_files(out.path, foreign, "fastedf memory")
-        earlier = existing_files(out.path, _sweep_files(out))
+        derived = _derived_files(out)  # before out.start rewrites results.json without its figure list
+        earlier = existing_files(out.path, [*ResultsDir.FILES, *derived])
         if earlier and not (args.resume or args.overwrite):
             raise refuse_earlier_results(out.path, earlier, "an earlier sweep's results",
                                          "add --resume to finish that sweep or --overwrite to replace it")
@@ -327,7 +325,7 @@ def main(argv=None):
             remove_files(earlier)
         env = environment()
         done = out.start(config, env, args.resume)
-        remove_files(existing_files(out.path, _sweep_files(out, derived_only=True)))  # rewritten from all rows
+        remove_files(existing_files(out.path, derived))  # rewritten from all rows
         resumed = len(done)
         todo = _todo(config)
         with InterruptGuard() as guard:
