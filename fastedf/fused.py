@@ -336,7 +336,7 @@ def _source(low, units):
         record += 2 + len(shape)
     args = [low.value(n) for n in leaves if isinstance(n, Input)] + [low.value(n) for n in leaves
                                                                      if isinstance(n, Parameter)]  # as Plan passes
-    if len(args) + 4 == 20:  # CPython 3.11 never reuses a freed 20-tuple (compiler.TEMPLATE says more)
+    if _padded(len(args)):
         args.append(PADDING)
     body = {"args": ", ".join(args), "rows": f"{first}.shape[0]",
             "kernels_digest": compiler._kernels_digest(), "op_imports": compiler._OP_IMPORTS}
@@ -344,6 +344,12 @@ def _source(low, units):
                               ("backward", 8, backward)):
         body[key] = "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
     return TEMPLATE.format(**body), stored, kept
+
+
+def _padded(leaves):
+    """Whether the step of `leaves` leaves takes PADDING: CPython 3.11 never reuses a freed 20-tuple
+    (compiler.TEMPLATE says more), and the step takes 4 arguments more."""
+    return leaves + 4 == 20
 
 
 class Plan:
@@ -364,7 +370,7 @@ class Plan:
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.params = [n for n in low.graph if isinstance(n, Parameter)]
-        self.padding = (0,) if len(self.inputs) + len(self.params) + 4 == 20 else ()  # as _source pads it
+        self.padding = (0,) if _padded(len(self.inputs) + len(self.params)) else ()
         self.trailing = cap.trailing
         self.param_shapes = [n.value.shape for n in self.params]
         self.param_seen, self.param_args = [None] * len(self.params), [None] * len(self.params)
