@@ -459,13 +459,13 @@ class Plan:
             n = shape[0]
             if n == 0:
                 raise _Break("an empty batch")  # the nodes give 0.0 and zero gradients
-            if n in self.refused_rows and not any(node.rows_are_samples for node in self.ops):
-                raise _Break(f"a batch of {n} rows, which a Linear of this graph refuses")
             if v.ndim != 2:
                 v = v.reshape(n, -1)
             if not v.flags.c_contiguous:
                 v = np.ascontiguousarray(v)
             args.append(v)
+        if n in self.refused_rows and not any(op.rows_are_samples for op in self.ops):  # the Inputs share n
+            raise _Break(f"a batch of {n} rows, which a Linear of this graph refuses")
         for i, node in enumerate(self.params):
             v = node.value
             if v is not self.param_seen[i]:
