@@ -44,7 +44,6 @@ graphs run node by node, and `stats` counts fused and node-by-node steps.
 Switches: FASTEDF_FUSE=0 in the environment, or `with node_by_node():`.
 """
 import contextlib
-import hashlib
 import os
 import time
 import weakref
@@ -191,7 +190,8 @@ class StepProgram:
 
     def __init__(self, source):
         self.source = source
-        self.name = "fastedf_program_" + hashlib.sha256(source.encode()).hexdigest()[:16]  # as compiler._load
+        from . import compiler
+        self.name = compiler.program_name(source)
         self._step = None
 
     def cached(self):
