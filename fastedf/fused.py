@@ -382,7 +382,7 @@ class Plan:
         self.eager = self.pending = False
         self.seen = None  # the operations a node-by-node step has called, in order, while it teaches the order
         self.program_backward, self.eager_backward = False, set()
-        self.forward_args, self.raw, self.deferred = None, None, {}
+        self.forward_args, self.forward_raw, self.deferred = None, None, {}
 
     # --- installing and dropping ---
 
@@ -440,8 +440,8 @@ class Plan:
     # --- the compiled calls ---
 
     def _leaf_args(self):
-        """The leaves' values as the program takes them (2-D batches, C-contiguous float64), checked against the
-        plan; raises _Break.  Sets self.raw to the Inputs' values as given."""
+        """(args, rows, raw): the leaves' values as the program takes them (2-D batches, C-contiguous float64),
+        checked against the plan, and the Inputs' values as given; raises _Break."""
         args, raw, n = [], [], -1
         for node, trailing in zip(self.inputs, self.trailing):
             v = node.value
@@ -475,35 +475,33 @@ class Plan:
                 # the same array next step holds whatever the script wrote into it; a converted copy would not
                 self.param_seen[i], self.param_args[i] = (v if w is v else None), w
             args.append(self.param_args[i])
-        self.raw = raw
-        return args, n
+        return args, n, raw
 
     def _forward(self):
-        args, n = self._leaf_args()
+        args, n, raw = self._leaf_args()
         if n > self.capacity:
             self._layout(n)
         if self.step(*args, *self.padding, self.arena, self.iarena, self.table, False)[3] >= 0:
             raise _Break("a label or prediction outside [0, 1]")  # the nodes raise the error
-        self.rows, self.forward_args, self.forward_raw = n, args, self.raw
+        self.rows, self.forward_args, self.forward_raw = n, args, raw
         self.generation += 1
         self.pending = False
         self.breaks = 0
 
     def _backward(self):
-        args = self.forward_args
+        args, raw = self.forward_args, self.forward_raw
         if args is None:
             raise _Break("backward without a forward")
-        raw = self.forward_raw
         for node, v in zip(self.inputs, raw):
             if node.value is not v:
-                args, n = self._leaf_args()
+                args, n, raw = self._leaf_args()
                 if n != self.rows:
                     raise _Break("an Input changed its rows between forward and backward")
                 break
         else:
             for i, node in enumerate(self.params):
                 if node.value is not self.param_seen[i]:
-                    args = self._leaf_args()[0]
+                    args, _, raw = self._leaf_args()
                     break
         self.step(*args, *self.padding, self.arena, self.iarena, self.table, True)
         if self.eager_backward:  # nodes whose own backward stored arrays of their own
@@ -515,7 +513,7 @@ class Plan:
                         dict.pop(node.gradients, inp, None)
             self.eager_backward.clear()
         self.program_backward, self.back_rows = True, self.rows  # a later forward may have other rows
-        self.backward_raw = self.raw if args is not self.forward_args else raw
+        self.backward_raw = raw
         self.breaks = 0
         stats["fused_steps"] += 1
 
