@@ -709,6 +709,11 @@ def cache_dir():
     return None
 
 
+def program_name(source):
+    """The module (and file) name of a generated program: its source's hash."""
+    return "fastedf_program_" + hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
 def _load(source, function="train"):
     """The `train` function (or `function`) of `source`, imported from a file named by its hash, and the file's path.
 
@@ -718,15 +723,15 @@ def _load(source, function="train"):
     unless it was missing.  An intact file is never rewritten, so Numba's
     cache, keyed on its timestamp, stays valid.
     """
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    if digest in _loaded:
-        return _loaded[digest]
-    name, directory = f"fastedf_program_{digest}", cache_dir()
+    name = program_name(source)
+    if name in _loaded:
+        return _loaded[name]
+    directory = cache_dir()
     if directory is None:  # compiled in memory (fastedf.config warns once); path names it for this process
         module = types.ModuleType(name)
         exec(compile(source, f"<{name}>", "exec"), module.__dict__)
-        _loaded[digest] = getattr(module, function), f"<{name}>"
-        return _loaded[digest]
+        _loaded[name] = getattr(module, function), f"<{name}>"
+        return _loaded[name]
     path = os.path.join(directory, name + ".py")
     try:
         intact = pathlib.Path(path).read_text() == source
@@ -743,5 +748,5 @@ def _load(source, function="train"):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    _loaded[digest] = getattr(module, function), path
-    return _loaded[digest]
+    _loaded[name] = getattr(module, function), path
+    return _loaded[name]

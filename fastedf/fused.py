@@ -44,7 +44,6 @@ graphs run node by node, and `stats` counts fused and node-by-node steps.
 Switches: FASTEDF_FUSE=0 in the environment, or `with node_by_node():`.
 """
 import contextlib
-import hashlib
 import os
 import time
 import weakref
@@ -191,7 +190,8 @@ class StepProgram:
 
     def __init__(self, source):
         self.source = source
-        self.name = "fastedf_program_" + hashlib.sha256(source.encode()).hexdigest()[:16]  # as compiler._load
+        from . import compiler
+        self.name = compiler.program_name(source)
         self._step = None
 
     def cached(self):
@@ -336,7 +336,7 @@ def _source(low, units):
         record += 2 + len(shape)
     args = [low.value(n) for n in leaves if isinstance(n, Input)] + [low.value(n) for n in leaves
                                                                      if isinstance(n, Parameter)]  # as Plan passes
-    if len(args) + 4 == 20:  # CPython 3.11 never reuses a freed 20-tuple (compiler.TEMPLATE says more)
+    if _padded(len(args)):
         args.append(PADDING)
     body = {"args": ", ".join(args), "rows": f"{first}.shape[0]",
             "kernels_digest": compiler._kernels_digest(), "op_imports": compiler._OP_IMPORTS}
@@ -344,6 +344,12 @@ def _source(low, units):
                               ("backward", 8, backward)):
         body[key] = "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
     return TEMPLATE.format(**body), stored, kept
+
+
+def _padded(leaves):
+    """Whether the step of `leaves` leaves takes PADDING: CPython 3.11 never reuses a freed 20-tuple
+    (compiler.TEMPLATE says more), and the step takes 4 arguments more."""
+    return leaves + 4 == 20
 
 
 class Plan:
@@ -364,7 +370,7 @@ class Plan:
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.params = [n for n in low.graph if isinstance(n, Parameter)]
-        self.padding = (0,) if len(self.inputs) + len(self.params) + 4 == 20 else ()  # as _source pads it
+        self.padding = (0,) if _padded(len(self.inputs) + len(self.params)) else ()
         self.trailing = cap.trailing
         self.param_shapes = [n.value.shape for n in self.params]
         self.param_seen, self.param_args = [None] * len(self.params), [None] * len(self.params)
@@ -376,7 +382,7 @@ class Plan:
         self.eager = self.pending = False
         self.seen = None  # the operations a node-by-node step has called, in order, while it teaches the order
         self.program_backward, self.eager_backward = False, set()
-        self.forward_args, self.raw, self.deferred = None, None, {}
+        self.forward_args, self.forward_raw, self.deferred = None, None, {}
 
     # --- installing and dropping ---
 
@@ -434,8 +440,8 @@ class Plan:
     # --- the compiled calls ---
 
     def _leaf_args(self):
-        """The leaves' values as the program takes them (2-D batches, C-contiguous float64), checked against the
-        plan; raises _Break.  Sets self.raw to the Inputs' values as given."""
+        """(args, rows, raw): the leaves' values as the program takes them (2-D batches, C-contiguous float64),
+        checked against the plan, and the Inputs' values as given; raises _Break."""
         args, raw, n = [], [], -1
         for node, trailing in zip(self.inputs, self.trailing):
             v = node.value
@@ -453,13 +459,13 @@ class Plan:
             n = shape[0]
             if n == 0:
                 raise _Break("an empty batch")  # the nodes give 0.0 and zero gradients
-            if n in self.refused_rows and not any(node.rows_are_samples for node in self.ops):
-                raise _Break(f"a batch of {n} rows, which a Linear of this graph refuses")
             if v.ndim != 2:
                 v = v.reshape(n, -1)
             if not v.flags.c_contiguous:
                 v = np.ascontiguousarray(v)
             args.append(v)
+        if n in self.refused_rows and not any(op.rows_are_samples for op in self.ops):  # the Inputs share n
+            raise _Break(f"a batch of {n} rows, which a Linear of this graph refuses")
         for i, node in enumerate(self.params):
             v = node.value
             if v is not self.param_seen[i]:
@@ -469,35 +475,33 @@ class Plan:
                 # the same array next step holds whatever the script wrote into it; a converted copy would not
                 self.param_seen[i], self.param_args[i] = (v if w is v else None), w
             args.append(self.param_args[i])
-        self.raw = raw
-        return args, n
+        return args, n, raw
 
     def _forward(self):
-        args, n = self._leaf_args()
+        args, n, raw = self._leaf_args()
         if n > self.capacity:
             self._layout(n)
         if self.step(*args, *self.padding, self.arena, self.iarena, self.table, False)[3] >= 0:
             raise _Break("a label or prediction outside [0, 1]")  # the nodes raise the error
-        self.rows, self.forward_args, self.forward_raw = n, args, self.raw
+        self.rows, self.forward_args, self.forward_raw = n, args, raw
         self.generation += 1
         self.pending = False
         self.breaks = 0
 
     def _backward(self):
-        args = self.forward_args
+        args, raw = self.forward_args, self.forward_raw
         if args is None:
             raise _Break("backward without a forward")
-        raw = self.forward_raw
         for node, v in zip(self.inputs, raw):
             if node.value is not v:
-                args, n = self._leaf_args()
+                args, n, raw = self._leaf_args()
                 if n != self.rows:
                     raise _Break("an Input changed its rows between forward and backward")
                 break
         else:
             for i, node in enumerate(self.params):
                 if node.value is not self.param_seen[i]:
-                    args = self._leaf_args()[0]
+                    args, _, raw = self._leaf_args()
                     break
         self.step(*args, *self.padding, self.arena, self.iarena, self.table, True)
         if self.eager_backward:  # nodes whose own backward stored arrays of their own
@@ -509,7 +513,7 @@ class Plan:
                         dict.pop(node.gradients, inp, None)
             self.eager_backward.clear()
         self.program_backward, self.back_rows = True, self.rows  # a later forward may have other rows
-        self.backward_raw = self.raw if args is not self.forward_args else raw
+        self.backward_raw = raw
         self.breaks = 0
         stats["fused_steps"] += 1
 

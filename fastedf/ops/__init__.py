@@ -2,7 +2,10 @@
 
 Every module here declares NODES (its public node classes), ALIASES (the
 names course scripts use for them) and ORDER (its place in generated
-programs); this package collects them, so adding an op is adding a module.
+programs: the order of their imports and kernel table; a new module takes
+the next number, so existing graphs keep their program sources and the
+cache entries named by them); this package collects them, so adding an op
+is adding a module.
 A node that compiles has a `lower(low)` method (fastedf.compiler); MODULES
 are the modules whose kernels the generated programs import, by ORDER.
 """

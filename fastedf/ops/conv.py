@@ -588,9 +588,7 @@ def _images(rows, H, W, C):
     return f"{rows}.reshape((n, {H}, {W}, {C}))"
 
 
-# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
-# place among the op modules in a generated program (the order of its imports and kernel table; a new module
-# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+# What fastedf.ops collects from this module (its docstring says what each is)
 NODES = (Conv, MaxPooling, Flatten)
 ALIASES = {"Convolution": Conv, "Conv2D": Conv, "MaxPool": MaxPooling, "MaxPool2D": MaxPooling,
            "MaxPooling2D": MaxPooling, "Flattener": Flatten, "Flatten2D": Flatten}

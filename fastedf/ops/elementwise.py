@@ -107,9 +107,7 @@ class Addition(_Broadcasting):
         return g, g
 
 
-# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
-# place among the op modules in a generated program (the order of its imports and kernel table; a new module
-# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+# What fastedf.ops collects from this module (its docstring says what each is)
 NODES = (Multiply, Addition)
 ALIASES = {}
 ORDER = 0

@@ -367,9 +367,7 @@ class Linear(Node):
         return forward, backward + [f"if n <= {FUSED_MAX_ROWS}:", "    " + fused, "else:"] + rows_apart
 
 
-# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
-# place among the op modules in a generated program (the order of its imports and kernel table; a new module
-# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+# What fastedf.ops collects from this module (its docstring says what each is)
 NODES = (Linear,)
 ALIASES = {}
 ORDER = 1

@@ -463,9 +463,7 @@ class CE(Loss):
         return -np.log(np.maximum(p, BCE_EPS))
 
 
-# What fastedf.ops collects from this module: its nodes, the other names course scripts use for them, and its
-# place among the op modules in a generated program (the order of its imports and kernel table; a new module
-# takes the next number, so existing graphs keep their program sources and the cache entries named by them).
+# What fastedf.ops collects from this module (its docstring says what each is)
 NODES = (BCE, CE)
 ALIASES = {"CrossEntropy": CE, "Cross_Entropy": CE, "CrossEntropyLoss": CE}
 ORDER = 3
