@@ -86,10 +86,6 @@ def _batch_of_one(vals):
 
 # ---- Linear-like -------------------------------------------------------------------------------------------
 
-def _mm_rows(x, A):
-    return x @ A
-
-
 _LINEAR = {
     # formula: (forward of x and A, dx from g, dA from g)
     "x @ A + b": (lambda x, A: x @ A, lambda x, A, g: _outer_or_mm(g, A.T), lambda x, A, g: x.T @ g),

@@ -157,7 +157,7 @@ class NodeClass:
         self.calls, self.seconds = 0, 0.0  # user's calls (or samples) while counting and time in them
         self.survivors, self.eliminated, self.match = None, {}, None
         self.verified, self.fast, self.pending = {}, {}, {}
-        self.verified_calls = self.fast_calls = self.checked_calls = 0
+        self.verified_calls = self.fast_calls = 0
         self.next_check = FIRST_RECHECK
         self.accept_at = VERIFIED_CALLS  # verified calls before the probes and the match
         self.resumed = False  # deferred, then found to repay: its kernels are loaded without asking again
@@ -303,9 +303,6 @@ class NodeClass:
         module = sys.modules.get(self.cls.__module__)
         return verify.generators(vars(node), vars(module) if module is not None else {})
 
-    def _trying(self):
-        return self.survivors
-
     def verify_forward(self, node, vals, key):
         forward0 = self.forward0
         if not node.inputs:  # a leaf (Input, Parameter): nothing to accelerate
@@ -334,7 +331,7 @@ class NodeClass:
                 form = verify.form_of(user)
                 for c, r in results:
                     self._compare(c, "value", user, _formed(form, r))
-                if self._trying():
+                if self.survivors:
                     self.pending[id(node)] = _Checked(key, form)
                 else:
                     self._none_left()
@@ -369,7 +366,7 @@ class NodeClass:
         try:
             if self._watched(watch):
                 self._compare_gradients(node, vals, upstreams, results, before)
-                if self._trying():
+                if self.survivors:
                     self._verified(node, checked, upstreams)
                 else:
                     self._none_left()
@@ -407,13 +404,12 @@ class NodeClass:
         self.user_calls += 1
         if len(self.user_times) < TIMED_CALLS:
             self.user_times.append(spent)
-        self.registry.verify_seconds += spent
 
     def _compute(self, run):
         """[(candidate, result or _Failed)] for every candidate still in the running; the match's time noted."""
         found = []
         with np.errstate(all="ignore"):
-            for c in self._trying():
+            for c in self.survivors:
                 start = time.perf_counter()
                 try:
                     found.append((c, run(c)))
@@ -454,13 +450,13 @@ class NodeClass:
         for k, d in gradients.items():
             at = [i for i, n in enumerate(inputs) if n is k]
             if not at:
-                for c in self._trying():
+                for c in self.survivors:
                     self.drop(c, "gradients: the user's code writes a gradient for a node that is not an input")
                 return
             user[at[0]] = d
         keys = tuple(sorted(user))
         if self.keys is not None and keys != self.keys:
-            for c in self._trying():
+            for c in self.survivors:
                 self.drop(c, f"gradients: the user's code wrote inputs {keys} here and {self.keys} before")
             return
         self.keys = keys
@@ -500,9 +496,7 @@ class NodeClass:
         if self.state == "user":
             return
         if not self.full_call_passed:
-            first = next(iter(self.eliminated.values()), "no candidate")
             self.give_back(f"unknown operation: no candidate computes it ({len(self.eliminated)} tried)")
-            self.first_difference = first
         else:
             self.give_back("differs from every candidate (" + _first_words(self.eliminated) + ")")
 
@@ -740,10 +734,8 @@ class Registry:
         self.dispatch_seconds = 0.0
         self.classes = []
         self.seconds = 0.0  # in the user's node methods while counting
-        self.verify_seconds = 0.0
         self.active = eager
         self.differences = 0
-        self.started = time.perf_counter()
         self._build_class = None
         self._codes, self._sampler = {}, None  # code object -> NodeClass; the signal handler and timer replaced
 
@@ -838,7 +830,6 @@ class Registry:
         self._stop_sampling()
         self.active = True
         self.dispatch_seconds = _dispatch_seconds()
-        self.activated_at = self.seconds
         for entry in self.classes:
             self._activate_one(entry)
 
