@@ -321,10 +321,7 @@ class NodeClass:
         except Exception as error:  # noqa: BLE001
             self.internal_error(error)
             return forward0(node)
-        with watch:
-            start = time.perf_counter()
-            forward0(node)
-            self._user_time(time.perf_counter() - start)
+        self._user_call(forward0, node, watch)
         try:
             if self._watched(watch):
                 user = node.value
@@ -359,10 +356,7 @@ class NodeClass:
         except Exception as error:  # noqa: BLE001
             self.internal_error(error)
             return backward0(node)
-        with watch:
-            start = time.perf_counter()
-            backward0(node)
-            self._user_time(time.perf_counter() - start)
+        self._user_call(backward0, node, watch)
         try:
             if self._watched(watch):
                 self._compare_gradients(node, vals, upstreams, results, before)
@@ -399,7 +393,12 @@ class NodeClass:
                                     for i in range(len(self.weightlike))))
         return sorted(self.survivors, key=score)
 
-    def _user_time(self, spent):
+    def _user_call(self, method, node, watch):
+        """The user's method on the real node, watched and timed (its values are the ones kept)."""
+        with watch:
+            start = time.perf_counter()
+            method(node)
+            spent = time.perf_counter() - start
         self.user_seconds += spent
         self.user_calls += 1
         if len(self.user_times) < TIMED_CALLS:
