@@ -74,6 +74,11 @@ def _edge_fills(value, edges):
     return [np.resize(np.roll(edges, -k), v.shape) for k in range(0, len(edges), size)] if v.size else []
 
 
+def _edge_probes(vals, edges):
+    """A one-input node's probes: its input filled with the edge values, then a batch of one."""
+    return [("edge values", [e]) for e in _edge_fills(vals[0], edges)] + _batch_of_one(vals)
+
+
 def _batch_of_one(vals):
     """The first sample of every input whose first axis is the batch (the longest first axis, if > 1)."""
     arrays = [v for v in vals if type(v) is np.ndarray and v.ndim]
@@ -196,7 +201,7 @@ class _Activation(Candidate):
 
     @classmethod
     def probes(cls, vals):
-        return [("edge values", [e]) for e in _edge_fills(vals[0], cls.edges)] + _batch_of_one(vals)
+        return _edge_probes(vals, cls.edges)
 
 
 class Sigmoid(_Activation):
@@ -316,7 +321,7 @@ class Softmax(Candidate):
 
     @classmethod
     def probes(cls, vals):
-        return [("edge values", [e]) for e in _edge_fills(vals[0], cls.edges)] + _batch_of_one(vals)
+        return _edge_probes(vals, cls.edges)
 
 
 # ---- Losses ------------------------------------------------------------------------------------------------
