@@ -345,7 +345,19 @@ def _rows(p):
     return max(p.shape[0] if type(p) is np.ndarray and p.ndim else 1, 1)
 
 
-class BCE(Candidate):
+class _Loss(Candidate):
+    """A loss of labels y and probabilities p, its inputs in `order`: each gradient times the scale the
+    convention divides by, from fastedf's kernels where y and p fit them (_gradient: dp when of_p, else dy)."""
+
+    loss = True
+
+    def backward(self, vals, value, g, want):
+        y, p = vals[self.order[0]], vals[self.order[1]]
+        s, fits = self._scale(p), self.use_kernels and _fits(y, p)
+        return {i: self._gradient(y, p, s, self.order[i] == 1, fits) for i in want}
+
+
+class BCE(_Loss):
     """Binary cross-entropy of labels y and probabilities p (its inputs in `order`).
 
     value: the sum (or mean) of -(y log p + (1 - y) log(1 - p)) with p clipped
@@ -356,7 +368,6 @@ class BCE(Candidate):
     op = "bce"
     kernels = ("bce_total", "bce_gradient")
     names = ("bce", "binary")
-    loss = True
 
     def __init__(self, order, reduce, scale, clip):
         super().__init__(order=order, reduce=reduce, scale=scale, clip=clip)
@@ -378,22 +389,19 @@ class BCE(Candidate):
         terms = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
         return np.sum(terms) if self.reduce == "sum" else np.mean(terms)
 
-    def backward(self, vals, value, g, want):
-        y, p = vals[self.order[0]], vals[self.order[1]]
-        s = 1.0 / _rows(p) if self.scale == "rows" else 1.0
-        fits = self.use_kernels and _fits(y, p)
-        out = {}
-        for i in want:
-            if fits:
-                out[i] = d = np.empty(p.shape)
-                if self.order[i] == 1:
-                    loss.bce_gradient(y, p, self.eps, self.code, s, d)
-                else:
-                    loss.bce_label_gradient(p, self.eps, self.code, s, d)
-                continue
-            pc = _clip(p, self.eps, self.mode, True)
-            out[i] = (pc - y) / (pc * (1 - pc)) * s if self.order[i] == 1 else (np.log(1 - pc) - np.log(pc)) * s
-        return out
+    def _scale(self, p):
+        return 1.0 / _rows(p) if self.scale == "rows" else 1.0
+
+    def _gradient(self, y, p, s, of_p, fits):
+        if fits:
+            out = np.empty(p.shape)
+            if of_p:
+                loss.bce_gradient(y, p, self.eps, self.code, s, out)
+            else:
+                loss.bce_label_gradient(p, self.eps, self.code, s, out)
+            return out
+        pc = _clip(p, self.eps, self.mode, True)
+        return (pc - y) / (pc * (1 - pc)) * s if of_p else (np.log(1 - pc) - np.log(pc)) * s
 
     @staticmethod
     def family(n):
@@ -417,7 +425,7 @@ class BCE(Candidate):
         return found + _batch_of_one(vals)
 
 
-class CE(Candidate):
+class CE(_Loss):
     """Cross-entropy of one-hot labels y and probabilities p over rows or columns (samples).
 
     value: -sum(y log pc), divided by the samples (mean) or not (sum), pc
@@ -429,7 +437,6 @@ class CE(Candidate):
     op = "ce"
     kernels = ("ce_total", "ce_gradient")
     names = ("ce", "cross", "entropy", "nll")
-    loss = True
 
     def __init__(self, order, axis, reduce, scale, clip, logits):
         eps, mode = clip
@@ -455,23 +462,20 @@ class CE(Candidate):
             total = -np.sum(y * np.log(_clip(p, self.eps, self.mode, False)))
         return np.float64(total / self._samples(p) if self.reduce == "mean" else total)
 
-    def backward(self, vals, value, g, want):
-        y, p = vals[self.order[0]], vals[self.order[1]]
-        s = 1.0 / self._samples(p) if self.scale == "samples" else 1.0
-        fits = self.use_kernels and _fits(y, p)
-        out = {}
-        for i in want:
-            if fits:
-                out[i] = d = np.empty(p.shape)
-                if self.order[i] == 1:
-                    loss.ce_gradient(y, p, self.eps, self.code, self.logits, s, d)
-                else:
-                    loss.ce_label_gradient(p, self.eps, self.code, s, d)
-            elif self.order[i] == 1:
-                out[i] = (p - y) * s if self.logits else -y / _clip(p, self.eps, self.mode, False) * s
+    def _scale(self, p):
+        return 1.0 / self._samples(p) if self.scale == "samples" else 1.0
+
+    def _gradient(self, y, p, s, of_p, fits):
+        if fits:
+            out = np.empty(p.shape)
+            if of_p:
+                loss.ce_gradient(y, p, self.eps, self.code, self.logits, s, out)
             else:
-                out[i] = -np.log(_clip(p, self.eps, self.mode, False)) * s
-        return out
+                loss.ce_label_gradient(p, self.eps, self.code, s, out)
+            return out
+        if of_p:
+            return (p - y) * s if self.logits else -y / _clip(p, self.eps, self.mode, False) * s
+        return -np.log(_clip(p, self.eps, self.mode, False)) * s
 
     @staticmethod
     def family(n):
