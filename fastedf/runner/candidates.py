@@ -26,12 +26,12 @@ import itertools
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..node import _sum_to
+from ..node import F64, _sum_to
+from ..numpy_edf import _rows
 from ..ops import activations as act
 from ..ops import conv
 from . import kernels as loss
 
-F64 = np.dtype(np.float64)
 # The clipping constants course code uses, tried in this order; None is no clip.
 CLIPS = (1e-12, 1e-15, 1e-7, 1e-8, 1e-9, 1e-10, 1e-6, 1e-5, None)
 
@@ -341,10 +341,6 @@ def _clip_text(eps, mode):
     return "no clip" if mode is None else f"clip {number}" if mode == "clip" else f"log(p + {number})"
 
 
-def _rows(p):
-    return max(p.shape[0] if type(p) is np.ndarray and p.ndim else 1, 1)
-
-
 class _Loss(Candidate):
     """A loss of labels y and probabilities p, its inputs in `order`: each gradient times the scale the
     convention divides by, from fastedf's kernels where y and p fit them (_gradient: dp when of_p, else dy)."""
@@ -390,7 +386,7 @@ class BCE(_Loss):
         return np.sum(terms) if self.reduce == "sum" else np.mean(terms)
 
     def _scale(self, p):
-        return 1.0 / _rows(p) if self.scale == "rows" else 1.0
+        return 1.0 / _rows(np.asarray(p)) if self.scale == "rows" else 1.0
 
     def _gradient(self, y, p, s, of_p, fits):
         if fits:
