@@ -497,7 +497,8 @@ class NodeClass:
         if not self.full_call_passed:
             self.give_back(f"unknown operation: no candidate computes it ({len(self.eliminated)} tried)")
         else:
-            self.give_back("differs from every candidate (" + _first_words(self.eliminated) + ")")
+            c, difference = next(reversed(self.eliminated.items()))  # the last candidate standing
+            self.give_back(f"differs from every candidate (last: {c.describe()}: {difference})")
 
     def _verified(self, node, checked, upstreams):
         self.full_call_passed = True
@@ -717,12 +718,6 @@ def _formed(form, result):
         return form(result)
     except Exception as error:  # noqa: BLE001
         return _Failed(error)
-
-
-def _first_words(eliminated):
-    items = list(eliminated.items())
-    c, d = items[-1]
-    return f"last: {c.describe()}: {d}"
 
 
 class Registry:
