@@ -62,6 +62,11 @@ class Candidate:
         """The input indices this candidate reads as weights (none for most operations)."""
         return ()
 
+    @staticmethod
+    def probes(vals):
+        """[(name, input values)]: the family's edge probes of a node (most families: a batch of one)."""
+        return _batch_of_one(vals)
+
     def __repr__(self):
         return f"{type(self).__name__}({self.describe()})"
 
@@ -162,10 +167,6 @@ class Linear(Candidate):
                 if formula == "x @ A + b" and n == 3:
                     found.append(Linear(formula, order, per_row=True))
         return found
-
-    @staticmethod
-    def probes(vals):
-        return _batch_of_one(vals)
 
 
 # ---- Elementwise activations -------------------------------------------------------------------------------
@@ -526,10 +527,6 @@ class Multiply(Candidate):
     def family(cls, n):
         return [cls(True), cls(False)] if n == 2 else []
 
-    @staticmethod
-    def probes(vals):
-        return _batch_of_one(vals)
-
 
 class Addition(Multiply):
     """x + y; each gradient summed back to its input's shape, or the upstream gradient itself."""
@@ -675,10 +672,6 @@ class Conv(Candidate):
         return [Conv(layout, padding, stride, n == 3) for layout in ("last", "first")
                 for padding in ("same", "valid") for stride in (1, 2)]
 
-    @staticmethod
-    def probes(vals):
-        return _batch_of_one(vals)
-
 
 class MaxPooling(Candidate):
     """Max over non-overlapping size x size windows; the gradient to the first maximum or to every tie."""
@@ -752,10 +745,6 @@ class Flatten(Candidate):
     @staticmethod
     def family(n):
         return [Flatten()] if n == 1 else []
-
-    @staticmethod
-    def probes(vals):
-        return _batch_of_one(vals)
 
 
 FAMILIES = (Linear, Sigmoid, Tanh, ReLU, Softmax, BCE, CE, Multiply, Addition, Conv, MaxPooling, Flatten)
