@@ -284,7 +284,7 @@ class Softmax(Candidate):
         text = f"Softmax over {self.axis}" + ("" if self.stable else ", no max subtracted")
         return text + (", Softmax passes the gradient through" if self.through else "")
 
-    def _rows(self, a):
+    def _as_rows(self, a):
         return a if self.axis == "rows" else a.T
 
     def forward(self, vals):
@@ -298,22 +298,22 @@ class Softmax(Candidate):
         if not self.use_kernels:
             e = np.exp(z - z.max(axis=axis, keepdims=True))
             return e / e.sum(axis=axis, keepdims=True)
-        zr = np.ascontiguousarray(self._rows(z))
+        zr = np.ascontiguousarray(self._as_rows(z))
         out = np.empty(zr.shape)
         act.softmax_forward(zr, out)
-        return self._rows(out)
+        return self._as_rows(out)
 
     def backward(self, vals, value, g, want):
         if self.through:
             return {0: g}
-        p, g = np.ascontiguousarray(self._rows(_f64(value))), np.ascontiguousarray(self._rows(_f64(g)))
+        p, g = np.ascontiguousarray(self._as_rows(_f64(value))), np.ascontiguousarray(self._as_rows(_f64(g)))
         if p.shape != g.shape:
             raise ValueError("upstream gradient of another shape")
         if not self.use_kernels:
-            return {0: self._rows(p * (g - np.sum(g * p, axis=1, keepdims=True)))}
+            return {0: self._as_rows(p * (g - np.sum(g * p, axis=1, keepdims=True)))}
         out = np.empty(p.shape)
         act.softmax_backward(p, g, out)
-        return {0: self._rows(out)}
+        return {0: self._as_rows(out)}
 
     @staticmethod
     def family(n):
