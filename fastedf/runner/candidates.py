@@ -26,12 +26,12 @@ import itertools
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..node import _sum_to
+from ..node import F64, _sum_to
+from ..numpy_edf import _rows
 from ..ops import activations as act
 from ..ops import conv
 from . import kernels as loss
 
-F64 = np.dtype(np.float64)
 # The clipping constants course code uses, tried in this order; None is no clip.
 CLIPS = (1e-12, 1e-15, 1e-7, 1e-8, 1e-9, 1e-10, 1e-6, 1e-5, None)
 
@@ -62,6 +62,11 @@ class Candidate:
         """The input indices this candidate reads as weights (none for most operations)."""
         return ()
 
+    @staticmethod
+    def probes(vals):
+        """[(name, input values)]: the family's edge probes of a node (most families: a batch of one)."""
+        return _batch_of_one(vals)
+
     def __repr__(self):
         return f"{type(self).__name__}({self.describe()})"
 
@@ -72,6 +77,11 @@ def _edge_fills(value, edges):
     size = max(v.size, 1)
     edges = np.asarray(edges, dtype=F64)
     return [np.resize(np.roll(edges, -k), v.shape) for k in range(0, len(edges), size)] if v.size else []
+
+
+def _edge_probes(vals, edges):
+    """A one-input node's probes: its input filled with the edge values, then a batch of one."""
+    return [("edge values", [e]) for e in _edge_fills(vals[0], edges)] + _batch_of_one(vals)
 
 
 def _batch_of_one(vals):
@@ -85,10 +95,6 @@ def _batch_of_one(vals):
 
 
 # ---- Linear-like -------------------------------------------------------------------------------------------
-
-def _mm_rows(x, A):
-    return x @ A
-
 
 _LINEAR = {
     # formula: (forward of x and A, dx from g, dA from g)
@@ -162,10 +168,6 @@ class Linear(Candidate):
                     found.append(Linear(formula, order, per_row=True))
         return found
 
-    @staticmethod
-    def probes(vals):
-        return _batch_of_one(vals)
-
 
 # ---- Elementwise activations -------------------------------------------------------------------------------
 
@@ -200,7 +202,7 @@ class _Activation(Candidate):
 
     @classmethod
     def probes(cls, vals):
-        return [("edge values", [e]) for e in _edge_fills(vals[0], cls.edges)] + _batch_of_one(vals)
+        return _edge_probes(vals, cls.edges)
 
 
 class Sigmoid(_Activation):
@@ -282,7 +284,7 @@ class Softmax(Candidate):
         text = f"Softmax over {self.axis}" + ("" if self.stable else ", no max subtracted")
         return text + (", Softmax passes the gradient through" if self.through else "")
 
-    def _rows(self, a):
+    def _as_rows(self, a):
         return a if self.axis == "rows" else a.T
 
     def forward(self, vals):
@@ -296,22 +298,22 @@ class Softmax(Candidate):
         if not self.use_kernels:
             e = np.exp(z - z.max(axis=axis, keepdims=True))
             return e / e.sum(axis=axis, keepdims=True)
-        zr = np.ascontiguousarray(self._rows(z))
+        zr = np.ascontiguousarray(self._as_rows(z))
         out = np.empty(zr.shape)
         act.softmax_forward(zr, out)
-        return self._rows(out)
+        return self._as_rows(out)
 
     def backward(self, vals, value, g, want):
         if self.through:
             return {0: g}
-        p, g = np.ascontiguousarray(self._rows(_f64(value))), np.ascontiguousarray(self._rows(_f64(g)))
+        p, g = np.ascontiguousarray(self._as_rows(_f64(value))), np.ascontiguousarray(self._as_rows(_f64(g)))
         if p.shape != g.shape:
             raise ValueError("upstream gradient of another shape")
         if not self.use_kernels:
-            return {0: self._rows(p * (g - np.sum(g * p, axis=1, keepdims=True)))}
+            return {0: self._as_rows(p * (g - np.sum(g * p, axis=1, keepdims=True)))}
         out = np.empty(p.shape)
         act.softmax_backward(p, g, out)
-        return {0: self._rows(out)}
+        return {0: self._as_rows(out)}
 
     @staticmethod
     def family(n):
@@ -320,7 +322,7 @@ class Softmax(Candidate):
 
     @classmethod
     def probes(cls, vals):
-        return [("edge values", [e]) for e in _edge_fills(vals[0], cls.edges)] + _batch_of_one(vals)
+        return _edge_probes(vals, cls.edges)
 
 
 # ---- Losses ------------------------------------------------------------------------------------------------
@@ -340,11 +342,19 @@ def _clip_text(eps, mode):
     return "no clip" if mode is None else f"clip {number}" if mode == "clip" else f"log(p + {number})"
 
 
-def _rows(p):
-    return max(p.shape[0] if type(p) is np.ndarray and p.ndim else 1, 1)
+class _Loss(Candidate):
+    """A loss of labels y and probabilities p, its inputs in `order`: each gradient times the scale the
+    convention divides by, from fastedf's kernels where y and p fit them (_gradient: dp when of_p, else dy)."""
+
+    loss = True
+
+    def backward(self, vals, value, g, want):
+        y, p = vals[self.order[0]], vals[self.order[1]]
+        s, fits = self._scale(p), self.use_kernels and _fits(y, p)
+        return {i: self._gradient(y, p, s, self.order[i] == 1, fits) for i in want}
 
 
-class BCE(Candidate):
+class BCE(_Loss):
     """Binary cross-entropy of labels y and probabilities p (its inputs in `order`).
 
     value: the sum (or mean) of -(y log p + (1 - y) log(1 - p)) with p clipped
@@ -355,7 +365,6 @@ class BCE(Candidate):
     op = "bce"
     kernels = ("bce_total", "bce_gradient")
     names = ("bce", "binary")
-    loss = True
 
     def __init__(self, order, reduce, scale, clip):
         super().__init__(order=order, reduce=reduce, scale=scale, clip=clip)
@@ -377,22 +386,19 @@ class BCE(Candidate):
         terms = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
         return np.sum(terms) if self.reduce == "sum" else np.mean(terms)
 
-    def backward(self, vals, value, g, want):
-        y, p = vals[self.order[0]], vals[self.order[1]]
-        s = 1.0 / _rows(p) if self.scale == "rows" else 1.0
-        fits = self.use_kernels and _fits(y, p)
-        out = {}
-        for i in want:
-            if fits:
-                out[i] = d = np.empty(p.shape)
-                if self.order[i] == 1:
-                    loss.bce_gradient(y, p, self.eps, self.code, s, d)
-                else:
-                    loss.bce_label_gradient(p, self.eps, self.code, s, d)
-                continue
-            pc = _clip(p, self.eps, self.mode, True)
-            out[i] = (pc - y) / (pc * (1 - pc)) * s if self.order[i] == 1 else (np.log(1 - pc) - np.log(pc)) * s
-        return out
+    def _scale(self, p):
+        return 1.0 / _rows(np.asarray(p)) if self.scale == "rows" else 1.0
+
+    def _gradient(self, y, p, s, of_p, fits):
+        if fits:
+            out = np.empty(p.shape)
+            if of_p:
+                loss.bce_gradient(y, p, self.eps, self.code, s, out)
+            else:
+                loss.bce_label_gradient(p, self.eps, self.code, s, out)
+            return out
+        pc = _clip(p, self.eps, self.mode, True)
+        return (pc - y) / (pc * (1 - pc)) * s if of_p else (np.log(1 - pc) - np.log(pc)) * s
 
     @staticmethod
     def family(n):
@@ -416,7 +422,7 @@ class BCE(Candidate):
         return found + _batch_of_one(vals)
 
 
-class CE(Candidate):
+class CE(_Loss):
     """Cross-entropy of one-hot labels y and probabilities p over rows or columns (samples).
 
     value: -sum(y log pc), divided by the samples (mean) or not (sum), pc
@@ -428,7 +434,6 @@ class CE(Candidate):
     op = "ce"
     kernels = ("ce_total", "ce_gradient")
     names = ("ce", "cross", "entropy", "nll")
-    loss = True
 
     def __init__(self, order, axis, reduce, scale, clip, logits):
         eps, mode = clip
@@ -454,23 +459,20 @@ class CE(Candidate):
             total = -np.sum(y * np.log(_clip(p, self.eps, self.mode, False)))
         return np.float64(total / self._samples(p) if self.reduce == "mean" else total)
 
-    def backward(self, vals, value, g, want):
-        y, p = vals[self.order[0]], vals[self.order[1]]
-        s = 1.0 / self._samples(p) if self.scale == "samples" else 1.0
-        fits = self.use_kernels and _fits(y, p)
-        out = {}
-        for i in want:
-            if fits:
-                out[i] = d = np.empty(p.shape)
-                if self.order[i] == 1:
-                    loss.ce_gradient(y, p, self.eps, self.code, self.logits, s, d)
-                else:
-                    loss.ce_label_gradient(p, self.eps, self.code, s, d)
-            elif self.order[i] == 1:
-                out[i] = (p - y) * s if self.logits else -y / _clip(p, self.eps, self.mode, False) * s
+    def _scale(self, p):
+        return 1.0 / self._samples(p) if self.scale == "samples" else 1.0
+
+    def _gradient(self, y, p, s, of_p, fits):
+        if fits:
+            out = np.empty(p.shape)
+            if of_p:
+                loss.ce_gradient(y, p, self.eps, self.code, self.logits, s, out)
             else:
-                out[i] = -np.log(_clip(p, self.eps, self.mode, False)) * s
-        return out
+                loss.ce_label_gradient(p, self.eps, self.code, s, out)
+            return out
+        if of_p:
+            return (p - y) * s if self.logits else -y / _clip(p, self.eps, self.mode, False) * s
+        return -np.log(_clip(p, self.eps, self.mode, False)) * s
 
     @staticmethod
     def family(n):
@@ -524,10 +526,6 @@ class Multiply(Candidate):
     @classmethod
     def family(cls, n):
         return [cls(True), cls(False)] if n == 2 else []
-
-    @staticmethod
-    def probes(vals):
-        return _batch_of_one(vals)
 
 
 class Addition(Multiply):
@@ -674,10 +672,6 @@ class Conv(Candidate):
         return [Conv(layout, padding, stride, n == 3) for layout in ("last", "first")
                 for padding in ("same", "valid") for stride in (1, 2)]
 
-    @staticmethod
-    def probes(vals):
-        return _batch_of_one(vals)
-
 
 class MaxPooling(Candidate):
     """Max over non-overlapping size x size windows; the gradient to the first maximum or to every tie."""
@@ -751,10 +745,6 @@ class Flatten(Candidate):
     @staticmethod
     def family(n):
         return [Flatten()] if n == 1 else []
-
-    @staticmethod
-    def probes(vals):
-        return _batch_of_one(vals)
 
 
 FAMILIES = (Linear, Sigmoid, Tanh, ReLU, Softmax, BCE, CE, Multiply, Addition, Conv, MaxPooling, Flatten)

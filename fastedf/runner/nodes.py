@@ -157,7 +157,7 @@ class NodeClass:
         self.calls, self.seconds = 0, 0.0  # user's calls (or samples) while counting and time in them
         self.survivors, self.eliminated, self.match = None, {}, None
         self.verified, self.fast, self.pending = {}, {}, {}
-        self.verified_calls = self.fast_calls = self.checked_calls = 0
+        self.verified_calls = self.fast_calls = 0
         self.next_check = FIRST_RECHECK
         self.accept_at = VERIFIED_CALLS  # verified calls before the probes and the match
         self.resumed = False  # deferred, then found to repay: its kernels are loaded without asking again
@@ -303,9 +303,6 @@ class NodeClass:
         module = sys.modules.get(self.cls.__module__)
         return verify.generators(vars(node), vars(module) if module is not None else {})
 
-    def _trying(self):
-        return self.survivors
-
     def verify_forward(self, node, vals, key):
         forward0 = self.forward0
         if not node.inputs:  # a leaf (Input, Parameter): nothing to accelerate
@@ -324,17 +321,14 @@ class NodeClass:
         except Exception as error:  # noqa: BLE001
             self.internal_error(error)
             return forward0(node)
-        with watch:
-            start = time.perf_counter()
-            forward0(node)
-            self._user_time(time.perf_counter() - start)
+        self._user_call(forward0, node, watch)
         try:
             if self._watched(watch):
                 user = node.value
                 form = verify.form_of(user)
                 for c, r in results:
                     self._compare(c, "value", user, _formed(form, r))
-                if self._trying():
+                if self.survivors:
                     self.pending[id(node)] = _Checked(key, form)
                 else:
                     self._none_left()
@@ -362,14 +356,11 @@ class NodeClass:
         except Exception as error:  # noqa: BLE001
             self.internal_error(error)
             return backward0(node)
-        with watch:
-            start = time.perf_counter()
-            backward0(node)
-            self._user_time(time.perf_counter() - start)
+        self._user_call(backward0, node, watch)
         try:
             if self._watched(watch):
                 self._compare_gradients(node, vals, upstreams, results, before)
-                if self._trying():
+                if self.survivors:
                     self._verified(node, checked, upstreams)
                 else:
                     self._none_left()
@@ -402,18 +393,22 @@ class NodeClass:
                                     for i in range(len(self.weightlike))))
         return sorted(self.survivors, key=score)
 
-    def _user_time(self, spent):
+    def _user_call(self, method, node, watch):
+        """The user's method on the real node, watched and timed (its values are the ones kept)."""
+        with watch:
+            start = time.perf_counter()
+            method(node)
+            spent = time.perf_counter() - start
         self.user_seconds += spent
         self.user_calls += 1
         if len(self.user_times) < TIMED_CALLS:
             self.user_times.append(spent)
-        self.registry.verify_seconds += spent
 
     def _compute(self, run):
         """[(candidate, result or _Failed)] for every candidate still in the running; the match's time noted."""
         found = []
         with np.errstate(all="ignore"):
-            for c in self._trying():
+            for c in self.survivors:
                 start = time.perf_counter()
                 try:
                     found.append((c, run(c)))
@@ -454,13 +449,13 @@ class NodeClass:
         for k, d in gradients.items():
             at = [i for i, n in enumerate(inputs) if n is k]
             if not at:
-                for c in self._trying():
+                for c in self.survivors:
                     self.drop(c, "gradients: the user's code writes a gradient for a node that is not an input")
                 return
             user[at[0]] = d
         keys = tuple(sorted(user))
         if self.keys is not None and keys != self.keys:
-            for c in self._trying():
+            for c in self.survivors:
                 self.drop(c, f"gradients: the user's code wrote inputs {keys} here and {self.keys} before")
             return
         self.keys = keys
@@ -500,11 +495,10 @@ class NodeClass:
         if self.state == "user":
             return
         if not self.full_call_passed:
-            first = next(iter(self.eliminated.values()), "no candidate")
             self.give_back(f"unknown operation: no candidate computes it ({len(self.eliminated)} tried)")
-            self.first_difference = first
         else:
-            self.give_back("differs from every candidate (" + _first_words(self.eliminated) + ")")
+            c, difference = next(reversed(self.eliminated.items()))  # the last candidate standing
+            self.give_back(f"differs from every candidate (last: {c.describe()}: {difference})")
 
     def _verified(self, node, checked, upstreams):
         self.full_call_passed = True
@@ -726,12 +720,6 @@ def _formed(form, result):
         return _Failed(error)
 
 
-def _first_words(eliminated):
-    items = list(eliminated.items())
-    c, d = items[-1]
-    return f"last: {c.describe()}: {d}"
-
-
 class Registry:
     """Every node class of the user's code, and the class-statement hook that finds them."""
 
@@ -740,10 +728,8 @@ class Registry:
         self.dispatch_seconds = 0.0
         self.classes = []
         self.seconds = 0.0  # in the user's node methods while counting
-        self.verify_seconds = 0.0
         self.active = eager
         self.differences = 0
-        self.started = time.perf_counter()
         self._build_class = None
         self._codes, self._sampler = {}, None  # code object -> NodeClass; the signal handler and timer replaced
 
@@ -838,7 +824,6 @@ class Registry:
         self._stop_sampling()
         self.active = True
         self.dispatch_seconds = _dispatch_seconds()
-        self.activated_at = self.seconds
         for entry in self.classes:
             self._activate_one(entry)
 

@@ -46,7 +46,7 @@ def summary(registry):
     line = f"fastedf run: {len(fast)} of {len(ran)} node classes accelerated ({done or 'none'})"
     line += f"; {len(left)} left as the user's code" + (f" ({kept})" if kept else "")
     if registry.check:
-        line += f"; --check: {sum(c.checked_calls + c.user_calls for c in ran)} calls compared, " \
+        line += f"; --check: {sum(c.user_calls for c in ran)} calls compared, " \
                 f"{registry.differences} difference(s)"
     return line + f"; time in nodes {run:.2f} s vs ~{plain:.2f} s plain-python estimate"
 

@@ -12,8 +12,9 @@ import warnings
 
 import numpy as np
 
+from ..node import F64
+
 RTOL = 1e-12
-F64 = np.dtype(np.float64)
 
 
 def signature(value):
