@@ -119,10 +119,11 @@ class _Checked:
 class _Entry:
     """An accelerated (node, input signature): what its calls need, looked up once."""
 
-    __slots__ = ("key", "forward", "backward", "gsigs", "keys", "replaces")
+    __slots__ = ("key", "forward", "backward", "gsigs", "keys", "replaces", "loss")
 
     def __init__(self, key, match, form, gsigs, gradient_forms):
         forward, backward = match.candidate.forward, match.candidate.backward
+        self.loss = match.candidate.loss
         self.key, self.gsigs, self.keys, self.replaces = key, gsigs, match.keys, match.replaces_dict
         self.forward = forward if form is None else (lambda vals: form(forward(vals)))
         forms = {i: f for i, f in gradient_forms.items() if f is not None}
@@ -203,6 +204,7 @@ class NodeClass:
     def give_back(self, reason):
         """The user's code from now on, with no wrapper left."""
         self._set(self.forward0, self.backward0)
+        self.registry.generation += 1  # a fused graph of the class runs node by node from its next step
         self.state, self.reason = "user", reason
         self.fast.clear()
         self.pending.clear()
@@ -219,11 +221,18 @@ class NodeClass:
         self.candidates_module = candidates
         fast, pending, forward0, backward0 = self.fast, self.pending, self.forward0, self.backward0
         signature, ndarray, f64 = verify.signature, np.ndarray, verify.F64
+        fuser = self.registry.fuser()
+        owners = fuser.owners
 
-        # The accelerated path: the guard is the node and its inputs' shapes (float64 arrays) or signatures.
+        # A node of a fused graph: its plan runs the call, or says it runs node by node (fastedf.runner.fuse).
+        # Otherwise the accelerated path: the guard is the node and its inputs' shapes (float64 arrays) or
+        # signatures.
         def forward(node, *args, **kwargs):
             if args or kwargs:
                 return forward0(node, *args, **kwargs)
+            slot = owners.get(id(node))
+            if slot is not None and slot[0].forward(node, slot[1]):
+                return None
             try:
                 vals = [n.value for n in node.inputs]
                 key = (id(node), *[v.shape if type(v) is ndarray and v.dtype is f64 else signature(v) for v in vals])
@@ -239,6 +248,8 @@ class NodeClass:
                         self.internal_error(error)
                         return forward0(node)
                     pending[id(node)] = entry
+                    if entry.loss and not node.outputs:
+                        fuser.tick(node)
                     return None
                 self.next_check *= 2
             return self.verify_forward(node, vals, key)
@@ -246,6 +257,9 @@ class NodeClass:
         def backward(node, *args, **kwargs):
             if args or kwargs:
                 return backward0(node, *args, **kwargs)
+            slot = owners.get(id(node))
+            if slot is not None and slot[0].backward(node, slot[1]):
+                return None
             entry = pending.pop(id(node), None)
             if entry is None:  # its forward ran as the user's code only
                 return backward0(node)
@@ -524,6 +538,8 @@ class NodeClass:
         """Before the probes, which cost more than the verified calls: False (and the class given back or
         deferred) when the leading candidate, as timed on the verified calls, cannot pay."""
         c = self._ranked()[0]
+        if c.op in _fusable():  # its graph may run fused, where node-by-node costs do not apply
+            return True
         if c.kernels:
             if not self.repays():
                 self.defer()
@@ -539,7 +555,7 @@ class NodeClass:
     def paying(self):
         """False (and `slower` set) when the match's calls, with the dispatch's cost, are measured no faster than
         the user's code (medians of the verified calls, each method call its own sample)."""
-        if len(self.mine_times) < PAYING_SAMPLES:  # the first kernel calls load from Numba's cache: not yet
+        if len(self.mine_times) < PAYING_SAMPLES or self.match.op in _fusable():  # loading; or it may fuse
             return True
         mine, user = median(self.mine_times), median(self.user_times)
         if user is None or mine + self.registry.dispatch_seconds < user:
@@ -687,6 +703,11 @@ class NodeClass:
         self.probed.append(f"{name}: {dropped} candidate(s) dropped")
 
 
+def _fusable():
+    from .fuse import LOWER
+    return LOWER
+
+
 def median(times):
     return sorted(times)[len(times) // 2] if times else None
 
@@ -732,6 +753,15 @@ class Registry:
         self.differences = 0
         self._build_class = None
         self._codes, self._sampler = {}, None  # code object -> NodeClass; the signal handler and timer replaced
+        self.generation = 0  # classes given back so far
+        self._fuser = None
+
+    def fuser(self):
+        """The fused graphs (fastedf.runner.fuse), made when the first class is verified."""
+        if self._fuser is None:
+            from .fuse import Fuser
+            self._fuser = Fuser(self)
+        return self._fuser
 
     def install(self):
         original = self._build_class = builtins.__build_class__
@@ -838,6 +868,8 @@ class Registry:
     def finish(self):
         """Put every class's own methods back (atexit code of the script runs the user's code)."""
         self._stop_sampling()
+        if self._fuser is not None:
+            self._fuser.finish()
         for entry in self.classes:
             if entry.state in ("counting", "verifying", "accelerated"):
                 entry._set(entry.forward0, entry.backward0)

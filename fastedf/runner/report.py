@@ -48,7 +48,30 @@ def summary(registry):
     if registry.check:
         line += f"; --check: {sum(c.user_calls for c in ran)} calls compared, " \
                 f"{registry.differences} difference(s)"
-    return line + f"; time in nodes {run:.2f} s vs ~{plain:.2f} s plain-python estimate"
+    return line + _fused_text(registry) + f"; time in nodes {run:.2f} s vs ~{plain:.2f} s plain-python estimate"
+
+
+def _fused_text(registry):
+    """'; N graph(s) fused: F steps fused, E node by node' when any graph was fused or refused."""
+    fuser = registry._fuser
+    if fuser is None or not (fuser.plans or fuser.refused):
+        return ""
+    fused, eager = fuser.steps()
+    return f"; {len(fuser.plans)} graph(s) fused: {fused} steps fused, {eager} node by node"
+
+
+def _fused_lines(registry):
+    fuser = registry._fuser
+    if fuser is None:
+        return []
+    lines = []
+    for plan in fuser.plans:
+        names = " -> ".join(type(n).__name__ for n in plan.s.ops)
+        lines.append(f"  fused graph {names}: {plan.steps - plan.node_steps} steps fused, "
+                     f"{plan.node_steps} node by node")
+        lines += [f"    a signature run node by node: {why}" for why in dict.fromkeys(plan.refused.values())]
+    lines += [f"  graph of the loss {name}: not fused ({why})" for name, why in fuser.refused.items()]
+    return lines
 
 
 def explain(registry):
@@ -83,4 +106,4 @@ def explain(registry):
             lines.append(f"    rejected {cand.describe()}: {difference}")
         if len(shown) > 12:
             lines.append(f"    ... and {len(shown) - 12} more candidates rejected")
-    return "\n".join(lines)
+    return "\n".join(lines + _fused_lines(registry))
