@@ -1,0 +1,173 @@
+"""`fastedf run`'s fused user graphs (fastedf.runner.fuse): the same numbers as the user's own code.
+
+Each test runs a course loop twice on a student's EDF module of tests/run_variants: once as plain python,
+once with the runner's hook verifying from the first call and fusing as soon as it may; every value and
+gradient the script reads (and every array it kept) must agree to 1e-12, and the loop must have run fused.
+"""
+import importlib.util
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from fastedf import fused
+from fastedf.runner import fuse, nodes, report
+
+VARIANTS = pathlib.Path(__file__).resolve().parent / "run_variants"
+TOL = 1e-12
+
+
+@pytest.fixture(autouse=True)
+def fuse_at_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(fused, "WARM_SECONDS", 0.0)
+    monkeypatch.setattr(fused, "COLD_SECONDS", 0.0)
+    monkeypatch.setattr(fuse, "FIRST_RECHECK", 16)
+
+
+def _edf(variant, registry=None):
+    """The variant's EDF module, imported afresh (with the registry's class hook when given)."""
+    path = VARIANTS / variant / "EDF.py"
+    name = f"edf_{variant}_{'run' if registry else 'plain'}_{len(sys.modules)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    if registry is not None:
+        registry.install()
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if registry is not None:
+            registry.uninstall()
+    return module
+
+
+def _same(a, b, what=""):
+    assert len(a) == len(b), what
+    for i, (u, v) in enumerate(zip(a, b)):
+        assert type(u) is type(v), (what, i, type(u), type(v))
+        assert np.shape(u) == np.shape(v), (what, i)
+        np.testing.assert_allclose(v, u, rtol=TOL, atol=1e-300, err_msg=f"{what} #{i}")
+
+
+def _fused_steps(registry):
+    fuser = registry._fuser
+    return sum(p.steps - p.node_steps for p in fuser.plans) if fuser is not None else 0
+
+
+def _instructor(edf, steps=300):
+    """The instructor's per-sample loop, reading what scripts read and keeping references to what they see."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(steps, 2)), (rng.random(steps) > 0.5).astype(float)
+    x1, x2, y = edf.Input(), edf.Input(), edf.Input()
+    w1, w2, b = (edf.Parameter(v) for v in (np.full((1, 1), 0.3), np.full((1, 1), -0.2), np.zeros((1, 1))))
+    u1, u2 = edf.Multiply(w1, x1), edf.Multiply(w2, x2)
+    s = edf.Sigmoid(edf.Addition(edf.Addition(u1, u2), b))
+    loss = edf.BCE(y, s)
+    graph = [x1, x2, y, w1, w2, b, u1, u2, u1.outputs[0], s.inputs[0], s, loss]
+    seen = {"loss": [], "kept values": [], "kept gradients": [], "parameter gradients": [], "copies": []}
+    for i in range(steps):
+        x1.value, x2.value, y.value = X[i, :1].reshape(1, -1), X[i, 1:].reshape(1, -1), Y[i].reshape(1, -1)
+        for n in graph:
+            n.forward()
+        seen["loss"].append(loss.value)
+        for n in graph[::-1]:
+            n.backward()
+        if i % 7 == 0:  # kept, not copied: later steps must not change them
+            seen["kept values"].append(s.value)
+            seen["kept gradients"].append(u1.gradients[w1])
+        seen["copies"] += [s.value.copy(), u2.gradients[x2].copy(), loss.gradients[s].copy()]
+        for t in (w1, w2, b):
+            seen["parameter gradients"].append(t.gradients[t])
+            t.value -= 0.1 * t.gradients[t]
+    predictions = []
+    for i in range(20):  # a partial forward: no label, the loss not called
+        x1.value, x2.value = X[i, :1].reshape(1, -1), X[i, 1:].reshape(1, -1)
+        for n in graph[:-1]:
+            n.forward()
+        predictions.append(s.value.copy())
+    seen["predictions"] = predictions
+    x1.value, x2.value = X[:, :1], X[:, 1:]  # the Inputs change shape: the whole set at once
+    for n in graph:
+        n.forward()
+    seen["vectorised"] = [s.value.copy(), loss.value]
+    seen["parameters"] = [w1.value, w2.value, b.value]
+    return seen
+
+
+def _rows(edf, batch, epochs=6):
+    """The batch study's loop (x @ A + b, clipped BCE, an empty last batch), with kept references."""
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(64, 2))
+    Y = (X[:, :1] + 0.3 * X[:, 1:] > 0).astype(float)
+    x, y = edf.Input(), edf.Input()
+    A, b = edf.Parameter(np.array([[0.1], [-0.2]])), edf.Parameter(np.zeros(1))
+    lin = edf.Linear(x, A, b)
+    prob = edf.Sigmoid(lin)
+    loss = edf.BCE(y, prob)
+    graph = edf.topological_sort(loss)
+    seen = {"loss": [], "kept": [], "gradients": []}
+    for _ in range(epochs):
+        for i in range(len(X) // batch + 1):
+            x.value, y.value = X[i * batch:(i + 1) * batch], Y[i * batch:(i + 1) * batch]
+            edf.forward_pass(graph)
+            edf.backward_pass(graph)
+            seen["loss"].append(loss.value)
+            seen["kept"] += [prob.value[:, 0], lin.gradients[A]]  # a view of a value, a gradient array
+            seen["gradients"] += [A.gradients[A].copy(), b.gradients[b].copy(), lin.gradients[x].copy()]
+            edf.sgd_update([A, b], 0.1)
+    x.value = X[:10]
+    edf.forward_pass(graph[:-1])
+    seen["prediction"] = [prob.value.copy()]
+    seen["parameters"] = [A.value, b.value]
+    return seen
+
+
+def _compare(plain, run):
+    for key in plain:
+        _same(plain[key], run[key], key)
+
+
+def test_instructor_per_sample_graph_fuses_and_gives_the_users_numbers():
+    registry = nodes.Registry(eager=True)
+    run = _instructor(_edf("instructor_per_sample", registry))
+    registry.finish()
+    assert _fused_steps(registry) > 200
+    _compare(_instructor(_edf("instructor_per_sample")), run)
+    assert "fused graph Multiply -> Multiply -> Addition -> Addition -> Sigmoid -> BCE" in report.explain(registry)
+
+
+@pytest.mark.parametrize("batch", [1, 16, 20])
+def test_linear_sigmoid_clipped_bce_fuses_with_kept_views_and_other_batches(batch):
+    registry = nodes.Registry(eager=True)
+    run = _rows(_edf("rows_batch_study", registry), batch)
+    registry.finish()
+    assert _fused_steps(registry) > 0
+    _compare(_rows(_edf("rows_batch_study"), batch), run)
+
+
+def test_a_kept_array_moves_the_program_to_new_buffers():
+    """Without the reference counts' check, a kept value would be overwritten by the next step."""
+    registry = nodes.Registry(eager=True)
+    edf = _edf("rows_batch_study", registry)
+    run = _rows(edf, 16, epochs=3)
+    registry.finish()
+    kept = run["kept"][-10:]
+    plain = _rows(_edf("rows_batch_study"), 16, epochs=3)["kept"][-10:]
+    assert _fused_steps(registry) > 0
+    _same(plain, kept, "kept arrays")
+    assert len({id(a.base if a.base is not None else a) for a in kept[0::2]}) > 1  # the views' buffers differ
+
+
+def test_a_graph_with_a_class_that_has_no_lowering_runs_node_by_node_and_says_why():
+    registry = nodes.Registry(eager=True)
+    edf = _edf("rows_batch_study", registry)
+    lowering = fuse.LOWER.pop("sigmoid")
+    try:
+        run = _rows(edf, 16, epochs=3)
+    finally:
+        fuse.LOWER["sigmoid"] = lowering
+    registry.finish()
+    assert _fused_steps(registry) == 0
+    assert "has no fused lowering" in report.explain(registry)
+    _compare(_rows(_edf("rows_batch_study"), 16, epochs=3), run)
