@@ -29,6 +29,7 @@ gives the class back to the user's code, reported once on stderr; an error
 raised by the user's own code propagates unchanged.
 """
 import builtins
+import functools
 import os
 import signal
 import sys
@@ -73,8 +74,11 @@ def _own_dirs():
 _NOT_USER = _own_dirs()
 
 
+@functools.lru_cache(maxsize=None)
 def user_file(filename):
-    """True for a file of the user's: a real path outside Python's, site-packages' and fastedf's directories."""
+    """True for a file of the user's: a real path outside Python's, site-packages' and fastedf's directories.
+
+    Cached: every class statement of every module imported asks (matplotlib's thousands among them)."""
     if not filename or filename.startswith("<"):
         return False
     return not os.path.abspath(filename).startswith(_NOT_USER)
