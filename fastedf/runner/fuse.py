@@ -31,13 +31,13 @@ Not fused (node by node, reported by --explain): a class without a lowering
 (Softmax, CE, Conv...), an operation with two consumers or one input twice,
 rank above 2, broadcasting other than a bias, per-row gradients.
 """
-import os
 import sys
 import time
 
 import numpy as np
 
 from ..node import F64
+from . import records
 
 FIRST_RECHECK = 64  # fused steps 64, 128, 256... run node by node: the classes' re-checks see real calls
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
@@ -219,6 +219,29 @@ def _graph(loss):
         stack.append((node, True))
         stack.extend((n, False) for n in reversed(list(node.inputs)))
     return [n for n in order if n.inputs], [n for n in order if not n.inputs]
+
+
+def may_fuse(registry, node):
+    """Whether the graph of the loss `node` leads to could fuse once its classes are verified: no class of it
+    given back, none matched or left with candidates only of operations without a lowering."""
+    try:
+        loss, hops = node, 0
+        while loss.outputs and hops < 10000:
+            loss, hops = loss.outputs[0], hops + 1
+        ops, _ = _graph(loss)
+        classes = {nc.cls: nc for nc in registry.classes}
+        for n in ops:
+            nc = classes.get(type(n))
+            if nc is None or nc.state in ("user", "deferred", "leaf", "other"):
+                return False
+            if nc.match is not None:
+                if nc.match.op not in LOWER:
+                    return False
+            elif nc.survivors is not None and not any(c.op in LOWER for c in nc.survivors):
+                return False
+        return True
+    except Exception:  # noqa: BLE001  not a graph of the protocol: node by node
+        return False
 
 
 class Structure:
@@ -558,7 +581,7 @@ class Fuser:
         if not w.program.cached():
             # A compile repays only loops that long; the structure's loops in this process and in earlier runs
             # of it count (a script run again and again compiles once)
-            spent = sum(v.spent for v in self.watches.values() if v.program is w.program) + _earlier(w.program)
+            spent = sum(v.spent for v in self.watches.values() if v.program is w.program) + records.earlier("program:" + w.program.name)
             if spent < fused.COLD_SECONDS:
                 w.wait = w.spent + fused.COLD_SECONDS - spent
                 return
@@ -577,15 +600,13 @@ class Fuser:
         spent = {}
         for w in self.watches.values():
             if w.program is not None and not w.program.cached():
-                spent[w.program] = spent.get(w.program, 0.0) + w.spent
-        for program, seconds in spent.items():
-            path = _record(program)
-            if path is not None:
-                try:
-                    with open(path, "w") as f:
-                        f.write(repr(_earlier(program) + seconds))
-                except OSError:
-                    pass
+                key = "program:" + w.program.name
+                spent[key] = spent.get(key, 0.0) + w.spent
+        records.remember(spent, accumulate=spent)
+
+    def fused_calls(self, nc):
+        """How many forward (or backward) calls of the class's nodes the programs ran."""
+        return sum((p.steps - p.node_steps) * sum(c is nc for c in p.s.classes) for p in self.plans)
 
     def plan_alive(self, plan):
         """False (and the plan dropped) once a class of its graph is no longer accelerated."""
@@ -601,22 +622,6 @@ class Fuser:
     def steps(self):
         """(fused steps, node-by-node steps) of every plan."""
         return (sum(p.steps - p.node_steps for p in self.plans), sum(p.node_steps for p in self.plans))
-
-
-def _record(program):
-    from .. import compiler
-    folder = compiler.cache_dir()
-    return None if folder is None else os.path.join(folder, program.name + ".seconds")
-
-
-def _earlier(program):
-    """Seconds the structure's loops ran node by node in earlier processes, before any compiled it."""
-    path = _record(program)
-    try:
-        with open(path) as f:
-            return float(f.read())
-    except (OSError, ValueError, TypeError):
-        return 0.0
 
 
 def _numba_import_seconds():

@@ -525,7 +525,7 @@ class NodeClass:
         gsigs = self.verified.setdefault(checked.key, (checked.form, set(), self.gradient_forms))[1]
         gsigs.add(verify.signature(g))
         if self.match is None and self.verified_calls >= self.accept_at:
-            if not self.registry.eager and not self.resumed and not self.worth_probing():
+            if not self.registry.eager and not self.resumed and not self.worth_probing(node):
                 return
             self.probe(node)
             if self.state == "user":
@@ -535,14 +535,20 @@ class NodeClass:
             self.accept(node)
         elif self.match is not None and not self.registry.check:
             self._enter(checked.key)
-            if not self.registry.eager and not self.paying():
+            if not self.registry.eager and not self.paying(node):
                 self.give_back("verified, but node by node no faster than the user's code")
 
-    def worth_probing(self):
+    def may_fuse(self, node):
+        """Whether the node's graph may run as a fused program (fastedf.runner.fuse), where node-by-node costs
+        do not apply: a class that would not pay node by node is then kept accelerated."""
+        from . import fuse
+        return fuse.may_fuse(self.registry, node)
+
+    def worth_probing(self, node):
         """Before the probes, which cost more than the verified calls: False (and the class given back or
         deferred) when the leading candidate, as timed on the verified calls, cannot pay."""
         c = self._ranked()[0]
-        if c.op in _fusable():  # its graph may run fused, where node-by-node costs do not apply
+        if self.may_fuse(node):
             return True
         if c.kernels:
             if not self.repays():
@@ -556,10 +562,10 @@ class NodeClass:
             return False
         return True
 
-    def paying(self):
+    def paying(self, node):
         """False (and `slower` set) when the match's calls, with the dispatch's cost, are measured no faster than
         the user's code (medians of the verified calls, each method call its own sample)."""
-        if len(self.mine_times) < PAYING_SAMPLES or self.match.op in _fusable():  # loading; or it may fuse
+        if len(self.mine_times) < PAYING_SAMPLES or self.may_fuse(node):  # still loading; or it may fuse
             return True
         mine, user = median(self.mine_times), median(self.user_times)
         if user is None or mine + self.registry.dispatch_seconds < user:
@@ -705,11 +711,6 @@ class NodeClass:
                     self.drop(c, f"probe with {name}: {difference}")
                     dropped += 1
         self.probed.append(f"{name}: {dropped} candidate(s) dropped")
-
-
-def _fusable():
-    from .fuse import LOWER
-    return LOWER
 
 
 def median(times):

@@ -18,18 +18,27 @@ def _estimate(c):
 
     Counted for the calls that ran the user's code; for accelerated calls (a
     forward and a backward each), the median times per call of the user's
-    code and of the match on verified calls, without the dispatch's own cost.
+    code and of the match on verified calls, without the dispatch's own cost;
+    calls run by fused programs count on the plain side only.
     """
     run = plain = c.seconds + c.user_seconds
     user, mine = median(c.user_times), median(c.mine_times)
     if c.fast_calls and user is not None:
         run += c.fast_calls * 2 * (mine if mine is not None else user)
         plain += c.fast_calls * 2 * user
+    fused = c.registry._fuser.fused_calls(c) if c.registry._fuser is not None else 0
+    if fused and user is not None:  # the programs' time is the steps', not the class's
+        plain += fused * 2 * user
     return run, plain
 
 
 def _per_call(times):
     return f"{median(times) * 1e6:.1f} us" if times else "not timed"
+
+
+def plain_seconds(registry):
+    """Plain python's estimated time in the script's node methods (recorded for the script's next run)."""
+    return sum(_estimate(c)[1] for c in _ran(registry))
 
 
 def summary(registry):
