@@ -31,6 +31,7 @@ Not fused (node by node, reported by --explain): a class without a lowering
 (Softmax, CE, Conv...), an operation with two consumers or one input twice,
 rank above 2, broadcasting other than a bias, per-row gradients.
 """
+import operator
 import sys
 import time
 
@@ -43,6 +44,7 @@ FIRST_RECHECK = 64  # fused steps 64, 128, 256... run node by node: the classes'
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
 
 _getrefcount = sys.getrefcount
+_is = operator.is_
 
 
 class Refused(Exception):
@@ -280,7 +282,7 @@ class Structure:
                 if i not in self.classes[consumer].match.keys:
                     raise Refused(f"{type(ops[consumer]).__name__}'s backward does not write its input's gradient")
         # each op's leaves, read directly: (input index, leaf place)
-        self.direct = [[self.leaf_place[id(i)] for i in n.inputs if not i.inputs] for n in ops]
+        self.direct = [tuple((i, self.leaf_place[id(i)]) for i in n.inputs if not i.inputs) for n in ops]
 
     def dry_run(self, vals):
         """The verified candidates on the leaves' values: each operation's value and gradients (shapes, types),
@@ -363,6 +365,7 @@ class Layout:
         self.arena, self.views = arena, []
         for (_, _, _, shape), (offset, r, c) in zip(self.shapes, self.table.reshape(-1, 3)):
             self.views.append(arena[offset:offset + r * c].reshape(shape))
+        self.by_kind = {kind: [self.views[j] for j, _, _ in self.kinds[kind]] for kind in "VG"}
         # what holds the arena when nothing else does: self.arena, each view, and getrefcount's argument
         self.arena_refs = 2 + len(self.views)
 
@@ -383,6 +386,7 @@ class Plan:
         self.layouts, self.refused = {}, {}
         self.layout = None
         self.read = [None] * len(structure.leaves)
+        self.args = [None] * len(structure.leaves)
         self.done = [False] * len(structure.ops)
         self.fresh = self.eager = self.backed = False
         self.last = len(structure.ops) - 1
@@ -396,21 +400,15 @@ class Plan:
     # the forward
 
     def forward(self, node, k):
-        """True when the call is the program's (its value is set), False: run it node by node."""
+        """An operation's forward() that the wrapper's fresh path (fastedf.runner.nodes) did not take: True when
+        the program runs it (a new pass), False: node by node."""
         if self.eager:
             if not self.done[k]:
                 self.done[k] = True
                 return False
             self.eager = False  # a new pass
-        elif self.fresh and not self.done[k]:
-            read, leaves = self.read, self.s.leaves
-            for j in self.s.direct[k]:
-                if leaves[j].value is not read[j]:  # a leaf fed after the pass began: node by node from here
-                    return self._break(k)
-            self.done[k] = True
-            if k == self.last:
-                node.value = self._loss_value()
-            return True
+        elif self.fresh and not self.done[k]:  # a leaf fed after the pass began: node by node from here
+            return self._break(k)
         return self._start(node, k)
 
     def _break(self, k):
@@ -438,11 +436,12 @@ class Plan:
         self.fresh = True
         done[k] = True
         if k == self.last:
-            node.value = self._loss_value()
+            node.value = layout.loss_of(self.total)
         return True
 
     def _args(self):
-        """The leaves' values as the program takes them (2-D, C-contiguous float64), choosing the layout."""
+        """The leaves' values as the program takes them (2-D, C-contiguous float64), choosing the layout; None
+        when this signature cannot be fused."""
         vals = [n.value for n in self.s.leaves]
         try:
             sig = tuple([(v.shape, v.dtype) for v in vals])
@@ -461,30 +460,29 @@ class Plan:
                 self.refused[sig] = str(why)
                 return None
         if layout is not self.layout:
-            self.layout, self.shown = layout, None
+            self.layout, self.shown, self.args = layout, None, [None] * len(vals)
+        args = self.args
+        for j, v in enumerate(vals):
+            if v is not args[j]:  # a Parameter updated in place is the same array, passed as it is
+                args[j] = v if v.ndim == 2 and v.flags.c_contiguous else \
+                    np.ascontiguousarray(v).reshape(_2d(v.shape))
         self.read = vals
-        return [v if v.ndim == 2 and v.flags.c_contiguous else np.ascontiguousarray(v).reshape(_2d(v.shape))
-                for v in vals]
-
-    def _loss_value(self):
-        return self.layout.loss_of(self.total)
+        return args
 
     def _own(self, layout, kind):
         """Before the program writes its `kind` buffers: if anything besides the nodes holds one of them, or a
         view of the arena, the arena is left to its holder and the program moves to a copy."""
-        held = _getrefcount(layout.arena) != layout.arena_refs
-        if not held:
-            views, ops, shown = layout.views, self.s.ops, self.shown is layout
-            for j, k, i in layout.kinds[kind]:
-                v = views[j]
-                if not shown:
-                    node = ops[k]
-                    on = (node.__dict__.get("value") if i is None else node.gradients.get(node.inputs[i])) is v
-                else:
-                    on = True
-                if _getrefcount(v) > 3 + on:  # views, v and the argument: 3
-                    held = True
-                    break
+        views = layout.by_kind[kind]
+        if self.shown is layout:  # each view: the layout's two lists, the node, getrefcount's argument
+            held = (_getrefcount(layout.arena) != layout.arena_refs
+                    or sum(map(_getrefcount, views)) != 4 * len(views))
+        else:
+            held = _getrefcount(layout.arena) != layout.arena_refs
+            ops = self.s.ops
+            for (j, k, i), v in zip(layout.kinds[kind], views):
+                node = ops[k]
+                on = (node.__dict__.get("value") if i is None else node.gradients.get(node.inputs[i])) is v
+                held = held or _getrefcount(v) > 5 + on  # two lists, the zip's tuple, v, the argument: 5
         if held:
             layout.new_arena(layout.arena.copy())
             self.shown = None
@@ -507,11 +505,8 @@ class Plan:
     # the backward
 
     def backward(self, node, k):
-        if self.backed:
-            self.back_count += 1
-            if self.back_count == self.count:
-                self.backed = False
-            return True
+        """An operation's backward() before the program's (the wrapper takes the calls after it): True when it
+        starts the program's backward (at the loss, after a fused pass), False: node by node."""
         args = None
         if k == self.last and not self.eager and self.fresh and all(self.done):
             args = self._backward_args()
@@ -529,10 +524,11 @@ class Plan:
     def _backward_args(self):
         """The leaves as they are now (the user's backward reads them then), in the forward's signature."""
         vals = [n.value for n in self.s.leaves]
-        if any(v is not r for v, r in zip(vals, self.read)):
-            if any(type(v) is not np.ndarray or v.dtype is not F64 or v.shape != r.shape
-                   for v, r in zip(vals, self.read)):
-                return None
+        if all(map(_is, vals, self.read)):
+            return self.args
+        if any(type(v) is not np.ndarray or v.dtype is not F64 or v.shape != r.shape
+               for v, r in zip(vals, self.read)):
+            return None
         return [v if v.ndim == 2 and v.flags.c_contiguous else np.ascontiguousarray(v).reshape(_2d(v.shape))
                 for v in vals]
 
@@ -592,7 +588,7 @@ class Fuser:
         w.plan = plan
         self.plans.append(plan)
         for k, node in enumerate(s.ops):
-            self.owners[id(node)] = (plan, k)
+            self.owners[id(node)] = (plan, k, s.direct[k])
         self.refused.pop(w.name, None)
 
     def finish(self):
