@@ -171,3 +171,20 @@ def test_a_graph_with_a_class_that_has_no_lowering_runs_node_by_node_and_says_wh
     assert _fused_steps(registry) == 0
     assert "has no fused lowering" in report.explain(registry)
     _compare(_rows(_edf("rows_batch_study"), 16, epochs=3), run)
+
+
+def test_a_program_that_differs_from_the_candidates_is_caught_on_its_first_step(monkeypatch):
+    """The program's first step on a signature is checked against the verified candidates' dry run."""
+    lower = fuse.LOWER["multiply"]
+
+    def wrong(c, ins, out, g, grads, shapes):  # each input's gradient times itself, not the other input
+        fwd, _ = lower(c, ins, out, g, grads, shapes)
+        return fwd, [line for i, name in grads.items()
+                     for line in fuse._loop2(name, f"{g}[i, j] * {ins[i]}[i, j]")]
+    monkeypatch.setitem(fuse.LOWER, "multiply", wrong)
+    registry = nodes.Registry(eager=True)
+    run = _instructor(_edf("instructor_per_sample", registry), steps=60)
+    registry.finish()
+    assert _fused_steps(registry) <= 1
+    assert "the program's gradient of a Multiply differs from the candidate's" in report.explain(registry)
+    _compare(_instructor(_edf("instructor_per_sample"), steps=60), run)

@@ -336,7 +336,8 @@ class Layout:
 
     def __init__(self, structure, vals):
         values, grads, entries = structure.dry_run(vals)
-        self.values = values
+        self.values, self.grads = values, grads
+        self.unchecked = {"V", "G"}  # the program's first step on these leaves is checked against them
         loss_k = len(structure.ops) - 1
         self.shapes, table, offset = [], [], 0
         for k, node in enumerate(structure.ops):
@@ -431,6 +432,8 @@ class Plan:
         layout = self.layout
         self._own(layout, "V")
         self.total = self.program.step(*args, layout.arena, layout.table, False)
+        if layout.unchecked and not self._check(layout, "V"):
+            return self._break(k)
         if self.shown is not layout:
             self._show(layout, "V")
         self.fresh = True
@@ -487,6 +490,28 @@ class Plan:
             layout.new_arena(layout.arena.copy())
             self.shown = None
 
+    def _check(self, layout, kind):
+        """The program's first values (V) or gradients (G) of a layout against the verified candidates' on the
+        same leaves (its dry run): False, and the signature node by node from then on, where they differ."""
+        from .verify import differs
+        found = layout.values if kind == "V" else layout.grads
+        for (j, k, i), v in zip(layout.kinds[kind], layout.by_kind[kind]):
+            difference = differs(found[k] if i is None else found[k][i], v)
+            if difference is not None:
+                break
+        else:
+            difference = differs(layout.values[self.last], layout.loss_of(self.total)) if kind == "V" else None
+        if difference is None:
+            layout.unchecked.discard(kind)
+            return True
+        where = type(self.s.ops[k]).__name__
+        sig = next(sig for sig, found in self.layouts.items() if found is layout)
+        self.refused[sig] = (f"the program's {'value' if kind == 'V' else 'gradient'} of a {where} differs from "
+                             f"the candidate's ({difference})")
+        del self.layouts[sig]
+        self.layout = None
+        return False
+
     def _show(self, layout, kind):
         """Set the nodes' values (V) or gradient entries (G) to the program's arrays, where they are not."""
         views, ops = layout.views, self.s.ops
@@ -516,6 +541,9 @@ class Plan:
         layout = self.layout
         self._own(layout, "G")
         self.program.step(*args, layout.arena, layout.table, True)
+        if layout.unchecked and not self._check(layout, "G"):
+            self.shown = None
+            return False
         if self.shown is not layout:
             self._show(layout, "G")
         self.backed, self.back_count = self.count > 1, 1

@@ -622,7 +622,9 @@ class NodeClass:
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
         c.use_kernels = c.use_kernels or not c.kernels  # NumPy only: the path verified is the one that runs
-        if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
+        # Its kernels' path: verified again, on the probes now and on real calls next.  Not where the graph may
+        # fuse: the program calls the kernels, and is checked against the candidates itself (fastedf.runner.fuse)
+        if not c.use_kernels and not (node is not None and self.may_fuse(node)):
             c.use_kernels = True
             self.times[c] = []
             self.verified.clear()
