@@ -2,7 +2,8 @@
 
 Each test runs a course loop twice on a student's EDF module of tests/run_variants: once as plain python,
 once with the runner's hook verifying from the first call and fusing as soon as it may; every value and
-gradient the script reads (and every array it kept) must agree to 1e-12, and the loop must have run fused.
+gradient the script reads (and every array it kept) must agree to 1e-12 (fastedf.runner.verify's equality), and
+the loop must have run fused.
 """
 import importlib.util
 import pathlib
@@ -25,9 +26,9 @@ def fuse_at_once(monkeypatch, tmp_path):
     monkeypatch.setattr(fuse, "FIRST_RECHECK", 16)
 
 
-def _edf(variant, registry=None):
+def _edf(variant, registry=None, file="EDF.py"):
     """The variant's EDF module, imported afresh (with the registry's class hook when given)."""
-    path = VARIANTS / variant / "EDF.py"
+    path = VARIANTS / variant / file
     name = f"edf_{variant}_{'run' if registry else 'plain'}_{len(sys.modules)}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -47,7 +48,9 @@ def _same(a, b, what=""):
     for i, (u, v) in enumerate(zip(a, b)):
         assert type(u) is type(v), (what, i, type(u), type(v))
         assert np.shape(u) == np.shape(v), (what, i)
-        np.testing.assert_allclose(v, u, rtol=TOL, atol=1e-300, err_msg=f"{what} #{i}")
+        # the runner's equality (fastedf.runner.verify): 1e-12 relative, or of the array's largest magnitude
+        scale = np.max(np.abs(u), initial=0.0)
+        np.testing.assert_allclose(v, u, rtol=TOL, atol=max(TOL * scale, 1e-300), err_msg=f"{what} #{i}")
 
 
 def _fused_steps(registry):
@@ -123,6 +126,62 @@ def _rows(edf, batch, epochs=6):
     return seen
 
 
+def _columns(edf, steps=120):
+    """Samples as columns: W @ x + b, Tanh, Softmax and a mean CE over columns; a forward on new columns."""
+    rng = np.random.default_rng(3)
+    X, labels = rng.normal(size=(6, 80)), rng.integers(0, 4, 80)
+    Y = np.eye(4)[labels].T
+    W1, b1 = edf.Parameter(rng.normal(size=(5, 6)) * 0.3), edf.Parameter(np.zeros((5, 1)))
+    W2, b2 = edf.Parameter(rng.normal(size=(4, 5)) * 0.3), edf.Parameter(np.zeros((4, 1)))
+    x, y = edf.Input(), edf.Input()
+    h = edf.Tanh(edf.Linear(W1, x, b1))
+    probs = edf.Softmax(edf.Linear(W2, h, b2))
+    loss = edf.CrossEntropy(y, probs)
+    graph = [x, y, W1, b1, W2, b2, h.inputs[0], h, probs.inputs[0], probs, loss]
+    seen = {"loss": [], "values": [], "gradients": []}
+    for i in range(steps):
+        c = rng.permutation(80)[:8]
+        x.value, y.value = X[:, c], Y[:, c]  # column slices: not C-contiguous
+        for n in graph:
+            n.forward()
+        for n in graph[::-1]:
+            n.backward()
+        seen["loss"].append(loss.value)
+        seen["values"] += [probs.value.copy(), h.value.copy()]
+        seen["gradients"] += [W1.gradients[W1].copy(), probs.gradients[probs.inputs[0]].copy()]
+        for p in (W1, b1, W2, b2):
+            p.value -= 0.1 * p.gradients[p]
+    x.value = X
+    for n in graph[:-1]:
+        n.forward()
+    seen["test"] = [probs.value.copy()]
+    return seen
+
+
+def _rows_softmax(edf, steps=120):
+    """Linear layers making their own weights, ReLU, a Softmax with its Jacobian, a summed CE over rows."""
+    np.random.seed(4)
+    rng = np.random.default_rng(4)
+    X, labels = rng.normal(size=(60, 8)), rng.integers(0, 10, 60)
+    Y = np.eye(10)[labels]
+    x, y = edf.Input(), edf.Input()
+    out = edf.Softmax(edf.Linear(edf.ReLU(edf.Linear(x, 6, 8)), 10, 6))
+    loss = edf.CrossEntropy(y, out)
+    graph = edf.topological_sort(loss)
+    trainables = [n for n in graph if isinstance(n, edf.Parameter)]
+    seen = {"loss": [], "values": [], "gradients": []}
+    for i in range(steps):
+        k = (i * 10) % 60
+        x.value, y.value = X[k:k + 10], Y[k:k + 10]
+        edf.forward_pass(graph)
+        edf.backward_pass(graph)
+        seen["loss"].append(loss.value)
+        seen["values"].append(out.value.copy())
+        seen["gradients"] += [t.gradients[t].copy() for t in trainables]
+        edf.sgd_update(trainables, 0.05)
+    return seen
+
+
 def _compare(plain, run):
     for key in plain:
         _same(plain[key], run[key], key)
@@ -188,3 +247,19 @@ def test_a_program_that_differs_from_the_candidates_is_caught_on_its_first_step(
     assert _fused_steps(registry) <= 1
     assert "the program's gradient of a Multiply differs from the candidate's" in report.explain(registry)
     _compare(_instructor(_edf("instructor_per_sample"), steps=60), run)
+
+
+def test_columns_softmax_and_mean_ce_fuse():
+    registry = nodes.Registry(eager=True)
+    run = _columns(_edf("columns_digits", registry, "edf.py"))
+    registry.finish()
+    assert _fused_steps(registry) > 50
+    _compare(_columns(_edf("columns_digits", None, "edf.py")), run)
+
+
+def test_rows_softmax_jacobian_and_summed_ce_fuse():
+    registry = nodes.Registry(eager=True)
+    run = _rows_softmax(_edf("softmax_jacobian", registry, "nodes.py"))
+    registry.finish()
+    assert _fused_steps(registry) > 50
+    _compare(_rows_softmax(_edf("softmax_jacobian", None, "nodes.py")), run)

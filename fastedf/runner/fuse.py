@@ -28,8 +28,9 @@ classes are still accelerated.  Every 2^k-th step (from FIRST_RECHECK) runs
 node by node, where the classes' own thinning re-checks run.
 
 Not fused (node by node, reported by --explain): a class without a lowering
-(Softmax, CE, Conv...), an operation with two consumers or one input twice,
-rank above 2, broadcasting other than a bias, per-row gradients.
+(Conv, MaxPooling, Flatten, a class fastedf does not know), an operation with
+two consumers or one input twice, rank above 2, broadcasting other than a
+bias, per-row gradients, a Softmax without its maximum subtracted.
 """
 import operator
 import sys
@@ -37,8 +38,8 @@ import time
 
 import numpy as np
 
-from ..node import F64
 from . import records
+from .verify import F64
 
 FIRST_RECHECK = 64  # fused steps 64, 128, 256... run node by node: the classes' re-checks see real calls
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
@@ -162,12 +163,44 @@ def _lower_bce(c, ins, out, g, grads, shapes):
     return [f"total = bce_total({y}, {p}, {c.eps!r}, {c.code})"], back
 
 
+def _lower_softmax(c, ins, out, g, grads, shapes):
+    z = ins[0]
+    if len(shapes[0]) != 2:
+        raise Refused("a Softmax whose input is not 2-D")
+    if not c.stable:
+        raise Refused("a Softmax without the maximum subtracted")
+    if c.axis == "rows":
+        fwd = [f"softmax_forward({z}, {out})"]
+        back = [] if not grads else [f"softmax_backward({out}, {g}, {grads[0]})"]
+    else:  # over columns: the row kernels on the transposes, as the candidate computes it
+        fwd = [f"zt = np.ascontiguousarray({z}.T)", "ot = np.empty_like(zt)", "softmax_forward(zt, ot)",
+               f"{out}[:, :] = ot.T"]
+        back = [] if not grads else [f"pt = np.ascontiguousarray({out}.T)", f"gt = np.ascontiguousarray({g}.T)",
+                                     "dt = np.empty_like(pt)", "softmax_backward(pt, gt, dt)",
+                                     f"{grads[0]}[:, :] = dt.T"]
+    if c.through and grads:
+        back = _loop2(grads[0], f"{g}[i, j]")
+    return fwd, back
+
+
+def _lower_ce(c, ins, out, g, grads, shapes):
+    y, p = ins[c.order[0]], ins[c.order[1]]
+    if shapes[0] != shapes[1] or len(shapes[0]) != 2:
+        raise Refused("a CE whose labels and probabilities are not one 2-D shape")
+    samples = f"max({p}.shape[{0 if c.axis == 'rows' else 1}], 1)"
+    back = [f"s = {'1.0 / ' + samples if c.scale == 'samples' else '1.0'}"] if grads else []
+    for i, name in grads.items():
+        back.append(f"ce_gradient({y}, {p}, {c.eps!r}, {c.code}, {c.logits}, s, {name})" if c.order[i] == 1
+                    else f"ce_label_gradient({p}, {c.eps!r}, {c.code}, s, {name})")
+    return [f"total = ce_total({y}, {p}, {c.eps!r}, {c.code})"], back
+
+
 LOWER = {
     "multiply": _lower_multiply, "addition": _lower_addition, "linear": _lower_linear,
     "sigmoid": _lower_activation("sigmoid_forward", "sigmoid_backward"),
     "tanh": _lower_activation("tanh_forward", "tanh_backward"),
     "relu": _lower_activation("relu_forward", "relu_backward"),
-    "bce": _lower_bce,
+    "bce": _lower_bce, "softmax": _lower_softmax, "ce": _lower_ce,
 }
 
 TEMPLATE = '''\
@@ -318,7 +351,8 @@ def _loss_value(structure, entry, vals, values):
     ins = [vals[structure.leaf_place[id(n)]] if not n.inputs else values[structure.place[id(n)]]
            for n in loss.inputs]
     form = structure.classes[-1].match.forms.get(tuple(v.shape for v in ins))
-    size = max(np.size(ins[c.order[1]]), 1)
+    p = ins[c.order[1]]
+    size = c._samples(p) if c.op == "ce" else max(np.size(p), 1)  # what the candidate's mean divides by
     mean = c.reduce == "mean"
 
     def value(total):

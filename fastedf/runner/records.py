@@ -7,12 +7,11 @@ graph structure's loops ran node by node before any run compiled its program
 from the first call, compile a program a single run would not repay), never
 what is computed: a stale or lost record costs time, not numbers.
 """
-import json
 import os
 
 from ..cachedir import cache_dir
 
-NAME = "run-records.json"
+NAME = "run-records.txt"
 
 
 def _path():
@@ -21,19 +20,25 @@ def _path():
 
 
 def _read(path):
+    """{key: seconds} from the file's lines `seconds<TAB>key` (plain text: json's import would cost start-up)."""
+    found = {}
     try:
         with open(path) as f:
-            found = json.load(f)
-        return found if isinstance(found, dict) else {}
-    except (OSError, ValueError, TypeError):
-        return {}
+            for line in f:
+                seconds, _, key = line.rstrip("\n").partition("\t")
+                try:
+                    found[key] = float(seconds)
+                except ValueError:
+                    continue
+    except (OSError, UnicodeDecodeError):
+        pass
+    return found
 
 
 def earlier(key):
     """The seconds recorded under `key` (0.0 if none)."""
     path = _path()
-    value = _read(path).get(key, 0.0) if path else 0.0
-    return float(value) if isinstance(value, (int, float)) else 0.0
+    return _read(path).get(key, 0.0) if path else 0.0
 
 
 def remember(values, accumulate=()):
@@ -44,12 +49,11 @@ def remember(values, accumulate=()):
         return
     records = _read(path)
     for key, seconds in values.items():
-        before = records.get(key, 0.0) if key in accumulate else 0.0
-        records[key] = (before if isinstance(before, (int, float)) else 0.0) + seconds
+        records[key] = (records.get(key, 0.0) if key in accumulate else 0.0) + seconds
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w") as f:
-            json.dump(records, f)
+            f.writelines(f"{seconds!r}\t{key}\n" for key, seconds in records.items() if "\n" not in key)
         os.replace(tmp, path)
     except OSError:
         try:
