@@ -6,6 +6,7 @@ gradient the script reads (and every array it kept) must agree to 1e-12 (fastedf
 the loop must have run fused.
 """
 import importlib.util
+import os
 import pathlib
 import sys
 
@@ -263,3 +264,42 @@ def test_rows_softmax_jacobian_and_summed_ce_fuse():
     registry.finish()
     assert _fused_steps(registry) > 50
     _compare(_rows_softmax(_edf("softmax_jacobian", None, "nodes.py")), run)
+
+
+def test_a_script_whose_earlier_run_was_long_verifies_from_its_first_call(tmp_path):
+    """records: a short script verifies nothing, unless an earlier run of it showed verifying repays."""
+    import shutil
+    import subprocess
+
+    from fastedf.runner import records
+    shutil.copy(VARIANTS / "instructor_per_sample" / "EDF.py", tmp_path / "EDF.py")
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from EDF import *\n"
+        "x, y = Input(), Input()\n"
+        "w = Parameter(np.full((1, 1), 0.5))\n"
+        "loss = BCE(y, Sigmoid(Multiply(w, x)))\n"
+        "graph = [x, y, w, loss.inputs[1].inputs[0], loss.inputs[1], loss]\n"
+        "for i in range(50):\n"
+        "    x.value, y.value = np.full((1, 1), i / 50.0), np.full((1, 1), float(i % 2))\n"
+        "    for n in graph:\n"
+        "        n.forward()\n"
+        "    for n in graph[::-1]:\n"
+        "        n.backward()\n"
+        "    w.value -= 0.1 * w.gradients[w]\n"
+        "print(float(w.value[0, 0]))\n")
+    env = {**os.environ, "FASTEDF_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run():
+        done = subprocess.run([sys.executable, "-m", "fastedf", "run", "train.py"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=True)
+        return done.stdout, done.stderr
+    plain = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, capture_output=True, text=True).stdout
+    out, err = run()
+    assert out == plain and "no node class accelerated" in err
+    key = "script:" + str(script.resolve())
+    records_path = tmp_path / "cache" / records.NAME
+    assert key in records_path.read_text()
+    records_path.write_text(f"10.0\t{key}\n")  # as if an earlier run had spent 10 s in its nodes
+    out, err = run()
+    assert out == plain and "3 of 3 node classes accelerated" in err
