@@ -19,6 +19,13 @@ nothing but the node holds them (reference counts, the arrays' and their
 buffer's): an array the script kept, or a view of one, is left alone and the
 program moves to a new buffer.
 
+The program itself is verified: its first step on each signature of the
+leaves is compared with the verified candidates' dry run on the same leaves
+(values and gradients, fastedf.runner.verify's 1e-12); a difference leaves
+that signature node by node, reported by --explain.  So a class whose graph may
+fuse skips its node-by-node kernels (whose loading would cost more than the
+program's).
+
 Guards (any failure runs that call, and the rest of its step, node by node on
 the verified candidates): the leaves' shapes form a signature whose every
 operation was verified (the plan is built per signature, a dry run of the
@@ -26,6 +33,12 @@ candidates giving the shapes); an operation's direct leaves hold the arrays the
 program read; a backward starts at the loss after a whole fused forward; the
 classes are still accelerated.  Every 2^k-th step (from FIRST_RECHECK) runs
 node by node, where the classes' own thinning re-checks run.
+
+What differs from plain python, by design: a pass's operation values are all
+written at its first operation's forward() (a script reading an operation's
+value between two forward() calls of one pass sees the new one early); the
+loss's value is set at its own forward().  A Parameter changed in place between
+a forward and its backward is read by the backward, as the user's code reads it.
 
 Not fused (node by node, reported by --explain): a class without a lowering
 (Conv, MaxPooling, Flatten, a class fastedf does not know), an operation with
@@ -293,7 +306,7 @@ class Structure:
                 raise Refused(f"{type(node).__name__} is not accelerated")
             if nc.match.op not in LOWER:
                 raise Refused(f"{type(node).__name__} ({nc.match.op}) has no fused lowering")
-            if nc.replaces:
+            if nc.match.replaces_dict:
                 raise Refused(f"{type(node).__name__}'s backward replaces its gradients dict")
             if len({id(n) for n in node.inputs}) != len(node.inputs):
                 raise Refused(f"a {type(node).__name__} takes one node twice")
@@ -344,7 +357,7 @@ class Structure:
         return values, grads, entries
 
 
-def _loss_value(structure, entry, vals, values):
+def _loss_value(structure, vals, values):
     """total -> the loss's value as the verified candidate gives it (its reduction, then the user's form)."""
     c = structure.classes[-1].match.candidate
     loss = structure.ops[-1]
@@ -384,7 +397,7 @@ class Layout:
                 if type(d) is not np.ndarray or d.dtype != F64 or _2d(d.shape) is None:
                     raise Refused(f"a {type(node).__name__}'s gradient is not a float64 array of rank 1 or 2")
                 self.shapes.append(("G", k, i, d.shape))
-        self.loss_of = _loss_value(structure, entries[loss_k], vals, values)
+        self.loss_of = _loss_value(structure, vals, values)
         for _, _, _, shape in self.shapes:
             r, c = _2d(shape)
             table += [offset, r, c]
