@@ -5,6 +5,7 @@ once with the runner's hook verifying from the first call and fusing as soon as 
 gradient the script reads (and every array it kept) must agree to 1e-12 (fastedf.runner.verify's equality), and
 the loop must have run fused.
 """
+import gc
 import importlib.util
 import os
 import pathlib
@@ -303,3 +304,35 @@ def test_a_script_whose_earlier_run_was_long_verifies_from_its_first_call(tmp_pa
     records_path.write_text(f"10.0\t{key}\n")  # as if an earlier run had spent 10 s in its nodes
     out, err = run()
     assert out == plain and "3 of 3 node classes accelerated" in err
+
+
+def test_a_script_that_builds_a_graph_every_few_steps_keeps_few_plans(monkeypatch):
+    monkeypatch.setattr(fuse, "MAX_PLANS", 3)
+    monkeypatch.setattr(fuse, "MAX_WATCHES", 4)
+
+    def loop(edf):
+        rng = np.random.default_rng(11)
+        X = rng.normal(size=(32, 2))
+        Y = (X[:, :1] > 0).astype(float)
+        A0, seen = np.array([[0.1], [-0.2]]), []
+        for graph_number in range(12):  # a fresh graph each time, as some scripts write their epoch loop
+            gc.collect()  # graphs are cycles (inputs, outputs): the collector frees them
+            x, y = edf.Input(), edf.Input()
+            A, b = edf.Parameter(A0.copy()), edf.Parameter(np.zeros(1))
+            loss = edf.BCE(y, edf.Sigmoid(edf.Linear(x, A, b)))
+            graph = edf.topological_sort(loss)
+            for i in range(8):
+                x.value, y.value = X[4 * i:4 * i + 4], Y[4 * i:4 * i + 4]
+                edf.forward_pass(graph)
+                edf.backward_pass(graph)
+                edf.sgd_update([A, b], 0.1)
+                seen.append(loss.value)
+            A0 = A.value
+        return {"loss": seen, "A": [A0]}
+    registry = nodes.Registry(eager=True)
+    run = loop(_edf("rows_batch_study", registry))
+    registry.finish()
+    fuser = registry._fuser
+    assert len(fuser.plans) <= 3 and fuser.dropped[0] > 0 and len(fuser.watches) <= 5
+    assert fuser.steps()[0] > 40
+    _compare(loop(_edf("rows_batch_study")), run)

@@ -48,6 +48,7 @@ bias, per-row gradients, a Softmax without its maximum subtracted.
 import operator
 import sys
 import time
+import weakref
 
 import numpy as np
 
@@ -55,6 +56,8 @@ from . import records
 from .verify import F64
 
 FIRST_RECHECK = 64  # fused steps 64, 128, 256... run node by node: the classes' re-checks see real calls
+MAX_PLANS = 32  # fused graphs held at once (each holds its nodes and buffers)
+MAX_WATCHES = 1024  # watches kept before those of dead losses are cleared
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
 
 _getrefcount = sys.getrefcount
@@ -617,17 +620,18 @@ class Fuser:
     def __init__(self, registry):
         self.registry = registry
         self.owners, self.plans, self.watches, self.refused = {}, [], {}, {}
+        self.dropped = [0, 0]  # fused and node-by-node steps of plans dropped
         from ..fused import ENABLED
         self.enabled = ENABLED  # FASTEDF_FUSE=0: node by node
 
     def tick(self, loss):
         """A verified loss's node-by-node forward: count the loop's time; fuse its graph once it pays."""
         w = self.watches.get(id(loss))
-        if w is None:
+        if w is None or w.ref() is not loss:  # new, or a dead loss's id reused
             if not self.enabled:
                 return
-            w = self.watches[id(loss)] = _Watch(loss)
-        if w.plan is not None or w.off:
+            w = self._watch(loss)
+        if w.off:  # fused, or failed
             return
         now = time.perf_counter()
         if w.last is not None and now - w.last < 0.05:  # a pause (a plot, input()) is not the loop's
@@ -635,7 +639,7 @@ class Fuser:
         w.last = now
         if w.spent > w.wait:
             try:
-                self._try(w)
+                self._try(w, loss)
             except Refused as why:
                 self.refused[w.name] = str(why)
                 w.wait, w.retry = w.spent + w.retry, 2 * w.retry
@@ -643,9 +647,16 @@ class Fuser:
                 w.off = True
                 self.refused[w.name] = f"fastedf internal error: {type(error).__name__}: {error}"
 
-    def _try(self, w):
+    def _watch(self, loss):
+        """A new _Watch for `loss`; the watches of losses that died go (a script may build a graph a step)."""
+        if len(self.watches) >= MAX_WATCHES:
+            self.watches = {key: v for key, v in self.watches.items() if v.ref() is not None}
+        w = self.watches[id(loss)] = _Watch(loss)
+        return w
+
+    def _try(self, w, loss):
         from .. import fused
-        s = Structure(self.registry, w.loss)
+        s = Structure(self.registry, loss)
         source = _lowered(s, [n.value for n in s.leaves])
         if w.program is None:
             w.program = fused._programs.get(source) or fused._programs.setdefault(source, fused.StepProgram(source))
@@ -660,7 +671,9 @@ class Fuser:
             w.wait = fused.WARM_SECONDS
             return
         plan = Plan(self, s, w.program)
-        w.plan = plan
+        w.off = True  # the plan has it (a watch holds no plan: the plan holds the graph)
+        if len(self.plans) >= MAX_PLANS:  # a plan holds its graph: the oldest goes node by node, and may go
+            self.drop(self.plans[0])
         self.plans.append(plan)
         for k, node in enumerate(s.ops):
             self.owners[id(node)] = (plan, k, s.direct[k])
@@ -679,6 +692,15 @@ class Fuser:
         """How many forward (or backward) calls of the class's nodes the programs ran."""
         return sum((p.steps - p.node_steps) * sum(c is nc for c in p.s.classes) for p in self.plans)
 
+    def drop(self, plan):
+        """The plan's graph runs node by node from now on (its counts stay in the report's totals)."""
+        for node in plan.s.ops:
+            if self.owners.get(id(node), (None,))[0] is plan:
+                del self.owners[id(node)]
+        self.plans.remove(plan)
+        self.dropped[0] += plan.steps - plan.node_steps
+        self.dropped[1] += plan.node_steps
+
     def plan_alive(self, plan):
         """False (and the plan dropped) once a class of its graph is no longer accelerated."""
         if plan.generation == self.registry.generation:
@@ -686,13 +708,13 @@ class Fuser:
         if all(nc.state == "accelerated" for nc in plan.s.classes):
             plan.generation = self.registry.generation
             return True
-        for node in plan.s.ops:
-            self.owners.pop(id(node), None)
+        self.drop(plan)
         return False
 
     def steps(self):
         """(fused steps, node-by-node steps) of every plan."""
-        return (sum(p.steps - p.node_steps for p in self.plans), sum(p.node_steps for p in self.plans))
+        return (self.dropped[0] + sum(p.steps - p.node_steps for p in self.plans),
+                self.dropped[1] + sum(p.node_steps for p in self.plans))
 
 
 def _numba_import_seconds():
@@ -701,10 +723,16 @@ def _numba_import_seconds():
 
 
 class _Watch:
+    """A loss's loop time (held weakly: a watch keeps no graph alive)."""
+
     def __init__(self, loss):
-        self.loss, self.name = loss, f"{type(loss).__module__}.{type(loss).__qualname__}"
+        try:
+            self.ref = weakref.ref(loss)
+        except TypeError:  # a class with __slots__ and no __weakref__: the watch holds it
+            self.ref = lambda: loss
+        self.name = f"{type(loss).__module__}.{type(loss).__qualname__}"
         self.last, self.spent, self.wait, self.retry = None, 0.0, 0.0, RETRY_SECONDS
-        self.program = self.plan = None
+        self.program = None
         self.off = False
 
 
