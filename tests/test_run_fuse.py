@@ -336,3 +336,31 @@ def test_a_script_that_builds_a_graph_every_few_steps_keeps_few_plans(monkeypatc
     assert len(fuser.plans) <= 3 and fuser.dropped[0] > 0 and len(fuser.watches) <= 5
     assert fuser.steps()[0] > 40
     _compare(loop(_edf("rows_batch_study")), run)
+
+
+def test_per_row_gradients_stay_node_by_node_with_the_users_numbers():
+    """Gradients kept per sample row, averaged by the script's update: not fused (said why), same numbers."""
+    def loop(edf):
+        rng = np.random.default_rng(6)
+        X, Y = rng.normal(size=(40, 2)), (rng.random(40) > 0.5).astype(float)
+        x, y = edf.Input(), edf.Input()
+        w, b = edf.Parameter(np.array([0.1, -0.1])), edf.Parameter(np.zeros(1))
+        loss = edf.BCE(y, edf.Sigmoid(edf.Linear(x, w, b)))
+        graph = [x, y, w, b, loss.inputs[1].inputs[0], loss.inputs[1], loss]
+        seen = []
+        for i in range(100):
+            k = (8 * i) % 40
+            x.value, y.value = X[k:k + 8], Y[k:k + 8]
+            for n in graph:
+                n.forward()
+            for n in graph[::-1]:
+                n.backward()
+            for p in (w, b):
+                seen.append(p.gradients[p].copy())
+                p.value -= 0.1 * np.mean(p.gradients[p], axis=0)
+        return {"gradients": seen, "parameters": [w.value, b.value]}
+    registry = nodes.Registry(eager=True)
+    run = loop(_edf("per_row_gradients", registry))
+    registry.finish()
+    assert _fused_steps(registry) == 0 and "not fused (gradients per row)" in report.explain(registry)
+    _compare(loop(_edf("per_row_gradients")), run)
