@@ -667,7 +667,8 @@ class Fuser:
             if spent < fused.COLD_SECONDS:
                 w.wait = w.spent + fused.COLD_SECONDS - spent
                 return
-        elif w.spent < fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds():
+        elif w.program._step is None and (  # a program this process has loaded costs nothing more
+                w.spent < fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds()):
             w.wait = fused.WARM_SECONDS
             return
         plan = Plan(self, s, w.program)
