@@ -8,7 +8,7 @@ rank; Softmax works on the rows of its last axis.
 
 import numpy as np
 
-from ..config import helper, kernel
+from ..config import helper, kernel, numpy_twin
 from ..kernels import common_size, common_size3
 from ..node import F64, Node, _reusable
 from ..vexp import exp, tanh
@@ -29,6 +29,17 @@ def sigmoid_forward(z, out):
         out.flat[i] = sigmoid(z.flat[i])
 
 
+@numpy_twin(sigmoid_forward)
+def sigmoid_forward_numpy(z, out):
+    e = np.abs(z)  # the helper's own steps: e = exp(-|z|), d = 1 / (1 + e), and e * d where z < 0
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    np.add(e, 1.0, out=out)
+    np.divide(1.0, out, out=out)
+    np.multiply(e, out, out=e)
+    np.copyto(out, e, where=z < 0.0)
+
+
 @kernel
 def sigmoid_backward(p, g, out):
     """out = g * p * (1 - p), the chain rule through p = sigmoid(z)."""
@@ -37,11 +48,22 @@ def sigmoid_backward(p, g, out):
         out.flat[i] = g.flat[i] * pi * (1.0 - pi)
 
 
+@numpy_twin(sigmoid_backward)
+def sigmoid_backward_numpy(p, g, out):
+    np.multiply(g, p, out=out)
+    out *= 1.0 - p
+
+
 @kernel
 def tanh_forward(z, out):
     """out = tanh(z), vectorised by LLVM (fastedf.vexp)."""
     for i in range(common_size(z, out)):
         out.flat[i] = tanh(z.flat[i])
+
+
+@numpy_twin(tanh_forward)
+def tanh_forward_numpy(z, out):
+    np.tanh(z, out=out)
 
 
 @kernel
@@ -52,6 +74,13 @@ def tanh_backward(p, g, out):
         out.flat[i] = g.flat[i] * (1.0 - pi * pi)
 
 
+@numpy_twin(tanh_backward)
+def tanh_backward_numpy(p, g, out):
+    np.multiply(p, p, out=out)
+    np.subtract(1.0, out, out=out)
+    out *= g
+
+
 @kernel
 def relu_forward(z, out):
     """out = max(z, 0); NaN stays NaN."""
@@ -60,11 +89,23 @@ def relu_forward(z, out):
         out.flat[i] = 0.0 if v <= 0.0 else v
 
 
+@numpy_twin(relu_forward)
+def relu_forward_numpy(z, out):
+    np.copyto(out, z)
+    np.copyto(out, 0.0, where=z <= 0.0)
+
+
 @kernel
 def relu_backward(p, g, out):
     """out = g where p > 0 (z > 0), else 0: the gradient is 0 at z <= 0."""
     for i in range(common_size3(p, g, out)):
         out.flat[i] = g.flat[i] if p.flat[i] > 0.0 else 0.0
+
+
+@numpy_twin(relu_backward)
+def relu_backward_numpy(p, g, out):
+    out.fill(0.0)
+    np.copyto(out, g, where=p > 0.0)
 
 
 @helper
@@ -91,6 +132,13 @@ def softmax_forward(z, out):
             out[r, j] /= total
 
 
+@numpy_twin(softmax_forward)
+def softmax_forward_numpy(z, out):
+    np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+
+
 @kernel
 def softmax_backward(p, g, out):
     """out[r] = p[r] * (g[r] - sum_j g[r, j] p[r, j]), the chain rule through a row softmax (2-D)."""
@@ -101,6 +149,14 @@ def softmax_backward(p, g, out):
             dot += g[r, j] * p[r, j]
         for j in range(k):
             out[r, j] = p[r, j] * (g[r, j] - dot)
+
+
+@numpy_twin(softmax_backward)
+def softmax_backward_numpy(p, g, out):
+    np.multiply(g, p, out=out)
+    dot = out.sum(axis=1, keepdims=True)
+    np.subtract(g, dot, out=out)
+    out *= p
 
 
 class Activation(Node):

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..config import helper, kernel
+from ..config import helper, kernel, numpy_twin
 from ..kernels import common_size, common_size3
 from .. import fused
 from ..node import Input, Node, _kept_copy, _sum_to
@@ -77,6 +77,15 @@ def first_bad(y, p, size):
     return -1
 
 
+def first_bad_numpy(y, p):
+    """first_bad's answer for y and p of one size, flattened."""
+    if p.size != y.size:
+        raise ValueError("fastedf kernel: arrays of different sizes")
+    y, p = y.reshape(-1), p.reshape(-1)
+    ok = (0.0 <= y) & (y <= 1.0) & (0.0 <= p) & (p <= 1.0)
+    return -1 if ok.all() else int(ok.argmin())
+
+
 @helper
 def hard_labels(y, size):
     """True when the first `size` labels are all exactly 0 or 1 (one vectorisable pass)."""
@@ -104,12 +113,30 @@ def bce_forward(y, p):
     return total, -1
 
 
+@numpy_twin(bce_forward)
+def bce_forward_numpy(y, p):
+    bad = first_bad_numpy(y, p)
+    if bad >= 0:
+        return math.nan, bad
+    y, pc = y.reshape(-1), np.clip(p.reshape(-1), BCE_EPS, 1.0 - BCE_EPS)
+    # y log pc + (1 - y) log(1 - pc) is bce_term's one log, exactly, for a label of 0 or 1
+    return -float(np.sum(y * np.log(pc) + (1.0 - y) * np.log(1.0 - pc))), -1
+
+
 @kernel
 def bce_backward(y, p, scale, out):
     """out = scale * (p - y) / (p (1 - p)), p clipped; scale = upstream / rows."""
     for i in range(common_size3(p, y, out)):
         pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
         out.flat[i] = (pc - y.flat[i]) / (pc * (1.0 - pc)) * scale
+
+
+@numpy_twin(bce_backward)
+def bce_backward_numpy(y, p, scale, out):
+    pc = np.clip(p.reshape(out.shape), BCE_EPS, 1.0 - BCE_EPS)
+    np.subtract(pc, y.reshape(out.shape), out=out)
+    out /= pc * (1.0 - pc)
+    out *= scale
 
 
 @kernel
@@ -129,6 +156,14 @@ def bce_label_grad(p, scale, out):
     for i in range(common_size(p, out)):
         pc = min(max(p.flat[i], BCE_EPS), 1.0 - BCE_EPS)
         out.flat[i] = (math.log(1.0 - pc) - math.log(pc)) * scale
+
+
+@numpy_twin(bce_label_grad)
+def bce_label_grad_numpy(p, scale, out):
+    pc = np.clip(p.reshape(out.shape), BCE_EPS, 1.0 - BCE_EPS)
+    np.log(1.0 - pc, out=out)
+    out -= np.log(pc)
+    out *= scale
 
 
 @kernel
@@ -190,6 +225,14 @@ def ce_forward(y, p):
     return total, -1
 
 
+@numpy_twin(ce_forward)
+def ce_forward_numpy(y, p):
+    bad = first_bad_numpy(y, p)
+    if bad >= 0:
+        return math.nan, bad
+    return -float(np.sum(y.reshape(-1) * np.log(np.maximum(p.reshape(-1), BCE_EPS)))), -1
+
+
 @kernel
 def ce_backward(y, p, scale, out):
     """out = -scale * y / max(p, eps); scale = upstream / rows."""
@@ -197,11 +240,23 @@ def ce_backward(y, p, scale, out):
         out.flat[i] = -scale * y.flat[i] / max(p.flat[i], BCE_EPS)
 
 
+@numpy_twin(ce_backward)
+def ce_backward_numpy(y, p, scale, out):
+    np.multiply(y.reshape(out.shape), -scale, out=out)
+    out /= np.maximum(p.reshape(out.shape), BCE_EPS)
+
+
 @kernel
 def ce_label_grad(p, scale, out):
     """out = -scale * log max(p, eps), the gradient of CE w.r.t. the labels."""
     for i in range(common_size(p, out)):
         out.flat[i] = -scale * math.log(max(p.flat[i], BCE_EPS))
+
+
+@numpy_twin(ce_label_grad)
+def ce_label_grad_numpy(p, scale, out):
+    np.log(np.maximum(p.reshape(out.shape), BCE_EPS), out=out)
+    out *= -scale
 
 
 @kernel
