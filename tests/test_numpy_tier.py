@@ -142,6 +142,8 @@ def loss_cases(rng):
     yield rng.random((6, 3)), p
     yield (rng.random(5) > 0.5) * 1.0, rng.random((5, 1))
     yield np.zeros((0, 1)), np.zeros((0, 1))
+    yield np.ones((1, 1)), np.full((1, 1), 1e-13)  # one sample (the twins' Python arithmetic), clipped
+    yield np.full((2, 4), 0.25), rng.random((2, 4))  # eight elements, the most the twins loop over in Python
     yield np.eye(4)[[0, 3, 1]], np.full((3, 4), 0.25)
 
 
@@ -160,9 +162,12 @@ def test_loss_twins(loss, rng):
 
 @pytest.mark.parametrize("loss", ["bce", "ce"])
 def test_loss_twins_find_the_first_bad_element(loss):
+    wide = np.full((3, 5), 0.5)
+    wide[2, 1] = -1.0
     for y, p, at in ((np.array([[0.0, 1.0, 1.5]]), np.full((1, 3), 0.5), 2),
                      (np.array([[0.0], [1.0]]), np.array([[0.5], [np.nan]]), 1),
-                     (np.array([[1.0, 0.0]]), np.array([[-0.1, 2.0]]), 0)):
+                     (np.array([[1.0, 0.0]]), np.array([[-0.1, 2.0]]), 0),
+                     (np.zeros((3, 5)), wide, 11), (wide, np.zeros((3, 5)), 11)):  # past the Python loops' sizes
         (want, _), (got, _) = both(f"{loss}_forward", y, p)
         assert got[1] == want[1] == at and np.isnan(got[0]) and np.isnan(want[0])
 
