@@ -98,7 +98,7 @@ def env_seconds(name, default):
 
 NUMPY_TIER_SECONDS = env_seconds("FASTEDF_NUMPY_TIER_SECONDS", NUMBA_LOAD_SECONDS)
 
-_blas_pinned = False
+_blas_pinned = _blas_wanted = False
 
 
 def pin_blas_threads():
@@ -106,8 +106,11 @@ def pin_blas_threads():
 
     Only SciPy's library: the caller's NumPy keeps its own thread count.
     """
-    global _blas_pinned
+    global _blas_pinned, _blas_wanted
     if _blas_pinned:
+        return
+    if _twins:  # the twins' products run in NumPy's BLAS: SciPy's is pinned when Numba loads (activate)
+        _blas_wanted = True
         return
     _blas_pinned = True
     _import_blas()
@@ -317,6 +320,8 @@ def activate():
         for lazy in _lazy:
             lazy.real = lazy.make()
         _active, _twins = True, False
+        if _blas_wanted:
+            pin_blas_threads()
         for name, module in list(sys.modules.items()):
             if name == "fastedf" or name.startswith("fastedf."):
                 _replace_lazy(module, name)

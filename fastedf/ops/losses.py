@@ -401,7 +401,7 @@ class Loss(Node):
         (class indices against one-hot predictions) would be a silently wrong loss.
         """
         y, p = self._values()
-        if _labels_fit(y.shape, p.shape):
+        if _labels_fit(y.shape, p.shape) or y.size == p.size == 1:  # or a number, the label of one prediction
             return y, p, True
         problem = _label_columns_problem(y.shape, p.shape)
         if problem:
