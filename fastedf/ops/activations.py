@@ -143,7 +143,8 @@ def softmax_forward(z, out):
 
 @numpy_twin(softmax_forward)
 def softmax_forward_numpy(z, out):
-    np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+    with np.errstate(over="ignore"):  # z - max z past the float range (-1e308 - 1e308) is -inf: exp gives 0
+        np.subtract(z, z.max(axis=1, keepdims=True), out=out)
     np.exp(out, out=out)
     out /= out.sum(axis=1, keepdims=True)
 
