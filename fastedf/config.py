@@ -75,8 +75,10 @@ BLAS_THREADS = env_threads("FASTEDF_BLAS_THREADS", 1)
 
 # What loading Numba costs a process whose kernels are in Numba's cache: `import numba` ~0.095 s, activate()
 # ~0.008 s, the first kernel's load ~0.04 s (NRT's initialisation 17 ms, the first typeof 11 ms) and ~3 ms for
-# each further one, ~0.2 s for a course graph's kernels (fresh processes, warm caches, a quiet 2-core machine;
-# benchmarks/bench_startup.py, the first step).  A process that has run twins this long loads it.
+# each further one.  Each course script of tests/course_scripts took 0.18-0.25 s more CPU with Numba from the
+# first call than on the twins throughout (FASTEDF_NUMPY_TIER_SECONDS=0 and 1e9, fresh processes, warm caches,
+# best of 4 on a shared 2-core machine).  Ski rental, as fastedf.fused's Watch: a process that has spent this
+# long in twins' loops switches, so a loop that stops right after pays at most twice what was best for it.
 NUMBA_LOAD_SECONDS = 0.2
 
 
