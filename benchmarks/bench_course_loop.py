@@ -28,8 +28,9 @@ import sys
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
              "FASTEDF_BLAS_THREADS"):
     os.environ[_var] = "1"
-if "--numpy-tier" in sys.argv:  # read by fastedf.config at its import
-    os.environ["FASTEDF_NUMPY_TIER_SECONDS"] = "1e9"
+# Read by fastedf.config at its import: Numba from the first kernel call (the Numba paths' steady state, fused from
+# a graph's third step on), or the NumPy tier's twins throughout
+os.environ["FASTEDF_NUMPY_TIER_SECONDS"] = "1e9" if "--numpy-tier" in sys.argv else "0"
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
