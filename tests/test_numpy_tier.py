@@ -266,7 +266,7 @@ def test_a_loop_switches_to_numba_once_it_has_spent_the_tier_and_gives_the_same_
         np.testing.assert_allclose(got["loss"], numba["loss"], rtol=1e-12)
 
 
-def test_fit_and_numba_typing_a_kernel_load_numba_whatever_the_tier():
+def test_fit_numba_typing_a_kernel_and_a_kernel_without_a_twin_load_numba_whatever_the_tier():
     got = run("""
         import json, sys
         import numpy as np
@@ -297,6 +297,15 @@ def test_fit_and_numba_typing_a_kernel_load_numba_whatever_the_tier():
         print(json.dumps([twin_ran, out.tolist()]))
     """, FASTEDF_NUMPY_TIER_SECONDS="1e9")
     assert typed[0] and np.allclose(typed[1], 1 / (1 + np.e), rtol=1e-15)
+    no_twin = run("""
+        import json, sys
+        import numpy as np
+        from fastedf import kernels
+        twin_ran = (kernels.sgd_update(np.ones(2), np.ones(2), 0.5), "numba" not in sys.modules)[1]
+        row = kernels.first_bad_row(np.array([[0.5], [2.0]]), 0.0, 1.0)  # fit's check: no twin
+        print(json.dumps([twin_ran, row, "numba" in sys.modules]))
+    """, FASTEDF_NUMPY_TIER_SECONDS="1e9")
+    assert no_twin == [True, 1, True]
 
 
 def test_a_bad_tier_setting_warns_and_keeps_the_default():
