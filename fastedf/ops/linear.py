@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import config
-from ..config import helper, kernel
+from ..config import helper, kernel, numpy_twin
 from ..kernels import gemm
 from ..node import Input, Node, Parameter, _kept_copy, _reusable
 
@@ -93,6 +93,12 @@ def linear_forward(x, A, b, out):
                 out[i, j] = acc
 
 
+@numpy_twin(linear_forward)
+def linear_forward_numpy(x, A, b, out):
+    np.matmul(x, A, out=out)
+    out += b
+
+
 @kernel
 def linear_backward(x, g, dA, db):
     """dA = x.T @ g and db = g summed over rows.  x (B, n), g (B, m), dA (n, m), db (m,) or (1, m)."""
@@ -128,6 +134,12 @@ def linear_backward(x, g, dA, db):
                 dA[k, j] += xik * g[i, j]
 
 
+@numpy_twin(linear_backward)
+def linear_backward_numpy(x, g, dA, db):
+    np.matmul(x.T, g, out=dA)
+    np.add.reduce(g, axis=0, keepdims=db.ndim == 2, out=db)  # row after row, as the kernel adds them
+
+
 @kernel
 def linear_input_grad(g, A, dx):
     """dx = g @ A.T.  g (B, m), A (n, m), dx (B, n)."""
@@ -153,6 +165,11 @@ def linear_input_grad(g, A, dx):
             for j in range(m):
                 acc += g[i, j] * A[k, j]
             dx[i, k] = acc
+
+
+@numpy_twin(linear_input_grad)
+def linear_input_grad_numpy(g, A, dx):
+    np.matmul(g, A.T, out=dx)
 
 
 @kernel

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import config
 from . import verify
 
 # Verifying costs CPU time a short script never repays: the candidates' module 0.02 s, each kernel's first call
@@ -578,6 +579,7 @@ class NodeClass:
         self.state = "accelerated"
         c.use_kernels = c.use_kernels or not c.kernels  # NumPy only: the path verified is the one that runs
         if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
+            config.activate()  # Numba's kernels, whose loading `repays` counted, not the NumPy tier's twins
             c.use_kernels = True
             self.times[c] = []
             self.verified.clear()
