@@ -11,6 +11,10 @@ own EDF module replaces.
 """
 __version__ = "0.2.0"  # the one place the version is written (setup.cfg reads it)
 
+from . import bytecode as _bytecode
+
+_bytecode.keep(__path__[0])
+
 
 class _Pyplot:
     """matplotlib.pyplot, imported at the first attribute read: the course's module hands scripts `plt`

@@ -39,15 +39,9 @@ import threading
 import time
 import warnings
 
+from .env import env_flag
+
 _SAFE_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
-
-def env_flag(name, default):
-    """True/False from an environment variable such as FASTEDF_CACHE=0."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    return raw.strip().lower() not in ("0", "false", "no", "off")
 
 
 CACHE = env_flag("FASTEDF_CACHE", True)
