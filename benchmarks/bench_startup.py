@@ -17,14 +17,13 @@ pinned to one thread), alternating between the sides it compares, best
 --baseline DIR runs every part for another checkout too (another fastedf
 on PYTHONPATH, its own program cache), alternating with this one, and
 checks that both fit the same numbers.
-The children run as an installed package does: with its modules' bytecode
-cached (pip compiles it at install), in a temporary PYTHONPYCACHEPREFIX that
-the first, untimed runs fill; PYTHONDONTWRITEBYTECODE=1 would have every
-process compile fastedf's source again (~20 ms, a tenth of a short script),
-which no one who installed it pays.  --source-each-time keeps that setting.
+The children run in this environment as it is: where PYTHONDONTWRITEBYTECODE
+is set, fastedf still keeps its own modules' bytecode (fastedf.bytecode) and
+the first, untimed runs write it; a script's own EDF module is compiled in
+every process, as plain python does.
 
 Usage:  python benchmarks/bench_startup.py [--parts import,first,fit,scripts] [--repeats 5] [--baseline DIR]
-        [--importtime] [--source-each-time]
+        [--importtime]
 """
 import argparse
 import json
@@ -52,13 +51,8 @@ GRAPHS = ("per_sample", "logistic", "mlp", "conv")
 NEUTRAL = tempfile.gettempdir()  # the children's working directory: `python -c` would import a fastedf found there
 
 
-def child_env(root, cache, bytecode=None):
-    """The children's environment: `root` on PYTHONPATH, `cache` for programs, bytecode cached in `bytecode`."""
-    env = dict(os.environ, **THREADS, PYTHONPATH=str(root), FASTEDF_CACHE_DIR=str(cache))
-    if bytecode is not None:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(bytecode)
-    return env
+def child_env(root, cache):
+    return dict(os.environ, **THREADS, PYTHONPATH=str(root), FASTEDF_CACHE_DIR=str(cache))
 
 
 def timed(args, env):
@@ -310,19 +304,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", help="another checkout's root to compare against")
     parser.add_argument("--importtime", action="store_true", help="print `python -X importtime` top entries")
-    parser.add_argument("--source-each-time", action="store_true",
-                        help="keep the environment's PYTHONDONTWRITEBYTECODE: no bytecode cached for the children")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as caches:
-        bytecode = None if args.source_each_time else pathlib.Path(caches) / "bytecode"
-        sides = {"this": child_env(ROOT, os.environ.get("FASTEDF_CACHE_DIR") or pathlib.Path(caches) / "this",
-                                   bytecode)}
+        sides = {"this": child_env(ROOT, os.environ.get("FASTEDF_CACHE_DIR") or pathlib.Path(caches) / "this")}
         if args.baseline:
-            sides["baseline"] = child_env(pathlib.Path(args.baseline).resolve(), pathlib.Path(caches) / "baseline",
-                                          bytecode)
-        print(f"python {sys.version.split()[0]}, one thread, bytecode "
-              + ("compiled in every process" if bytecode is None else "cached, as installed")
-              + ", sides: " + ", ".join(f"{name} = {env['PYTHONPATH']}" for name, env in sides.items()))
+            sides["baseline"] = child_env(pathlib.Path(args.baseline).resolve(), pathlib.Path(caches) / "baseline")
+        print(f"python {sys.version.split()[0]}, one thread, PYTHONDONTWRITEBYTECODE="
+              f"{os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}, sides: "
+              + ", ".join(f"{name} = {env['PYTHONPATH']}" for name, env in sides.items()))
         parts = args.parts.split(",")
         if "import" in parts:
             part_import(sides, args.repeats, args.importtime)

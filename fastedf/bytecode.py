@@ -17,6 +17,8 @@ import sys
 
 from .env import env_flag
 
+_BEFORE = ("__init__.py", "bytecode.py", "env.py")  # the modules that run before keep()
+
 
 class _Loader(importlib.machinery.SourceFileLoader):
     """Python's source loader, writing the bytecode it compiles (in the format of PEP 552, by timestamp)."""
@@ -57,3 +59,15 @@ def keep(package_dir):
                             if entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py"))]
     for path in dirs:
         sys.path_importer_cache[path] = importlib.machinery.FileFinder(path, *details)
+    for name in _BEFORE:  # loaded before the finder existed: their bytecode is written here, when stale
+        source = os.path.join(package_dir, name)
+        loader = _Loader("fastedf", source)
+        try:
+            if os.stat(importlib.util.cache_from_source(source)).st_mtime >= os.stat(source).st_mtime:
+                continue
+        except (OSError, ValueError):
+            pass
+        try:
+            loader.source_to_code(loader.get_data(source), source)
+        except OSError:
+            pass

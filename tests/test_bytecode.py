@@ -23,7 +23,7 @@ def _kept(prefix):
 def test_modules_keep_their_bytecode_and_the_next_process_reads_it(tmp_path):
     _python(tmp_path)
     kept = _kept(tmp_path)
-    for name in ("linear", "losses", "config", "node", "command"):
+    for name in ("linear", "losses", "config", "node", "command", "bytecode", "env"):
         assert any(k.startswith(name + ".") for k in kept), (name, kept)
     assert not any(p.suffix == ".tmp" for p in tmp_path.rglob("*"))
     log = _python(tmp_path)
