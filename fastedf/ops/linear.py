@@ -31,9 +31,11 @@ FUSED_STEP_MIN_SIZE = 64
 
 
 def calls_blas(batch, n, m):
-    """True when the kernels multiply (batch, n) by (n, m) in BLAS (blas_pays): from then on its threads are
-    pinned (fastedf.config.pin_blas_threads), which imports SciPy's BLAS; smaller layers never import it."""
-    return batch * n * m >= BLAS_MIN_WORK
+    """True when the kernels multiply (batch, n) by (n, m) in BLAS, as blas_rows decides (in Python: a helper
+    cannot be called from it): from then on its threads are pinned (fastedf.config.pin_blas_threads), which
+    imports SciPy's BLAS; smaller layers never import it."""
+    rows = batch if batch >= BLAS_MIN_ROWS else min(batch, 1)  # under BLAS_MIN_ROWS each row is a product
+    return rows > 0 and n > 0 and m > 0 and rows * n * m >= BLAS_MIN_WORK
 
 
 @helper
