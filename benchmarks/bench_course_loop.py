@@ -11,24 +11,31 @@ the table gives the median wall and CPU (process_time) microseconds per update a
 Single thread (BLAS, OpenMP and Numba pinned to 1 before NumPy is imported).  "fastedf nodes" is the same loop
 with fusing switched off (fastedf.fused.node_by_node()).
 
+--numpy-tier times fastedf's nodes on the NumPy tier's twins (fastedf.config; Numba never loaded) against
+numpy_edf, the per-update cost of a script too short to switch to Numba.
+
 --first-step instead times, in fresh processes sharing a new cache directory (the first cold, the second warm):
 the first step (node by node, the kernels compiled or loaded) and the step at which the loop fuses (its
 program compiled or loaded from Numba's cache), with fusing made to start at once.
 
 Usage:  python benchmarks/bench_course_loop.py [--repeats 5] [--epochs 2] [--graphs per-sample,logistic,mlp64,digits]
+        [--numpy-tier]
         python benchmarks/bench_course_loop.py --first-step [--graphs ...]
 """
 import os
+import sys
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
              "FASTEDF_BLAS_THREADS"):
     os.environ[_var] = "1"
+# Read by fastedf.config at its import: Numba from the first kernel call (the Numba paths' steady state, fused from
+# a graph's third step on), or the NumPy tier's twins throughout
+os.environ["FASTEDF_NUMPY_TIER_SECONDS"] = "1e9" if "--numpy-tier" in sys.argv else "0"
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import pathlib  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -153,19 +160,22 @@ def main():
     parser.add_argument("--epochs", type=int, default=2, help="at least; more where an epoch has few updates")
     parser.add_argument("--graphs", default="per-sample,logistic,mlp64,digits")
     parser.add_argument("--first-step", action="store_true")
+    parser.add_argument("--numpy-tier", action="store_true", help="fastedf's nodes on NumPy twins, not fused")
     args = parser.parse_args()
     if args.first_step:
         return first_steps(args.graphs.split(","))
     fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0  # the steady state: fused from a graph's third step on
+    sides = {side: SIDES[side] for side in SIDES if side != "fastedf fused" or not args.numpy_tier}
     table = graphs()
-    print(f"{'graph':>10} {'B':>3} " + " ".join(f"{s + ' wall':>19} {'cpu':>7}" for s in SIDES)
-          + f" {'nodes/numpy':>11} {'fused/numpy':>11} {'(cpu)':>6}   us per update, median of {args.repeats}")
+    print(f"{'graph':>10} {'B':>3} " + " ".join(f"{s + ' wall':>19} {'cpu':>7}" for s in sides)
+          + "".join(f" {s.split()[1] + '/numpy':>11} {'(cpu)':>6}" for s in sides if s != "numpy_edf")
+          + f"   us per update, median of {args.repeats}")
     for name in args.graphs.split(","):
         build, X, Y, init, batches = table[name]
         for batch in batches:
             epochs = max(args.epochs, -(-1000 * batch // len(X)))  # >= 1000 updates: a graph's capture is amortised
             reference = None
-            for side, (edf, context) in SIDES.items():  # the check run, which also warms up
+            for side, (edf, context) in sides.items():  # the check run, which also warms up
                 with context():
                     params = run(edf, build, X, Y, init, batch, epochs)[3]
                 reference = reference or params
@@ -174,9 +184,9 @@ def main():
                 worst = max(float(np.max(np.abs(a - b))) for a, b in zip(params, reference))
                 if worst > 1e-9:
                     sys.exit(f"FAIL: {name} B={batch} {side}: max |param - numpy_edf's| = {worst:.3e}")
-            times = {side: ([], []) for side in SIDES}
+            times = {side: ([], []) for side in sides}
             for _ in range(args.repeats):
-                for side, (edf, context) in SIDES.items():
+                for side, (edf, context) in sides.items():
                     with context():
                         wall, cpu, updates, _ = run(edf, build, X, Y, init, batch, epochs)
                     times[side][0].append(wall / updates * 1e6)
@@ -184,8 +194,10 @@ def main():
             med = {side: (statistics.median(w), statistics.median(c)) for side, (w, c) in times.items()}
             ref = med["numpy_edf"]
             print(f"{name:>10} {batch:>3} " + " ".join(f"{w:>19.2f} {c:>7.2f}" for w, c in med.values())
-                  + f" {ref[0] / med['fastedf nodes'][0]:>10.2f}x {ref[0] / med['fastedf fused'][0]:>10.2f}x"
-                  + f" {ref[1] / med['fastedf fused'][1]:>5.2f}x")
+                  + "".join(f" {ref[0] / w:>10.2f}x {ref[1] / c:>5.2f}x" for side, (w, c) in med.items()
+                            if side != "numpy_edf"))
+    if args.numpy_tier and "numba" in sys.modules:
+        sys.exit("FAIL: Numba was loaded: not the NumPy tier")
 
 
 if __name__ == "__main__":

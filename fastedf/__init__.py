@@ -11,6 +11,10 @@ own EDF module replaces.
 """
 __version__ = "0.2.0"  # the one place the version is written (setup.cfg reads it)
 
+from . import bytecode as _bytecode
+
+_bytecode.keep(__path__[0])
+
 
 class _Pyplot:
     """matplotlib.pyplot, imported at the first attribute read: the course's module hands scripts `plt`
@@ -37,10 +41,9 @@ def _load():
     from .graph import backward_pass, forward_pass, sgd_update, topological_sort
     from .node import Input, Node, Parameter
     from .ops import ALIASES, NODES
-    from .trainer import History, fit
     names = dict(np=np, backward_pass=backward_pass, forward_pass=forward_pass, sgd_update=sgd_update,
-                 topological_sort=topological_sort, Input=Input, Node=Node, Parameter=Parameter, History=History,
-                 fit=fit, NODES=NODES, ALIASES=ALIASES, **NODES, **ALIASES)
+                 topological_sort=topological_sort, Input=Input, Node=Node, Parameter=Parameter, NODES=NODES,
+                 ALIASES=ALIASES, **NODES, **ALIASES)
     names["__all__"] = ["np", "plt", "Node", "Input", "Parameter", *NODES, *ALIASES, "topological_sort",
                         "forward_pass", "backward_pass", "sgd_update"]
     globals().update(names)
@@ -54,6 +57,9 @@ def __getattr__(name):
     if os.path.isfile(os.path.join(here, name + ".py")) or os.path.isdir(os.path.join(here, name)):
         import importlib  # a submodule (`from . import kernels` inside fastedf comes here): itself, nothing more
         return importlib.import_module(f"{__name__}.{name}")
+    if name in ("fit", "History"):  # the trainer's module, at its first use: course loops never need it
+        from . import trainer
+        globals().update(fit=trainer.fit, History=trainer.History)
     if "__all__" not in globals():
         _load()
     try:
@@ -65,4 +71,4 @@ def __getattr__(name):
 def __dir__():
     if "__all__" not in globals():
         _load()
-    return sorted(globals())
+    return sorted(set(globals()) | {"fit", "History"})

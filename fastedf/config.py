@@ -19,21 +19,29 @@ code that calls one) imports Numba, makes every registered kernel, helper
 and intrinsic real, and points fastedf's modules and node classes at the
 real objects (activate), so the node path calls Numba's dispatchers
 directly from then on.  Importing Numba took 0.2 s of `import fastedf`'s 0.3.
+
+The NumPy tier: a kernel may have a NumPy twin (numpy_twin), written beside
+it, same arguments, same writes into `out`, same numbers to ~1e-15 relative.
+Before activation a Lazy kernel with a twin runs the twin, so a short script
+never pays for loading Numba; fastedf activates once the process has spent
+NUMPY_TIER_SECONDS in calls of twins (ski rental: by then the loop has taken
+what the switch costs, and a loop that long is likely to run as long again).
+Kernels without a twin, fit, compiled programs, Numba typing a Lazy, and the
+fused course loop (whose Watch adds NUMPY_TIER_SECONDS to its threshold while
+Numba is not loaded, fastedf.fused) activate as before.
+  FASTEDF_NUMPY_TIER_SECONDS=s  seconds of twin calls before Numba loads
+                                (default NUMBA_LOAD_SECONDS); 0: Numba from the
+                                first kernel call; a large value: stay in NumPy
 """
 import os
 import sys
 import threading
+import time
 import warnings
 
+from .env import env_flag
+
 _SAFE_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
-
-def env_flag(name, default):
-    """True/False from an environment variable such as FASTEDF_CACHE=0."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    return raw.strip().lower() not in ("0", "false", "no", "off")
 
 
 CACHE = env_flag("FASTEDF_CACHE", True)
@@ -59,7 +67,34 @@ def env_threads(name, default):
 
 BLAS_THREADS = env_threads("FASTEDF_BLAS_THREADS", 1)
 
-_blas_pinned = False
+# What loading Numba costs a process whose kernels are in Numba's cache: `import numba` ~0.095 s, activate()
+# ~0.008 s, the first kernel's load ~0.04 s (NRT's initialisation 17 ms, the first typeof 11 ms) and ~3 ms for
+# each further one.  Each course script of tests/course_scripts took 0.18-0.25 s more CPU with Numba from the
+# first call than on the twins throughout (FASTEDF_NUMPY_TIER_SECONDS=0 and 1e9, fresh processes, warm caches,
+# best of 4 on a shared 2-core machine).  Ski rental, as fastedf.fused's Watch: a process that has spent this
+# long in twins' loops switches, so a loop that stops right after pays at most twice what was best for it.
+NUMBA_LOAD_SECONDS = 0.2
+
+
+def env_seconds(name, default):
+    """A duration >= 0 from an environment variable; anything else warns once and gives `default`."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0.0:
+        warnings.warn(f"fastedf: {name}={raw!r} is not a number of seconds >= 0; using {default}",
+                      RuntimeWarning, stacklevel=2)
+        return default
+    return value
+
+
+NUMPY_TIER_SECONDS = env_seconds("FASTEDF_NUMPY_TIER_SECONDS", NUMBA_LOAD_SECONDS)
+
+_blas_pinned = _blas_wanted = False
 
 
 def pin_blas_threads():
@@ -67,8 +102,11 @@ def pin_blas_threads():
 
     Only SciPy's library: the caller's NumPy keeps its own thread count.
     """
-    global _blas_pinned
+    global _blas_pinned, _blas_wanted
     if _blas_pinned:
+        return
+    if _twins:  # the twins' products run in NumPy's BLAS: SciPy's is pinned when Numba loads (activate)
+        _blas_wanted = True
         return
     _blas_pinned = True
     _import_blas()
@@ -172,16 +210,33 @@ def _loading_light(dispatcher):
     return dispatcher
 
 
+# The NumPy tier's clock: seconds spent in loops of twin calls, and when the last call came.  A gap longer than
+# TIER_GAP is not the loop's (a pause, a plot, a step whose own Python dominates), as in fastedf.fused's Watch.
+TIER_GAP = 0.05
+_tier_spent = 0.0
+_tier_last = -1.0
+
+
 class Lazy:
     """A kernel, helper or intrinsic before Numba is imported; calling it, or Numba asking for its type (a
-    jitted function outside fastedf that calls it), activates them all and uses the real one."""
+    jitted function outside fastedf that calls it), activates them all and uses the real one.  A kernel with a
+    NumPy twin runs the twin instead until the NumPy tier has run NUMPY_TIER_SECONDS."""
 
-    __slots__ = ("py_func", "make", "real")
+    __slots__ = ("py_func", "make", "real", "twin")
 
     def __init__(self, func, make):
-        self.py_func, self.make, self.real = func, make, None
+        self.py_func, self.make, self.real, self.twin = func, make, None, None
 
     def __call__(self, *args, **kwargs):
+        if self.twin is not None and _twins:  # one clock read per call: the compiled path never comes here
+            global _tier_spent, _tier_last
+            now = time.perf_counter()
+            if now - _tier_last < TIER_GAP:
+                _tier_spent += now - _tier_last
+            _tier_last = now
+            if _tier_spent < NUMPY_TIER_SECONDS:
+                return self.twin(*args, **kwargs)
+            activate()
         return _real(self)(*args, **kwargs)
 
     def __getattr__(self, name):  # a dispatcher's attributes (overloads, signatures, ...)
@@ -203,6 +258,28 @@ class Lazy:
 _lazy = []  # every Lazy made before activation, in definition order
 _activation = threading.RLock()
 _active = False
+_twins = NUMPY_TIER_SECONDS > 0  # twins run: Numba not loaded, and the tier not switched off
+twins = {}  # {kernel's Python function: its NumPy twin}, every twin registered (numpy_twin)
+
+
+def numpy_twin(kernel_):
+    """Register the decorated function as `kernel_`'s NumPy twin, run in its place before Numba is loaded.
+
+    The twin takes the kernel's arguments, writes what it writes and returns
+    what it returns, with NumPy's vectorised calls instead of loops: the math
+    the kernel's docstring states, to ~1e-15 relative (tests/test_numpy_tier.py).
+    """
+    def register(func):
+        twins[kernel_.py_func] = func
+        if type(kernel_) is Lazy:
+            kernel_.twin = func
+        return func
+    return register
+
+
+def numba_switch_seconds():
+    """The loop time after which loading Numba pays, 0 once it is loaded: the fused loop adds it to its own."""
+    return 0.0 if _active else NUMPY_TIER_SECONDS
 
 
 def _deferred(func, make):
@@ -229,7 +306,7 @@ def activate():
     Numba resolves a jitted function's globals when it first compiles it, after
     this: kernels calling kernels and helpers link the real ones.
     """
-    global _active
+    global _active, _twins
     if _active:
         return
     with _activation:
@@ -238,7 +315,9 @@ def activate():
         import numba  # noqa: F401  (before any make(): each imports what it needs from it)
         for lazy in _lazy:
             lazy.real = lazy.make()
-        _active = True
+        _active, _twins = True, False
+        if _blas_wanted:
+            pin_blas_threads()
         for name, module in list(sys.modules.items()):
             if name == "fastedf" or name.startswith("fastedf."):
                 _replace_lazy(module, name)

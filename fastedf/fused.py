@@ -50,6 +50,7 @@ import weakref
 
 import numpy as np
 
+from . import config
 from .config import env_flag
 from .node import F64, Input, Parameter, _reusable
 
@@ -117,7 +118,9 @@ class Watch:
 
     def __init__(self, loss):
         self.loss, self.active = loss, True
-        self.last, self.spent, self.wait, self.retry, self.cost = None, 0.0, 0.0, RETRY_SECONDS, None
+        # not even a capture (which imports Numba) before the loop has spent what loading Numba costs
+        self.last, self.spent, self.wait, self.retry, self.cost = None, 0.0, config.numba_switch_seconds(), \
+            RETRY_SECONDS, None
 
     def tick(self):
         now = time.perf_counter()
@@ -140,7 +143,7 @@ class Watch:
         if reason:
             return self._later(reason)
         if self.cost is None:  # the loop is a loop: what would its program cost?
-            self.cost = WARM_SECONDS if cap.program.cached() else COLD_SECONDS
+            self.cost = (WARM_SECONDS if cap.program.cached() else COLD_SECONDS) + config.numba_switch_seconds()
             if self.spent < self.cost:
                 self.wait = self.cost
                 return

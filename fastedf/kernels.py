@@ -8,7 +8,7 @@ versions of every kernel live in tests/naive.py.
 """
 import numpy as np
 
-from .config import helper, intrinsic, kernel
+from .config import helper, intrinsic, kernel, numpy_twin
 
 
 @helper
@@ -36,6 +36,13 @@ def sgd_update(param, grad, lr):
     """param -= lr * grad, in place; both with the same number of elements."""
     for i in range(common_size(param, grad)):
         param.flat[i] -= lr * grad.flat[i]
+
+
+@numpy_twin(sgd_update)
+def sgd_update_numpy(param, grad, lr):
+    if param.size != grad.size:
+        raise ValueError("fastedf kernel: arrays of different sizes")
+    param -= lr * grad.reshape(param.shape)
 
 
 @kernel

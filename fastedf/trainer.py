@@ -14,7 +14,7 @@ import numpy as np
 
 from . import fused
 from . import kernels as K
-from .config import pin_blas_threads
+from .config import activate, pin_blas_threads
 from .graph import graph_run, node_settings, sgd_update, topological_sort
 from .node import F64, Input, Node, Parameter, as_float64
 from .ops.losses import Loss
@@ -276,6 +276,7 @@ def fit(loss, feeds, batch_size=32, epochs=100, lr=0.1, shuffle=False, seed=None
         _check_scalar("micro_batch", micro_batch, int, 1)
     _check_flag("shuffle", shuffle)
     _check_flag("progress", progress)
+    activate()  # fit runs Numba's kernels and programs, never the NumPy tier's twins (fastedf.config)
     graph = topological_sort(loss)
     fused.release(graph)  # a course loop's plan on these nodes ends: fit runs and compiles them itself
     validate_graph(loss, graph)

@@ -32,7 +32,8 @@ KERNELS = textwrap.dedent("""
 
 def run_kernels(tmp_path, **env):
     """KERNELS in a fresh process with its own Numba cache and the FASTEDF_* settings given."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FASTEDF_") or k == "FASTEDF_CACHE_DIR"}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("FASTEDF_") or k in ("FASTEDF_CACHE_DIR", "FASTEDF_NUMPY_TIER_SECONDS")}
     numba_cache = tmp_path / "numba"
     done = subprocess.run([sys.executable, "-c", KERNELS, str(numba_cache)], capture_output=True, text=True,
                           timeout=300, env=dict(clean, NUMBA_CACHE_DIR=str(numba_cache), **env))

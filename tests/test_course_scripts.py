@@ -3,11 +3,16 @@
 Every script in tests/course_scripts/ is written as students write them
 (`from EDF import *`, their own forward_pass, backward_pass and sgd_update)
 and ends by setting `result`, a dict of trained parameters, printed losses and
-evaluated outputs.  Each is run twice from its source text: with `EDF` bound
-to the plain-NumPy reference (fastedf/numpy_edf.py) and to fastedf; every
-number must agree to rtol 1e-10 (the kernels sum in another order than NumPy).
+evaluated outputs.  Each is run from its source text with `EDF` bound to the plain-NumPy
+reference (fastedf/numpy_edf.py) and to fastedf, and with fastedf in a fresh
+process on each tier (Numba from the first call, and the NumPy tier's twins
+throughout, which must never load Numba); every number must agree to rtol
+1e-10 (the kernels sum in another order than NumPy).
 """
+import os
 import pathlib
+import pickle
+import subprocess
 import sys
 import warnings
 
@@ -66,6 +71,37 @@ def test_script_gives_numpy_edf_numbers_on_fastedf(path):
     want = run_script(path, numpy_edf)
     got = run_script(path, fastedf)
     assert_same_numbers(got, want)
+
+
+RUN_FRESH = """
+import pickle, sys
+import fastedf
+sys.path.insert(0, {tests!r})
+from test_course_scripts import run_script
+result = run_script({path!r}, fastedf)
+with open({out!r}, "wb") as f:
+    pickle.dump((result, "numba" in sys.modules), f)
+"""
+
+
+def run_fresh(path, tier_seconds, out):
+    """(result, whether Numba was loaded) of the script run on fastedf in a fresh process at that tier setting."""
+    code = RUN_FRESH.format(tests=str(pathlib.Path(__file__).parent), path=str(path), out=str(out))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, FASTEDF_NUMPY_TIER_SECONDS=tier_seconds))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return pickle.loads(out.read_bytes())
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_script_gives_the_same_numbers_on_either_tier_in_fresh_processes(path, tmp_path):
+    want = run_script(path, numpy_edf)
+    numba, numba_loaded = run_fresh(path, "0", tmp_path / "numba.pickle")
+    twins, twins_loaded = run_fresh(path, "1e9", tmp_path / "twins.pickle")
+    assert numba_loaded and not twins_loaded  # every kernel these scripts call has a NumPy twin
+    assert_same_numbers(numba, want)
+    assert_same_numbers(twins, want)
+    assert_same_numbers(twins, numba)
 
 
 def test_helpers_train_like_the_explicit_loop():

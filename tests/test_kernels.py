@@ -2,6 +2,7 @@
 
 Tolerance: rtol 1e-12 (different summation order only), atol 1e-14.
 """
+import types
 import warnings
 
 import naive
@@ -333,3 +334,15 @@ def test_gemm_checks_shapes_and_refuses_an_output_it_cannot_write():
         _gemm(np.ones((2, 3)), np.ones((3, 2)), np.zeros((3, 2)))
     with pytest.raises(TypingError):
         _gemm(np.ones((2, 3)), np.ones((3, 2)), np.zeros((2, 4))[:, ::2])  # a strided out: a copy would be written
+
+
+def test_calls_blas_says_what_the_kernels_decide():
+    """Linear pins BLAS threads (importing SciPy) only where blas_rows sends a product to BLAS."""
+    space = dict(vars(linear), blas_pays=linear.blas_pays.py_func)
+    blas_rows = types.FunctionType(linear.blas_rows.py_func.__code__, space)
+    sizes = (0, 1, 2, 7, 8, 9, 64, 100, 784)
+    for batch in sizes:
+        for n in sizes:
+            for m in sizes:
+                uses = batch > 0 and blas_rows(batch, n, m) != 0
+                assert linear.calls_blas(batch, n, m) == uses, (batch, n, m)

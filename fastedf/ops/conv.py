@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from .. import config
-from ..config import helper, kernel
+from ..config import helper, kernel, numpy_twin
 from ..kernels import gemm
 from ..node import Input, Node, Parameter, _kept_copy, _reusable
 from .linear import KEEP_YOURS, _is_size, init_rng
@@ -111,6 +111,28 @@ def conv_forward(x, K, b, cols, Kb, out):
     gemm(cols.T, Kb, out.reshape(cols.shape[1], cout))
 
 
+def _taps(images, kh, kw):
+    """A view (kh, kw, C, B, H, W) of `images` (B, H, W, C) zero-padded by kh // 2 and kw // 2: the tap (u, v)
+    of pixel (n, i, j) at [u, v, :, n, i, j], conv_columns' rows (u, v, c) and columns (n, i, j)."""
+    batch, H, W, cin = images.shape
+    padded = np.zeros((batch, H + kh - 1, W + kw - 1, cin))
+    padded[:, kh // 2:kh // 2 + H, kw // 2:kw // 2 + W] = images
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))  # (B, H, W, C, kh, kw)
+    return windows.transpose(4, 5, 3, 0, 1, 2)
+
+
+@numpy_twin(conv_forward)
+def conv_forward_numpy(x, K, b, cols, Kb, out):
+    kh, kw, cin, cout = K.shape
+    taps = kh * kw * cin
+    batch, H, W, _ = x.shape
+    cols[:taps].reshape(kh, kw, cin, batch, H, W)[...] = _taps(x, kh, kw)
+    cols[taps] = 1.0
+    Kb[:taps] = K.reshape(taps, cout)
+    Kb[taps] = b.reshape(cout)
+    np.matmul(cols.T, Kb, out=out.reshape(cols.shape[1], cout))
+
+
 @kernel
 def conv_backward(cols, g, dKb):
     """dKb = cols @ g2 for the cols of conv_forward and g (B, H, W, C_out) C-contiguous as (B * H * W, C_out).
@@ -120,6 +142,11 @@ def conv_backward(cols, g, dKb):
     from the row of ones, is db[o] = sum_{n, i, j} g[n, i, j, o].
     """
     gemm(cols, g.reshape(cols.shape[1], g.shape[3]), dKb)
+
+
+@numpy_twin(conv_backward)
+def conv_backward_numpy(cols, g, dKb):
+    np.matmul(cols, g.reshape(cols.shape[1], g.shape[3]), out=dKb)
 
 
 @kernel
@@ -148,6 +175,20 @@ def conv_input_grad(g, K, dcols, dx):
                 elif lo < hi:
                     add_into(dxf[(lo + d) * cin + c:(hi + d) * cin:cin], row[lo:hi])
                 t += 1
+
+
+@numpy_twin(conv_input_grad)
+def conv_input_grad_numpy(g, K, dcols, dx):
+    batch, H, W, cin = dx.shape
+    kh, kw, _, cout = K.shape
+    np.matmul(K.reshape(kh * kw * cin, cout), g.reshape(batch * H * W, cout).T, out=dcols)
+    # col2im: each tap's column entries added back to the padded pixel they were copied from, taps in order
+    padded = np.zeros((batch, H + kh - 1, W + kw - 1, cin))
+    per_tap = dcols.reshape(kh, kw, cin, batch, H, W).transpose(0, 1, 3, 4, 5, 2)
+    for u in range(kh):
+        for v in range(kw):
+            padded[:, u:u + H, v:v + W] += per_tap[u, v]
+    dx[...] = padded[:, kh // 2:kh // 2 + H, kw // 2:kw // 2 + W]
 
 
 @kernel
@@ -188,6 +229,23 @@ def maxpool_forward(x, size, out, arg):
                     arg[n, i, j, c] = -1 if nan else at
 
 
+def _windows(images, size):
+    """(B, H/size, W/size, C, size * size) windows of images (B, H, W, C), u * size + v last (a copy)."""
+    batch, H, W, C = images.shape
+    blocks = images.reshape(batch, H // size, size, W // size, size, C).transpose(0, 1, 3, 5, 2, 4)
+    return blocks.reshape(batch, H // size, W // size, C, size * size)
+
+
+@numpy_twin(maxpool_forward)
+def maxpool_forward_numpy(x, size, out, arg):
+    windows = _windows(x, size)
+    np.argmax(windows, axis=-1, out=arg)  # the first maximum in window order
+    np.copyto(out, np.take_along_axis(windows, arg[..., None], axis=-1)[..., 0])
+    nan = np.isnan(windows).any(axis=-1)
+    if nan.any():
+        out[nan], arg[nan] = np.nan, -1
+
+
 @kernel
 def maxpool_backward(g, arg, size, dx):
     """dx[n, i*size + u, j*size + v, c] = g[n, i, j, c] if u*size + v == arg[n, i, j, c], else 0.
@@ -203,6 +261,13 @@ def maxpool_backward(g, arg, size, dx):
                         at = u * size + v
                         for c in range(C):
                             dx[n, i * size + u, j * size + v, c] = g[n, i, j, c] if arg[n, i, j, c] == at else 0.0
+
+
+@numpy_twin(maxpool_backward)
+def maxpool_backward_numpy(g, arg, size, dx):
+    batch, Ho, Wo, C = g.shape
+    routed = np.where(np.arange(size * size) == arg[..., None], g[..., None], 0.0)  # (B, Ho, Wo, C, size^2)
+    dx[...] = routed.reshape(batch, Ho, Wo, C, size, size).transpose(0, 1, 4, 2, 5, 3).reshape(dx.shape)
 
 
 class _Cache:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import config
-from ..config import helper, kernel
+from ..config import helper, kernel, numpy_twin
 from ..kernels import gemm
 from ..node import Input, Node, Parameter, _kept_copy, _reusable
 
@@ -31,9 +31,11 @@ FUSED_STEP_MIN_SIZE = 64
 
 
 def calls_blas(batch, n, m):
-    """True when the kernels multiply (batch, n) by (n, m) in BLAS (blas_pays): from then on its threads are
-    pinned (fastedf.config.pin_blas_threads), which imports SciPy's BLAS; smaller layers never import it."""
-    return batch * n * m >= BLAS_MIN_WORK
+    """True when the kernels multiply (batch, n) by (n, m) in BLAS, as blas_rows decides (in Python: a helper
+    cannot be called from it): from then on its threads are pinned (fastedf.config.pin_blas_threads), which
+    imports SciPy's BLAS; smaller layers never import it."""
+    rows = batch if batch >= BLAS_MIN_ROWS else min(batch, 1)  # under BLAS_MIN_ROWS each row is a product
+    return rows > 0 and n > 0 and m > 0 and rows * n * m >= BLAS_MIN_WORK
 
 
 @helper
@@ -93,6 +95,12 @@ def linear_forward(x, A, b, out):
                 out[i, j] = acc
 
 
+@numpy_twin(linear_forward)
+def linear_forward_numpy(x, A, b, out):
+    np.matmul(x, A, out=out)
+    out += b
+
+
 @kernel
 def linear_backward(x, g, dA, db):
     """dA = x.T @ g and db = g summed over rows.  x (B, n), g (B, m), dA (n, m), db (m,) or (1, m)."""
@@ -128,6 +136,12 @@ def linear_backward(x, g, dA, db):
                 dA[k, j] += xik * g[i, j]
 
 
+@numpy_twin(linear_backward)
+def linear_backward_numpy(x, g, dA, db):
+    np.matmul(x.T, g, out=dA)
+    np.add.reduce(g, axis=0, keepdims=db.ndim == 2, out=db)  # row after row, as the kernel adds them
+
+
 @kernel
 def linear_input_grad(g, A, dx):
     """dx = g @ A.T.  g (B, m), A (n, m), dx (B, n)."""
@@ -153,6 +167,11 @@ def linear_input_grad(g, A, dx):
             for j in range(m):
                 acc += g[i, j] * A[k, j]
             dx[i, k] = acc
+
+
+@numpy_twin(linear_input_grad)
+def linear_input_grad_numpy(g, A, dx):
+    np.matmul(g, A.T, out=dx)
 
 
 @kernel

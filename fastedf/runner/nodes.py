@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+from .. import config
 from . import verify
 
 # Verifying costs CPU time a short script never repays: the candidates' module 0.02 s, each kernel's first call
@@ -627,6 +628,7 @@ class NodeClass:
         # Its kernels' path: verified again, on the probes now and on real calls next.  Not where the graph may
         # fuse: the program calls the kernels, and is checked against the candidates itself (fastedf.runner.fuse)
         if not c.use_kernels and not (node is not None and self.may_fuse(node)):
+            config.activate()  # Numba's kernels, whose loading `repays` counted, not the NumPy tier's twins
             c.use_kernels = True
             self.times[c] = []
             self.verified.clear()
