@@ -364,3 +364,12 @@ def test_per_row_gradients_stay_node_by_node_with_the_users_numbers():
     registry.finish()
     assert _fused_steps(registry) == 0 and "not fused (gradients per row)" in report.explain(registry)
     _compare(loop(_edf("per_row_gradients")), run)
+
+
+def test_fastedf_fuse_0_keeps_every_graph_node_by_node(monkeypatch):
+    monkeypatch.setattr(fused, "ENABLED", False)  # FASTEDF_FUSE=0
+    registry = nodes.Registry(eager=True)
+    run = _rows(_edf("rows_batch_study", registry), 16, epochs=3)
+    registry.finish()
+    assert _fused_steps(registry) == 0 and "fused graph" not in report.explain(registry)
+    _compare(_rows(_edf("rows_batch_study"), 16, epochs=3), run)
