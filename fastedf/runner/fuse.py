@@ -592,7 +592,7 @@ class Plan:
         self._own(layout, "G")
         self.program.step(*args, layout.arena, layout.table, True)
         if layout.unchecked and not self._check(layout, "G"):
-            self.shown = None
+            self.shown, self.fresh = None, False
             return False
         if self.shown is not layout:
             self._show(layout, "G")
