@@ -57,6 +57,7 @@ import types
 import numpy as np
 
 from . import calls, rolling
+from .cachedir import cache_dir  # noqa: F401  (fastedf.compiler.cache_dir for its callers)
 from .config import warn_cache_damage
 from .node import Input, Parameter
 from .ops import MODULES
@@ -692,21 +693,6 @@ def _kernels_digest():
     text = "".join(pathlib.Path(m.__file__).read_text() for m in (calls, config, kernels, vexp, *MODULES))
     text += repr((config.CACHE, config.FASTMATH, config.BOUNDSCHECK, numba.__version__))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cache_dir():
-    """Where generated programs live: $FASTEDF_CACHE_DIR, else ~/.cache/fastedf, else a temp dir; None if none is
-    writable."""
-    candidates = [os.environ.get("FASTEDF_CACHE_DIR"), os.path.join(os.path.expanduser("~"), ".cache", "fastedf")]
-    for path in [c for c in candidates if c] + [None]:
-        try:
-            path = path or os.path.join(tempfile.gettempdir(), "fastedf")  # gettempdir raises when none is usable
-            os.makedirs(path, exist_ok=True)
-            if os.access(path, os.W_OK):
-                return path
-        except OSError:
-            continue
-    return None
 
 
 def program_name(source):

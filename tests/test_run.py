@@ -434,7 +434,8 @@ def test_a_class_whose_kernels_do_not_repay_yet_waits_unwrapped_then_is_accelera
     monkeypatch.setattr(nodes, "KERNEL_LOAD_SECONDS", 0.02)  # a BCE repays after ~0.2 s of its own time
     # Once accelerated, the class stays so whatever this machine measures per call: the test is about the
     # deferred -> accelerated path, not about which side a busy or quiet machine times faster.
-    monkeypatch.setattr(nodes.NodeClass, "paying", lambda self: True)
+    monkeypatch.setattr(nodes.NodeClass, "paying", lambda self, node: True)
+    monkeypatch.setattr(nodes.NodeClass, "may_fuse", lambda self, node: False)  # a graph that may fuse waits not
     registry = nodes.Registry()
     edf = _module(tmp_path, registry)
     X = np.random.default_rng(2).normal(size=(4000, 3))

@@ -53,11 +53,16 @@ def main(argv):
     options, script, args = parse(list(argv))
     if not os.path.isfile(script):
         raise UsageError(f"can't open file {script!r}: no such file")
-    from . import nodes, report
+    from . import nodes, records
     # --explain and --check ask what fastedf would do with each class: they verify from the first call
     registry = nodes.Registry(check="check" in options, eager=bool(options & {"explain", "check"}))
+    key = "script:" + os.path.abspath(script)
+    if records.earlier(key) > nodes.ACTIVATE_AFTER:  # an earlier run showed verifying repays: from the first call
+        registry.activate()
     status = _run_script(script, args, registry)
     registry.finish()
+    from . import report
+    records.remember({key: report.plain_seconds(registry)})
     if "quiet" not in options:
         print(report.summary(registry), file=sys.stderr)
     if "explain" in options:

@@ -29,12 +29,12 @@ gives the class back to the user's code, reported once on stderr; an error
 raised by the user's own code propagates unchanged.
 """
 import builtins
+import functools
 import os
 import signal
 import sys
 import sysconfig
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -74,14 +74,16 @@ def _own_dirs():
 _NOT_USER = _own_dirs()
 
 
+@functools.lru_cache(maxsize=None)
 def user_file(filename):
-    """True for a file of the user's: a real path outside Python's, site-packages' and fastedf's directories."""
+    """True for a file of the user's: a real path outside Python's, site-packages' and fastedf's directories.
+
+    Cached: every class statement of every module imported asks (matplotlib's thousands among them)."""
     if not filename or filename.startswith("<"):
         return False
     return not os.path.abspath(filename).startswith(_NOT_USER)
 
 
-@dataclass
 class Match:
     """A verified class: what a fused engine needs to lower a node of it.
 
@@ -91,15 +93,19 @@ class Match:
     want); keys: the input indices whose gradients the user's backward writes;
     rule: how the upstream gradient is read when a node has several consumers
     ("first", "sum", or None when no such node was seen); replaces_dict: the
-    user's backward assigns a new `gradients` dict rather than filling it.
+    user's backward assigns a new `gradients` dict rather than filling it;
+    forms: input signature -> how a scalar value is returned.  A plain class,
+    not a dataclass: generating a dataclass's methods costs `fastedf run`'s
+    start-up ~2 ms.
     """
-    op: str
-    conventions: dict
-    candidate: object
-    keys: tuple
-    rule: str = None
-    replaces_dict: bool = False
-    forms: dict = field(default_factory=dict)  # input signature -> how a scalar value is returned
+
+    def __init__(self, op, conventions, candidate, keys, rule=None, replaces_dict=False):
+        self.op, self.conventions, self.candidate, self.keys = op, conventions, candidate, keys
+        self.rule, self.replaces_dict, self.forms = rule, replaces_dict, {}
+
+    def __repr__(self):
+        return (f"Match(op={self.op!r}, conventions={self.conventions}, keys={self.keys}, rule={self.rule!r}, "
+                f"replaces_dict={self.replaces_dict})")
 
 
 class _Failed:
@@ -120,10 +126,11 @@ class _Checked:
 class _Entry:
     """An accelerated (node, input signature): what its calls need, looked up once."""
 
-    __slots__ = ("key", "forward", "backward", "gsigs", "keys", "replaces")
+    __slots__ = ("key", "forward", "backward", "gsigs", "keys", "replaces", "loss")
 
     def __init__(self, key, match, form, gsigs, gradient_forms):
         forward, backward = match.candidate.forward, match.candidate.backward
+        self.loss = match.candidate.loss
         self.key, self.gsigs, self.keys, self.replaces = key, gsigs, match.keys, match.replaces_dict
         self.forward = forward if form is None else (lambda vals: form(forward(vals)))
         forms = {i: f for i, f in gradient_forms.items() if f is not None}
@@ -204,6 +211,7 @@ class NodeClass:
     def give_back(self, reason):
         """The user's code from now on, with no wrapper left."""
         self._set(self.forward0, self.backward0)
+        self.registry.generation += 1  # a fused graph of the class runs node by node from its next step
         self.state, self.reason = "user", reason
         self.fast.clear()
         self.pending.clear()
@@ -220,11 +228,30 @@ class NodeClass:
         self.candidates_module = candidates
         fast, pending, forward0, backward0 = self.fast, self.pending, self.forward0, self.backward0
         signature, ndarray, f64 = verify.signature, np.ndarray, verify.F64
+        fuser = self.registry.fuser()
+        owners = fuser.owners
 
-        # The accelerated path: the guard is the node and its inputs' shapes (float64 arrays) or signatures.
+        # A node of a fused graph: its plan runs the call, or says it runs node by node (fastedf.runner.fuse).
+        # Otherwise the accelerated path: the guard is the node and its inputs' shapes (float64 arrays) or
+        # signatures.
         def forward(node, *args, **kwargs):
             if args or kwargs:
                 return forward0(node, *args, **kwargs)
+            slot = owners.get(id(node))
+            if slot is not None:
+                plan, k, direct = slot
+                if plan.fresh and not plan.done[k]:  # the pass's values stand unless a leaf was fed since
+                    read = plan.read
+                    for leaf, j in direct:
+                        if leaf.value is not read[j]:
+                            break
+                    else:
+                        plan.done[k] = True
+                        if k == plan.last:
+                            node.value = plan.layout.loss_of(plan.total)
+                        return None
+                if plan.forward(node, k):
+                    return None
             try:
                 vals = [n.value for n in node.inputs]
                 key = (id(node), *[v.shape if type(v) is ndarray and v.dtype is f64 else signature(v) for v in vals])
@@ -240,6 +267,8 @@ class NodeClass:
                         self.internal_error(error)
                         return forward0(node)
                     pending[id(node)] = entry
+                    if entry.loss and not node.outputs:
+                        fuser.tick(node)
                     return None
                 self.next_check *= 2
             return self.verify_forward(node, vals, key)
@@ -247,6 +276,16 @@ class NodeClass:
         def backward(node, *args, **kwargs):
             if args or kwargs:
                 return backward0(node, *args, **kwargs)
+            slot = owners.get(id(node))
+            if slot is not None:
+                plan = slot[0]
+                if plan.backed:  # the program's backward ran: its gradients are set
+                    plan.back_count += 1
+                    if plan.back_count == plan.count:
+                        plan.backed = False
+                    return None
+                if plan.backward(node, slot[1]):
+                    return None
             entry = pending.pop(id(node), None)
             if entry is None:  # its forward ran as the user's code only
                 return backward0(node)
@@ -508,7 +547,7 @@ class NodeClass:
         gsigs = self.verified.setdefault(checked.key, (checked.form, set(), self.gradient_forms))[1]
         gsigs.add(verify.signature(g))
         if self.match is None and self.verified_calls >= self.accept_at:
-            if not self.registry.eager and not self.resumed and not self.worth_probing():
+            if not self.registry.eager and not self.resumed and not self.worth_probing(node):
                 return
             self.probe(node)
             if self.state == "user":
@@ -518,13 +557,21 @@ class NodeClass:
             self.accept(node)
         elif self.match is not None and not self.registry.check:
             self._enter(checked.key)
-            if not self.registry.eager and not self.paying():
+            if not self.registry.eager and not self.paying(node):
                 self.give_back("verified, but node by node no faster than the user's code")
 
-    def worth_probing(self):
+    def may_fuse(self, node):
+        """Whether the node's graph may run as a fused program (fastedf.runner.fuse), where node-by-node costs
+        do not apply: a class that would not pay node by node is then kept accelerated."""
+        from . import fuse
+        return fuse.may_fuse(self.registry, node)
+
+    def worth_probing(self, node):
         """Before the probes, which cost more than the verified calls: False (and the class given back or
         deferred) when the leading candidate, as timed on the verified calls, cannot pay."""
         c = self._ranked()[0]
+        if self.may_fuse(node):
+            return True
         if c.kernels:
             if not self.repays():
                 self.defer()
@@ -537,10 +584,10 @@ class NodeClass:
             return False
         return True
 
-    def paying(self):
+    def paying(self, node):
         """False (and `slower` set) when the match's calls, with the dispatch's cost, are measured no faster than
         the user's code (medians of the verified calls, each method call its own sample)."""
-        if len(self.mine_times) < PAYING_SAMPLES:  # the first kernel calls load from Numba's cache: not yet
+        if len(self.mine_times) < PAYING_SAMPLES or self.may_fuse(node):  # still loading; or it may fuse
             return True
         mine, user = median(self.mine_times), median(self.user_times)
         if user is None or mine + self.registry.dispatch_seconds < user:
@@ -578,7 +625,9 @@ class NodeClass:
         self.match = Match(c.op, c.conventions, c, self.keys, self.rule, bool(self.replaces))
         self.state = "accelerated"
         c.use_kernels = c.use_kernels or not c.kernels  # NumPy only: the path verified is the one that runs
-        if not c.use_kernels:  # its kernels' path: verified again, on the probes now and on real calls next
+        # Its kernels' path: verified again, on the probes now and on real calls next.  Not where the graph may
+        # fuse: the program calls the kernels, and is checked against the candidates itself (fastedf.runner.fuse)
+        if not c.use_kernels and not (node is not None and self.may_fuse(node)):
             config.activate()  # Numba's kernels, whose loading `repays` counted, not the NumPy tier's twins
             c.use_kernels = True
             self.times[c] = []
@@ -734,6 +783,15 @@ class Registry:
         self.differences = 0
         self._build_class = None
         self._codes, self._sampler = {}, None  # code object -> NodeClass; the signal handler and timer replaced
+        self.generation = 0  # classes given back so far
+        self._fuser = None
+
+    def fuser(self):
+        """The fused graphs (fastedf.runner.fuse), made when the first class is verified."""
+        if self._fuser is None:
+            from .fuse import Fuser
+            self._fuser = Fuser(self)
+        return self._fuser
 
     def install(self):
         original = self._build_class = builtins.__build_class__
@@ -840,6 +898,8 @@ class Registry:
     def finish(self):
         """Put every class's own methods back (atexit code of the script runs the user's code)."""
         self._stop_sampling()
+        if self._fuser is not None:
+            self._fuser.finish()
         for entry in self.classes:
             if entry.state in ("counting", "verifying", "accelerated"):
                 entry._set(entry.forward0, entry.backward0)

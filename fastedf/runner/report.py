@@ -18,18 +18,27 @@ def _estimate(c):
 
     Counted for the calls that ran the user's code; for accelerated calls (a
     forward and a backward each), the median times per call of the user's
-    code and of the match on verified calls, without the dispatch's own cost.
+    code and of the match on verified calls, without the dispatch's own cost;
+    calls run by fused programs count on the plain side only.
     """
     run = plain = c.seconds + c.user_seconds
     user, mine = median(c.user_times), median(c.mine_times)
     if c.fast_calls and user is not None:
         run += c.fast_calls * 2 * (mine if mine is not None else user)
         plain += c.fast_calls * 2 * user
+    fused = c.registry._fuser.fused_calls(c) if c.registry._fuser is not None else 0
+    if fused and user is not None:  # the programs' time is the steps', not the class's
+        plain += fused * 2 * user
     return run, plain
 
 
 def _per_call(times):
     return f"{median(times) * 1e6:.1f} us" if times else "not timed"
+
+
+def plain_seconds(registry):
+    """Plain python's estimated time in the script's node methods (recorded for the script's next run)."""
+    return sum(_estimate(c)[1] for c in _ran(registry))
 
 
 def summary(registry):
@@ -48,7 +57,30 @@ def summary(registry):
     if registry.check:
         line += f"; --check: {sum(c.user_calls for c in ran)} calls compared, " \
                 f"{registry.differences} difference(s)"
-    return line + f"; time in nodes {run:.2f} s vs ~{plain:.2f} s plain-python estimate"
+    return line + _fused_text(registry) + f"; time in nodes {run:.2f} s vs ~{plain:.2f} s plain-python estimate"
+
+
+def _fused_text(registry):
+    """'; N graph(s) fused: F steps fused, E node by node' when any graph was fused or refused."""
+    fuser = registry._fuser
+    if fuser is None or not (fuser.plans or fuser.refused):
+        return ""
+    fused, eager = fuser.steps()
+    return f"; {len(fuser.plans)} graph(s) fused: {fused} steps fused, {eager} node by node"
+
+
+def _fused_lines(registry):
+    fuser = registry._fuser
+    if fuser is None:
+        return []
+    lines = []
+    for plan in fuser.plans:
+        names = " -> ".join(type(n).__name__ for n in plan.s.ops)
+        lines.append(f"  fused graph {names}: {plan.steps - plan.node_steps} steps fused, "
+                     f"{plan.node_steps} node by node")
+        lines += [f"    a signature run node by node: {why}" for why in dict.fromkeys(plan.refused.values())]
+    lines += [f"  graph of the loss {name}: not fused ({why})" for name, why in fuser.refused.items()]
+    return lines
 
 
 def explain(registry):
@@ -83,4 +115,4 @@ def explain(registry):
             lines.append(f"    rejected {cand.describe()}: {difference}")
         if len(shown) > 12:
             lines.append(f"    ... and {len(shown) - 12} more candidates rejected")
-    return "\n".join(lines)
+    return "\n".join(lines + _fused_lines(registry))

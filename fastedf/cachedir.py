@@ -1,0 +1,21 @@
+"""Where fastedf keeps what it writes between processes: generated programs, the runner's records.
+
+Its own module so that `fastedf run` finds it before anything heavy is imported.
+"""
+import os
+import tempfile
+
+
+def cache_dir():
+    """Where generated programs live: $FASTEDF_CACHE_DIR, else ~/.cache/fastedf, else a temp dir; None if none is
+    writable."""
+    candidates = [os.environ.get("FASTEDF_CACHE_DIR"), os.path.join(os.path.expanduser("~"), ".cache", "fastedf")]
+    for path in [c for c in candidates if c] + [None]:
+        try:
+            path = path or os.path.join(tempfile.gettempdir(), "fastedf")  # gettempdir raises when none is usable
+            os.makedirs(path, exist_ok=True)
+            if os.access(path, os.W_OK):
+                return path
+        except OSError:
+            continue
+    return None

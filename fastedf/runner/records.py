@@ -1,0 +1,62 @@
+"""What earlier runs learnt, kept between processes in the cache directory (fastedf.cachedir).
+
+Two kinds of record, both seconds: how long a script's node methods ran
+(`script:<path>`, the plain-python estimate of its last run), and how long a
+graph structure's loops ran node by node before any run compiled its program
+(`program:<name>`, accumulated).  They decide only *when* work starts (verify
+from the first call, compile a program a single run would not repay), never
+what is computed: a stale or lost record costs time, not numbers.
+"""
+import os
+
+from ..cachedir import cache_dir
+
+NAME = "run-records.txt"
+
+
+def _path():
+    folder = cache_dir()
+    return None if folder is None else os.path.join(folder, NAME)
+
+
+def _read(path):
+    """{key: seconds} from the file's lines `seconds<TAB>key` (plain text: json's import would cost start-up)."""
+    found = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                seconds, _, key = line.rstrip("\n").partition("\t")
+                try:
+                    found[key] = float(seconds)
+                except ValueError:
+                    continue
+    except (OSError, UnicodeDecodeError):
+        pass
+    return found
+
+
+def earlier(key):
+    """The seconds recorded under `key` (0.0 if none)."""
+    path = _path()
+    return _read(path).get(key, 0.0) if path else 0.0
+
+
+def remember(values, accumulate=()):
+    """Record {key: seconds}; keys in `accumulate` add to what is recorded.  Written atomically; an unwritable
+    cache loses the record silently (it only decides when work starts)."""
+    path = _path()
+    if path is None or not values:
+        return
+    records = _read(path)
+    for key, seconds in values.items():
+        records[key] = (records.get(key, 0.0) if key in accumulate else 0.0) + seconds
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.writelines(f"{seconds!r}\t{key}\n" for key, seconds in records.items() if "\n" not in key)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
