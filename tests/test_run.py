@@ -570,3 +570,15 @@ def test_conv_candidates_match_the_direct_loop_and_their_gradients_are_its_adjoi
     assert np.isclose(np.sum(grads[0] * vals[0]), inner, rtol=1e-10)
     assert np.isclose(np.sum(grads[1] * vals[1]), inner, rtol=1e-10)
     np.testing.assert_allclose(grads[2], g.sum(axis=(0, 1, 2) if layout == "last" else (0, 2, 3)), rtol=1e-12)
+
+
+def test_python_s_library_and_site_packages_are_not_the_user_s():
+    """Classes there are never wrapped: every directory sysconfig names for this Python, and numpy's files."""
+    import sysconfig
+
+    from fastedf.runner.nodes import user_file
+    for key, path in sysconfig.get_paths().items():
+        if key in ("stdlib", "platstdlib", "purelib", "platlib"):
+            assert not user_file(os.path.join(path, "some_module.py")), key
+    assert not user_file(np.__file__)
+    assert user_file(os.path.abspath(__file__))

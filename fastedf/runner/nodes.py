@@ -33,7 +33,6 @@ import functools
 import os
 import signal
 import sys
-import sysconfig
 import time
 
 import numpy as np
@@ -65,9 +64,16 @@ PROBE_SECONDS = 0.05
 
 
 def _own_dirs():
-    paths = sysconfig.get_paths()
-    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    dirs |= {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    """Python's library, every site-packages (the user's own --user one too) and fastedf's directory.
+
+    From `site`, already imported at start-up, not sysconfig.get_paths (0.6 ms of every run)."""
+    import site
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.__file__),
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    dirs.update(getattr(site, "getsitepackages", list)())
+    user_site = getattr(site, "getusersitepackages", lambda: None)()
+    if user_site:
+        dirs.add(user_site)
     return tuple(os.path.abspath(d) + os.sep for d in dirs)
 
 
