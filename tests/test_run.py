@@ -219,6 +219,45 @@ def test_edge_probes_find_a_bce_that_clips_at_1e7(tmp_path):
     assert dropped and dropped[0].startswith("probe"), dropped
 
 
+def _two_outputs(edf, steps=30):
+    """Linear(3 -> 2), Sigmoid, BCE against two labels a row: the loss's elements are not its rows."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(64, 3))
+    Y = np.stack([X[:, 0] > 0, X[:, 1] - X[:, 2] > 0], axis=1).astype(float)
+    x, y = edf.Input(), edf.Input()
+    A, b = edf.Parameter(rng.normal(0, 0.5, (3, 2))), edf.Parameter(np.zeros(2))
+    lin = edf.Linear(x, A, b)
+    p = edf.Sigmoid(lin)
+    loss = edf.BCE(y, p)
+    graph, losses = [x, y, A, b, lin, p, loss], []
+    for step in range(steps):
+        i = (step * 16) % len(X)
+        x.value, y.value = X[i:i + 16], Y[i:i + 16]
+        for n in graph:
+            n.forward()
+        for n in reversed(graph):
+            n.backward()
+        for t in (A, b):
+            t.value -= 0.5 * t.gradients[t]
+        losses.append(loss.value)
+    return losses, [A.value.copy(), b.value.copy()]
+
+
+def test_a_mean_bce_whose_gradient_divides_by_its_elements_is_matched(tmp_path):
+    """np.mean's own gradient, `/ y.size`: with two outputs a row it is neither `/ rows` nor undivided."""
+    mean = {"self.value = np.sum(-(y": "self.value = np.mean(-(y", "/ len(y)": "/ y.size"}
+    registry = nodes.Registry(eager=True)
+    result = _two_outputs(_module(tmp_path, registry, replace=mean))
+    registry.finish()
+    _same_training(_two_outputs(_plain(tmp_path, replace=mean)), result)
+    bce = _by_name(registry, "BCE")
+    assert bce.state == "accelerated" and bce.fast_calls > 0, (bce.state, bce.reason)
+    assert bce.match.conventions["reduce"] == "mean" and bce.match.conventions["scale"] == "size"
+    rows = [c for c in bce.eliminated if c.op == "bce" and c.conventions["scale"] == "rows"
+            and c.conventions["reduce"] == "mean" and c.conventions["clip"] == 1e-12]
+    assert rows  # dividing by the rows was tried and told apart
+
+
 def test_edge_probes_find_a_relu_whose_gradient_at_0_is_1(tmp_path):
     at1 = {"(self.inputs[0].value > 0)": "(self.inputs[0].value >= 0)"}
     registry = nodes.Registry(eager=True)

@@ -359,7 +359,8 @@ class BCE(_Loss):
 
     value: the sum (or mean) of -(y log p + (1 - y) log(1 - p)) with p clipped
     to [clip, 1 - clip] or not; dp = (p - y) / (p (1 - p)) times scale (1 /
-    rows, or 1); dy = (log(1 - p) - log p) times the same scale.
+    rows, 1 / elements: the mean's own gradient, as `/ y.size` or samples as
+    columns write it, or 1); dy = (log(1 - p) - log p) times the same scale.
     """
 
     op = "bce"
@@ -373,7 +374,7 @@ class BCE(_Loss):
         self.eps, self.code = clip or 0.0, _CLIP_CODES[self.mode]
 
     def describe(self):
-        scale = "gradient / rows" if self.scale == "rows" else "gradient not divided"
+        scale = {"rows": "gradient / rows", "size": "gradient / elements"}.get(self.scale, "gradient not divided")
         order = "inputs (y, p)" if self.order == (0, 1) else "inputs (p, y)"
         return f"BCE {self.reduce}, {scale}, {_clip_text(self.eps, self.mode)}, {order}"
 
@@ -387,6 +388,8 @@ class BCE(_Loss):
         return np.sum(terms) if self.reduce == "sum" else np.mean(terms)
 
     def _scale(self, p):
+        if self.scale == "size":
+            return 1.0 / max(np.size(p), 1)
         return 1.0 / _rows(np.asarray(p)) if self.scale == "rows" else 1.0
 
     def _gradient(self, y, p, s, of_p, fits):
@@ -405,7 +408,7 @@ class BCE(_Loss):
         if n != 2:
             return []
         return [BCE(order, reduce, scale, clip) for clip in CLIPS for order in ((0, 1), (1, 0))
-                for reduce in ("sum", "mean") for scale in ("rows", "none")]
+                for reduce in ("sum", "mean") for scale in ("rows", "size", "none")]
 
     @staticmethod
     def probes(vals):

@@ -171,7 +171,7 @@ def _lower_bce(c, ins, out, g, grads, shapes):
     y, p = ins[c.order[0]], ins[c.order[1]]
     if shapes[0] != shapes[1]:
         raise Refused("a BCE whose labels and probabilities differ in shape")
-    scale = f"1.0 / max({p}.shape[0], 1)" if c.scale == "rows" else "1.0"
+    scale = {"rows": f"1.0 / max({p}.shape[0], 1)", "size": f"1.0 / max({p}.size, 1)"}.get(c.scale, "1.0")
     back = [f"s = {scale}"] if grads else []
     for i, name in grads.items():
         back.append(f"bce_gradient({y}, {p}, {c.eps!r}, {c.code}, s, {name})" if c.order[i] == 1

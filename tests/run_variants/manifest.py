@@ -48,10 +48,11 @@ VARIANTS = {
         conventions={"Linear": ["A @ x + b", "inputs (A, x, b)"], "Tanh": ["Tanh"],
                      "Softmax": ["over columns"], "CrossEntropy": ["over columns", "CE mean"]},
         seconds=1.1),
-    # samples as columns, A (n_in, n_out): A.T @ x + b; BCE summed over columns, gradient not divided
+    # samples as columns, A (n_in, n_out): A.T @ x + b; BCE summed over columns, gradient not divided (with one
+    # row, dividing by the rows reads the same)
     "columns_transposed": Variant(
         conventions={"Linear": ["A.T @ x + b", "inputs (x, A, b)"], "Sigmoid": ["Sigmoid"],
-                     "BCE": ["BCE sum", "gradient not divided", "clip 1e-12"]},
+                     "BCE": ["BCE sum", ("gradient not divided", "gradient / rows"), "clip 1e-12"]},
         seconds=0.9),
     # gradients kept per sample row, (B, n_in), averaged by the script's own sgd_update
     "per_row_gradients": Variant(
