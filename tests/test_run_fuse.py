@@ -373,3 +373,20 @@ def test_fastedf_fuse_0_keeps_every_graph_node_by_node(monkeypatch):
     registry.finish()
     assert _fused_steps(registry) == 0 and "fused graph" not in report.explain(registry)
     _compare(_rows(_edf("rows_batch_study"), 16, epochs=3), run)
+
+
+def test_records_keep_the_most_recent_and_stay_bounded(tmp_path, monkeypatch):
+    """Every run of a new script path adds a record: the file keeps the MAX_RECORDS written last."""
+    from fastedf.runner import records
+    monkeypatch.setenv("FASTEDF_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(records, "MAX_RECORDS", 5)
+    for i in range(8):
+        records.remember({f"script:/s{i}.py": float(i)})
+    records.remember({"program:p": 1.0}, accumulate={"program:p"})
+    records.remember({"script:/s4.py": 9.0})  # written again: now the most recent
+    records.remember({"program:p": 2.0}, accumulate={"program:p"})
+    kept = (tmp_path / records.NAME).read_text().splitlines()
+    assert [line.split("\t")[1] for line in kept] == ["script:/s5.py", "script:/s6.py", "script:/s7.py",
+                                                      "script:/s4.py", "program:p"]
+    assert records.earlier("program:p") == 3.0 and records.earlier("script:/s4.py") == 9.0
+    assert records.earlier("script:/s0.py") == 0.0

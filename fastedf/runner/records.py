@@ -12,6 +12,7 @@ import os
 from ..cachedir import cache_dir
 
 NAME = "run-records.txt"
+MAX_RECORDS = 512  # the most recently written kept: every run of a new script path adds one
 
 
 def _path():
@@ -49,7 +50,9 @@ def remember(values, accumulate=()):
         return
     records = _read(path)
     for key, seconds in values.items():
-        records[key] = (records.get(key, 0.0) if key in accumulate else 0.0) + seconds
+        earlier = records.pop(key, 0.0)  # popped, so that it is written last: the most recent
+        records[key] = (earlier if key in accumulate else 0.0) + seconds
+    records = dict(list(records.items())[-MAX_RECORDS:])  # written last, kept: dicts keep insertion order
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w") as f:
