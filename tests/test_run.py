@@ -621,3 +621,13 @@ def test_python_s_library_and_site_packages_are_not_the_user_s():
             assert not user_file(os.path.join(path, "some_module.py")), key
     assert not user_file(np.__file__)
     assert user_file(os.path.abspath(__file__))
+
+
+def test_a_bad_activate_after_setting_warns_and_runs_the_script(tmp_path):
+    (tmp_path / "prog.py").write_text("print('ran')\n")
+    env = {**ENV, "FASTEDF_RUN_ACTIVATE_AFTER": "abc"}
+    done = subprocess.run([sys.executable, "-m", "fastedf", "run", "prog.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
+    assert "FASTEDF_RUN_ACTIVATE_AFTER='abc' is not a number of seconds" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -46,7 +46,7 @@ from . import verify
 # and probes.  So nothing is verified before the user's node methods have taken ACTIVATE_AFTER, about that cost:
 # a script that ends right after pays it at most once more than its own time in nodes (the ski-rental bound).
 # FASTEDF_RUN_ACTIVATE_AFTER overrides it (0: verify from the first call).
-ACTIVATE_AFTER = float(os.environ.get("FASTEDF_RUN_ACTIVATE_AFTER") or 0.5)
+ACTIVATE_AFTER = config.env_seconds("FASTEDF_RUN_ACTIVATE_AFTER", 0.5)  # not a number >= 0: warned, 0.5
 VERIFIED_CALLS = 3  # real calls a candidate must agree on before the probes
 FIRST_RECHECK = 16  # accelerated calls of a class re-checked: 16, 32, 64, ...
 TIMED_CALLS = 64  # verified calls whose times (the user's code, the match) are kept for the report
