@@ -39,7 +39,7 @@ import threading
 import time
 import warnings
 
-from .env import env_flag
+from .env import env_flag, env_seconds, env_threads
 
 _SAFE_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -47,22 +47,6 @@ _SAFE_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 CACHE = env_flag("FASTEDF_CACHE", True)
 FASTMATH = _SAFE_FASTMATH if env_flag("FASTEDF_FASTMATH", False) else False
 BOUNDSCHECK = env_flag("FASTEDF_BOUNDSCHECK", False)
-
-
-def env_threads(name, default):
-    """A thread count from an environment variable; anything but an integer >= 1 warns once and gives `default`."""
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        warnings.warn(f"fastedf: {name}={raw!r} is not a thread count (an integer >= 1); using {default}",
-                      RuntimeWarning, stacklevel=2)
-        return default
-    return value
 
 
 BLAS_THREADS = env_threads("FASTEDF_BLAS_THREADS", 1)
@@ -74,22 +58,6 @@ BLAS_THREADS = env_threads("FASTEDF_BLAS_THREADS", 1)
 # best of 4 on a shared 2-core machine).  Ski rental, as fastedf.fused's Watch: a process that has spent this
 # long in twins' loops switches, so a loop that stops right after pays at most twice what was best for it.
 NUMBA_LOAD_SECONDS = 0.2
-
-
-def env_seconds(name, default):
-    """A duration >= 0 from an environment variable; anything else warns once and gives `default`."""
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0.0:
-        warnings.warn(f"fastedf: {name}={raw!r} is not a number of seconds >= 0; using {default}",
-                      RuntimeWarning, stacklevel=2)
-        return default
-    return value
 
 
 NUMPY_TIER_SECONDS = env_seconds("FASTEDF_NUMPY_TIER_SECONDS", NUMBA_LOAD_SECONDS)

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from stat import S_ISREG
 
 from . import __version__
+from .env import env_seconds
 from .errors import UsageError
 from .text import format_bytes, format_duration
 
@@ -522,16 +523,7 @@ def environment():
 
 # ---------------------------------------------------------------- progress
 
-def _seconds_from_env(name, default):
-    """A number of seconds >= 0 from an environment variable; the default when unset or not such a number."""
-    try:
-        value = float(os.environ.get(name) or default)
-    except ValueError:
-        return default
-    return value if math.isfinite(value) and value >= 0 else default
-
-
-PROGRESS_SECONDS = _seconds_from_env("FASTEDF_PROGRESS_SECONDS", 5.0)  # between lines when not a terminal
+PROGRESS_SECONDS = env_seconds("FASTEDF_PROGRESS_SECONDS", 5.0)  # between lines when not a terminal
 
 
 class Progress:
