@@ -106,6 +106,28 @@ class Gradients(dict):
     def get(self, node, default=None):
         return self[node] if node in self else default
 
+    # Iterating sees the deferred entries too, as a script looping over eager code's gradients would
+    def keys(self):
+        return list(dict.keys(self)) + [n for n in self._deferred if not dict.__contains__(self, n) and n in self]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self.keys())
+
+    def items(self):
+        return [(n, self[n]) for n in self.keys()]
+
+    def values(self):
+        return [self[n] for n in self.keys()]
+
+    def copy(self):
+        return dict(self.items())
+
+    def __repr__(self):
+        return repr(self.copy())
+
 
 class Node:
     """Base class: subclasses implement forward() and backward()."""
@@ -198,7 +220,7 @@ class Input(Node):
 
     def __init__(self):
         super().__init__()
-        self.gradients.defer(self, self.upstream_gradient)
+        self.gradients.defer(self, self._gradient)
 
     def forward(self, value=None):
         if value is not None:
@@ -206,6 +228,12 @@ class Input(Node):
 
     def backward(self):
         pass  # x.gradients[x] is computed on read
+
+    def _gradient(self):
+        try:
+            return self.upstream_gradient()
+        except ValueError as error:  # no consumer has run backward: no entry yet, as in eager code (`in` is False)
+            raise KeyError(str(error)) from None
 
 
 class Parameter(Node):

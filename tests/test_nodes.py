@@ -166,6 +166,21 @@ def test_data_gradient_is_deferred_but_correct_after_an_update(rng):
     assert y.gradients[y].shape == (4, 1)
 
 
+def test_iterating_gradients_sees_the_deferred_data_gradients_as_eager_code_stores_them(rng):
+    x, y, A, b, graph = logistic_graph(rng, 4, np.ones((4, 1)))
+    assert x not in x.gradients and x.gradients.get(x) is None and len(x.gradients) == 0  # no backward yet
+    forward_pass(graph)
+    backward_pass(graph)
+    linear = next(n for n in graph if x in n.inputs)
+    assert set(linear.gradients) == {x, A, b} and len(linear.gradients) == 3
+    assert list(x.gradients) == [x] and x.gradients.keys() == [x]
+    held = dict(linear.gradients)  # a script's copy, as eager code's dict would give it
+    for key, value in linear.gradients.items():
+        assert_allclose(value, held[key], rtol=0, atol=0)
+    assert_allclose(dict(x.gradients.items())[x], x.gradients[x], rtol=0, atol=0)
+    assert "Input" in repr(x.gradients)
+
+
 def test_backward_overwrites_instead_of_accumulating(rng):
     _, _, A, _, graph = logistic_graph(rng, 3, np.zeros((3, 1)))
     forward_pass(graph)

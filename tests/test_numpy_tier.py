@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -86,6 +87,30 @@ def test_elementwise_forward_twins(name, shape, rng):
     close(got, want)
     if name == "relu_forward":
         assert np.array_equal(got, want, equal_nan=True)  # a select: exactly
+
+
+def test_the_sigmoid_twin_past_the_exp_range_gives_the_kernels_tiny_values_not_a_floor():
+    z = np.array([-1e300, -800.0, -744.0, -720.0, -709.9, -709.0, -700.0, 700.0, 1e300])
+    (_, [want]), (_, [got]) = both("sigmoid_forward", z, np.empty(z.shape), outs=(1,))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)  # 0 and subnormals where the kernel has them
+
+
+def test_twins_are_as_silent_as_the_kernels_on_inf_and_nan():
+    inf, nan = np.inf, np.nan
+    calls = [("sigmoid_backward", np.array([0.0, 1.0, 0.5]), np.array([inf, -inf, nan]), np.empty(3)),
+             ("tanh_backward", np.array([1.0, -1.0]), np.array([inf, inf]), np.empty(2)),
+             ("softmax_forward", np.array([[inf, 1.0, -inf], [1e308, -1e308, 0.0]]), np.empty((2, 3))),
+             ("softmax_backward", np.array([[0.5, 0.5, 0.0]]), np.array([[inf, 1.0, -inf]]), np.empty((1, 3))),
+             ("linear_forward", np.array([[inf, 0.0]]), np.array([[0.0], [1.0]]), np.zeros(1), np.empty((1, 1))),
+             ("conv_forward", np.full((1, 2, 2, 1), inf), np.zeros((1, 1, 1, 1)), np.zeros(1), np.empty((2, 4)),
+              np.empty((2, 1)), np.empty((1, 2, 2, 1))),
+             ("bce_backward", np.array([[inf]]), np.array([[0.5]]), 1.0, np.empty((1, 1))),
+             ("ce_backward", np.array([[inf, -inf]]), np.array([[0.5, 0.5]]), 1.0, np.empty((1, 2))),
+             ("sgd_update", np.array([inf, 1.0]), np.array([inf, 1e308]), 1e10)]
+    with np.errstate(all="warn"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name, *args in calls:
+            both(name, *args)
 
 
 @pytest.mark.parametrize("name", ["sigmoid_backward", "tanh_backward", "relu_backward"])

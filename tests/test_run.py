@@ -337,8 +337,22 @@ class Noisy(Node):
     def backward(self):
         self.gradients[self.inputs[0]] = self.upstream() * (1 - self.value ** 2)
 """, "Noisy", "prints"),
+    ("""
+class Slotted:
+    __slots__ = ("inputs", "outputs", "value", "gradients")
+
+    def __init__(self, x):
+        self.inputs, self.outputs, self.value, self.gradients = [x], [], None, {}
+        x.outputs.append(self)
+
+    def forward(self):
+        self.value = np.maximum(self.inputs[0].value, 0)
+
+    def backward(self):
+        self.gradients[self.inputs[0]] = self.outputs[0].gradients[self] * (self.inputs[0].value > 0)
+""", "Slotted", "__slots__"),
 ])
-def test_state_randomness_and_printing_keep_the_users_code(tmp_path, capsys, extra, name, reason):
+def test_state_randomness_printing_and_slots_keep_the_users_code(tmp_path, capsys, extra, name, reason):
     np.random.seed(5)
     registry = nodes.Registry(eager=True)
     edf = _module(tmp_path, registry, extra=extra)

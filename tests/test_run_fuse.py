@@ -60,8 +60,9 @@ def _fused_steps(registry):
     return sum(p.steps - p.node_steps for p in fuser.plans) if fuser is not None else 0
 
 
-def _instructor(edf, steps=300):
-    """The instructor's per-sample loop, reading what scripts read and keeping references to what they see."""
+def _instructor(edf, steps=300, floats=0):
+    """The instructor's per-sample loop, reading what scripts read and keeping references to what they see; its
+    first `floats` steps feed x1 a Python float."""
     rng = np.random.default_rng(5)
     X, Y = rng.normal(size=(steps, 2)), (rng.random(steps) > 0.5).astype(float)
     x1, x2, y = edf.Input(), edf.Input(), edf.Input()
@@ -73,6 +74,8 @@ def _instructor(edf, steps=300):
     seen = {"loss": [], "kept values": [], "kept gradients": [], "parameter gradients": [], "copies": []}
     for i in range(steps):
         x1.value, x2.value, y.value = X[i, :1].reshape(1, -1), X[i, 1:].reshape(1, -1), Y[i].reshape(1, -1)
+        if i < floats:
+            x1.value = float(X[i, 0])
         for n in graph:
             n.forward()
         seen["loss"].append(loss.value)
@@ -196,6 +199,15 @@ def test_instructor_per_sample_graph_fuses_and_gives_the_users_numbers():
     assert _fused_steps(registry) > 200
     _compare(_instructor(_edf("instructor_per_sample")), run)
     assert "fused graph Multiply -> Multiply -> Addition -> Addition -> Sigmoid -> BCE" in report.explain(registry)
+
+
+def test_a_graph_fed_python_floats_runs_node_by_node_and_fuses_once_fed_arrays():
+    registry = nodes.Registry(eager=True)
+    run = _instructor(_edf("instructor_per_sample", registry), floats=40)
+    registry.finish()
+    assert _fused_steps(registry) > 150
+    _compare(_instructor(_edf("instructor_per_sample"), floats=40), run)
+    assert "internal error" not in report.explain(registry)
 
 
 @pytest.mark.parametrize("batch", [1, 16, 20])

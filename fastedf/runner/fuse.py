@@ -385,6 +385,8 @@ class Layout:
     """One leaf signature's buffers: the arena, the table, and the arrays shown to the script."""
 
     def __init__(self, structure, vals):
+        if any(type(v) is not np.ndarray or v.dtype != F64 or v.ndim not in (1, 2) or not v.size for v in vals):
+            raise Refused("a leaf that is not a non-empty float64 array of rank 1 or 2")
         values, grads, entries = structure.dry_run(vals)
         self.values, self.grads = values, grads
         self.unchecked = {"V", "G"}  # the program's first step on these leaves is checked against them
@@ -505,9 +507,6 @@ class Plan:
             if sig in self.refused:
                 return None
             try:
-                if any(type(v) is not np.ndarray or v.dtype != F64 or v.ndim not in (1, 2) or not v.size
-                       for v in vals):
-                    raise Refused("a leaf that is not a non-empty float64 array of rank 1 or 2")
                 layout = self.layouts[sig] = Layout(self.s, vals)
             except Refused as why:
                 self.refused[sig] = str(why)
