@@ -645,3 +645,14 @@ def test_a_bad_activate_after_setting_warns_and_runs_the_script(tmp_path):
     assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
     assert "FASTEDF_RUN_ACTIVATE_AFTER='abc' is not a number of seconds" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_what_was_alive_before_the_script_is_frozen_during_it_and_thawed_after(tmp_path, capsys):
+    """The collector's full passes skip fastedf's and NumPy's objects while the script runs; an in-process caller
+    gets its collector back as it was."""
+    import gc
+    (tmp_path / "prog.py").write_text("import gc\nprint('frozen', gc.get_freeze_count() > 0)\n")
+    before = gc.get_freeze_count()
+    assert command.main(["--quiet", str(tmp_path / "prog.py")]) == 0
+    assert "frozen True" in capsys.readouterr().out
+    assert gc.get_freeze_count() == before == 0

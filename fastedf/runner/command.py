@@ -6,6 +6,7 @@ stdout and the exit status are python's.  Everything fastedf says goes to
 stderr, after the script has finished.
 """
 import builtins
+import gc
 import io
 import os
 import sys
@@ -76,6 +77,10 @@ def _run_script(script, args, registry):
     sys.path[0] = os.path.dirname(path)
     sys.stdout.flush()
     registry.install()
+    # What is alive now (NumPy, fastedf's runner) lives as long as the process: frozen, the garbage collector's
+    # full passes during the script do not scan it again (columns_transposed, which imports scikit-learn: 0.834
+    # -> 0.800 s of CPU, best of 9 fresh runs; plain python 0.785).  Thawed after, for a caller in process.
+    gc.freeze()
     try:
         _run_as_main(path)
         return 0
@@ -88,6 +93,7 @@ def _run_script(script, args, registry):
         _print_script_traceback(*sys.exc_info())
         return 1
     finally:
+        gc.unfreeze()
         registry.uninstall()
         try:
             sys.stdout.flush()
