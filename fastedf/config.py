@@ -180,9 +180,10 @@ def _loading_light(dispatcher):
     return dispatcher
 
 
-# The NumPy tier's clock: seconds spent in loops of twin calls, and when the last call came.  A gap longer than
-# TIER_GAP is not the loop's (a pause, a plot, a step whose own Python dominates), as in fastedf.fused's Watch.
-TIER_GAP = 0.05
+# Every loop clock (the NumPy tier's here, the fused loops' Watches) counts the time between successive calls; a
+# gap longer than LOOP_GAP is not the loop's (a pause, a plot, input(), a step whose own Python dominates).
+LOOP_GAP = 0.05
+# The NumPy tier's clock: seconds spent in loops of twin calls, and when the last call came.
 _tier_spent = 0.0
 _tier_last = -1.0
 
@@ -201,7 +202,7 @@ class Lazy:
         if self.twin is not None and _twins:  # one clock read per call: the compiled path never comes here
             global _tier_spent, _tier_last
             now = time.perf_counter()
-            if now - _tier_last < TIER_GAP:
+            if now - _tier_last < LOOP_GAP:
                 _tier_spent += now - _tier_last
             _tier_last = now
             if _tier_spent < NUMPY_TIER_SECONDS:

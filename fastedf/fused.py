@@ -124,8 +124,7 @@ class Watch:
 
     def tick(self):
         now = time.perf_counter()
-        # A pause (plotting, an input()) is not the loop's; nor is a step so long that Python's share is nothing
-        if self.last is not None and now - self.last < 0.05:
+        if self.last is not None and now - self.last < config.LOOP_GAP:
             self.spent += now - self.last
         self.last = now
         if self.spent <= self.wait or _off:

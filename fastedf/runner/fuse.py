@@ -52,13 +52,13 @@ import weakref
 
 import numpy as np
 
+from .. import config, fused
 from . import records
 from .verify import F64
 
 FIRST_RECHECK = 64  # fused steps 64, 128, 256... run node by node: the classes' re-checks see real calls
 MAX_PLANS = 32  # fused graphs held at once (each holds its nodes and buffers)
 MAX_WATCHES = 1024  # watches kept before those of dead losses are cleared
-RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
 
 _getrefcount = sys.getrefcount
 _is = operator.is_
@@ -633,7 +633,7 @@ class Fuser:
         if w.off:  # fused, or failed
             return
         now = time.perf_counter()
-        if w.last is not None and now - w.last < 0.05:  # a pause (a plot, input()) is not the loop's
+        if w.last is not None and now - w.last < config.LOOP_GAP:
             w.spent += now - w.last
         w.last = now
         if w.spent > w.wait:
@@ -654,7 +654,6 @@ class Fuser:
         return w
 
     def _try(self, w, loss):
-        from .. import fused
         s = Structure(self.registry, loss)
         source = _lowered(s, [n.value for n in s.leaves])
         if w.program is None:
@@ -731,7 +730,7 @@ class _Watch:
         except TypeError:  # a class with __slots__ and no __weakref__: the watch holds it
             self.ref = lambda: loss
         self.name = f"{type(loss).__module__}.{type(loss).__qualname__}"
-        self.last, self.spent, self.wait, self.retry = None, 0.0, 0.0, RETRY_SECONDS
+        self.last, self.spent, self.wait, self.retry = None, 0.0, 0.0, fused.RETRY_SECONDS
         self.program = None
         self.off = False
 
