@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from fastedf.runner import candidates, command, nodes, report
+from fastedf.runner import candidates, command, nodes, records, report
 
 ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -504,6 +504,55 @@ def test_a_class_whose_kernels_do_not_repay_yet_waits_unwrapped_then_is_accelera
     result = _train(edf, steps=30, data=X)
     registry.finish()
     _same_training(_train(_plain(tmp_path), steps=30, data=X), result)
+
+
+def test_a_class_whose_whole_run_last_time_repays_its_kernels_is_accelerated_without_waiting(tmp_path, monkeypatch):
+    monkeypatch.setattr(nodes, "NUMBA_IMPORT_SECONDS", 0.0)
+    monkeypatch.setattr(nodes, "PROBE_SECONDS", 0.02)
+    monkeypatch.setattr(nodes, "KERNEL_LOAD_SECONDS", 0.02)  # a BCE repays after ~0.2 s of its own time
+    monkeypatch.setattr(nodes.NodeClass, "paying", lambda self, node: True)
+    monkeypatch.setattr(nodes.NodeClass, "may_fuse", lambda self, node: False)
+    X = np.random.default_rng(2).normal(size=(400, 3))
+    states = {}
+    for record in (None, 100.0):  # no record, then the class's 100 s of a run before (fastedf.runner.records)
+        registry = nodes.Registry()
+        edf = _module(tmp_path, registry)
+        if record is not None:
+            registry.expected = {f"{edf.__name__}.BCE": record}
+        registry.activate()
+        result = _train(edf, steps=40, data=X)  # a few ms: far below what repays the kernels by itself
+        states[record] = _by_name(registry, "BCE").state
+        registry.finish()
+        _same_training(_train(_plain(tmp_path), steps=40, data=X), result)
+    assert states == {None: "deferred", 100.0: "accelerated"}
+
+
+def test_each_class_s_time_is_recorded_for_the_script_s_next_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTEDF_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "EDF.py").write_text(EDF)
+    (folder / "train.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from EDF import *
+        x, A, b = Input(), Parameter(np.ones((3, 1))), Parameter(np.zeros(1))
+        p = Sigmoid(Linear(x, A, b))
+        x.value = np.ones((4, 3))
+        for _ in range(50):
+            for n in (x, A, b, p.inputs[0], p):
+                n.forward()
+        print(float(p.value[0, 0]))
+        """))
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "path", [str(folder), *sys.path])
+    try:
+        assert command.main(["--explain", "train.py"]) == 0
+    finally:
+        sys.modules.pop("EDF", None)
+    found = records.read()
+    classes = records.under(found, f"class:{folder / 'train.py'}:")
+    assert set(classes) == {"EDF.Linear", "EDF.Sigmoid"} and all(v > 0 for v in classes.values())
+    assert found[f"script:{folder / 'train.py'}"] == pytest.approx(sum(classes.values()))
 
 
 # ---- the command line -----------------------------------------------------------------------------------------

@@ -56,13 +56,16 @@ def main(argv):
     from . import nodes, records
     # --explain and --check ask what fastedf would do with each class: they verify from the first call
     registry = nodes.Registry(check="check" in options, eager=bool(options & {"explain", "check"}))
-    key = "script:" + os.path.abspath(script)
-    if records.earlier(key) > nodes.ACTIVATE_AFTER:  # an earlier run showed verifying repays: from the first call
+    path = os.path.abspath(script)
+    found = records.read()
+    registry.expected = records.under(found, f"class:{path}:")  # each class's whole run last time
+    if found.get(f"script:{path}", 0.0) > nodes.ACTIVATE_AFTER:  # verifying repaid last time: from the first call
         registry.activate()
     status = _run_script(script, args, registry)
     registry.finish()
     from . import report
-    records.remember({key: report.plain_seconds(registry)})
+    records.remember({f"script:{path}": report.plain_seconds(registry),
+                      **{f"class:{path}:{c.name}": seconds for c, seconds in report.plain_by_class(registry)}})
     if "quiet" not in options:
         print(report.summary(registry), file=sys.stderr)
     if "explain" in options:

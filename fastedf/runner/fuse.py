@@ -408,6 +408,7 @@ class Layout:
             table += [offset, r, c]
             offset += r * c
         self.size = offset
+        self.leaf_shapes = [v.shape for v in vals]
         self.kinds = {kind: [(j, k, i) for j, (kind_, k, i, _) in enumerate(self.shapes) if kind_ == kind]
                       for kind in "VG"}
         self.table = np.array(table or [0], dtype=np.int64)
@@ -440,6 +441,7 @@ class Plan:
         self.layout = None
         self.read = [None] * len(structure.leaves)
         self.args = [None] * len(structure.leaves)
+        self.shares = [False] * len(structure.leaves)  # args[j] is a view of read[j]: valid while that array is
         self.done = [False] * len(structure.ops)
         self.fresh = self.eager = self.backed = False
         self.last = len(structure.ops) - 1
@@ -462,20 +464,12 @@ class Plan:
             self.eager = False  # a new pass
         elif self.fresh and not self.done[k]:  # a leaf fed after the pass began: node by node from here
             return self._break(k)
-        return self._start(node, k)
-
-    def _break(self, k):
-        self.eager, self.fresh, self.shown = True, False, None
-        self.done[k] = True
-        self.node_steps += 1
-        return False
-
-    def _start(self, node, k):
-        """A new pass: run the compiled forward on the leaves as they are, or go node by node."""
-        self.done = done = [False] * len(self.done)
+        # a new pass: the compiled forward on the leaves as they are, or node by node
+        self.done = done = [False] * self.count
         self.fresh = self.backed = False
         self.steps += 1
-        if self.steps == self.next_check or not self.fuser.plan_alive(self):
+        if self.steps == self.next_check or (self.generation != self.fuser.registry.generation
+                                             and not self.fuser.plan_alive(self)):
             self.next_check *= 2
             return self._break(k)
         args = self._args()
@@ -494,10 +488,27 @@ class Plan:
             node.value = layout.loss_of(self.total)
         return True
 
+    def _break(self, k):
+        self.eager, self.fresh, self.shown = True, False, None
+        self.done[k] = True
+        self.node_steps += 1
+        return False
+
     def _args(self):
         """The leaves' values as the program takes them (2-D, C-contiguous float64), choosing the layout; None
         when this signature cannot be fused."""
         vals = [n.value for n in self.s.leaves]
+        layout = self.layout
+        if layout is not None:  # a step on the last step's signature: only the leaves fed since are converted
+            args, read, shares, shapes = self.args, self.read, self.shares, layout.leaf_shapes
+            for j, v in enumerate(vals):
+                if type(v) is not np.ndarray or v.dtype is not F64 or v.shape != shapes[j]:
+                    break
+                if v is not read[j] or not shares[j]:
+                    self._convert(j, v)
+            else:
+                self.read = vals
+                return args
         try:
             sig = tuple([(v.shape, v.dtype) for v in vals])
         except AttributeError:
@@ -512,14 +523,19 @@ class Plan:
                 self.refused[sig] = str(why)
                 return None
         if layout is not self.layout:
-            self.layout, self.shown, self.args = layout, None, [None] * len(vals)
-        args = self.args
+            self.layout, self.shown = layout, None
         for j, v in enumerate(vals):
-            if v is not args[j]:  # a Parameter updated in place is the same array, passed as it is
-                args[j] = v if v.ndim == 2 and v.flags.c_contiguous else \
-                    np.ascontiguousarray(v).reshape(_2d(v.shape))
+            self._convert(j, v)
         self.read = vals
-        return args
+        return self.args
+
+    def _convert(self, j, v):
+        """args[j]: the leaf's array as it is if 2-D and C-contiguous, else a 2-D contiguous view or copy."""
+        if v.ndim == 2 and v.flags.c_contiguous:
+            self.args[j], self.shares[j] = v, True
+        else:
+            c = np.ascontiguousarray(v)
+            self.args[j], self.shares[j] = c.reshape(_2d(v.shape)), c is v
 
     def _own(self, layout, kind):
         """Before the program writes its `kind` buffers: if anything besides the nodes holds one of them, or a
@@ -601,7 +617,7 @@ class Plan:
     def _backward_args(self):
         """The leaves as they are now (the user's backward reads them then), in the forward's signature."""
         vals = [n.value for n in self.s.leaves]
-        if all(map(_is, vals, self.read)):
+        if all(map(_is, vals, self.read)) and all(self.shares):  # copies are made again: they may be stale
             return self.args
         if any(type(v) is not np.ndarray or v.dtype is not F64 or v.shape != r.shape
                for v, r in zip(vals, self.read)):

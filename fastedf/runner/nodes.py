@@ -617,13 +617,16 @@ class NodeClass:
         self.verifying()
 
     def repays(self):
-        """Whether the match's kernels can save more than loading them costs, the class running as long again."""
+        """Whether the match's kernels can save more than loading them costs: the class running as long again as
+        it has so far, or for the rest of what its whole run took last time (fastedf.runner.records), if longer."""
         user = median(self.user_times)
         gain = user - KERNEL_CALL_SECONDS - self.registry.dispatch_seconds
         if gain <= 0:
             return False
         cost = 2 * KERNEL_LOAD_SECONDS + PROBE_SECONDS + (0.0 if "numba" in sys.modules else NUMBA_IMPORT_SECONDS)
-        return gain * (self.seconds + self.user_seconds) / user > cost
+        so_far = self.seconds + self.user_seconds
+        ahead = max(so_far, self.registry.expected.get(self.name, 0.0) - so_far)
+        return gain * ahead / user > cost
 
     @property
     def mine_times(self):
@@ -785,6 +788,7 @@ class Registry:
 
     def __init__(self, check=False, eager=False):
         self.check, self.eager = check, eager
+        self.expected = {}  # class name -> seconds plain python took in its methods last run (records)
         self.dispatch_seconds = 0.0
         self.classes = []
         self.seconds = 0.0  # in the user's node methods while counting

@@ -1,9 +1,10 @@
 """What earlier runs learnt, kept between processes in the cache directory (fastedf.cachedir).
 
-Two kinds of record, both seconds: how long a script's node methods ran
-(`script:<path>`, the plain-python estimate of its last run), and how long a
-graph structure's loops ran node by node before any run compiled its program
-(`program:<name>`, accumulated).  They decide only *when* work starts (verify
+Three kinds of record, all seconds: how long a script's node methods ran
+(`script:<path>`, the plain-python estimate of its last run), how long each
+of its node classes' methods ran (`class:<path>:<module.class>`, the same
+estimate), and how long a graph structure's loops ran node by node before any
+run compiled its program (`program:<name>`, accumulated).  They decide only *when* work starts (verify
 from the first call, compile a program a single run would not repay), never
 what is computed: a stale or lost record costs time, not numbers.
 """
@@ -12,7 +13,7 @@ import os
 from ..cachedir import cache_dir
 
 NAME = "run-records.txt"
-MAX_RECORDS = 512  # the most recently written kept: every run of a new script path adds one
+MAX_RECORDS = 2048  # the most recently written kept: every run of a new script path adds one a class
 
 
 def _path():
@@ -38,8 +39,18 @@ def _read(path):
 
 def earlier(key):
     """The seconds recorded under `key` (0.0 if none)."""
+    return read().get(key, 0.0)
+
+
+def read():
+    """Every record, {key: seconds}."""
     path = _path()
-    return _read(path).get(key, 0.0) if path else 0.0
+    return _read(path) if path else {}
+
+
+def under(found, prefix):
+    """{rest of the key: seconds} of the records in `found` whose keys start with `prefix`."""
+    return {key[len(prefix):]: seconds for key, seconds in found.items() if key.startswith(prefix)}
 
 
 def remember(values, accumulate=()):

@@ -38,7 +38,12 @@ def _per_call(times):
 
 def plain_seconds(registry):
     """Plain python's estimated time in the script's node methods (recorded for the script's next run)."""
-    return sum(_estimate(c)[1] for c in _ran(registry))
+    return sum(seconds for _, seconds in plain_by_class(registry))
+
+
+def plain_by_class(registry):
+    """[(class, plain python's estimated time in its methods)] of the classes that ran."""
+    return [(c, _estimate(c)[1]) for c in _ran(registry)]
 
 
 def summary(registry):
