@@ -59,13 +59,15 @@ def main(argv):
     path = os.path.abspath(script)
     found = records.read()
     registry.expected = records.under(found, f"class:{path}:")  # each class's whole run last time
+    registry.hints = dict(key.split(":", 1) for key in records.under(found, "match:"))
     if found.get(f"script:{path}", 0.0) > nodes.ACTIVATE_AFTER:  # verifying repaid last time: from the first call
         registry.activate()
     status = _run_script(script, args, registry)
     registry.finish()
     from . import report
     records.remember({f"script:{path}": report.plain_seconds(registry),
-                      **{f"class:{path}:{c.name}": seconds for c, seconds in report.plain_by_class(registry)}})
+                      **{f"class:{path}:{c.name}": seconds for c, seconds in report.plain_by_class(registry)},
+                      **{f"match:{digest}:{describe}": 1.0 for digest, describe in registry.matches()}})
     if "quiet" not in options:
         print(report.summary(registry), file=sys.stderr)
     if "explain" in options:

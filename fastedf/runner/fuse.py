@@ -46,6 +46,7 @@ two consumers or one input twice, rank above 2, broadcasting other than a
 bias, per-row gradients, a Softmax without its maximum subtracted.
 """
 import operator
+import re
 import sys
 import time
 import weakref
@@ -55,6 +56,8 @@ import numpy as np
 from .. import config, fused
 from . import records
 from .verify import F64
+
+ndarray = np.ndarray
 
 FIRST_RECHECK = 64  # fused steps 64, 128, 256... run node by node: the classes' re-checks see real calls
 MAX_PLANS = 32  # fused graphs held at once (each holds its nodes and buffers)
@@ -233,10 +236,11 @@ from fastedf.runner.kernels import *
 def step({args}, arena, table, backward):
     """The forward (returns the loss's total) or the backward (returns 0.0) of one step."""
     total = 0.0
-{views}
     if backward:
+{backward_views}
 {backward}
         return 0.0
+{forward_views}
 {forward}
     return total
 '''
@@ -248,8 +252,13 @@ def _source(ops, leaves, lowered, buffers):
              f".reshape((table[{3 * k + 1}], table[{3 * k + 2}]))" for k, name in enumerate(buffers)]
     forward = [line for fwd, _ in lowered for line in fwd]
     backward = [line for _, back in reversed(lowered) for line in back]
+
+    def used(lines):  # each pass makes only the views it names: a view costs its call ~10 ns
+        words = set(re.findall(r"\w+", "\n".join(lines)))
+        return [view for name, view in zip(buffers, views) if name in words]
     body = {"args": ", ".join(f"L{k}" for k in range(len(leaves))), "digest": compiler._kernels_digest()}
-    for key, depth, lines in (("views", 4, views), ("forward", 4, forward), ("backward", 8, backward)):
+    for key, depth, lines in (("forward_views", 4, used(forward)), ("forward", 4, forward),
+                              ("backward_views", 8, used(backward)), ("backward", 8, backward)):
         body[key] = "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
     return TEMPLATE.format(**body)
 
@@ -420,6 +429,7 @@ class Layout:
         for (_, _, _, shape), (offset, r, c) in zip(self.shapes, self.table.reshape(-1, 3)):
             self.views.append(arena[offset:offset + r * c].reshape(shape))
         self.by_kind = {kind: [self.views[j] for j, _, _ in self.kinds[kind]] for kind in "VG"}
+        self.view_refs = {kind: 4 * len(views) for kind, views in self.by_kind.items()}
         # what holds the arena when nothing else does: self.arena, each view, and getrefcount's argument
         self.arena_refs = 2 + len(self.views)
 
@@ -450,7 +460,9 @@ class Plan:
         self.back_count = 0
         self.steps = self.node_steps = 0
         self.next_check = FIRST_RECHECK
+        self.registry = fuser.registry
         self.generation = fuser.registry.generation
+        self._step = None  # the program's compiled step, once loaded
 
     # the forward
 
@@ -468,16 +480,40 @@ class Plan:
         self.done = done = [False] * self.count
         self.fresh = self.backed = False
         self.steps += 1
-        if self.steps == self.next_check or (self.generation != self.fuser.registry.generation
+        if self.steps == self.next_check or (self.generation != self.registry.generation
                                              and not self.fuser.plan_alive(self)):
             self.next_check *= 2
             return self._break(k)
-        args = self._args()
+        # The leaves, as the last step's layout takes them: each fed since converted (the common step, inline:
+        # it is most of the wrapper's cost), else the layout chosen again (_args)
+        vals = [n.value for n in self.s.leaves]
+        layout = self.layout
+        if layout is not None:
+            args, read, shares, shapes = self.args, self.read, self.shares, layout.leaf_shapes
+            for j, v in enumerate(vals):
+                if type(v) is not ndarray or v.dtype is not F64 or v.shape != shapes[j]:
+                    args = self._args(vals)
+                    break
+                if v is not read[j] or not shares[j]:
+                    if v.ndim == 2 and v.flags.c_contiguous:
+                        args[j], shares[j] = v, True
+                    else:
+                        self._convert(j, v)
+            else:
+                self.read = vals
+        else:
+            args = self._args(vals)
         if args is None:
             return self._break(k)
         layout = self.layout
-        self._own(layout, "V")
-        self.total = self.program.step(*args, layout.arena, layout.table, False)
+        views = layout.by_kind["V"]
+        if (self.shown is not layout or _getrefcount(layout.arena) != layout.arena_refs
+                or sum(map(_getrefcount, views)) != layout.view_refs["V"]):
+            self._own(layout, "V")
+        step = self._step
+        if step is None:
+            step = self._step = self.program.step
+        self.total = step(*args, layout.arena, layout.table, False)
         if layout.unchecked and not self._check(layout, "V"):
             return self._break(k)
         if self.shown is not layout:
@@ -494,21 +530,9 @@ class Plan:
         self.node_steps += 1
         return False
 
-    def _args(self):
-        """The leaves' values as the program takes them (2-D, C-contiguous float64), choosing the layout; None
-        when this signature cannot be fused."""
-        vals = [n.value for n in self.s.leaves]
-        layout = self.layout
-        if layout is not None:  # a step on the last step's signature: only the leaves fed since are converted
-            args, read, shares, shapes = self.args, self.read, self.shares, layout.leaf_shapes
-            for j, v in enumerate(vals):
-                if type(v) is not np.ndarray or v.dtype is not F64 or v.shape != shapes[j]:
-                    break
-                if v is not read[j] or not shares[j]:
-                    self._convert(j, v)
-            else:
-                self.read = vals
-                return args
+    def _args(self, vals):
+        """The leaves' values `vals` as the program takes them (2-D, C-contiguous float64), choosing the layout
+        for their signature; None when it cannot be fused."""
         try:
             sig = tuple([(v.shape, v.dtype) for v in vals])
         except AttributeError:
@@ -539,11 +563,12 @@ class Plan:
 
     def _own(self, layout, kind):
         """Before the program writes its `kind` buffers: if anything besides the nodes holds one of them, or a
-        view of the arena, the arena is left to its holder and the program moves to a copy."""
+        view of the arena, the arena is left to its holder and the program moves to a copy.  (The passes test
+        the common case inline: the nodes show the layout and hold each view, and nothing else does.)"""
         views = layout.by_kind[kind]
         if self.shown is layout:  # each view: the layout's two lists, the node, getrefcount's argument
             held = (_getrefcount(layout.arena) != layout.arena_refs
-                    or sum(map(_getrefcount, views)) != 4 * len(views))
+                    or sum(map(_getrefcount, views)) != layout.view_refs[kind])
         else:
             held = _getrefcount(layout.arena) != layout.arena_refs
             ops = self.s.ops
@@ -599,13 +624,17 @@ class Plan:
         starts the program's backward (at the loss, after a fused pass), False: node by node."""
         args = None
         if k == self.last and not self.eager and self.fresh and all(self.done):
-            args = self._backward_args()
+            vals = [n.value for n in self.s.leaves]
+            args = self.args if all(map(_is, vals, self.read)) and all(self.shares) else self._backward_args(vals)
         if args is None:  # the user's code or the candidate sets this node's gradients
             self.shown = None
             return False
         layout = self.layout
-        self._own(layout, "G")
-        self.program.step(*args, layout.arena, layout.table, True)
+        views = layout.by_kind["G"]
+        if (self.shown is not layout or _getrefcount(layout.arena) != layout.arena_refs
+                or sum(map(_getrefcount, views)) != layout.view_refs["G"]):
+            self._own(layout, "G")
+        self._step(*args, layout.arena, layout.table, True)  # loaded: the forward ran
         if layout.unchecked and not self._check(layout, "G"):
             self.shown, self.fresh = None, False
             return False
@@ -614,11 +643,9 @@ class Plan:
         self.backed, self.back_count = self.count > 1, 1
         return True
 
-    def _backward_args(self):
-        """The leaves as they are now (the user's backward reads them then), in the forward's signature."""
-        vals = [n.value for n in self.s.leaves]
-        if all(map(_is, vals, self.read)) and all(self.shares):  # copies are made again: they may be stale
-            return self.args
+    def _backward_args(self, vals):
+        """The leaves as they are now (the user's backward reads them then), in the forward's signature; the
+        forward's arguments serve when the leaves are the same arrays, and none was copied (it may be stale)."""
         if any(type(v) is not np.ndarray or v.dtype is not F64 or v.shape != r.shape
                for v, r in zip(vals, self.read)):
             return None

@@ -30,10 +30,12 @@ raised by the user's own code propagates unchanged.
 """
 import builtins
 import functools
+import marshal
 import os
 import signal
 import sys
 import time
+import zlib
 
 import numpy as np
 
@@ -167,6 +169,7 @@ class NodeClass:
         self.registry, self.cls = registry, cls
         self.name = f"{cls.__module__}.{cls.__qualname__}"
         self.forward0, self.backward0 = _unwrapped(cls.forward), _unwrapped(cls.backward)
+        self.hinted = False  # verifying only the candidate that matched this code last run (Registry.hints)
         self.state, self.reason = "counting", None
         self.calls, self.seconds = 0, 0.0  # user's calls (or samples) while counting and time in them
         self.survivors, self.eliminated, self.match = None, {}, None
@@ -364,7 +367,7 @@ class NodeClass:
         try:
             self._note_weights(node, vals)
             if self.survivors is None:
-                self.survivors = self.candidates_module.candidates_for(len(vals))
+                self.survivors = self._first_candidates(len(vals))
             results = self._compute(lambda c: c.forward(vals))
             watch = verify.Watch(node, self._generators(node))
         except Exception as error:  # noqa: BLE001
@@ -540,8 +543,31 @@ class NodeClass:
             return True
         return False
 
+    def code_digest(self):
+        """What identifies the class's code between runs: its methods' code objects (their file and lines too)."""
+        codes = tuple(getattr(m, "__code__", None) for m in (self.forward0, self.backward0))
+        try:
+            return f"{zlib.crc32(marshal.dumps(codes)):08x}"
+        except ValueError:  # not plain Python functions
+            return None
+
+    def _first_candidates(self, n_inputs):
+        """Every candidate for a node of n_inputs inputs; only the one that matched the same code last run, if
+        one did (it is verified as any other; if it fails, every candidate is, from the next call)."""
+        every = self.candidates_module.candidates_for(n_inputs)
+        hint = self.registry.hints.get(self.code_digest()) if not self.registry.eager else None
+        hinted = [c for c in every if c.describe() == hint]
+        self.hinted = bool(hinted)
+        return hinted or every
+
     def _none_left(self):
         if self.state == "user":
+            return
+        if self.hinted:  # last run's match differs here: verify every candidate from the next call
+            self.hinted = False
+            self.survivors, self.eliminated, self.verified, self.times = None, {}, {}, {}
+            self.verified_calls, self.full_call_passed = 0, False
+            self.pending.clear()
             return
         if not self.full_call_passed:
             self.give_back(f"unknown operation: no candidate computes it ({len(self.eliminated)} tried)")
@@ -789,6 +815,7 @@ class Registry:
     def __init__(self, check=False, eager=False):
         self.check, self.eager = check, eager
         self.expected = {}  # class name -> seconds plain python took in its methods last run (records)
+        self.hints = {}  # a class's code digest -> the candidate that matched it last run (records)
         self.dispatch_seconds = 0.0
         self.classes = []
         self.seconds = 0.0  # in the user's node methods while counting
@@ -907,6 +934,15 @@ class Registry:
             entry.verifying()
         except Exception as error:  # noqa: BLE001
             entry.internal_error(error)
+
+    def matches(self):
+        """[(code digest, the matched candidate's description)] of the classes a candidate matched."""
+        found = []
+        for entry in self.classes:
+            digest = entry.code_digest() if entry.match is not None else None
+            if digest is not None:
+                found.append((digest, entry.match.candidate.describe()))
+        return found
 
     def finish(self):
         """Put every class's own methods back (atexit code of the script runs the user's code)."""
