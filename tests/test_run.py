@@ -527,6 +527,34 @@ def test_a_class_whose_whole_run_last_time_repays_its_kernels_is_accelerated_wit
     assert states == {None: "deferred", 100.0: "accelerated"}
 
 
+def test_last_run_s_match_is_verified_alone_and_a_wrong_one_falls_back_to_every_candidate(tmp_path, monkeypatch):
+    monkeypatch.setattr(nodes.NodeClass, "worth_probing", lambda self, node: True)  # decisions of cost aside
+    monkeypatch.setattr(nodes.NodeClass, "paying", lambda self, node: True)
+    X = np.random.default_rng(3).normal(size=(400, 3))
+    registry = nodes.Registry(eager=True)  # --explain's registry: every candidate, whatever the records say
+    edf = _module(tmp_path, registry)
+    _train(edf, steps=10, data=X)
+    registry.finish()
+    right = _by_name(registry, "BCE").match.candidate.describe()
+    assert "clip 1e-12" in right and len(_by_name(registry, "BCE").eliminated) > 100
+    # a BCE that clips at 1e-7 computes the same on these values: only the edge probes tell them apart
+    wrong = right.replace("clip 1e-12", "clip 1e-7")
+    found = {}
+    for hint in (right, wrong):
+        registry = nodes.Registry()
+        edf = _module(tmp_path, registry)
+        bce = _by_name(registry, "BCE")
+        registry.hints = {bce.code_digest(): hint}
+        registry.activate()
+        result = _train(edf, steps=40, data=X)
+        registry.finish()
+        _same_training(_train(_plain(tmp_path), steps=40, data=X), result)
+        found[hint] = (bce.state, bce.reason, bce.match and bce.match.candidate.describe(), len(bce.eliminated))
+    assert found[right] == ("accelerated", None, right, 0)  # no other candidate was run
+    state, reason, match, eliminated = found[wrong]
+    assert state == "accelerated" and match == right and eliminated > 100, found[wrong]
+
+
 def test_each_class_s_time_is_recorded_for_the_script_s_next_run(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTEDF_CACHE_DIR", str(tmp_path / "cache"))
     folder = tmp_path / "proj"

@@ -565,6 +565,7 @@ class NodeClass:
             return
         if self.hinted:  # last run's match differs here: verify every candidate from the next call
             self.hinted = False
+            self.registry.hints.pop(self.code_digest(), None)
             self.survivors, self.eliminated, self.verified, self.times = None, {}, {}, {}
             self.verified_calls, self.full_call_passed = 0, False
             self.pending.clear()
