@@ -42,6 +42,8 @@ def _run(name, argv):
         raise UsageError(f"the {name} subcommand is not available in this version") from None
     if not hasattr(module, "main"):
         raise UsageError(f"the {name} subcommand is not available in this version")
+    if name == "run":  # the process ends with the script: it stays __main__ to the end, as under python
+        return module.main(argv, whole_process=True)
     return module.main(argv)
 
 

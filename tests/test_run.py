@@ -555,6 +555,26 @@ def test_last_run_s_match_is_verified_alone_and_a_wrong_one_falls_back_to_every_
     assert state == "accelerated" and match == right and eliminated > 100, found[wrong]
 
 
+def test_a_class_kept_for_its_graph_s_program_runs_the_faster_user_code_meanwhile(tmp_path, monkeypatch):
+    monkeypatch.setattr(nodes.NodeClass, "may_fuse", lambda self, node: True)  # never fused: FASTEDF_FUSE=0 below
+    monkeypatch.setattr(nodes.NodeClass, "worth_probing", lambda self, node: True)
+    X = np.random.default_rng(4).normal(size=(400, 3))
+    registry = nodes.Registry()
+    registry.fuser().enabled = False
+    edf = _module(tmp_path, registry)
+    sigmoid = _by_name(registry, "Sigmoid")
+    calls = []
+    user_forward = sigmoid.forward0
+    sigmoid.forward0 = lambda node: calls.append(1) or user_forward(node)
+    registry.activate()
+    registry.dispatch_seconds = 1.0  # a candidate's call measured slower than the user's code, whatever its own
+    result = _train(edf, steps=60, data=X)
+    registry.finish()
+    _same_training(_train(_plain(tmp_path), steps=60, data=X), result)
+    assert sigmoid.state == "accelerated" and sigmoid.user_faster and sigmoid.fast_calls > 0
+    assert len(calls) >= sigmoid.verified_calls + sigmoid.fast_calls  # the accelerated calls ran the user's code
+
+
 def test_each_class_s_time_is_recorded_for_the_script_s_next_run(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTEDF_CACHE_DIR", str(tmp_path / "cache"))
     folder = tmp_path / "proj"
@@ -650,6 +670,49 @@ def test_options_before_the_script_and_the_scripts_own_after_it(script, tmp_path
     assert bad.returncode == 2 and "unknown option '--fast'" in bad.stderr and not bad.stdout
     missing = _fastedf([str(tmp_path / "nope.py")], cwd=tmp_path)
     assert missing.returncode == 2 and "nope.py" in missing.stderr
+
+
+AT_EXIT = """
+import atexit, sys, weakref
+class Holder:
+    pass
+log = open("global.txt", "w")
+log.write("a file the script never closes\\n")
+held = Holder()
+held.me = held  # a reference cycle: only the collector frees it
+held.file = open("cycle.txt", "w")
+held.file.write("a file held in a cycle\\n")
+class Noisy:
+    def __del__(self):
+        print("the script's __del__, at exit")
+noisy = Noisy()
+noisy.me = noisy
+weakref.finalize(Holder(), print, "a finalizer of an object that died")
+kept = Holder()
+weakref.finalize(kept, print, "a finalizer at exit")
+atexit.register(print, "the script's atexit function")
+print("end of the script")
+"""
+
+
+@pytest.mark.parametrize("own_del", [False, True])
+def test_what_happens_at_exit_is_what_python_does(tmp_path, own_del):
+    """The script stays __main__ to the end; files it never closed are written; atexit functions, finalizers
+    and its own __del__ print what and in the order they do under python.  (Without a __del__ of its own, the
+    collector's last passes are skipped: fastedf.runner.command._light_teardown.)"""
+    source = AT_EXIT if own_del else AT_EXIT.replace("class Noisy:", "class Noisy:\n    pass\nclass Quiet:")
+    outputs = []
+    for command in ([sys.executable], [sys.executable, "-m", "fastedf", "run", "--quiet"]):
+        folder = tmp_path / str(len(outputs))
+        folder.mkdir()
+        (folder / "prog.py").write_text(source)
+        done = subprocess.run([*command, "prog.py"], cwd=folder, env=ENV, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append((done.stdout, done.stderr, (folder / "global.txt").read_text(),
+                        (folder / "cycle.txt").read_text()))
+    assert outputs[0] == outputs[1]
+    assert "a file held in a cycle" in outputs[0][3] and ("__del__" in outputs[0][0]) == own_del  # not vacuous
 
 
 def test_exit_status_of_interrupt_and_system_exit_in_process(tmp_path, capsys):

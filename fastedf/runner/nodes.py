@@ -185,6 +185,7 @@ class NodeClass:
         self.user_seconds, self.user_calls = 0.0, 0
         self.probed = []
         self.slower = None  # (accelerated, user's) seconds per call when acceleration would not pay
+        self.user_faster = False  # kept for a fused graph, but node by node the user's code is the faster
         self._last_ids, self.weightlike = {}, {}
         if not registry.sample(self):
             self.counting()
@@ -270,12 +271,15 @@ class NodeClass:
             if entry is not None:
                 self.fast_calls += 1
                 if self.fast_calls != self.next_check:
-                    try:
-                        node.value = entry.forward(vals)
-                    except Exception as error:  # noqa: BLE001
-                        self.internal_error(error)
-                        return forward0(node)
-                    pending[id(node)] = entry
+                    if self.user_faster:  # kept for its graph's program: until then, the faster code
+                        forward0(node)
+                    else:
+                        try:
+                            node.value = entry.forward(vals)
+                        except Exception as error:  # noqa: BLE001
+                            self.internal_error(error)
+                            return forward0(node)
+                        pending[id(node)] = entry
                     if entry.loss and not node.outputs:
                         fuser.tick(node)
                     return None
@@ -591,6 +595,8 @@ class NodeClass:
             if not self.survivors:
                 return self._none_left()
             self.accept(node)
+            if not self.registry.eager and self.state == "accelerated":
+                self.paying(node)  # kept (worth_probing decided): only whether the user's code runs meanwhile
         elif self.match is not None and not self.registry.check:
             self._enter(checked.key)
             if not self.registry.eager and not self.paying(node):
@@ -622,11 +628,16 @@ class NodeClass:
 
     def paying(self, node):
         """False (and `slower` set) when the match's calls, with the dispatch's cost, are measured no faster than
-        the user's code (medians of the verified calls, each method call its own sample)."""
-        if len(self.mine_times) < PAYING_SAMPLES or self.may_fuse(node):  # still loading; or it may fuse
+        the user's code (medians of the verified calls, each method call its own sample).  A class whose graph
+        may fuse is kept, and runs the user's code node by node meanwhile where that is the faster."""
+        if len(self.mine_times) < PAYING_SAMPLES:  # still loading
             return True
         mine, user = median(self.mine_times), median(self.user_times)
-        if user is None or mine + self.registry.dispatch_seconds < user:
+        faster = user is None or mine + self.registry.dispatch_seconds < user
+        if self.may_fuse(node):
+            self.user_faster = not faster
+            return True
+        if faster:
             return True
         self.slower = (mine + self.registry.dispatch_seconds, user)
         return False

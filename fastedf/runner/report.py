@@ -24,7 +24,7 @@ def _estimate(c):
     run = plain = c.seconds + c.user_seconds
     user, mine = median(c.user_times), median(c.mine_times)
     if c.fast_calls and user is not None:
-        run += c.fast_calls * 2 * (mine if mine is not None else user)
+        run += c.fast_calls * 2 * (mine if mine is not None and not c.user_faster else user)
         plain += c.fast_calls * 2 * user
     fused = c.registry._fuser.fused_calls(c) if c.registry._fuser is not None else 0
     if fused and user is not None:  # the programs' time is the steps', not the class's
