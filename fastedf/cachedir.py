@@ -3,7 +3,6 @@
 Its own module so that `fastedf run` finds it before anything heavy is imported.
 """
 import os
-import tempfile
 
 
 def cache_dir():
@@ -12,7 +11,9 @@ def cache_dir():
     candidates = [os.environ.get("FASTEDF_CACHE_DIR"), os.path.join(os.path.expanduser("~"), ".cache", "fastedf")]
     for path in [c for c in candidates if c] + [None]:
         try:
-            path = path or os.path.join(tempfile.gettempdir(), "fastedf")  # gettempdir raises when none is usable
+            if path is None:  # tempfile only here: its import costs a start ~3 ms where nothing else needs it
+                import tempfile
+                path = os.path.join(tempfile.gettempdir(), "fastedf")  # gettempdir raises when none is usable
             os.makedirs(path, exist_ok=True)
             if os.access(path, os.W_OK):
                 return path

@@ -14,6 +14,7 @@ import sys
 import types
 
 from ..errors import EXIT_INTERRUPTED, UsageError
+from . import scriptcode
 
 USAGE = "usage: fastedf run [--explain] [--check] [--quiet] SCRIPT.py [ARGS...]"
 HELP = f"""{USAGE}
@@ -120,6 +121,7 @@ def _run_script(script, args, registry, keep_main=False):
     path = os.path.abspath(script)
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(path)
+    scriptcode.keep_modules_of(sys.path[0])
     sys.stdout.flush()
     registry.install()
     # What is alive now (NumPy, fastedf's runner) lives as long as the process: frozen, the garbage collector's
@@ -151,8 +153,7 @@ def _run_as_main(path, keep_main=False):
     (runpy.run_path would set sys.argv[0] to the absolute path).  Unless keep_main, the caller's __main__ is
     put back after it; kept, what the script holds lives until the interpreter's teardown, as under python
     (its atexit functions see it, and its files are closed at exit, not when the script ends)."""
-    with io.open_code(path) as source:
-        code = compile(source.read(), path, "exec", dont_inherit=True)
+    code = scriptcode.code_of(path)
     main = types.ModuleType("__main__")
     main.__file__, main.__cached__, main.__builtins__ = path, None, builtins
     saved = sys.modules.get("__main__")
