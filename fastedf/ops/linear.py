@@ -207,7 +207,20 @@ def linear_sgd_rows(x, g, A, b, lr):
             A[k, j] -= lr * (x0 * g[0, j] + x1 * g[1, j])
 
 
-init_rng = np.random.default_rng(0)  # the layer form's initial weights; reseed for other draws
+class _SeededAtFirstDraw:
+    """np.random.default_rng(seed), made at its first use: importing numpy.random costs `from fastedf import *`
+    8-11 ms, and a script that builds no layer form draws nothing here."""
+
+    def __init__(self, seed):
+        self._seed, self._rng = seed, None
+
+    def __getattr__(self, name):
+        if self._rng is None:
+            self._rng = np.random.default_rng(self._seed)
+        return getattr(self._rng, name)
+
+
+init_rng = _SeededAtFirstDraw(0)  # the layer forms' initial weights; assign a Generator for other draws
 
 
 def _is_size(value):
