@@ -113,8 +113,9 @@ def explain(registry):
                          f"~{mine * 1e6:.1f} us a call accelerated against {user * 1e6:.1f} us for the user's code)")
         else:
             lines.append(f"  {c.name}: user's code ({c.reason})")
-        for probe in c.probed:
-            lines.append(f"    probe {probe}")
+        for probe in dict.fromkeys(c.probed):  # each finding once, in order, with its count
+            count = c.probed.count(probe)
+            lines.append(f"    probe {probe}" + (f" ({count} times)" if count > 1 else ""))
         shown = list(c.eliminated.items())
         for cand, difference in shown[:12]:
             lines.append(f"    rejected {cand.describe()}: {difference}")
