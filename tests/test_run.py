@@ -593,8 +593,10 @@ def test_each_class_s_time_is_recorded_for_the_script_s_next_run(tmp_path, monke
         """))
     monkeypatch.chdir(folder)
     monkeypatch.setattr(sys, "path", [str(folder), *sys.path])
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / records.NAME).write_text("1.0\tmatch:no-colon-after-the-digest\nnot a number\tx\n")
     try:
-        assert command.main(["--explain", "train.py"]) == 0
+        assert command.main(["--explain", "train.py"]) == 0  # garbage in the records: ignored
     finally:
         sys.modules.pop("EDF", None)
     found = records.read()
