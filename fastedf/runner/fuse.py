@@ -71,6 +71,10 @@ class Refused(Exception):
     """The graph (or this signature of it) cannot be fused; the message says why."""
 
 
+class Unfusable(Refused):
+    """The graph cannot be fused whatever happens next: a convention or a structure no lowering takes."""
+
+
 # ---- lowering: each operation's forward and backward as lines of the step program ---------------------------
 # Every array in the program is 2-D (rows, columns); a lowering gets the names of its inputs' values, its own
 # value (the loss: none, it returns its total), the upstream gradient g, and the gradient buffers it writes
@@ -83,7 +87,7 @@ def _loop2(target, expr):
 
 def _lower_multiply(c, ins, out, g, grads, shapes):
     if shapes[0] != shapes[1]:
-        raise Refused("Multiply broadcasts its inputs")
+        raise Unfusable("Multiply broadcasts its inputs")
     a, b = ins
     back = []
     for i, name in grads.items():
@@ -93,7 +97,7 @@ def _lower_multiply(c, ins, out, g, grads, shapes):
 
 def _lower_addition(c, ins, out, g, grads, shapes):
     if shapes[0] != shapes[1]:
-        raise Refused("Addition broadcasts its inputs")
+        raise Unfusable("Addition broadcasts its inputs")
     back = []
     for name in grads.values():
         back += _loop2(name, f"{g}[i, j]")
@@ -102,27 +106,27 @@ def _lower_addition(c, ins, out, g, grads, shapes):
 
 def _lower_linear(c, ins, out, g, grads, shapes):
     if c.per_row:
-        raise Refused("gradients per row")
+        raise Unfusable("gradients per row")
     o = c.order
     x, A = ins[o.index(0)], ins[o.index(1)]
     xs, As = shapes[o.index(0)], shapes[o.index(1)]
     b = ins[o.index(2)] if len(o) == 3 else None
     bs = shapes[o.index(2)] if b else None
     if len(xs) != 2 or len(As) != 2:
-        raise Refused("a Linear whose x or weight is not 2-D")
+        raise Unfusable("a Linear whose x or weight is not 2-D")
     rows = c.formula.startswith("x")  # samples as rows: z = x @ M + b, else z = M @ x + b
     M = "{A}[k, j]" if c.formula in ("x @ A + b", "A.T @ x + b") else "{A}[j, k]"
     # M[k, j] in the rows formulas (z[i, j] = sum_k x[i, k] M[k, j]); M[j, k] read as Mt in the columns ones
     if rows:
         if b and not (len(bs) == 1 or bs[0] == 1):
-            raise Refused("a bias that is not one row")
+            raise Unfusable("a bias that is not one row")
         m = M.format(A=A)
         fwd = [f"for i in range({x}.shape[0]):", f"    for j in range({out}.shape[1]):", "        s = 0.0",
                f"        for k in range({x}.shape[1]):", f"            s += {x}[i, k] * {m}",
                f"        {out}[i, j] = s" + (f" + {b}[0, j]" if b else "")]
     else:
         if b and not (len(bs) == 2 and bs[1] == 1):
-            raise Refused("a bias that is not one column")
+            raise Unfusable("a bias that is not one column")
         m = ("{A}[k, j]" if c.formula == "A.T @ x + b" else "{A}[j, k]").format(A=A)
         fwd = [f"for j in range({out}.shape[0]):", f"    for i in range({x}.shape[1]):", "        s = 0.0",
                f"        for k in range({x}.shape[0]):", f"            s += {m} * {x}[k, i]",
@@ -173,7 +177,7 @@ def _lower_activation(forward, backward):
 def _lower_bce(c, ins, out, g, grads, shapes):
     y, p = ins[c.order[0]], ins[c.order[1]]
     if shapes[0] != shapes[1]:
-        raise Refused("a BCE whose labels and probabilities differ in shape")
+        raise Unfusable("a BCE whose labels and probabilities differ in shape")
     scale = {"rows": f"1.0 / max({p}.shape[0], 1)", "size": f"1.0 / max({p}.size, 1)"}.get(c.scale, "1.0")
     back = [f"s = {scale}"] if grads else []
     for i, name in grads.items():
@@ -185,9 +189,9 @@ def _lower_bce(c, ins, out, g, grads, shapes):
 def _lower_softmax(c, ins, out, g, grads, shapes):
     z = ins[0]
     if len(shapes[0]) != 2:
-        raise Refused("a Softmax whose input is not 2-D")
+        raise Unfusable("a Softmax whose input is not 2-D")
     if not c.stable:
-        raise Refused("a Softmax without the maximum subtracted")
+        raise Unfusable("a Softmax without the maximum subtracted")
     if c.axis == "rows":
         fwd = [f"softmax_forward({z}, {out})"]
         back = [] if not grads else [f"softmax_backward({out}, {g}, {grads[0]})"]
@@ -205,7 +209,7 @@ def _lower_softmax(c, ins, out, g, grads, shapes):
 def _lower_ce(c, ins, out, g, grads, shapes):
     y, p = ins[c.order[0]], ins[c.order[1]]
     if shapes[0] != shapes[1] or len(shapes[0]) != 2:
-        raise Refused("a CE whose labels and probabilities are not one 2-D shape")
+        raise Unfusable("a CE whose labels and probabilities are not one 2-D shape")
     samples = f"max({p}.shape[{0 if c.axis == 'rows' else 1}], 1)"
     back = [f"s = {'1.0 / ' + samples if c.scale == 'samples' else '1.0'}"] if grads else []
     for i, name in grads.items():
@@ -265,9 +269,10 @@ def _source(ops, leaves, lowered, buffers):
 
 # ---- the graph ---------------------------------------------------------------------------------------------
 
-def _graph(loss):
-    """(operations in an order the forward can run, leaves) of the graph behind `loss`."""
-    order, seen, stack = [], set(), [(loss, False)]
+def _graph(loss, cut=None):
+    """(operations in an order the forward can run, leaves) of the graph behind `loss`.  An operation for which
+    `cut` is true (never the loss) counts as a leaf: its value is read as it is, its inputs not visited."""
+    order, seen, cuts, stack = [], set(), set(), [(loss, False)]
     while stack:
         node, done = stack.pop()
         if done:
@@ -277,29 +282,44 @@ def _graph(loss):
             continue
         seen.add(id(node))
         stack.append((node, True))
+        if node.inputs and node is not loss and cut is not None and cut(node):
+            cuts.add(id(node))
+            continue
         stack.extend((n, False) for n in reversed(list(node.inputs)))
-    return [n for n in order if n.inputs], [n for n in order if not n.inputs]
+    return ([n for n in order if n.inputs and id(n) not in cuts],
+            [n for n in order if not n.inputs or id(n) in cuts])
+
+
+def _outside(registry):
+    """cut(node) for _graph: true for a node no program will run, as far as can be told now (its class given
+    back, deferred or not the user's, or matched, or left with candidates only, of operations without a
+    lowering).  A program then runs the part of the graph below it, the node's value one of its leaves; the
+    node and what feeds it run node by node, around the program."""
+    classes = {nc.cls: nc for nc in registry.classes}
+
+    def cut(node):
+        nc = classes.get(type(node))
+        if nc is None or nc.state in ("user", "deferred", "other"):
+            return True
+        if nc.match is not None:
+            return nc.match.op not in LOWER
+        return nc.survivors is not None and not any(c.op in LOWER for c in nc.survivors)
+    return cut
 
 
 def may_fuse(registry, node):
-    """Whether the graph of the loss `node` leads to could fuse once its classes are verified: no class of it
-    given back, none matched or left with candidates only of operations without a lowering."""
+    """Whether a program may run `node`'s calls once its graph's classes are verified: its class has a node in
+    the part of its loss's graph a program can run (_graph with _outside's cuts), and that graph was not found
+    unfusable."""
     try:
         loss, hops = node, 0
         while loss.outputs and hops < 10000:
             loss, hops = loss.outputs[0], hops + 1
-        ops, _ = _graph(loss)
-        classes = {nc.cls: nc for nc in registry.classes}
-        for n in ops:
-            nc = classes.get(type(n))
-            if nc is None or nc.state in ("user", "deferred", "leaf", "other"):
-                return False
-            if nc.match is not None:
-                if nc.match.op not in LOWER:
-                    return False
-            elif nc.survivors is not None and not any(c.op in LOWER for c in nc.survivors):
-                return False
-        return True
+        cut = _outside(registry)
+        if cut(loss) or registry.fuser().unfusable(loss):
+            return False
+        ops, _ = _graph(loss, cut)
+        return any(type(n) is type(node) for n in ops)
     except Exception:  # noqa: BLE001  not a graph of the protocol: node by node
         return False
 
@@ -308,26 +328,26 @@ class Structure:
     """What a graph's program is made of: the operations' classes, lowerings, and the leaves' places."""
 
     def __init__(self, registry, loss):
-        ops, leaves = _graph(loss)
+        ops, leaves = _graph(loss, _outside(registry))
         self.loss, self.ops, self.leaves = loss, ops, leaves
         classes = {nc.cls: nc for nc in registry.classes}
         self.classes = []
         for node in ops:
             nc = classes.get(type(node))
-            if nc is None or nc.state != "accelerated" or nc.match is None:
+            if nc is None or nc.state != "accelerated" or nc.match is None:  # still being verified
                 raise Refused(f"{type(node).__name__} is not accelerated")
             if nc.match.op not in LOWER:
-                raise Refused(f"{type(node).__name__} ({nc.match.op}) has no fused lowering")
+                raise Unfusable(f"{type(node).__name__} ({nc.match.op}) has no fused lowering")
             if nc.match.replaces_dict:
-                raise Refused(f"{type(node).__name__}'s backward replaces its gradients dict")
+                raise Unfusable(f"{type(node).__name__}'s backward replaces its gradients dict")
             if len({id(n) for n in node.inputs}) != len(node.inputs):
-                raise Refused(f"a {type(node).__name__} takes one node twice")
+                raise Unfusable(f"a {type(node).__name__} takes one node twice")
             consumers = node.outputs
             if node is loss:
                 if consumers:
-                    raise Refused("the loss feeds another node")
+                    raise Unfusable("the loss feeds another node")
             elif len(consumers) != 1:
-                raise Refused(f"a {type(node).__name__} with {len(consumers)} consumers")
+                raise Unfusable(f"a {type(node).__name__} with {len(consumers)} consumers")
             self.classes.append(nc)
         self.place = {id(n): k for k, n in enumerate(ops)}
         self.leaf_place = {id(n): k for k, n in enumerate(leaves)}
@@ -338,9 +358,10 @@ class Structure:
             if self.upstream[k] is not None:
                 consumer, i = self.upstream[k]
                 if i not in self.classes[consumer].match.keys:
-                    raise Refused(f"{type(ops[consumer]).__name__}'s backward does not write its input's gradient")
+                    raise Unfusable(f"{type(ops[consumer]).__name__}'s backward does not write its input's gradient")
         # each op's leaves, read directly: (input index, leaf place)
-        self.direct = [tuple((i, self.leaf_place[id(i)]) for i in n.inputs if not i.inputs) for n in ops]
+        self.direct = [tuple((i, self.leaf_place[id(i)]) for i in n.inputs if id(i) in self.leaf_place)
+                       for n in ops]
 
     def dry_run(self, vals):
         """The verified candidates on the leaves' values: each operation's value and gradients (shapes, types),
@@ -349,7 +370,7 @@ class Structure:
         leaf_vals = {id(n): v for n, v in zip(self.leaves, vals)}
 
         def value_of(n):
-            return leaf_vals[id(n)] if not n.inputs else values[self.place[id(n)]]
+            return leaf_vals[id(n)] if id(n) in leaf_vals else values[self.place[id(n)]]
         with np.errstate(all="ignore"):
             for k, node in enumerate(self.ops):
                 nc, ins = self.classes[k], [value_of(n) for n in node.inputs]
@@ -373,7 +394,7 @@ def _loss_value(structure, vals, values):
     """total -> the loss's value as the verified candidate gives it (its reduction, then the user's form)."""
     c = structure.classes[-1].match.candidate
     loss = structure.ops[-1]
-    ins = [vals[structure.leaf_place[id(n)]] if not n.inputs else values[structure.place[id(n)]]
+    ins = [vals[structure.leaf_place[id(n)]] if id(n) in structure.leaf_place else values[structure.place[id(n)]]
            for n in loss.inputs]
     form = structure.classes[-1].match.forms.get(tuple(v.shape for v in ins))
     p = ins[c.order[1]]
@@ -686,12 +707,32 @@ class Fuser:
         if w.spent > w.wait:
             try:
                 self._try(w, loss)
+            except Unfusable as why:
+                self.refused[w.name] = str(why)
+                w.off = w.unfusable = True
+                self._release(loss)
             except Refused as why:
                 self.refused[w.name] = str(why)
                 w.wait, w.retry = w.spent + w.retry, 2 * w.retry
             except Exception as error:  # noqa: BLE001  a program that does not compile: node by node
                 w.off = True
                 self.refused[w.name] = f"fastedf internal error: {type(error).__name__}: {error}"
+
+    def unfusable(self, loss):
+        """Whether `loss`'s graph was found unfusable."""
+        w = self.watches.get(id(loss))
+        return w is not None and w.unfusable and w.ref() is loss
+
+    def _release(self, loss):
+        """The classes of an unfusable graph were kept accelerated for its program: each that node by node is
+        no faster than the user's code is given back now, not at its next re-check."""
+        if self.registry.eager:  # --explain and --check keep every class they verified
+            return
+        classes = {nc.cls: nc for nc in self.registry.classes}
+        for node in _graph(loss, _outside(self.registry))[0]:
+            nc = classes.get(type(node))
+            if nc is not None and nc.state == "accelerated" and not nc.paying(node):
+                nc.give_back("verified, but node by node no faster than the user's code")
 
     def _watch(self, loss):
         """A new _Watch for `loss`; the watches of losses that died go (a script may build a graph a step)."""
@@ -779,7 +820,7 @@ class _Watch:
         self.name = f"{type(loss).__module__}.{type(loss).__qualname__}"
         self.last, self.spent, self.wait, self.retry = None, 0.0, 0.0, fused.RETRY_SECONDS
         self.program = None
-        self.off = False
+        self.off = self.unfusable = False
 
 
 def _lowered(s, vals):
@@ -792,8 +833,8 @@ def _lowered(s, vals):
     lowered = []
     for k, node in enumerate(s.ops):
         c = s.classes[k].match.candidate
-        ins = [leaf[id(n)] if not n.inputs else names["V", s.place[id(n)], None] for n in node.inputs]
-        shapes = [np.shape(vals[s.leaf_place[id(n)]] if not n.inputs else layout.values[s.place[id(n)]])
+        ins = [leaf[id(n)] if id(n) in leaf else names["V", s.place[id(n)], None] for n in node.inputs]
+        shapes = [np.shape(vals[s.leaf_place[id(n)]] if id(n) in leaf else layout.values[s.place[id(n)]])
                   for n in node.inputs]
         up = s.upstream[k]
         g = None if up is None else names["G", up[0], up[1]]
