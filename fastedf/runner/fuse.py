@@ -72,7 +72,8 @@ class Refused(Exception):
 
 
 class Unfusable(Refused):
-    """The graph cannot be fused whatever happens next: a convention or a structure no lowering takes."""
+    """The graph cannot be fused whatever happens next: a convention or a structure no lowering takes.  (A
+    refusal for the leaves' shapes is not: a step on other shapes, a test set's, may be the one looked at.)"""
 
 
 # ---- lowering: each operation's forward and backward as lines of the step program ---------------------------
@@ -87,7 +88,7 @@ def _loop2(target, expr):
 
 def _lower_multiply(c, ins, out, g, grads, shapes):
     if shapes[0] != shapes[1]:
-        raise Unfusable("Multiply broadcasts its inputs")
+        raise Refused("Multiply broadcasts its inputs")
     a, b = ins
     back = []
     for i, name in grads.items():
@@ -97,7 +98,7 @@ def _lower_multiply(c, ins, out, g, grads, shapes):
 
 def _lower_addition(c, ins, out, g, grads, shapes):
     if shapes[0] != shapes[1]:
-        raise Unfusable("Addition broadcasts its inputs")
+        raise Refused("Addition broadcasts its inputs")
     back = []
     for name in grads.values():
         back += _loop2(name, f"{g}[i, j]")
@@ -113,20 +114,20 @@ def _lower_linear(c, ins, out, g, grads, shapes):
     b = ins[o.index(2)] if len(o) == 3 else None
     bs = shapes[o.index(2)] if b else None
     if len(xs) != 2 or len(As) != 2:
-        raise Unfusable("a Linear whose x or weight is not 2-D")
+        raise Refused("a Linear whose x or weight is not 2-D")
     rows = c.formula.startswith("x")  # samples as rows: z = x @ M + b, else z = M @ x + b
     M = "{A}[k, j]" if c.formula in ("x @ A + b", "A.T @ x + b") else "{A}[j, k]"
     # M[k, j] in the rows formulas (z[i, j] = sum_k x[i, k] M[k, j]); M[j, k] read as Mt in the columns ones
     if rows:
         if b and not (len(bs) == 1 or bs[0] == 1):
-            raise Unfusable("a bias that is not one row")
+            raise Refused("a bias that is not one row")
         m = M.format(A=A)
         fwd = [f"for i in range({x}.shape[0]):", f"    for j in range({out}.shape[1]):", "        s = 0.0",
                f"        for k in range({x}.shape[1]):", f"            s += {x}[i, k] * {m}",
                f"        {out}[i, j] = s" + (f" + {b}[0, j]" if b else "")]
     else:
         if b and not (len(bs) == 2 and bs[1] == 1):
-            raise Unfusable("a bias that is not one column")
+            raise Refused("a bias that is not one column")
         m = ("{A}[k, j]" if c.formula == "A.T @ x + b" else "{A}[j, k]").format(A=A)
         fwd = [f"for j in range({out}.shape[0]):", f"    for i in range({x}.shape[1]):", "        s = 0.0",
                f"        for k in range({x}.shape[0]):", f"            s += {m} * {x}[k, i]",
@@ -177,7 +178,7 @@ def _lower_activation(forward, backward):
 def _lower_bce(c, ins, out, g, grads, shapes):
     y, p = ins[c.order[0]], ins[c.order[1]]
     if shapes[0] != shapes[1]:
-        raise Unfusable("a BCE whose labels and probabilities differ in shape")
+        raise Refused("a BCE whose labels and probabilities differ in shape")
     scale = {"rows": f"1.0 / max({p}.shape[0], 1)", "size": f"1.0 / max({p}.size, 1)"}.get(c.scale, "1.0")
     back = [f"s = {scale}"] if grads else []
     for i, name in grads.items():
@@ -189,7 +190,7 @@ def _lower_bce(c, ins, out, g, grads, shapes):
 def _lower_softmax(c, ins, out, g, grads, shapes):
     z = ins[0]
     if len(shapes[0]) != 2:
-        raise Unfusable("a Softmax whose input is not 2-D")
+        raise Refused("a Softmax whose input is not 2-D")
     if not c.stable:
         raise Unfusable("a Softmax without the maximum subtracted")
     if c.axis == "rows":
@@ -209,7 +210,7 @@ def _lower_softmax(c, ins, out, g, grads, shapes):
 def _lower_ce(c, ins, out, g, grads, shapes):
     y, p = ins[c.order[0]], ins[c.order[1]]
     if shapes[0] != shapes[1] or len(shapes[0]) != 2:
-        raise Unfusable("a CE whose labels and probabilities are not one 2-D shape")
+        raise Refused("a CE whose labels and probabilities are not one 2-D shape")
     samples = f"max({p}.shape[{0 if c.axis == 'rows' else 1}], 1)"
     back = [f"s = {'1.0 / ' + samples if c.scale == 'samples' else '1.0'}"] if grads else []
     for i, name in grads.items():
