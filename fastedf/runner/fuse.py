@@ -1,7 +1,9 @@
 """A user's graph as one compiled step: the fused course loop for node classes fastedf has verified.
 
 Once every operation of a loss's graph belongs to a class accelerated with a
-Match (fastedf.runner.nodes), and the loop has run long enough to repay the
+Match (fastedf.runner.nodes), or sits above a node no program runs (its class
+given back, or matched without a lowering: Conv, MaxPooling, Flatten, a class
+fastedf does not know), and the loop has run long enough to repay the
 program (the cost model of fastedf.fused: a load from Numba's cache, else a
 compile), the graph's forward runs as one compiled call at the pass's first
 operation call, its backward as another at the loss's backward().  Each
@@ -40,10 +42,16 @@ value between two forward() calls of one pass sees the new one early); the
 loss's value is set at its own forward().  A Parameter changed in place between
 a forward and its backward is read by the backward, as the user's code reads it.
 
-Not fused (node by node, reported by --explain): a class without a lowering
-(Conv, MaxPooling, Flatten, a class fastedf does not know), an operation with
-two consumers or one input twice, rank above 2, broadcasting other than a
-bias, per-row gradients, a Softmax without its maximum subtracted.
+The nodes no program runs are cut off (_outside): the program runs the part
+of the graph between them and the loss, their values read as its leaves, and
+they and what feeds them run node by node around it.
+
+Not fused (node by node, reported by --explain): an operation with two
+consumers or one input twice, rank above 2, broadcasting other than a bias,
+per-row gradients, a Softmax without its maximum subtracted.  The structures
+and conventions among these make the graph Unfusable for good: its watch
+stops, and the classes kept accelerated for its program are given back where
+node by node they do not pay.
 """
 import operator
 import re
