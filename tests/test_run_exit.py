@@ -1,0 +1,62 @@
+"""`fastedf run` against plain python on what a script sees of its process: signals, its children, the
+collector's state at exit, its module's attributes, the traceback of an error in its own module.
+
+Each case runs the same files under `python SCRIPT` and `fastedf run --quiet SCRIPT`, each in a folder of its
+own, and compares exit status, stdout, stderr and the files left behind.
+"""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+# SIGTERM kills the script and its forked children as under python: none of them sees a KeyboardInterrupt.
+SIGNALS = """
+import multiprocessing, os, signal, sys, time
+def wait():
+    try:
+        time.sleep(30)
+    except KeyboardInterrupt:
+        print("the child caught a KeyboardInterrupt", flush=True)
+if __name__ == "__main__":
+    child = multiprocessing.get_context("fork").Process(target=wait)
+    child.start()
+    time.sleep(0.2)
+    child.terminate()
+    child.join()
+    print("the child's exit code", child.exitcode, flush=True)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    except KeyboardInterrupt:
+        print("the script caught a KeyboardInterrupt", flush=True)
+"""
+
+def _run_both(tmp_path, files):
+    """[(status, stdout, stderr, {file: text})] of python then fastedf run on the same files."""
+    results = []
+    for name, command in (("python", [sys.executable]),
+                          ("fastedf", [sys.executable, "-m", "fastedf", "run", "--quiet"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for file, text in files.items():
+            (folder / file).write_text(textwrap.dedent(text))
+        done = subprocess.run([*command, "prog.py"], cwd=folder, env=ENV, capture_output=True, text=True,
+                              timeout=120)
+        left = {p.name: p.read_text() for p in folder.iterdir() if p.is_file() and p.name not in files}
+        results.append((done.returncode, done.stdout, re.sub(r"/\S*/(python|fastedf)/", "", done.stderr), left))
+    return results
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"prog.py": SIGNALS}, "the child's exit code -15"),
+])
+def test_the_script_s_process_is_python_s(tmp_path, files, expected):
+    plain, fast = _run_both(tmp_path, files)
+    assert fast == plain
+    assert expected in plain[1]  # not vacuous: the case shows what it is about
+
