@@ -36,6 +36,14 @@ if __name__ == "__main__":
         print("the script caught a KeyboardInterrupt", flush=True)
 """
 
+# What the script froze stays frozen at exit, as under python.
+FREEZES = """
+import atexit, gc
+gc.freeze()
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
+"""
+
+
 def _run_both(tmp_path, files):
     """[(status, stdout, stderr, {file: text})] of python then fastedf run on the same files."""
     results = []
@@ -54,6 +62,7 @@ def _run_both(tmp_path, files):
 
 @pytest.mark.parametrize("files, expected", [
     ({"prog.py": SIGNALS}, "the child's exit code -15"),
+    ({"prog.py": FREEZES}, "frozen at exit: True"),
 ])
 def test_the_script_s_process_is_python_s(tmp_path, files, expected):
     plain, fast = _run_both(tmp_path, files)

@@ -126,7 +126,8 @@ def _run_script(script, args, registry, keep_main=False):
     registry.install()
     # What is alive now (NumPy, fastedf's runner) lives as long as the process: frozen, the garbage collector's
     # full passes during the script do not scan it again (columns_transposed, which imports scikit-learn: 0.834
-    # -> 0.800 s of CPU, best of 9 fresh runs; plain python 0.785).  Thawed after, for a caller in process.
+    # -> 0.800 s of CPU, best of 9 fresh runs; plain python 0.785).  Thawed after for a caller in process only:
+    # with the script kept as __main__, thawing would also undo a gc.freeze() of the script's own.
     gc.freeze()
     try:
         _run_as_main(path, keep_main)
@@ -140,7 +141,8 @@ def _run_script(script, args, registry, keep_main=False):
         _print_script_traceback(*sys.exc_info())
         return 1
     finally:
-        gc.unfreeze()
+        if not keep_main:
+            gc.unfreeze()
         registry.uninstall()
         try:
             sys.stdout.flush()
