@@ -43,6 +43,18 @@ gc.freeze()
 atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
 """
 
+# The script's module carries python's loader; one of its modules that does not compile shows python's
+# traceback: the import line, then the module's error, no importlib frames.
+MODULE = {
+    "prog.py": """
+import sys
+print(type(__loader__).__name__, __loader__.get_filename() == __file__, __spec__, __cached__)
+sys.stdout.flush()
+import broken
+""",
+    "broken.py": "x = (1,\n",
+}
+
 
 def _run_both(tmp_path, files):
     """[(status, stdout, stderr, {file: text})] of python then fastedf run on the same files."""
@@ -63,6 +75,7 @@ def _run_both(tmp_path, files):
 @pytest.mark.parametrize("files, expected", [
     ({"prog.py": SIGNALS}, "the child's exit code -15"),
     ({"prog.py": FREEZES}, "frozen at exit: True"),
+    (MODULE, "SourceFileLoader True None None"),
 ])
 def test_the_script_s_process_is_python_s(tmp_path, files, expected):
     plain, fast = _run_both(tmp_path, files)

@@ -8,6 +8,7 @@ stderr, after the script has finished.
 import atexit
 import builtins
 import gc
+import importlib.machinery
 import io
 import os
 import sys
@@ -158,6 +159,7 @@ def _run_as_main(path, keep_main=False):
     code = scriptcode.code_of(path)
     main = types.ModuleType("__main__")
     main.__file__, main.__cached__, main.__builtins__ = path, None, builtins
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)  # as python sets it
     saved = sys.modules.get("__main__")
     sys.modules["__main__"] = main
     try:
@@ -178,6 +180,7 @@ def _exit_status(code):
 
 
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_IMPORTLIB = "<frozen importlib._bootstrap"  # and _bootstrap_external
 
 
 def _print_script_traceback(kind, error, tb):
@@ -185,9 +188,25 @@ def _print_script_traceback(kind, error, tb):
     import traceback  # only for a script that fails: importing it costs every run ~1.6 ms
     report = traceback.TracebackException(kind, error, tb)
     for part in _chain(report):
-        part.stack = traceback.StackSummary.from_list(
-            [frame for frame in part.stack if not _own(frame.filename)])
+        part.stack = traceback.StackSummary.from_list(_script_frames(part.stack))
     print("".join(report.format()), end="", file=sys.stderr)
+
+
+def _script_frames(stack):
+    """The frames python would show: none of fastedf's, nor importlib's that lead into them.  Python hides the
+    importlib frames that compile a module (an error in one of the script's own modules); fastedf's loader
+    compiles them, and its frames break the run python would have hidden."""
+    kept, run = [], []
+    for frame in [*stack, None]:
+        if frame is not None and (_own(frame.filename) or frame.filename.startswith(_IMPORTLIB)):
+            run.append(frame)
+            continue
+        if not any(_own(f.filename) for f in run):
+            kept += run
+        run = []
+        if frame is not None:
+            kept.append(frame)
+    return kept
 
 
 def _chain(report):
