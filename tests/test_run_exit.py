@@ -1,9 +1,10 @@
 """`fastedf run` against plain python on what a script sees of its process: signals, its children, the
-collector's state at exit, its module's attributes, the traceback of an error in its own module.
+collector's state at exit, what its globals hold, its module's attributes, the traceback of an error in its own module.
 
 Each case runs the same files under `python SCRIPT` and `fastedf run --quiet SCRIPT`, each in a folder of its
 own, and compares exit status, stdout, stderr and the files left behind.
 """
+import gzip
 import os
 import re
 import subprocess
@@ -56,6 +57,35 @@ import broken
 }
 
 
+# What the script's globals hold is finalized at exit as under python (the functions it defines put them in a
+# cycle with its module's dict): an unclosed gzip file gets its trailer, a suspended generator its finally.
+FINALIZED = """
+import gzip
+log = gzip.open("log.gz", "wt")
+log.write("a line\\n" * 100)
+def lines():
+    try:
+        yield 1
+    finally:
+        print("the generator's finally, at exit")
+pending = lines()
+next(pending)
+"""
+
+
+# A daemon thread still running at exit: python's teardown as it is (python stops the thread first).
+DAEMON = """
+import threading, time
+out = open("out.txt", "w")
+def spin():
+    while True:
+        time.sleep(0.01)
+threading.Thread(target=spin, daemon=True).start()
+out.write("written by the script, never closed\\n")
+print("end of the script")
+"""
+
+
 def _run_both(tmp_path, files):
     """[(status, stdout, stderr, {file: text})] of python then fastedf run on the same files."""
     results = []
@@ -67,7 +97,8 @@ def _run_both(tmp_path, files):
             (folder / file).write_text(textwrap.dedent(text))
         done = subprocess.run([*command, "prog.py"], cwd=folder, env=ENV, capture_output=True, text=True,
                               timeout=120)
-        left = {p.name: p.read_text() for p in folder.iterdir() if p.is_file() and p.name not in files}
+        left = {p.name: gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text()
+                for p in folder.iterdir() if p.is_file() and p.name not in files}
         results.append((done.returncode, done.stdout, re.sub(r"/\S*/(python|fastedf)/", "", done.stderr), left))
     return results
 
@@ -76,6 +107,8 @@ def _run_both(tmp_path, files):
     ({"prog.py": SIGNALS}, "the child's exit code -15"),
     ({"prog.py": FREEZES}, "frozen at exit: True"),
     (MODULE, "SourceFileLoader True None None"),
+    ({"prog.py": FINALIZED}, "the generator's finally, at exit"),
+    ({"prog.py": DAEMON}, "end of the script"),
 ])
 def test_the_script_s_process_is_python_s(tmp_path, files, expected):
     plain, fast = _run_both(tmp_path, files)

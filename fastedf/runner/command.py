@@ -84,19 +84,25 @@ def main(argv, whole_process=False):
 def _teardown_after_the_script():
     """Python's own teardown, lighter.  The interpreter's last full collections scan every object still alive:
     with Numba, scikit-learn or matplotlib loaded, up to ~0.1 s after the script ends.  Registered before the
-    script's own atexit functions, this runs after them: the script's cyclic garbage is collected (finalized as
-    at exit), its open files are flushed, and what is alive is frozen, so those passes scan nothing.
+    script's own atexit functions, this runs after them: open files are flushed, the script's modules leave
+    sys.modules as at python's exit, one collection finalizes what they held, and what is alive is frozen, so
+    the interpreter's passes scan nothing.
 
-    What the script still holds in a reference cycle at exit is then not finalized; CPython does not promise
-    that it is, and its files were flushed.  A script whose own classes define __del__ keeps python's teardown
-    as it is: their messages at exit are part of its output."""
+    A module's globals are in a cycle with the functions it defines: only a collection finalizes what the
+    script holds in them (an unclosed gzip or zip file's trailer, a suspended generator's finally block, a
+    progress bar's last line), as python's last one does.  What other modules hold in a reference cycle is
+    then not finalized; CPython does not promise that it is, and its files were flushed.  Python's teardown
+    is kept as it is for a script whose own classes define __del__ (their messages at exit are part of its
+    output) and while daemon threads still run (python stops them before it finalizes anything)."""
     atexit.unregister(_light_teardown)
     atexit.register(_light_teardown)
 
 
 def _light_teardown():
     from .nodes import user_file
-    gc.collect()
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
     alive = gc.get_objects()
     for kind in set(map(type, alive)):
         code = getattr(getattr(kind, "__del__", None), "__code__", None)
@@ -110,6 +116,10 @@ def _light_teardown():
             except (OSError, ValueError):  # what flushing raises is the file's own close's business
                 pass
     del alive
+    for name, module in list(sys.modules.items()):
+        if name == "__main__" or user_file(getattr(module, "__file__", None)):
+            del sys.modules[name]
+    gc.collect()
     gc.freeze()
 
 
