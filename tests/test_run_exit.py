@@ -86,6 +86,18 @@ print("end of the script")
 """
 
 
+# Stopped by a KeyboardInterrupt: python's traceback, its unflushed file written, killed by SIGINT (a shell's
+# loop stops too), not exit status 130.
+INTERRUPTED = """
+print("the script starts")
+out = open("out.txt", "w")
+out.write("written before the interrupt\\n")
+def stop():
+    raise KeyboardInterrupt
+stop()
+"""
+
+
 def _run_both(tmp_path, files):
     """[(status, stdout, stderr, {file: text})] of python then fastedf run on the same files."""
     results = []
@@ -109,6 +121,7 @@ def _run_both(tmp_path, files):
     (MODULE, "SourceFileLoader True None None"),
     ({"prog.py": FINALIZED}, "the generator's finally, at exit"),
     ({"prog.py": DAEMON}, "end of the script"),
+    ({"prog.py": INTERRUPTED}, "the script starts"),
 ])
 def test_the_script_s_process_is_python_s(tmp_path, files, expected):
     plain, fast = _run_both(tmp_path, files)

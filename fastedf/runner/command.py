@@ -121,6 +121,24 @@ def _light_teardown():
             del sys.modules[name]
     gc.collect()
     gc.freeze()
+    if _interrupted:
+        _end_as_interrupted()
+
+
+_interrupted = False  # the script was stopped by a KeyboardInterrupt (for the whole process's end)
+
+
+def _end_as_interrupted():
+    """End as python ends a script a KeyboardInterrupt stopped: killed by SIGINT, not exit status 130, so that
+    a shell running it in a loop stops too.  What is left of the teardown is frozen: only stdio to flush."""
+    import signal
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed or replaced by the script: nothing to flush
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 _WRITERS = (io.TextIOWrapper, io.BufferedWriter, io.BufferedRandom)
@@ -146,6 +164,8 @@ def _run_script(script, args, registry, keep_main=False):
     except SystemExit as done:
         return _exit_status(done.code)
     except KeyboardInterrupt:
+        global _interrupted
+        _interrupted = keep_main
         _print_script_traceback(*sys.exc_info())
         return EXIT_INTERRUPTED
     except BaseException:  # noqa: BLE001  the script's own error: python prints it and exits 1
