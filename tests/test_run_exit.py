@@ -1,5 +1,6 @@
 """`fastedf run` against plain python on what a script sees of its process: signals, its children, the
-collector's state at exit, what its globals hold, its module's attributes, the traceback of an error in its own module.
+collector's state at exit, what its globals hold, its module's attributes, the traceback of an error in its
+own module, a KeyboardInterrupt, a symlinked script.
 
 Each case runs the same files under `python SCRIPT` and `fastedf run --quiet SCRIPT`, each in a folder of its
 own, and compares exit status, stdout, stderr and the files left behind.
@@ -128,3 +129,15 @@ def test_the_script_s_process_is_python_s(tmp_path, files, expected):
     assert fast == plain
     assert expected in plain[1]  # not vacuous: the case shows what it is about
 
+
+
+def test_a_symlinked_script_imports_from_its_real_directory(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "prog.py").write_text("import sys, helper\nprint(helper.WHERE, sys.path[0], __file__)\n")
+    (tmp_path / "real" / "helper.py").write_text("WHERE = 'beside the real file'\n")
+    (tmp_path / "prog.py").symlink_to(tmp_path / "real" / "prog.py")
+    plain, fast = (subprocess.run([*command, "prog.py"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                                  timeout=120) for command in ([sys.executable],
+                                                               [sys.executable, "-m", "fastedf", "run", "--quiet"]))
+    assert (fast.returncode, fast.stdout, fast.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    assert "beside the real file" in plain.stdout

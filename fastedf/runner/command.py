@@ -149,7 +149,7 @@ def _run_script(script, args, registry, keep_main=False):
     script's module stays sys.modules["__main__"] after it (else the caller's is put back)."""
     path = os.path.abspath(script)
     sys.argv = [script, *args]
-    sys.path[0] = os.path.dirname(path)
+    sys.path[0] = os.path.dirname(os.path.realpath(path))  # python resolves a symlinked script's directory
     scriptcode.keep_modules_of(sys.path[0])
     sys.stdout.flush()
     registry.install()
