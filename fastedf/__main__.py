@@ -8,7 +8,8 @@ Errors, decided here once for every subcommand:
   running out of memory): one line `fastedf <cmd>: error: ...`, exit 2;
 - Ctrl-C: one line, exit 130 (a subcommand may print its own line and return 130);
 - SIGTERM (kill, a batch system's time limit): handled as Ctrl-C, so finished
-  rows are kept, results.json says so and child processes are stopped; exit 143;
+  rows are kept, results.json says so and child processes are stopped; exit 143
+  (not `run`: the script's process ends as under python);
 - the reader of stdout or stderr gone (`fastedf sweep --help | head -1`):
   nothing more is printed, exit 141, as for any program killed by SIGPIPE;
 - anything else is a bug in fastedf: its traceback, then one line asking to
@@ -56,8 +57,9 @@ def _usage():
 
 def main(argv=None):
     """Run a subcommand; returns its exit code (2 for bad input, 130 for Ctrl-C, 143 for SIGTERM, 1 for a bug)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        with _TerminateAsInterrupt() as terminate:
+        with _TerminateAsInterrupt(enabled=argv[:1] != ["run"]) as terminate:
             code = _main(argv)
     except BrokenPipeError:
         _discard_output()
@@ -71,14 +73,19 @@ class _TerminateAsInterrupt:
     The sweep's interrupt guard then keeps a run whose training finished, and
     a KeyboardInterrupt stops child processes (subprocess.run kills its child)
     instead of leaving them running after their parent died.
+
+    Not for `fastedf run` (enabled False): its process is the script's, and SIGTERM kills it as under python,
+    not a KeyboardInterrupt it could catch; nor its forked children, which would inherit the handler
+    (multiprocessing's Pool.terminate would print each worker's traceback).
     """
 
-    def __init__(self):
+    def __init__(self, enabled=True):
         self.received = False
         self._previous = None
+        self._enabled = enabled
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if self._enabled and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -106,7 +113,6 @@ def _discard_output():
 
 
 def _main(argv):
-    argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_USAGE

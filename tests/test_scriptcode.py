@@ -1,7 +1,7 @@
 """fastedf run keeps the script's and its modules' compiled code in its cache directory (fastedf.runner.scriptcode).
 
 Each entry serves only the source file it was compiled from: the tests
-change a file (size, modification time), damage an entry and turn the cache
+change a file (size, modification time, content alone), damage an entry and turn the cache
 off, and check the code run is always the file's own.
 """
 import os
@@ -40,8 +40,12 @@ def test_the_code_is_kept_and_served_only_for_the_file_it_was_compiled_from(tmp_
     source.write_text("VALUE = 33\n")  # the same size, another modification time
     os.utime(source, ns=(stats.st_atime_ns, stats.st_mtime_ns + 1000))
     assert _result(scriptcode.code_of(str(source))) == 33
+    stats = source.stat()
+    source.write_text("VALUE = 44\n")  # the same size and modification time (a copy that keeps times)
+    os.utime(source, ns=(stats.st_atime_ns, stats.st_mtime_ns))
+    assert _result(scriptcode.code_of(str(source))) == 44
     entry.write_bytes(entry.read_bytes()[:-7])  # damaged
-    assert _result(scriptcode.code_of(str(source))) == 33
+    assert _result(scriptcode.code_of(str(source))) == 44
     assert scriptcode.code_of(str(source)).co_filename == str(source)
 
 

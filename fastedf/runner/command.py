@@ -8,6 +8,7 @@ stderr, after the script has finished.
 import atexit
 import builtins
 import gc
+import importlib.machinery
 import io
 import os
 import sys
@@ -83,19 +84,25 @@ def main(argv, whole_process=False):
 def _teardown_after_the_script():
     """Python's own teardown, lighter.  The interpreter's last full collections scan every object still alive:
     with Numba, scikit-learn or matplotlib loaded, up to ~0.1 s after the script ends.  Registered before the
-    script's own atexit functions, this runs after them: the script's cyclic garbage is collected (finalized as
-    at exit), its open files are flushed, and what is alive is frozen, so those passes scan nothing.
+    script's own atexit functions, this runs after them: open files are flushed, the script's modules leave
+    sys.modules as at python's exit, one collection finalizes what they held, and what is alive is frozen, so
+    the interpreter's passes scan nothing.
 
-    What the script still holds in a reference cycle at exit is then not finalized; CPython does not promise
-    that it is, and its files were flushed.  A script whose own classes define __del__ keeps python's teardown
-    as it is: their messages at exit are part of its output."""
+    A module's globals are in a cycle with the functions it defines: only a collection finalizes what the
+    script holds in them (an unclosed gzip or zip file's trailer, a suspended generator's finally block, a
+    progress bar's last line), as python's last one does.  What other modules hold in a reference cycle is
+    then not finalized; CPython does not promise that it is, and its files were flushed.  Python's teardown
+    is kept as it is for a script whose own classes define __del__ (their messages at exit are part of its
+    output) and while daemon threads still run (python stops them before it finalizes anything)."""
     atexit.unregister(_light_teardown)
     atexit.register(_light_teardown)
 
 
 def _light_teardown():
     from .nodes import user_file
-    gc.collect()
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
     alive = gc.get_objects()
     for kind in set(map(type, alive)):
         code = getattr(getattr(kind, "__del__", None), "__code__", None)
@@ -109,7 +116,29 @@ def _light_teardown():
             except (OSError, ValueError):  # what flushing raises is the file's own close's business
                 pass
     del alive
+    for name, module in list(sys.modules.items()):
+        if name == "__main__" or user_file(getattr(module, "__file__", None)):
+            del sys.modules[name]
+    gc.collect()
     gc.freeze()
+    if _interrupted:
+        _end_as_interrupted()
+
+
+_interrupted = False  # the script was stopped by a KeyboardInterrupt (for the whole process's end)
+
+
+def _end_as_interrupted():
+    """End as python ends a script a KeyboardInterrupt stopped: killed by SIGINT, not exit status 130, so that
+    a shell running it in a loop stops too.  What is left of the teardown is frozen: only stdio to flush."""
+    import signal
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed or replaced by the script: nothing to flush
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 _WRITERS = (io.TextIOWrapper, io.BufferedWriter, io.BufferedRandom)
@@ -120,13 +149,14 @@ def _run_script(script, args, registry, keep_main=False):
     script's module stays sys.modules["__main__"] after it (else the caller's is put back)."""
     path = os.path.abspath(script)
     sys.argv = [script, *args]
-    sys.path[0] = os.path.dirname(path)
+    sys.path[0] = os.path.dirname(os.path.realpath(path))  # python resolves a symlinked script's directory
     scriptcode.keep_modules_of(sys.path[0])
     sys.stdout.flush()
     registry.install()
     # What is alive now (NumPy, fastedf's runner) lives as long as the process: frozen, the garbage collector's
     # full passes during the script do not scan it again (columns_transposed, which imports scikit-learn: 0.834
-    # -> 0.800 s of CPU, best of 9 fresh runs; plain python 0.785).  Thawed after, for a caller in process.
+    # -> 0.800 s of CPU, best of 9 fresh runs; plain python 0.785).  Thawed after for a caller in process only:
+    # with the script kept as __main__, thawing would also undo a gc.freeze() of the script's own.
     gc.freeze()
     try:
         _run_as_main(path, keep_main)
@@ -134,13 +164,16 @@ def _run_script(script, args, registry, keep_main=False):
     except SystemExit as done:
         return _exit_status(done.code)
     except KeyboardInterrupt:
+        global _interrupted
+        _interrupted = keep_main
         _print_script_traceback(*sys.exc_info())
         return EXIT_INTERRUPTED
     except BaseException:  # noqa: BLE001  the script's own error: python prints it and exits 1
         _print_script_traceback(*sys.exc_info())
         return 1
     finally:
-        gc.unfreeze()
+        if not keep_main:
+            gc.unfreeze()
         registry.uninstall()
         try:
             sys.stdout.flush()
@@ -156,6 +189,7 @@ def _run_as_main(path, keep_main=False):
     code = scriptcode.code_of(path)
     main = types.ModuleType("__main__")
     main.__file__, main.__cached__, main.__builtins__ = path, None, builtins
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)  # as python sets it
     saved = sys.modules.get("__main__")
     sys.modules["__main__"] = main
     try:
@@ -176,6 +210,7 @@ def _exit_status(code):
 
 
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_IMPORTLIB = "<frozen importlib._bootstrap"  # and _bootstrap_external
 
 
 def _print_script_traceback(kind, error, tb):
@@ -183,9 +218,25 @@ def _print_script_traceback(kind, error, tb):
     import traceback  # only for a script that fails: importing it costs every run ~1.6 ms
     report = traceback.TracebackException(kind, error, tb)
     for part in _chain(report):
-        part.stack = traceback.StackSummary.from_list(
-            [frame for frame in part.stack if not _own(frame.filename)])
+        part.stack = traceback.StackSummary.from_list(_script_frames(part.stack))
     print("".join(report.format()), end="", file=sys.stderr)
+
+
+def _script_frames(stack):
+    """The frames python would show: none of fastedf's, nor importlib's that lead into them.  Python hides the
+    importlib frames that compile a module (an error in one of the script's own modules); fastedf's loader
+    compiles them, and its frames break the run python would have hidden."""
+    kept, run = [], []
+    for frame in [*stack, None]:
+        if frame is not None and (_own(frame.filename) or frame.filename.startswith(_IMPORTLIB)):
+            run.append(frame)
+            continue
+        if not any(_own(f.filename) for f in run):
+            kept += run
+        run = []
+        if frame is not None:
+            kept.append(frame)
+    return kept
 
 
 def _chain(report):
