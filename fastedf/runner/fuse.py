@@ -371,6 +371,12 @@ class Structure:
         # each op's leaves, read directly: (input index, leaf place)
         self.direct = [tuple((i, self.leaf_place[id(i)]) for i in n.inputs if id(i) in self.leaf_place)
                        for n in ops]
+        # the cut nodes among each op's direct leaves, and those not direct to it: a script may forward a cut node
+        # after the pass's first operation, and one that rewrites its value in place keeps the array the program
+        # read, so their contents are compared at their consumers' calls (Plan.unchanged)
+        cut = {j for j, n in enumerate(leaves) if n.inputs}
+        self.cut_direct = [tuple(j for _, j in d if j in cut) for d in self.direct]
+        self.later_cuts = [tuple(sorted(cut.difference(j for _, j in d))) for d in self.direct]
 
     def dry_run(self, vals):
         """The verified candidates on the leaves' values: each operation's value and gradients (shapes, types),
@@ -492,6 +498,7 @@ class Plan:
         self.count = len(structure.ops)
         self.shown = None  # the layout whose arrays the nodes show (values and gradients), if they all do
         self.back_count = 0
+        self.snaps = None  # cut leaves' contents as the program read them (those not direct to its first operation)
         self.steps = self.node_steps = 0
         self.next_check = FIRST_RECHECK
         self.registry = fuser.registry
@@ -548,6 +555,8 @@ class Plan:
         if step is None:
             step = self._step = self.program.step
         self.total = step(*args, layout.arena, layout.table, False)
+        later = self.s.later_cuts[k]
+        self.snaps = {j: vals[j].copy() for j in later} if later else None
         if layout.unchecked and not self._check(layout, "V"):
             return self._break(k)
         if self.shown is not layout:
@@ -557,6 +566,13 @@ class Plan:
         if k == self.last:
             node.value = layout.loss_of(self.total)
         return True
+
+    def unchanged(self, cut):
+        """Whether the cut leaves at places `cut` hold what the program read (a cut node forwarded after the
+        program ran, writing its value in place, does not)."""
+        snaps = self.snaps
+        return snaps is None or all(j not in snaps or np.array_equal(self.read[j], snaps[j], equal_nan=True)
+                                    for j in cut)
 
     def _break(self, k):
         self.eager, self.fresh, self.shown = True, False, None
@@ -772,7 +788,7 @@ class Fuser:
             self.drop(self.plans[0])
         self.plans.append(plan)
         for k, node in enumerate(s.ops):
-            self.owners[id(node)] = (plan, k, s.direct[k])
+            self.owners[id(node)] = (plan, k, s.direct[k], s.cut_direct[k])
         self.refused.pop(w.name, None)
 
     def finish(self):
