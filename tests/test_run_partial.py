@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from fastedf.runner import nodes
-from test_run_fuse import VARIANTS, _compare, fuse_at_once  # noqa: F401  (the fixture)
+from test_run_fuse import VARIANTS, _compare, _fused_steps, fuse_at_once  # noqa: F401  (the fixture)
 
 # An unknown node that writes its value into the same array every step, in place
 IN_PLACE = '''
@@ -76,3 +76,44 @@ def test_a_cut_node_forwarded_after_the_first_fused_operation_writing_in_place_g
     registry.finish()
     assert registry._fuser.plans  # the program ran each step: its values were not taken
     _compare(_late_labels(_module(tmp_path)), run)
+
+
+def _two_losses(edf, steps=120):
+    """A training loss and a second one trained on other rows with the same classes, whose Linear also feeds a
+    monitor: that graph is unfusable, the training one is not."""
+    rng = np.random.default_rng(6)
+    X, Y = rng.normal(size=(48, 6)), np.eye(3)[rng.integers(0, 3, 48)]
+    x, y, x2, y2 = edf.Input(), edf.Input(), edf.Input(), edf.Input()
+    A, b = edf.Parameter(rng.normal(size=(6, 3)) * 0.4), edf.Parameter(np.zeros(3))
+    A2, b2 = edf.Parameter(rng.normal(size=(6, 3)) * 0.4), edf.Parameter(np.zeros(3))
+    loss = edf.CE(y, edf.Softmax(edf.Linear(x, A, b)))
+    z2 = edf.Linear(x2, A2, b2)
+    loss2 = edf.CE(y2, edf.Softmax(z2))
+    edf.ReLU(z2)  # never run: a second consumer all the same
+    graph, graph2 = edf.topological_sort(loss), edf.topological_sort(loss2)
+    seen = {"loss": [], "loss2": [], "gradients": []}
+    for i in range(steps):
+        k = (i * 8) % 40
+        x.value, y.value, x2.value, y2.value = X[k:k + 8], Y[k:k + 8], X[40:], Y[40:]
+        for g, ps, losses in ((graph, (A, b), seen["loss"]), (graph2, (A2, b2), seen["loss2"]))[:1 + i % 2]:
+            edf.forward_pass(g)
+            edf.backward_pass(g)
+            losses.append(g[-1].value)
+            seen["gradients"] += [p.gradients[p].copy() for p in ps]
+            edf.sgd_update(ps, 0.1)
+    return seen
+
+
+def test_an_unfusable_graph_does_not_give_back_the_classes_another_graph_fuses(tmp_path, monkeypatch):
+    monkeypatch.setattr(nodes, "FIRST_RECHECK", 10 ** 9)
+    registry = nodes.Registry()
+    edf = _module(tmp_path, registry)
+    registry.activate()
+    registry.dispatch_seconds = 1.0  # node by node, slower than the user's code whatever this machine measures
+    run = _two_losses(edf)
+    registry.finish()
+    assert "a Linear with 2 consumers" in registry._fuser.refused.values()
+    assert {c.cls.__name__: c.state for c in registry.classes if c.state in ("user", "accelerated")} == {
+        "Linear": "accelerated", "Softmax": "accelerated", "CE": "accelerated"}
+    assert _fused_steps(registry) > 100
+    _compare(_two_losses(_module(tmp_path)), run)

@@ -317,18 +317,18 @@ def _outside(registry):
 
 
 def may_fuse(registry, node):
-    """Whether a program may run `node`'s calls once its graph's classes are verified: its class has a node in
-    the part of its loss's graph a program can run (_graph with _outside's cuts), and that graph was not found
-    unfusable."""
+    """Whether a program may run calls of `node`'s class once its graph's classes are verified: the class has a
+    node in the part of its loss's graph a program can run (_graph with _outside's cuts), and that graph was not
+    found unfusable; or in another graph that may fuse (a script's second loss, its training one)."""
     try:
         loss, hops = node, 0
         while loss.outputs and hops < 10000:
             loss, hops = loss.outputs[0], hops + 1
         cut = _outside(registry)
-        if cut(loss) or registry.fuser().unfusable(loss):
-            return False
-        ops, _ = _graph(loss, cut)
-        return any(type(n) is type(node) for n in ops)
+        fuser = registry.fuser()
+        if not (cut(loss) or fuser.unfusable(loss)) and any(type(n) is type(node) for n in _graph(loss, cut)[0]):
+            return True
+        return fuser.keeps(type(node), cut)
     except Exception:  # noqa: BLE001  not a graph of the protocol: node by node
         return False
 
@@ -748,9 +748,21 @@ class Fuser:
         w = self.watches.get(id(loss))
         return w is not None and w.unfusable and w.ref() is loss
 
+    def keeps(self, cls, cut):
+        """Whether a fused graph, or a watched one not found unfusable, has a node of class `cls` in the part a
+        program runs (`cut`: _outside's)."""
+        if any(type(n) is cls for plan in self.plans for n in plan.s.ops):
+            return True
+        for w in list(self.watches.values()):
+            loss = w.ref()
+            if loss is not None and not (w.off or cut(loss)) and any(type(n) is cls for n in _graph(loss, cut)[0]):
+                return True
+        return False
+
     def _release(self, loss):
         """The classes of an unfusable graph were kept accelerated for its program: each that node by node is
-        no faster than the user's code is given back now, not at its next re-check."""
+        no faster than the user's code, and that no other graph may fuse, is given back now, not at its next
+        re-check."""
         if self.registry.eager:  # --explain and --check keep every class they verified
             return
         classes = {nc.cls: nc for nc in self.registry.classes}
