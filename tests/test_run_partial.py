@@ -1,12 +1,12 @@
-"""`fastedf run`'s partial fusion (fastedf.runner.fuse): a graph fused below the nodes no program runs gives the
-user's numbers however the script orders and writes those nodes."""
+"""`fastedf run`'s fused graphs (fastedf.runner.fuse) below the nodes no program runs, beside other graphs, on 1-D
+values: the user's numbers however the script orders and writes its nodes."""
 import importlib.util
 import sys
 
 import numpy as np
 
-from fastedf.runner import nodes
-from test_run_fuse import VARIANTS, _compare, _fused_steps, fuse_at_once  # noqa: F401  (the fixture)
+from fastedf.runner import nodes, report
+from test_run_fuse import VARIANTS, _compare, _edf, _fused_steps, fuse_at_once  # noqa: F401  (the fixture)
 
 # An unknown node that writes its value into the same array every step, in place
 IN_PLACE = '''
@@ -117,3 +117,34 @@ def test_an_unfusable_graph_does_not_give_back_the_classes_another_graph_fuses(t
         "Linear": "accelerated", "Softmax": "accelerated", "CE": "accelerated"}
     assert _fused_steps(registry) > 100
     _compare(_two_losses(_module(tmp_path)), run)
+
+
+def _one_dimensional(edf, steps=80):
+    """The instructor's Multiply, Sigmoid and BCE on 1-D values (a batch of 8 as a vector): the BCE's gradient
+    divides by their length, the rows of NumPy's shape."""
+    rng = np.random.default_rng(7)
+    X, Y = rng.normal(size=(48,)), (rng.random(48) > 0.5).astype(float)
+    x, y = edf.Input(), edf.Input()
+    w = edf.Parameter(np.full(8, 0.3))
+    loss = edf.BCE(y, edf.Sigmoid(edf.Multiply(w, x)))
+    graph = [x, y, w, loss.inputs[1].inputs[0], loss.inputs[1], loss]
+    seen = {"loss": [], "gradients": []}
+    for i in range(steps):
+        k = (i * 8) % 40
+        x.value, y.value = X[k:k + 8], Y[k:k + 8]
+        for n in graph:
+            n.forward()
+        for n in graph[::-1]:
+            n.backward()
+        seen["loss"].append(loss.value)
+        seen["gradients"] += [w.gradients[w].copy(), loss.gradients[loss.inputs[1]].copy()]
+        w.value -= 0.1 * w.gradients[w]
+    return seen
+
+
+def test_a_graph_of_1d_values_fuses_with_the_users_numbers():
+    registry = nodes.Registry(eager=True)
+    run = _one_dimensional(_edf("instructor_per_sample", registry))
+    registry.finish()
+    assert _fused_steps(registry) > 60, report.explain(registry)
+    _compare(_one_dimensional(_edf("instructor_per_sample")), run)

@@ -187,7 +187,8 @@ def _lower_bce(c, ins, out, g, grads, shapes):
     y, p = ins[c.order[0]], ins[c.order[1]]
     if shapes[0] != shapes[1]:
         raise Refused("a BCE whose labels and probabilities differ in shape")
-    scale = {"rows": f"1.0 / max({p}.shape[0], 1)", "size": f"1.0 / max({p}.size, 1)"}.get(c.scale, "1.0")
+    rows = f"{p}.shape[{0 if len(shapes[c.order[1]]) == 2 else 1}]"  # a 1-D p's rows: its (1, n) array's columns
+    scale = {"rows": f"1.0 / max({rows}, 1)", "size": f"1.0 / max({p}.size, 1)"}.get(c.scale, "1.0")
     back = [f"s = {scale}"] if grads else []
     for i, name in grads.items():
         back.append(f"bce_gradient({y}, {p}, {c.eps!r}, {c.code}, s, {name})" if c.order[i] == 1
