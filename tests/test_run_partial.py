@@ -148,3 +148,41 @@ def test_a_graph_of_1d_values_fuses_with_the_users_numbers():
     registry.finish()
     assert _fused_steps(registry) > 60, report.explain(registry)
     _compare(_one_dimensional(_edf("instructor_per_sample")), run)
+
+
+
+def _predict_first(edf, phase=12):
+    """Batches of 16 while the graph starts to fuse, with batches of 8 verified before; then a prediction on 8
+    rows (no loss: the program's first step on them ends before a backward), and batches of 8 again."""
+    rng = np.random.default_rng(8)
+    X, Y = rng.normal(size=(40, 6)), np.eye(3)[rng.integers(0, 3, 40)]
+    x, y = edf.Input(), edf.Input()
+    A, b = edf.Parameter(rng.normal(size=(6, 3)) * 0.4), edf.Parameter(np.zeros(3))
+    probs = edf.Softmax(edf.Linear(x, A, b))
+    loss = edf.CE(y, probs)
+    graph = edf.topological_sort(loss)
+    seen = {"loss": [], "gradients": [], "prediction": []}
+    for rows in [8] * 4 + [16] * phase + [0] + [8] * phase:
+        if rows == 0:
+            x.value, y.value = X[-8:], Y[-8:]
+            edf.forward_pass(graph[:-1])
+            seen["prediction"].append(probs.value.copy())
+            continue
+        x.value, y.value = X[:rows], Y[:rows]
+        edf.forward_pass(graph)
+        edf.backward_pass(graph)
+        seen["loss"].append(loss.value)
+        seen["gradients"] += [A.gradients[A].copy(), b.gradients[b].copy()]
+        edf.sgd_update([A, b], 0.1)
+    return seen
+
+
+def test_a_signature_whose_first_fused_pass_has_no_backward_is_checked_on_its_next_step(tmp_path):
+    """The program's gradients on a signature are checked against the candidates' dry run on the leaves of the
+    step they are computed in, not those of the signature's first step."""
+    registry = nodes.Registry(eager=True)
+    run = _predict_first(_module(tmp_path, registry))
+    registry.finish()
+    plan, = registry._fuser.plans
+    assert not plan.refused and len(plan.layouts) == 2 and _fused_steps(registry) > 18, report.explain(registry)
+    _compare(_predict_first(_module(tmp_path)), run)

@@ -440,6 +440,7 @@ class Layout:
         values, grads, entries = structure.dry_run(vals)
         self.values, self.grads = values, grads
         self.unchecked = {"V", "G"}  # the program's first step on these leaves is checked against them
+        self.made = None  # the step whose leaves these are (Plan)
         loss_k = len(structure.ops) - 1
         self.shapes, table, offset = [], [], 0
         for k, node in enumerate(structure.ops):
@@ -548,6 +549,12 @@ class Plan:
         if args is None:
             return self._break(k)
         layout = self.layout
+        if layout.unchecked and layout.made != self.steps:  # its first step ended before its backward
+            try:
+                layout.values, layout.grads, _ = self.s.dry_run(vals)
+            except Refused:
+                return self._break(k)
+            layout.unchecked, layout.made = {"V", "G"}, self.steps
         views = layout.by_kind["V"]
         if (self.shown is not layout or _getrefcount(layout.arena) != layout.arena_refs
                 or sum(map(_getrefcount, views)) != layout.view_refs["V"]):
@@ -594,6 +601,7 @@ class Plan:
                 return None
             try:
                 layout = self.layouts[sig] = Layout(self.s, vals)
+                layout.made = self.steps  # the step of its dry run's leaves
             except Refused as why:
                 self.refused[sig] = str(why)
                 return None
