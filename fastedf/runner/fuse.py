@@ -484,7 +484,8 @@ class Plan:
     done[k]: operation k was forwarded since the last compiled forward;
     fresh: the compiled forward's values stand for the pass under way; eager:
     this step runs node by node; backed: the compiled backward ran for this
-    step and the operations' backward() calls are its.
+    step and the operations' backward() calls are its; waiting: the pass's
+    operations run node by node until `start`'s call runs the program.
     """
 
     def __init__(self, fuser, structure, program):
@@ -495,7 +496,8 @@ class Plan:
         self.args = [None] * len(structure.leaves)
         self.shares = [False] * len(structure.leaves)  # args[j] is a view of read[j]: valid while that array is
         self.done = [False] * len(structure.ops)
-        self.fresh = self.eager = self.backed = False
+        self.fresh = self.eager = self.backed = self.waiting = False
+        self.start = None  # the operation whose call runs the program, once a pass showed the first one too early
         self.last = len(structure.ops) - 1
         self.count = len(structure.ops)
         self.shown = None  # the layout whose arrays the nodes show (values and gradients), if they all do
@@ -517,7 +519,17 @@ class Plan:
                 self.done[k] = True
                 return False
             self.eager = False  # a new pass
-        elif self.fresh and not self.done[k]:  # a leaf fed after the pass began: node by node from here
+        elif self.waiting:  # the operations called before `start` run node by node, the program at it
+            if k != self.start and not self.done[k]:
+                self.done[k] = True
+                return False
+            self.waiting = False
+            if k == self.start:
+                return self._run(node, k)
+        elif self.fresh and not self.done[k]:
+            # a leaf fed after the program ran (a cut node the script forwards late): node by node from here, and
+            # from the next pass the program waits for this operation's call
+            self.start = k
             return self._break(k)
         # a new pass: the compiled forward on the leaves as they are, or node by node
         self.done = done = [False] * self.count
@@ -527,6 +539,15 @@ class Plan:
                                              and not self.fuser.plan_alive(self)):
             self.next_check *= 2
             return self._break(k)
+        if self.start is not None and k != self.start:
+            self.waiting, self.shown = True, None  # the candidates set those operations' values
+            done[k] = True
+            return False
+        return self._run(node, k)
+
+    def _run(self, node, k):
+        """The program's forward at operation k's call: True, or False (node by node) where it cannot run."""
+        done = self.done
         # The leaves, as the last step's layout takes them: each fed since converted (the common step, inline:
         # it is most of the wrapper's cost), else the layout chosen again (_args)
         vals = [n.value for n in self.s.leaves]
@@ -583,7 +604,7 @@ class Plan:
                                     for j in cut)
 
     def _break(self, k):
-        self.eager, self.fresh, self.shown = True, False, None
+        self.eager, self.fresh, self.waiting, self.shown = True, False, False, None
         self.done[k] = True
         self.node_steps += 1
         return False
