@@ -6,10 +6,11 @@ import sys
 import numpy as np
 
 from fastedf.runner import nodes, report
-from test_run_fuse import VARIANTS, _compare, _edf, _fused_steps, fuse_at_once  # noqa: F401  (the fixture)
+from test_run_fuse import VARIANTS, _compare, _edf, _fused_steps, _same, fuse_at_once  # noqa: F401  (the fixture)
 
-# An unknown node that writes its value into the same array every step, in place
-IN_PLACE = '''
+# An unknown node that writes its value into the same array every step, in place; a Softmax whose temperature the
+# script may change
+CLASSES = '''
 
 class Smooth(Node):
     def __init__(self, x):
@@ -24,6 +25,24 @@ class Smooth(Node):
 
     def backward(self):
         self.gradients[self.inputs[0]] = 0.9 * self.outputs[0].gradients[self]
+
+
+SCALE = 1.0
+
+
+class ScaledSoftmax(Node):
+    def __init__(self, x):
+        Node.__init__(self, [x])
+
+    def forward(self):
+        z = SCALE * self.inputs[0].value
+        e = np.exp(z - np.max(z, axis=1, keepdims=True))
+        self.value = e / np.sum(e, axis=1, keepdims=True)
+
+    def backward(self):
+        g = self.outputs[0].gradients[self]
+        s = self.value
+        self.gradients[self.inputs[0]] = SCALE * s * (g - np.sum(g * s, axis=1, keepdims=True))
 '''
 
 
@@ -31,7 +50,7 @@ def _module(tmp_path, registry=None):
     """dropout_batchnorm's EDF module with the classes above, imported afresh (with the registry's hook)."""
     path = tmp_path / "EDF.py"
     if not path.exists():
-        path.write_text((VARIANTS / "dropout_batchnorm" / "EDF.py").read_text() + IN_PLACE)
+        path.write_text((VARIANTS / "dropout_batchnorm" / "EDF.py").read_text() + CLASSES)
     name = f"edf_partial_{'run' if registry else 'plain'}_{len(sys.modules)}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -186,3 +205,36 @@ def test_a_signature_whose_first_fused_pass_has_no_backward_is_checked_on_its_ne
     plan, = registry._fuser.plans
     assert not plan.refused and len(plan.layouts) == 2 and _fused_steps(registry) > 18, report.explain(registry)
     _compare(_predict_first(_module(tmp_path)), run)
+
+
+def _changed(edf, steps=150, change=40):
+    """The script changes a class's behaviour (a module global) mid-run, while its graph is fused."""
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(48, 6)), np.eye(3)[rng.integers(0, 3, 48)]
+    x, y = edf.Input(), edf.Input()
+    A, b = edf.Parameter(rng.normal(size=(6, 3)) * 0.4), edf.Parameter(np.zeros(3))
+    loss = edf.CE(y, edf.ScaledSoftmax(edf.Linear(x, A, b)))
+    graph = edf.topological_sort(loss)
+    seen = {"loss": []}
+    for i in range(steps):
+        edf.SCALE = 1.0 if i < change else 2.0
+        k = (i * 8) % 40
+        x.value, y.value = X[k:k + 8], Y[k:k + 8]
+        edf.forward_pass(graph)
+        edf.backward_pass(graph)
+        seen["loss"].append(loss.value)
+        edf.sgd_update([A, b], 0.1)
+    return seen
+
+
+def test_a_fused_class_is_re_checked_on_the_programs_node_by_node_steps(tmp_path):
+    """Every 2^k-th step of a fused graph runs node by node: its classes' calls there verify, so one whose code
+    no longer computes what its candidate does is given back (the steps between the change and that re-check
+    are the thinning's, as node by node)."""
+    registry = nodes.Registry(eager=True)
+    run = _changed(_module(tmp_path, registry))
+    registry.finish()
+    scaled = next(c for c in registry.classes if c.cls.__name__ == "ScaledSoftmax")
+    assert scaled.state == "user" and "on a re-check" in scaled.reason
+    plain = _changed(_module(tmp_path))
+    _same(plain["loss"][:40], run["loss"][:40], "loss before the change")

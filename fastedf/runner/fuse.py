@@ -34,7 +34,7 @@ operation was verified (the plan is built per signature, a dry run of the
 candidates giving the shapes); an operation's direct leaves hold the arrays the
 program read; a backward starts at the loss after a whole fused forward; the
 classes are still accelerated.  Every 2^k-th step (from FIRST_RECHECK) runs
-node by node, where the classes' own thinning re-checks run.
+node by node, its classes' calls there verifying (re-checks).
 
 What differs from plain python, by design: a pass's operation values are all
 written at its first operation's forward() (a script reading an operation's
@@ -535,9 +535,12 @@ class Plan:
         self.done = done = [False] * self.count
         self.fresh = self.backed = False
         self.steps += 1
-        if self.steps == self.next_check or (self.generation != self.registry.generation
-                                             and not self.fuser.plan_alive(self)):
+        if self.steps == self.next_check:
             self.next_check *= 2
+            for nc in self.s.classes:  # the class's next call verifies (its own count sees only node-by-node calls)
+                nc.next_check = nc.fast_calls + 1
+            return self._break(k)
+        if self.generation != self.registry.generation and not self.fuser.plan_alive(self):
             return self._break(k)
         if self.start is not None and k != self.start:
             self.waiting, self.shown = True, None  # the candidates set those operations' values
