@@ -34,7 +34,7 @@ operation was verified (the plan is built per signature, a dry run of the
 candidates giving the shapes); an operation's direct leaves hold the arrays the
 program read; a backward starts at the loss after a whole fused forward; the
 classes are still accelerated.  Every 2^k-th step (from FIRST_RECHECK) runs
-node by node, where the classes' own thinning re-checks run.
+node by node, its classes' calls there verifying (re-checks).
 
 What differs from plain python, by design: a pass's operation values are all
 written at its first operation's forward() (a script reading an operation's
@@ -187,7 +187,8 @@ def _lower_bce(c, ins, out, g, grads, shapes):
     y, p = ins[c.order[0]], ins[c.order[1]]
     if shapes[0] != shapes[1]:
         raise Refused("a BCE whose labels and probabilities differ in shape")
-    scale = {"rows": f"1.0 / max({p}.shape[0], 1)", "size": f"1.0 / max({p}.size, 1)"}.get(c.scale, "1.0")
+    rows = f"{p}.shape[{0 if len(shapes[c.order[1]]) == 2 else 1}]"  # a 1-D p's rows: its (1, n) array's columns
+    scale = {"rows": f"1.0 / max({rows}, 1)", "size": f"1.0 / max({p}.size, 1)"}.get(c.scale, "1.0")
     back = [f"s = {scale}"] if grads else []
     for i, name in grads.items():
         back.append(f"bce_gradient({y}, {p}, {c.eps!r}, {c.code}, s, {name})" if c.order[i] == 1
@@ -317,18 +318,18 @@ def _outside(registry):
 
 
 def may_fuse(registry, node):
-    """Whether a program may run `node`'s calls once its graph's classes are verified: its class has a node in
-    the part of its loss's graph a program can run (_graph with _outside's cuts), and that graph was not found
-    unfusable."""
+    """Whether a program may run calls of `node`'s class once its graph's classes are verified: the class has a
+    node in the part of its loss's graph a program can run (_graph with _outside's cuts), and that graph was not
+    found unfusable; or in another graph that may fuse (a script's second loss, its training one)."""
     try:
         loss, hops = node, 0
         while loss.outputs and hops < 10000:
             loss, hops = loss.outputs[0], hops + 1
         cut = _outside(registry)
-        if cut(loss) or registry.fuser().unfusable(loss):
-            return False
-        ops, _ = _graph(loss, cut)
-        return any(type(n) is type(node) for n in ops)
+        fuser = registry.fuser()
+        if not (cut(loss) or fuser.unfusable(loss)) and any(type(n) is type(node) for n in _graph(loss, cut)[0]):
+            return True
+        return fuser.keeps(type(node), cut)
     except Exception:  # noqa: BLE001  not a graph of the protocol: node by node
         return False
 
@@ -371,6 +372,12 @@ class Structure:
         # each op's leaves, read directly: (input index, leaf place)
         self.direct = [tuple((i, self.leaf_place[id(i)]) for i in n.inputs if id(i) in self.leaf_place)
                        for n in ops]
+        # the cut nodes among each op's direct leaves, and those not direct to it: a script may forward a cut node
+        # after the pass's first operation, and one that rewrites its value in place keeps the array the program
+        # read, so their contents are compared at their consumers' calls (Plan.unchanged)
+        cut = {j for j, n in enumerate(leaves) if n.inputs}
+        self.cut_direct = [tuple(j for _, j in d if j in cut) for d in self.direct]
+        self.later_cuts = [tuple(sorted(cut.difference(j for _, j in d))) for d in self.direct]
 
     def dry_run(self, vals):
         """The verified candidates on the leaves' values: each operation's value and gradients (shapes, types),
@@ -433,6 +440,7 @@ class Layout:
         values, grads, entries = structure.dry_run(vals)
         self.values, self.grads = values, grads
         self.unchecked = {"V", "G"}  # the program's first step on these leaves is checked against them
+        self.made = None  # the step whose leaves these are (Plan)
         loss_k = len(structure.ops) - 1
         self.shapes, table, offset = [], [], 0
         for k, node in enumerate(structure.ops):
@@ -476,7 +484,8 @@ class Plan:
     done[k]: operation k was forwarded since the last compiled forward;
     fresh: the compiled forward's values stand for the pass under way; eager:
     this step runs node by node; backed: the compiled backward ran for this
-    step and the operations' backward() calls are its.
+    step and the operations' backward() calls are its; waiting: the pass's
+    operations run node by node until `start`'s call runs the program.
     """
 
     def __init__(self, fuser, structure, program):
@@ -487,11 +496,13 @@ class Plan:
         self.args = [None] * len(structure.leaves)
         self.shares = [False] * len(structure.leaves)  # args[j] is a view of read[j]: valid while that array is
         self.done = [False] * len(structure.ops)
-        self.fresh = self.eager = self.backed = False
+        self.fresh = self.eager = self.backed = self.waiting = False
+        self.start = None  # the operation whose call runs the program, once a pass showed the first one too early
         self.last = len(structure.ops) - 1
         self.count = len(structure.ops)
         self.shown = None  # the layout whose arrays the nodes show (values and gradients), if they all do
         self.back_count = 0
+        self.snaps = None  # cut leaves' contents as the program read them (those not direct to its first operation)
         self.steps = self.node_steps = 0
         self.next_check = FIRST_RECHECK
         self.registry = fuser.registry
@@ -508,16 +519,38 @@ class Plan:
                 self.done[k] = True
                 return False
             self.eager = False  # a new pass
-        elif self.fresh and not self.done[k]:  # a leaf fed after the pass began: node by node from here
+        elif self.waiting:  # the operations called before `start` run node by node, the program at it
+            if k != self.start and not self.done[k]:
+                self.done[k] = True
+                return False
+            self.waiting = False
+            if k == self.start:
+                return self._run(node, k)
+        elif self.fresh and not self.done[k]:
+            # a leaf fed after the program ran (a cut node the script forwards late): node by node from here, and
+            # from the next pass the program waits for this operation's call
+            self.start = k
             return self._break(k)
         # a new pass: the compiled forward on the leaves as they are, or node by node
         self.done = done = [False] * self.count
         self.fresh = self.backed = False
         self.steps += 1
-        if self.steps == self.next_check or (self.generation != self.registry.generation
-                                             and not self.fuser.plan_alive(self)):
+        if self.steps == self.next_check:
             self.next_check *= 2
+            for nc in self.s.classes:  # the class's next call verifies (its own count sees only node-by-node calls)
+                nc.next_check = nc.fast_calls + 1
             return self._break(k)
+        if self.generation != self.registry.generation and not self.fuser.plan_alive(self):
+            return self._break(k)
+        if self.start is not None and k != self.start:
+            self.waiting, self.shown = True, None  # the candidates set those operations' values
+            done[k] = True
+            return False
+        return self._run(node, k)
+
+    def _run(self, node, k):
+        """The program's forward at operation k's call: True, or False (node by node) where it cannot run."""
+        done = self.done
         # The leaves, as the last step's layout takes them: each fed since converted (the common step, inline:
         # it is most of the wrapper's cost), else the layout chosen again (_args)
         vals = [n.value for n in self.s.leaves]
@@ -540,6 +573,12 @@ class Plan:
         if args is None:
             return self._break(k)
         layout = self.layout
+        if layout.unchecked and layout.made != self.steps:  # its first step ended before its backward
+            try:
+                layout.values, layout.grads, _ = self.s.dry_run(vals)
+            except Refused:
+                return self._break(k)
+            layout.unchecked, layout.made = {"V", "G"}, self.steps
         views = layout.by_kind["V"]
         if (self.shown is not layout or _getrefcount(layout.arena) != layout.arena_refs
                 or sum(map(_getrefcount, views)) != layout.view_refs["V"]):
@@ -548,6 +587,8 @@ class Plan:
         if step is None:
             step = self._step = self.program.step
         self.total = step(*args, layout.arena, layout.table, False)
+        later = self.s.later_cuts[k]
+        self.snaps = {j: vals[j].copy() for j in later} if later else None
         if layout.unchecked and not self._check(layout, "V"):
             return self._break(k)
         if self.shown is not layout:
@@ -558,8 +599,15 @@ class Plan:
             node.value = layout.loss_of(self.total)
         return True
 
+    def unchanged(self, cut):
+        """Whether the cut leaves at places `cut` hold what the program read (a cut node forwarded after the
+        program ran, writing its value in place, does not)."""
+        snaps = self.snaps
+        return snaps is None or all(j not in snaps or np.array_equal(self.read[j], snaps[j], equal_nan=True)
+                                    for j in cut)
+
     def _break(self, k):
-        self.eager, self.fresh, self.shown = True, False, None
+        self.eager, self.fresh, self.waiting, self.shown = True, False, False, None
         self.done[k] = True
         self.node_steps += 1
         return False
@@ -577,6 +625,7 @@ class Plan:
                 return None
             try:
                 layout = self.layouts[sig] = Layout(self.s, vals)
+                layout.made = self.steps  # the step of its dry run's leaves
             except Refused as why:
                 self.refused[sig] = str(why)
                 return None
@@ -732,9 +781,21 @@ class Fuser:
         w = self.watches.get(id(loss))
         return w is not None and w.unfusable and w.ref() is loss
 
+    def keeps(self, cls, cut):
+        """Whether a fused graph, or a watched one not found unfusable, has a node of class `cls` in the part a
+        program runs (`cut`: _outside's)."""
+        if any(type(n) is cls for plan in self.plans for n in plan.s.ops):
+            return True
+        for w in list(self.watches.values()):
+            loss = w.ref()
+            if loss is not None and not (w.off or cut(loss)) and any(type(n) is cls for n in _graph(loss, cut)[0]):
+                return True
+        return False
+
     def _release(self, loss):
         """The classes of an unfusable graph were kept accelerated for its program: each that node by node is
-        no faster than the user's code is given back now, not at its next re-check."""
+        no faster than the user's code, and that no other graph may fuse, is given back now, not at its next
+        re-check."""
         if self.registry.eager:  # --explain and --check keep every class they verified
             return
         classes = {nc.cls: nc for nc in self.registry.classes}
@@ -772,7 +833,7 @@ class Fuser:
             self.drop(self.plans[0])
         self.plans.append(plan)
         for k, node in enumerate(s.ops):
-            self.owners[id(node)] = (plan, k, s.direct[k])
+            self.owners[id(node)] = (plan, k, s.direct[k], s.cut_direct[k])
         self.refused.pop(w.name, None)
 
     def finish(self):

@@ -249,17 +249,18 @@ class NodeClass:
                 return forward0(node, *args, **kwargs)
             slot = owners.get(id(node))
             if slot is not None:
-                plan, k, direct = slot
+                plan, k, direct, cut = slot
                 if plan.fresh and not plan.done[k]:  # the pass's values stand unless a leaf was fed since
                     read = plan.read
                     for leaf, j in direct:
                         if leaf.value is not read[j]:
                             break
                     else:
-                        plan.done[k] = True
-                        if k == plan.last:
-                            node.value = plan.layout.loss_of(plan.total)
-                        return None
+                        if not cut or plan.unchanged(cut):
+                            plan.done[k] = True
+                            if k == plan.last:
+                                node.value = plan.layout.loss_of(plan.total)
+                            return None
                 if plan.forward(node, k):
                     return None
             try:
