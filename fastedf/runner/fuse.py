@@ -761,6 +761,7 @@ class Fuser:
         now = time.perf_counter()
         if w.last is not None and now - w.last < config.LOOP_GAP:
             w.spent += now - w.last
+            w.steps += 1
         w.last = now
         if w.spent > w.wait:
             try:
@@ -813,6 +814,12 @@ class Fuser:
 
     def _try(self, w, loss):
         s = Structure(self.registry, loss)
+        share = _share(s, w)
+        if share < 1.0:  # a part of a graph: nothing (not even Numba's import, in lowering) before its time repays
+            cost = fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds()
+            if w.spent * share < cost:
+                w.wait = w.spent + (cost - w.spent * share) / share
+                return
         source = _lowered(s, [n.value for n in s.leaves])
         if w.program is None:
             w.program = fused._programs.get(source) or fused._programs.setdefault(source, fused.StepProgram(source))
@@ -820,13 +827,14 @@ class Fuser:
             # A compile repays only loops that long; the structure's loops in this process and in earlier runs
             # of it count (a script run again and again compiles once)
             spent = sum(v.spent for v in self.watches.values() if v.program is w.program) + records.earlier("program:" + w.program.name)
-            if spent < fused.COLD_SECONDS:
-                w.wait = w.spent + fused.COLD_SECONDS - spent
+            if spent * share < fused.COLD_SECONDS:
+                w.wait = w.spent + (fused.COLD_SECONDS - spent * share) / share
                 return
-        elif w.program._step is None and (  # a program this process has loaded costs nothing more
-                w.spent < fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds()):
-            w.wait = fused.WARM_SECONDS
-            return
+        else:
+            cost = fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds()
+            if w.program._step is None and w.spent * share < cost:  # a program loaded costs nothing more
+                w.wait = w.spent + (cost - w.spent * share) / share
+                return
         plan = Plan(self, s, w.program)
         w.off = True  # the plan has it (a watch holds no plan: the plan holds the graph)
         if len(self.plans) >= MAX_PLANS:  # a plan holds its graph: the oldest goes node by node, and may go
@@ -874,6 +882,22 @@ class Fuser:
                 self.dropped[1] + sum(p.node_steps for p in self.plans))
 
 
+def _share(s, w):
+    """The part of the loop's time the program can take over: 1 for a whole graph; for a graph with cut nodes,
+    its operations' share of the loop's steps (their user's code, as timed on verified calls, against the loop's
+    time per step), so that a program running a small part of a long step waits until that part repays it."""
+    if not w.steps or not any(n.inputs for n in s.leaves):
+        return 1.0
+    from .nodes import median
+    per_step = 0.0
+    for nc in s.classes:
+        user = median(nc.user_times)
+        if user is None:
+            return 1.0
+        per_step += 2 * user
+    return max(min(1.0, per_step * w.steps / w.spent), 1e-3)
+
+
 def _numba_import_seconds():
     from .nodes import NUMBA_IMPORT_SECONDS
     return NUMBA_IMPORT_SECONDS
@@ -889,6 +913,7 @@ class _Watch:
             self.ref = lambda: loss
         self.name = f"{type(loss).__module__}.{type(loss).__qualname__}"
         self.last, self.spent, self.wait, self.retry = None, 0.0, 0.0, fused.RETRY_SECONDS
+        self.steps = 0  # the loop's steps counted in `spent`
         self.program = None
         self.off = self.unfusable = False
 
