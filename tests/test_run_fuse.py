@@ -25,6 +25,7 @@ TOL = 1e-12
 def fuse_at_once(monkeypatch, tmp_path):
     monkeypatch.setattr(fused, "WARM_SECONDS", 0.0)
     monkeypatch.setattr(fused, "COLD_SECONDS", 0.0)
+    monkeypatch.setattr(nodes, "NUMBA_IMPORT_SECONDS", 0.0)  # a graph with cut nodes waits for it otherwise
     monkeypatch.setattr(fuse, "FIRST_RECHECK", 16)
 
 

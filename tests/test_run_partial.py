@@ -238,3 +238,35 @@ def test_a_fused_class_is_re_checked_on_the_programs_node_by_node_steps(tmp_path
     assert scaled.state == "user" and "on a re-check" in scaled.reason
     plain = _changed(_module(tmp_path))
     _same(plain["loss"][:40], run["loss"][:40], "loss before the change")
+
+
+def test_a_graph_with_cut_nodes_waits_until_its_own_share_of_the_loop_repays_the_program(monkeypatch):
+    """A whole graph is tried at once; a part of one (below a cut node) only once its operations' share of the
+    loop's time, as their user's code was timed, reaches the program's cost: before that, nothing is lowered."""
+    from fastedf import fused
+    from fastedf.runner import fuse
+    monkeypatch.setattr(fused, "WARM_SECONDS", 0.01)
+
+    class Timed:  # a class whose user's code took 10 us a call on its verified calls
+        user_times = [1e-5] * 5
+
+    class Leaf:
+        inputs = []
+
+    class Cut:
+        inputs = [Leaf()]
+
+    whole = type("S", (), {"leaves": [Leaf()], "classes": [Timed, Timed]})()
+    part = type("S", (), {"leaves": [Cut(), Leaf()], "classes": [Timed, Timed]})()
+    w = fuse._Watch(Leaf())
+    w.steps, w.spent = 1000, 0.2  # 200 us a step, of which the part's two operations take 2 x 2 x 10 us
+    assert fuse._share(whole, w) == 1.0
+    assert abs(fuse._share(part, w) - 0.2) < 1e-12
+
+    fuser = nodes.Registry().fuser()
+    monkeypatch.setattr(fuse, "Structure", lambda registry, loss: part)
+    monkeypatch.setattr(fuse, "_lowered", lambda s, vals: (_ for _ in ()).throw(AssertionError("lowered")))
+    monkeypatch.setitem(sys.modules, "numba", sys.modules.get("numba") or object())  # the cost: WARM_SECONDS
+    w.steps, w.spent = 200, 0.04  # the part's share, 0.008 s, is below 0.01 s: it waits, and nothing is lowered
+    fuser._try(w, Leaf())
+    assert w.program is None and abs(w.wait - (0.04 + (0.01 - 0.04 * 0.2) / 0.2)) < 1e-9
