@@ -4,6 +4,7 @@ import importlib.util
 import sys
 
 import numpy as np
+import pytest
 
 from fastedf.runner import nodes, report
 from test_run_fuse import VARIANTS, _compare, _edf, _fused_steps, _same, fuse_at_once  # noqa: F401  (the fixture)
@@ -248,13 +249,14 @@ def test_a_graph_with_cut_nodes_waits_until_its_own_share_of_the_loop_repays_the
     monkeypatch.setattr(fused, "WARM_SECONDS", 0.01)
 
     class Timed:  # a class whose user's code took 10 us a call on its verified calls
+        name = "edf.Timed"
         user_times = [1e-5] * 5
 
     class Leaf:
-        inputs = []
+        inputs, value = [], None
 
     class Cut:
-        inputs = [Leaf()]
+        inputs, value = [Leaf()], None
 
     whole = type("S", (), {"leaves": [Leaf()], "classes": [Timed, Timed]})()
     part = type("S", (), {"leaves": [Cut(), Leaf()], "classes": [Timed, Timed]})()
@@ -270,3 +272,7 @@ def test_a_graph_with_cut_nodes_waits_until_its_own_share_of_the_loop_repays_the
     w.steps, w.spent = 200, 0.04  # the part's share, 0.008 s, is below 0.01 s: it waits, and nothing is lowered
     fuser._try(w, Leaf())
     assert w.program is None and abs(w.wait - (0.04 + (0.01 - 0.04 * 0.2) / 0.2)) < 1e-9
+    # the script's last run spent 0.5 s in the class: its part's share, 0.1 s, repays 0.01 s at once
+    fuser.registry.expected = {"edf.Timed": 0.5}
+    with pytest.raises(AssertionError, match="lowered"):
+        fuser._try(w, Leaf())

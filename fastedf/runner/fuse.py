@@ -815,9 +815,12 @@ class Fuser:
     def _try(self, w, loss):
         s = Structure(self.registry, loss)
         share = _share(s, w)
-        if share < 1.0:  # a part of a graph: nothing (not even Numba's import, in lowering) before its time repays
-            cost = fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds()
-            if w.spent * share < cost:
+        cost = fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds()
+        # What the graph's classes took in the script's whole last run (records), its part's share of it: when
+        # that repays a loaded program twice over, no wait (the ski-rental rule below is for what is not known)
+        known = share * sum(self.registry.expected.get(nc.name, 0.0) for nc in set(s.classes)) >= 2 * cost
+        if share < 1.0 and not known:  # a part of a graph: nothing (not even Numba's import, in lowering) before
+            if w.spent * share < cost:  # its own time repays it
                 w.wait = w.spent + (cost - w.spent * share) / share
                 return
         source = _lowered(s, [n.value for n in s.leaves])
@@ -830,11 +833,10 @@ class Fuser:
             if spent * share < fused.COLD_SECONDS:
                 w.wait = w.spent + (fused.COLD_SECONDS - spent * share) / share
                 return
-        else:
-            cost = fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds()
-            if w.program._step is None and w.spent * share < cost:  # a program loaded costs nothing more
-                w.wait = w.spent + (cost - w.spent * share) / share
-                return
+        elif w.program._step is None and not known and w.spent * share < fused.WARM_SECONDS:
+            # a program loaded costs nothing more; its load does (Numba is in, lowering imported it)
+            w.wait = w.spent + (fused.WARM_SECONDS - w.spent * share) / share
+            return
         plan = Plan(self, s, w.program)
         w.off = True  # the plan has it (a watch holds no plan: the plan holds the graph)
         if len(self.plans) >= MAX_PLANS:  # a plan holds its graph: the oldest goes node by node, and may go
