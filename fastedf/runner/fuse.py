@@ -537,8 +537,10 @@ class Plan:
         self.steps += 1
         if self.steps == self.next_check:
             self.next_check *= 2
-            for nc in self.s.classes:  # the class's next call verifies (its own count sees only node-by-node calls)
-                nc.next_check = nc.fast_calls + 1
+            for nc in set(self.s.classes):  # a class whose calls, fused ones too, reached its next re-check: its
+                calls = nc.fast_calls + self.fuser.fused_calls(nc)  # next call verifies (its own count sees
+                if calls >= nc.due:  # only node-by-node calls; every plan's steps counting, not each plan's)
+                    nc.due, nc.next_check = 2 * calls, nc.fast_calls + 1
             return self._break(k)
         if self.generation != self.registry.generation and not self.fuser.plan_alive(self):
             return self._break(k)

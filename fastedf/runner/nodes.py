@@ -176,6 +176,7 @@ class NodeClass:
         self.verified, self.fast, self.pending = {}, {}, {}
         self.verified_calls = self.fast_calls = 0
         self.next_check = FIRST_RECHECK
+        self.due = FIRST_RECHECK  # calls (fused ones too) at which a fused graph's step re-checks the class
         self.accept_at = VERIFIED_CALLS  # verified calls before the probes and the match
         self.resumed = False  # deferred, then found to repay: its kernels are loaded without asking again
         self.rule = self.replaces = self.keys = None
