@@ -89,6 +89,7 @@ SECTIONS = {
     "bench_startup": Section(BENCH, ("benchmarks/bench_startup.py",), ("--repeats", "1", "--parts", "import,fit"),
                              minutes=3),
     "bench_run": Section(BENCH, ("benchmarks/bench_run.py",), ("--runs", "1"), minutes=3),
+    "bench_per_update": Section(BENCH, ("benchmarks/bench_per_update.py", "--runs", "5"), ("--runs", "1"), minutes=3),
     "bench_study": Section(BENCH, ("benchmarks/bench_study.py",), ("--epochs", "2"), minutes=0.5),
     "bench_checkpoints": Section(BENCH, ("benchmarks/bench_checkpoints.py",), ("--epochs", "2", "--repeats", "1")),
     "bench_activations": Section(BENCH, ("benchmarks/bench_activations.py",), minutes=0.5),
