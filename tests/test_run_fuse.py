@@ -29,9 +29,10 @@ def fuse_at_once(monkeypatch, tmp_path):
     monkeypatch.setattr(fuse, "FIRST_RECHECK", 16)
 
 
-def _edf(variant, registry=None, file="EDF.py"):
-    """The variant's EDF module, imported afresh (with the registry's class hook when given)."""
-    path = VARIANTS / variant / file
+def _edf(variant, registry=None, file="EDF.py", path=None):
+    """The variant's EDF module (or the one at `path`), imported afresh (with the registry's class hook when
+    given)."""
+    path = path or VARIANTS / variant / file
     name = f"edf_{variant}_{'run' if registry else 'plain'}_{len(sys.modules)}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

@@ -1,6 +1,5 @@
 """`fastedf run`'s fused graphs (fastedf.runner.fuse) below the nodes no program runs, beside other graphs, on 1-D
 values: the user's numbers however the script orders and writes its nodes."""
-import importlib.util
 import sys
 
 import numpy as np
@@ -52,18 +51,7 @@ def _module(tmp_path, registry=None):
     path = tmp_path / "EDF.py"
     if not path.exists():
         path.write_text((VARIANTS / "dropout_batchnorm" / "EDF.py").read_text() + CLASSES)
-    name = f"edf_partial_{'run' if registry else 'plain'}_{len(sys.modules)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    if registry is not None:
-        registry.install()
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if registry is not None:
-            registry.uninstall()
-    return module
+    return _edf("partial", registry, path=path)
 
 
 def _late_labels(edf, steps=60):
