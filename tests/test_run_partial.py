@@ -260,7 +260,11 @@ def test_a_graph_with_cut_nodes_waits_until_its_own_share_of_the_loop_repays_the
     w.steps, w.spent = 200, 0.04  # the part's share, 0.008 s, is below 0.01 s: it waits, and nothing is lowered
     fuser._try(w, Leaf())
     assert w.program is None and abs(w.wait - (0.04 + (0.01 - 0.04 * 0.2) / 0.2)) < 1e-9
-    # the script's last run spent 0.5 s in the class: its part's share, 0.1 s, repays 0.01 s at once
-    fuser.registry.expected = {"edf.Timed": 0.5}
+    # the script's last run spent 0.5 s in its nodes: half its part's share, 0.05 s, repays 0.01 s at once
+    fuser.registry.expected_total = 0.5
     with pytest.raises(AssertionError, match="lowered"):
+        fuser._try(w, Leaf())
+    # 0.08 s: half its part's share, 0.008 s, cannot repay 0.01 s: not fused this run, nothing lowered
+    fuser.registry.expected_total = 0.08
+    with pytest.raises(fuse.Unfusable, match="would not repay"):
         fuser._try(w, Leaf())

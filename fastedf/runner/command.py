@@ -65,6 +65,7 @@ def main(argv, whole_process=False):
         _teardown_after_the_script()
     found = records.read()
     registry.expected = records.under(found, f"class:{path}:")  # each class's whole run last time
+    registry.expected_total = found.get(f"script:{path}", 0.0)
     registry.hints = dict(key.split(":", 1) for key in records.under(found, "match:") if ":" in key)
     if found.get(f"script:{path}", 0.0) > nodes.ACTIVATE_AFTER:  # verifying repaid last time: from the first call
         registry.activate()

@@ -818,11 +818,17 @@ class Fuser:
         s = Structure(self.registry, loss)
         share = _share(s, w)
         cost = fused.WARM_SECONDS + ("numba" not in sys.modules) * _numba_import_seconds()
-        # What the graph's classes took in the script's whole last run (records), its part's share of it: when
-        # that repays a loaded program twice over, no wait (the ski-rental rule below is for what is not known)
-        known = share * sum(self.registry.expected.get(nc.name, 0.0) for nc in set(s.classes)) >= 2 * cost
-        if share < 1.0 and not known:  # a part of a graph: nothing (not even Numba's import, in lowering) before
-            if w.spent * share < cost:  # its own time repays it
+        # What fusing could save, from the records: this graph's share of the time the script's whole last run
+        # spent in its node methods, half of it.  When that repays the program twice over, no wait; when a part
+        # of a graph cannot repay it, that part is not fused this run.  The ski-rental rule below is for what
+        # is not known: a part waits until its own time repays the program
+        ahead = share * self.registry.expected_total / 2
+        known = ahead >= 2 * cost
+        if share < 1.0 and not known:
+            if self.registry.expected_total and ahead < cost:
+                raise Unfusable(f"its part of each step ({share:.0%}) would not repay the program in this run "
+                                "(the script's last run)")
+            if w.spent * share < cost:  # nothing (not even Numba's import, in lowering) before its time repays it
                 w.wait = w.spent + (cost - w.spent * share) / share
                 return
         source = _lowered(s, [n.value for n in s.leaves])

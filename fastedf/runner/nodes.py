@@ -829,6 +829,7 @@ class Registry:
     def __init__(self, check=False, eager=False):
         self.check, self.eager = check, eager
         self.expected = {}  # class name -> seconds plain python took in its methods last run (records)
+        self.expected_total = 0.0  # the script's node methods, all of them, last run (records)
         self.hints = {}  # a class's code digest -> the candidate that matched it last run (records)
         self.dispatch_seconds = 0.0
         self.classes = []
