@@ -299,6 +299,26 @@ def test_a_node_fastedf_does_not_know_runs_as_the_users_code(tmp_path):
     assert "Softplus: unknown" in report.summary(registry)
 
 
+def test_a_class_given_back_is_still_timed_by_sampling_for_the_records(tmp_path):
+    """Its methods run unwrapped; the sampler charges their time to the class, so the script's recorded node time,
+    from which its next run decides when to verify, counts them."""
+    registry = nodes.Registry()
+    edf = _module(tmp_path, registry, extra=UNKNOWN)
+    registry.activate()
+    X = np.random.default_rng(6).normal(size=(4000, 3))
+    _train(edf, steps=20, hidden=edf.Softplus, data=X)
+    softplus = _by_name(registry, "Softplus")
+    assert softplus.state == "user" and softplus.reason.startswith("unknown")
+    verified = softplus.seconds
+    assert signal.getitimer(signal.ITIMER_PROF)[0] > 0  # the sampler runs again
+    start = time.process_time()
+    while softplus.seconds - verified < 0.02 and time.process_time() - start < 20:
+        _train(edf, steps=20, hidden=edf.Softplus, data=X)
+    registry.finish()
+    assert softplus.seconds - verified >= 0.02 and edf.Softplus.forward is softplus.forward0
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)  # stopped at the end
+
+
 @pytest.mark.parametrize("extra, name, reason", [
     ("""
 class Counted(Node):

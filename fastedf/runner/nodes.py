@@ -220,12 +220,14 @@ class NodeClass:
         return _named(method, original)
 
     def give_back(self, reason):
-        """The user's code from now on, with no wrapper left."""
+        """The user's code from now on, with no wrapper left; its time still sampled, for the records (the
+        script's next run decides from them when to verify, and whether a part of a graph repays a program)."""
         self._set(self.forward0, self.backward0)
         self.registry.generation += 1  # a fused graph of the class runs node by node from its next step
         self.state, self.reason = "user", reason
         self.fast.clear()
         self.pending.clear()
+        self.registry.sample(self)
 
     def internal_error(self, error):
         message = f"{type(error).__name__}: {error}"
@@ -875,7 +877,7 @@ class Registry:
 
     def sample(self, entry):
         """Count the class's time by sampling the stack (False where SIGPROF cannot be used: timed wrappers)."""
-        if self.active and entry.state != "deferred":
+        if self.active and entry.state not in ("deferred", "user"):
             return True
         if self._sampler is None:
             try:
@@ -895,9 +897,11 @@ class Registry:
         while frame is not None:
             entry = codes.get(frame.f_code)
             if entry is not None:
-                if self.active and entry.state != "deferred":
+                if self.active and entry.state not in ("deferred", "user"):
                     return
                 entry.seconds += SAMPLE_SECONDS
+                if self.active and entry.state == "user":  # given back: only counted
+                    return
                 if entry.state == "deferred":
                     if entry.repays():
                         entry.state = "verifying"
