@@ -57,6 +57,14 @@ def _same(a, b, what=""):
         np.testing.assert_allclose(v, u, rtol=TOL, atol=max(TOL * scale, 1e-300), err_msg=f"{what} #{i}")
 
 
+def _step(graph):
+    """A course loop's step: every node's forward in order, then every backward in reverse."""
+    for n in graph:
+        n.forward()
+    for n in graph[::-1]:
+        n.backward()
+
+
 def _fused_steps(registry):
     fuser = registry._fuser
     return sum(p.steps - p.node_steps for p in fuser.plans) if fuser is not None else 0
@@ -149,10 +157,7 @@ def _columns(edf, steps=120):
     for i in range(steps):
         c = rng.permutation(80)[:8]
         x.value, y.value = X[:, c], Y[:, c]  # column slices: not C-contiguous
-        for n in graph:
-            n.forward()
-        for n in graph[::-1]:
-            n.backward()
+        _step(graph)
         seen["loss"].append(loss.value)
         seen["values"] += [probs.value.copy(), h.value.copy()]
         seen["gradients"] += [W1.gradients[W1].copy(), probs.gradients[probs.inputs[0]].copy()]
@@ -237,10 +242,7 @@ def _passthrough(edf, steps=60):
     for i in range(steps):
         k = (i * 8) % 48
         x.value, y.value = X[k:k + 8], Y[k:k + 8]
-        for n in graph:
-            n.forward()
-        for n in graph[::-1]:
-            n.backward()
+        _step(graph)
         seen["loss"].append(loss.value)
         seen["gradients"] += [p.gradients[p].copy() for p in (W1, b1, W2, b2)]
         for p in (W1, b1, W2, b2):
@@ -357,20 +359,16 @@ def test_a_program_that_differs_from_the_candidates_is_caught_on_its_first_step(
     _compare(_instructor(_edf("instructor_per_sample"), steps=60), run)
 
 
-def test_columns_softmax_and_mean_ce_fuse():
+@pytest.mark.parametrize("loop, variant, file", [
+    (_columns, "columns_digits", "edf.py"),  # columns: Softmax and a mean CE over columns
+    (_rows_softmax, "softmax_jacobian", "nodes.py"),  # rows: a Softmax with its Jacobian, a summed CE
+])
+def test_softmax_and_ce_fuse(loop, variant, file):
     registry = nodes.Registry(eager=True)
-    run = _columns(_edf("columns_digits", registry, "edf.py"))
+    run = loop(_edf(variant, registry, file))
     registry.finish()
     assert _fused_steps(registry) > 50
-    _compare(_columns(_edf("columns_digits", None, "edf.py")), run)
-
-
-def test_rows_softmax_jacobian_and_summed_ce_fuse():
-    registry = nodes.Registry(eager=True)
-    run = _rows_softmax(_edf("softmax_jacobian", registry, "nodes.py"))
-    registry.finish()
-    assert _fused_steps(registry) > 50
-    _compare(_rows_softmax(_edf("softmax_jacobian", None, "nodes.py")), run)
+    _compare(loop(_edf(variant, None, file)), run)
 
 
 def test_a_script_whose_earlier_run_was_long_verifies_from_its_first_call(tmp_path):
@@ -457,10 +455,7 @@ def test_per_row_gradients_stay_node_by_node_with_the_users_numbers():
         for i in range(100):
             k = (8 * i) % 40
             x.value, y.value = X[k:k + 8], Y[k:k + 8]
-            for n in graph:
-                n.forward()
-            for n in graph[::-1]:
-                n.backward()
+            _step(graph)
             for p in (w, b):
                 seen.append(p.gradients[p].copy())
                 p.value -= 0.1 * np.mean(p.gradients[p], axis=0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastedf.runner import nodes, report
-from test_run_fuse import VARIANTS, _compare, _edf, _fused_steps, _same, fuse_at_once  # noqa: F401  (the fixture)
+from test_run_fuse import VARIANTS, _compare, _edf, _fused_steps, _same, _step, fuse_at_once  # noqa: F401  (the fixture)
 
 # An unknown node that writes its value into the same array every step, in place; a Softmax whose temperature the
 # script may change
@@ -140,10 +140,7 @@ def _one_dimensional(edf, steps=80):
     for i in range(steps):
         k = (i * 8) % 40
         x.value, y.value = X[k:k + 8], Y[k:k + 8]
-        for n in graph:
-            n.forward()
-        for n in graph[::-1]:
-            n.backward()
+        _step(graph)
         seen["loss"].append(loss.value)
         seen["gradients"] += [w.gradients[w].copy(), loss.gradients[loss.inputs[1]].copy()]
         w.value -= 0.1 * w.gradients[w]
