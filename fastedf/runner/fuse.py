@@ -80,8 +80,9 @@ class Refused(Exception):
 
 
 class Unfusable(Refused):
-    """The graph cannot be fused whatever happens next: a convention or a structure no lowering takes.  (A
-    refusal for the leaves' shapes is not: a step on other shapes, a test set's, may be the one looked at.)"""
+    """The graph is not fused for the rest of the run: a convention or a structure no lowering takes, or a part
+    of a graph the script's last run says cannot repay its program.  (A refusal for the leaves' shapes is not:
+    a step on other shapes, a test set's, may be the one looked at.)"""
 
 
 # ---- lowering: each operation's forward and backward as lines of the step program ---------------------------
@@ -829,8 +830,7 @@ class Fuser:
                 raise Unfusable(f"its part of each step ({share:.0%}) would not repay the program in this run "
                                 "(the script's last run)")
             if w.spent * share < cost:  # nothing (not even Numba's import, in lowering) before its time repays it
-                w.wait = w.spent + (cost - w.spent * share) / share
-                return
+                return _wait(w, w.spent, share, cost)
         source = _lowered(s, [n.value for n in s.leaves])
         if w.program is None:
             w.program = fused._programs.get(source) or fused._programs.setdefault(source, fused.StepProgram(source))
@@ -839,12 +839,10 @@ class Fuser:
             # of it count (a script run again and again compiles once)
             spent = sum(v.spent for v in self.watches.values() if v.program is w.program) + records.earlier("program:" + w.program.name)
             if spent * share < fused.COLD_SECONDS:
-                w.wait = w.spent + (fused.COLD_SECONDS - spent * share) / share
-                return
+                return _wait(w, spent, share, fused.COLD_SECONDS)
         elif w.program._step is None and not known and w.spent * share < fused.WARM_SECONDS:
             # a program loaded costs nothing more; its load does (Numba is in, lowering imported it)
-            w.wait = w.spent + (fused.WARM_SECONDS - w.spent * share) / share
-            return
+            return _wait(w, w.spent, share, fused.WARM_SECONDS)
         plan = Plan(self, s, w.program)
         w.off = True  # the plan has it (a watch holds no plan: the plan holds the graph)
         if len(self.plans) >= MAX_PLANS:  # a plan holds its graph: the oldest goes node by node, and may go
@@ -890,6 +888,12 @@ class Fuser:
         """(fused steps, node-by-node steps) of every plan."""
         return (self.dropped[0] + sum(p.steps - p.node_steps for p in self.plans),
                 self.dropped[1] + sum(p.node_steps for p in self.plans))
+
+
+def _wait(w, spent, share, cost):
+    """Look at the graph again once its share of the loop's time (`spent` so far, counting earlier runs where
+    they count) has reached `cost`."""
+    w.wait = w.spent + (cost - spent * share) / share
 
 
 def _share(s, w):
