@@ -43,7 +43,6 @@ Buffer names in the rules' lines, for the node numbered i:
 """
 import collections
 import functools
-import hashlib
 import importlib.util
 import os
 import pathlib
@@ -56,7 +55,7 @@ import types
 
 import numpy as np
 
-from . import calls, rolling
+from . import rolling
 from .cachedir import cache_dir  # noqa: F401  (fastedf.compiler.cache_dir for its callers)
 from .config import warn_cache_damage
 from .node import Input, Parameter
@@ -549,6 +548,7 @@ class Program:
         return table
 
     def _fill_table(self, report):
+        from . import calls
         table = np.zeros(len(self.called), dtype=np.int64)
         calls._typed.clear()
         report(table)
@@ -586,6 +586,7 @@ def _read_kernels(path):
 def _addresses(kernels, called, hashes):
     """int64 entry points of the (name, signature args) `kernels` for the call sites `called` (names), or None
     unless each is the kernel named there and its hash is the one the compiled program wrote into `hashes`."""
+    from . import calls
     if not isinstance(kernels, list) or len(kernels) != len(called):
         return None
     addresses = np.zeros(len(called), dtype=np.int64)
@@ -615,7 +616,7 @@ def _write_atomic(path, data):
 @functools.lru_cache(maxsize=None)
 def _called_kernels():
     """{name: dispatcher} of the kernels a program calls by address or inlines (fastedf.calls)."""
-    from . import config, kernels
+    from . import calls, config, kernels
     config.activate()  # the kernels are real from here on, also in the programs' `from fastedf.kernels import *`
     return calls.kernels_of((kernels, *MODULES))
 
@@ -637,6 +638,7 @@ def _source(body, inline):
     address, as inlining them would only add to its compile time; a longer one calls all of them by address
     (fastedf.calls.kcall).
     """
+    from . import calls
     called = _called_kernels()
     parts, names = {}, []
     for key in ("args", "prologue", "shuffle", "step"):  # the template's order: slots are numbered as they appear
@@ -686,17 +688,35 @@ _OP_IMPORTS = "\n".join(f"from {m.__name__} import *" for m in MODULES)
 
 @functools.lru_cache(maxsize=None)
 def _kernels_digest():
-    """A hash of the kernel and JIT-policy sources, the JIT flags and Numba's version."""
-    import numba
+    """A hash of the kernel and JIT-policy sources, the JIT flags and Numba's version.
 
-    from . import calls, config, kernels, vexp
-    text = "".join(pathlib.Path(m.__file__).read_text() for m in (calls, config, kernels, vexp, *MODULES))
-    text += repr((config.CACHE, config.FASTMATH, config.BOUNDSCHECK, numba.__version__))
+    Numba is not imported for it: the fused loop names its program before it knows whether Numba will ever be
+    loaded (fastedf.fused).  Its version file (versioneer's, with the revision) stands for the version, read
+    in 0.1 ms where importlib.metadata took 16.
+    """
+    import hashlib  # here: its OpenSSL takes 2.4 ms to load, and the NumPy step never hashes
+
+    from . import config
+    here = pathlib.Path(__file__).parent
+    files = [here / f"{name}.py" for name in ("calls", "config", "kernels", "vexp")] + [m.__file__ for m in MODULES]
+    text = "".join(pathlib.Path(f).read_text() for f in files)
+    text += repr((config.CACHE, config.FASTMATH, config.BOUNDSCHECK, _numba_version()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _numba_version():
+    """The text of Numba's version file, or its distribution's version where it has none."""
+    spec = importlib.util.find_spec("numba")
+    try:
+        return pathlib.Path(spec.submodule_search_locations[0], "_version.py").read_text()
+    except (AttributeError, TypeError, OSError):
+        from importlib.metadata import version
+        return version("numba")
 
 
 def program_name(source):
     """The module (and file) name of a generated program: its source's hash."""
+    import hashlib
     return "fastedf_program_" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
