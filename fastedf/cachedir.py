@@ -20,3 +20,19 @@ def cache_dir():
         except OSError:
             continue
     return None
+
+
+def write_atomic(path, data):
+    """Write bytes to `path` through a scratch file beside it, so a reader never sees half of it; its folder is
+    made if missing.  Nothing is written to a read-only or full cache: what it would have kept is made again."""
+    scratch = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(scratch, "wb") as out:
+            out.write(data)
+        os.replace(scratch, path)
+    except OSError:
+        try:
+            os.unlink(scratch)
+        except OSError:
+            pass

@@ -19,7 +19,7 @@ import os
 import sys
 import zlib
 
-from ..cachedir import cache_dir
+from ..cachedir import cache_dir, write_atomic
 from ..env import env_flag
 
 FOLDER = "bytecode"
@@ -45,7 +45,7 @@ def code_of(path):
             pass
     code = compile(source, path, "exec", dont_inherit=True)
     if entry is not None:
-        _write(entry, header + marshal.dumps(code))
+        write_atomic(entry, header + marshal.dumps(code))
     return code
 
 
@@ -58,20 +58,6 @@ def _entry(path):
         return None
     name = os.path.basename(path)
     return os.path.join(folder, FOLDER, f"{name}-{zlib.crc32(os.fsencode(path)):08x}.{sys.implementation.cache_tag}")
-
-
-def _write(entry, data):
-    scratch = f"{entry}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(entry), exist_ok=True)
-        with open(scratch, "wb") as out:
-            out.write(data)
-        os.replace(scratch, entry)  # atomic: a run reading it never sees half an entry
-    except OSError:  # a read-only or full cache: compiling each run is all it costs
-        try:
-            os.unlink(scratch)
-        except OSError:
-            pass
 
 
 class _Loader(importlib.machinery.SourceFileLoader):
