@@ -50,7 +50,7 @@ import weakref
 
 import numpy as np
 
-from . import config
+from . import config, numpy_step
 from .config import env_flag
 from .node import F64, Input, Parameter, _reusable
 
@@ -67,10 +67,16 @@ BREAKS_TO_DROP = 3  # node-by-node steps in a row after which a plan is dropped
 # program's cost divided by (1 - 1 / speed-up) node by node: twice that cost at a 2x speed-up.
 WARM_SECONDS = 0.03
 COLD_SECONDS = 2.0
+# In a process without Numba a loop fuses as the NumPy step (fastedf.numpy_step).  Fusing costs C = 1.4-1.7 ms
+# (the first in a process: importing the compile rules ~1 ms, the step's code from the cache 0.2 ms, its
+# arena), after which a step takes r = 0.6-0.75 of its node-by-node time on the course graphs; the loop is
+# ahead once it has run C / (1 - r) = 4-6 ms more.  Ski rental with that as the price: a loop fuses once it
+# has spent NUMPY_SECONDS, so one that stops right after loses at most this much.
+NUMPY_SECONDS = 0.004
 PADDING = "unused"  # the step's extra argument when it would otherwise take 20
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
 
-stats = {"fused_steps": 0, "node_steps": 0, "plans": 0, "dropped": 0, "refused": {}}
+stats = {"fused_steps": 0, "numpy_steps": 0, "node_steps": 0, "plans": 0, "dropped": 0, "refused": {}}
 
 _plans = weakref.WeakSet()
 _off = 0  # depth of node_by_node() blocks
@@ -118,9 +124,8 @@ class Watch:
 
     def __init__(self, loss):
         self.loss, self.active = loss, True
-        # not even a capture (which imports Numba) before the loop has spent what loading Numba costs
-        self.last, self.spent, self.wait, self.retry, self.cost = None, 0.0, config.numba_switch_seconds(), \
-            RETRY_SECONDS, None
+        self.last, self.spent, self.wait, self.retry, self.cost = None, 0.0, 0.0, RETRY_SECONDS, None
+        self.wait = NUMPY_SECONDS if _numpy_first() else config.numba_switch_seconds()
 
     def tick(self):
         now = time.perf_counter()
@@ -142,6 +147,8 @@ class Watch:
         if reason:
             return self._later(reason)
         if self.cost is None:  # the loop is a loop: what would its program cost?
+            if _numpy_first() and cap.program.numpy_bind()[0] is not None:
+                return Plan(self.loss, cap, numpy_spent=self.spent).install()
             self.cost = (WARM_SECONDS if cap.program.cached() else COLD_SECONDS) + config.numba_switch_seconds()
             if self.spent < self.cost:
                 self.wait = self.cost
@@ -151,6 +158,11 @@ class Watch:
     def _later(self, reason):
         stats["refused"][repr(self.loss)] = reason
         self.wait, self.retry = self.spent + self.retry, 2 * self.retry
+
+
+def _numpy_first():
+    """Whether a loop fuses first as the NumPy step: Numba is not loaded, and the NumPy tier is on."""
+    return config.numba_switch_seconds() > 0
 
 
 class _Break(Exception):
@@ -188,13 +200,34 @@ def step({args}, arena, iarena, table, backward):
 
 
 class StepProgram:
-    """The compiled step of one graph structure (`source`), shared by every graph of that structure."""
+    """The compiled step of one graph structure (`source`), shared by every graph of that structure, and the same
+    step as Python over the NumPy twins (`python`, fastedf.numpy_step) when the caller made one."""
 
-    def __init__(self, source):
-        self.source = source
-        from . import compiler
-        self.name = compiler.program_name(source)
-        self._step = None
+    def __init__(self, source, python=None):
+        self._source, self.python = source, python
+        self._name = self._step = self._bind = None
+
+    @property
+    def source(self):
+        """The source, with its kernels' digest (fastedf.compiler) filled in when first asked: a loop that only
+        ever runs the NumPy step never hashes anything."""
+        if DIGEST in self._source:
+            from . import compiler
+            self._source = self._source.replace(DIGEST, compiler._kernels_digest())
+        return self._source
+
+    @property
+    def name(self):
+        if self._name is None:
+            from . import compiler
+            self._name = compiler.program_name(self.source)
+        return self._name
+
+    def numpy_bind(self):
+        """(bind, None): bind(arena, iarena, table) gives the NumPy step over that arena; or (None, why not)."""
+        if self._bind is None:
+            self._bind = numpy_step.binder(self.python) if self.python else (None, "no NumPy step was made")
+        return self._bind
 
     def cached(self):
         """True when an earlier process compiled this program into Numba's on-disk cache (or this one loaded it)."""
@@ -217,6 +250,7 @@ class StepProgram:
 
 
 _programs = {}  # source: StepProgram
+DIGEST = "{kernels_digest}"  # in a source from _source until StepProgram.source fills it in
 
 
 class Capture:
@@ -288,15 +322,16 @@ def _capture(loss, graph):
     units, reason = compiler.rules(low)
     if reason:
         return None, reason
-    source, stored, kept = _source(low, units)
+    source, python, stored, kept = _source(low, units)
     program = _programs.get(source)
     if program is None:
-        program = _programs[source] = StepProgram(source)
+        program = _programs[source] = StepProgram(source, python)
     return Capture(low, program, stored, kept, [n.value.shape[1:] for n in leaves if isinstance(n, Input)]), None
 
 
 def _source(low, units):
-    """The program's source, the buffer names it views in the arena in record order, and {node: its kept buffer}
+    """The program's source, the same step as Python over the NumPy twins (fastedf.numpy_step), the buffer names
+    it views in the arena in record order, and {node: its kept buffer}
     for the nodes whose data gradient is computed when read: Linear and Conv keep their weight, a loss its
     prediction, copied at every backward as the nodes do (Node.keeps_deferred)."""
     from . import compiler, rolling
@@ -325,27 +360,28 @@ def _source(low, units):
         full = rolling.VIEWS[name[0]] + name[1:]
         views.append(f"{name} = {full}[:n]" if low.batched[low.graph[int(name[1:])]] else f"{name} = {full}")
         names.add(full)
-    prologue = []
+    params = []
     for name in sorted(n for n in names if n[0] == "q"):  # a Parameter's 2-D view
         rank = low.graph[int(name[1:])].value.ndim
         param = f"p{name[1:]}"
-        prologue.append(f"{name} = {param}" if rank == 2 else f"{name} = {param}.reshape((1, {param}.size))")
-    stored, record = sorted(n for n in names if n[0] in "deVGw"), 0
+        params.append(f"{name} = {param}" if rank == 2 else f"{name} = {param}.reshape((1, {param}.size))")
+    stored, record, arena_views = sorted(n for n in names if n[0] in "deVGw"), 0, []
     for name in stored:
         _, shape, dtype = compiler._storage(low, name, 1)
-        prologue.append(f"{name} = view{len(shape)}({'iarena' if dtype == 'int64' else 'arena'}, table, "
-                        f"np.int64({record}))")
+        arena_views.append(f"{name} = view{len(shape)}({'iarena' if dtype == 'int64' else 'arena'}, table, "
+                           f"np.int64({record}))")
         record += 2 + len(shape)
     args = [low.value(n) for n in leaves if isinstance(n, Input)] + [low.value(n) for n in leaves
                                                                      if isinstance(n, Parameter)]  # as Plan passes
     if _padded(len(args)):
         args.append(PADDING)
-    body = {"args": ", ".join(args), "rows": f"{first}.shape[0]",
-            "kernels_digest": compiler._kernels_digest(), "op_imports": compiler._OP_IMPORTS}
-    for key, depth, lines in (("prologue", 4, prologue + views + local), ("forward", 4, forward),
+    body = {"args": ", ".join(args), "rows": f"{first}.shape[0]", "kernels_digest": DIGEST,
+            "op_imports": compiler._OP_IMPORTS}
+    for key, depth, lines in (("prologue", 4, params + arena_views + views + local), ("forward", 4, forward),
                               ("backward", 8, backward)):
         body[key] = "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
-    return TEMPLATE.format(**body), stored, kept
+    python = numpy_step.source(body["args"], body["rows"], arena_views, views, params + local, forward, backward)
+    return TEMPLATE.format(**body), python, stored, kept
 
 
 def _padded(leaves):
@@ -365,10 +401,15 @@ class Plan:
     for every node but those in `eager_backward`, whose own backward ran since and stored its own.
     """
 
-    def __init__(self, loss, cap):
+    def __init__(self, loss, cap, numpy_spent=None):
         from .ops.linear import Linear
         low = cap.low
-        self.loss, self.cap, self.step = loss, cap, cap.program.step
+        self.loss, self.cap = loss, cap
+        # numpy: the steps run as the NumPy step (bound to the arena by _layout) until the loop has spent
+        # what loading Numba and the program costs, counted as the Watch counts (`spent`, `last`)
+        self.numpy = numpy_spent is not None
+        self.step = None if self.numpy else cap.program.step
+        self.spent, self.last, self.numba_after = numpy_spent, None, WARM_SECONDS  # until cached() says more
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.params = [n for n in low.graph if isinstance(n, Parameter)]
@@ -480,6 +521,8 @@ class Plan:
         return args, n, raw
 
     def _forward(self):
+        if self.numpy:
+            self._tick()
         args, n, raw = self._leaf_args()
         if n > self.capacity:
             self._layout(n)
@@ -489,6 +532,25 @@ class Plan:
         self.generation += 1
         self.pending = False
         self.breaks = 0
+
+    def _tick(self):
+        """The NumPy step's loop clock: once the loop has spent what the compiled step costs, run that instead."""
+        now = time.perf_counter()
+        if self.last is not None and now - self.last < config.LOOP_GAP:
+            self.spent += now - self.last
+        self.last = now
+        if self.spent < self.numba_after + config.numba_switch_seconds():
+            return
+        if self.numba_after == WARM_SECONDS and not self.cap.program.cached():  # asked once: it lists a folder
+            self.numba_after = COLD_SECONDS
+            return
+        try:
+            step = self.cap.program.step
+        except Exception as error:  # a program that does not compile: the NumPy step it is, for good
+            self.numba_after = float("inf")
+            stats["refused"][repr(self.loss)] = f"the step program failed: {type(error).__name__}: {error}"
+            return
+        self.numpy, self.step = False, step
 
     def _backward(self):
         args, raw = self.forward_args, self.forward_raw
@@ -518,6 +580,7 @@ class Plan:
         self.backward_raw = raw
         self.breaks = 0
         stats["fused_steps"] += 1
+        stats["numpy_steps"] += self.numpy
 
     def _layout(self, rows):
         """The arena and table for batches of up to `rows` rows (the buffers of compiler._storage)."""
@@ -538,6 +601,8 @@ class Plan:
         self.memory = {key: (self.arena if dtype == "float64" else self.iarena)[lo:hi]
                        for key, (dtype, lo, hi) in where.items()}
         self.capacity, self.views = rows, views
+        if self.numpy:
+            self.step = self.cap.program.numpy_bind()[0](self.arena, self.iarena, self.table)
 
     # --- where the loop stands ---
 

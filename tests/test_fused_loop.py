@@ -4,7 +4,8 @@ Every test runs one script twice: node by node (fastedf.fused.node_by_node())
 and as the loop runs by default, with fusing starting at a graph's third step;
 every number the script records must agree to 1e-12, and steps must really
 have been fused (the counter fastedf.fused.stats["fused_steps"]), unless the
-test is about a graph that must not fuse.
+test is about a graph that must not fuse.  Each test runs with the compiled
+step and with the NumPy step (fastedf.numpy_step) throughout.
 """
 import subprocess
 import sys
@@ -18,12 +19,20 @@ from fastedf import fused
 TOL = 1e-12
 
 
-@pytest.fixture(autouse=True)
-def fuse_from_the_third_step(monkeypatch):
-    monkeypatch.setattr(fused, "WARM_SECONDS", 0.0)
-    monkeypatch.setattr(fused, "COLD_SECONDS", 0.0)
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def fuse_from_the_third_step(monkeypatch, request):
+    numpy = request.param == "numpy"
+    # the NumPy step's plan moves to the compiled step after WARM or COLD seconds: never, here
+    monkeypatch.setattr(fused, "WARM_SECONDS", 1e9 if numpy else 0.0)
+    monkeypatch.setattr(fused, "COLD_SECONDS", 1e9 if numpy else 0.0)
+    monkeypatch.setattr(fused, "NUMPY_SECONDS", 0.0)
+    monkeypatch.setattr(fused, "_numpy_first", lambda: numpy)
     monkeypatch.setattr(fused, "RETRY_SECONDS", 0.0)
     monkeypatch.setattr(fused, "ENABLED", True)
+    before = fused.stats["numpy_steps"], fused.stats["fused_steps"]
+    yield
+    numpy_steps, fused_steps = (fused.stats[k] - b for k, b in zip(("numpy_steps", "fused_steps"), before))
+    assert numpy_steps == (fused_steps if numpy else 0)
 
 
 def numbers(value):
@@ -430,6 +439,7 @@ def test_a_bad_label_raises_the_nodes_error():
 def test_no_fusing_under_node_by_node_and_before_the_loop_repays_it(monkeypatch):
     monkeypatch.setattr(fused, "COLD_SECONDS", 1e9)
     monkeypatch.setattr(fused, "WARM_SECONDS", 1e9)
+    monkeypatch.setattr(fused, "NUMPY_SECONDS", 1e9)
     before = fused.stats["fused_steps"]
     train("logistic")
     assert fused.stats["fused_steps"] == before

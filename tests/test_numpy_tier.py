@@ -18,6 +18,7 @@ import pytest
 
 import fastedf.ops  # noqa: F401  (every kernel module)
 from fastedf import config
+from fastedf.node import _sum_to
 
 config.activate()  # the kernels below are Numba's; their twins are in config.twins
 
@@ -33,20 +34,24 @@ COURSE_KERNELS = {
     "fastedf.ops.conv": ["conv_forward", "conv_backward", "conv_input_grad", "maxpool_forward",
                          "maxpool_backward"],
 }
+# ... and every kernel the fused loop's NumPy step calls (fastedf.numpy_step) beside those
+STEP_KERNELS = {"fastedf.ops.elementwise": ["broadcast_binary", "sum_to", "product_sum_to"],
+                "fastedf.ops.conv": ["copy_into", "split_bias_row"]}
+TWINNED = {m: COURSE_KERNELS.get(m, []) + STEP_KERNELS.get(m, []) for m in {**COURSE_KERNELS, **STEP_KERNELS}}
 
 
 def pair(name):
     """(kernel, twin) for the kernel called `name`."""
-    module = next(m for m, names in COURSE_KERNELS.items() if name in names)
+    module = next(m for m, names in TWINNED.items() if name in names)
     kernel = getattr(sys.modules[module], name)
     return kernel, config.twins[kernel.py_func]
 
 
-def test_every_kernel_the_course_nodes_call_has_a_twin_and_no_other_does():
+def test_every_kernel_the_course_nodes_or_the_numpy_step_call_has_a_twin_and_no_other_does():
     have = {f"{f.__module__}.{f.__name__}" for f in config.twins}
-    want = {f"{m}.{n}" for m, names in COURSE_KERNELS.items() for n in names}
+    want = {f"{m}.{n}" for m, names in TWINNED.items() for n in names}
     assert have == want
-    for module, names in COURSE_KERNELS.items():
+    for module, names in TWINNED.items():
         for name in names:
             kernel, twin = pair(name)
             assert twin.__module__ == module and twin.__name__ == f"{name}_numpy"  # written beside its kernel
@@ -215,6 +220,35 @@ def test_conv_twins(batch, H, W, cin, kh, kw, cout, rng):
     close(got[0], want[0], scale=bound)
 
 
+@pytest.mark.parametrize("a_shape,b_shape", [((4, 3), (4, 3)), ((4, 3), (1, 3)), ((4, 1), (1, 3)), ((1, 1), (5, 1)),
+                                             ((1, 1), (1, 1)), ((0, 2), (1, 2))])
+def test_broadcast_twins(a_shape, b_shape, rng):
+    a, b = rng.normal(size=a_shape), rng.normal(size=b_shape)
+    out_shape = np.broadcast_shapes(a_shape, b_shape)
+    for multiply in (True, False):
+        (_, [want]), (_, [got]) = both("broadcast_binary", a, b, multiply, np.empty(out_shape), outs=(3,))
+        assert np.array_equal(got, want)  # one product or sum per element: exactly
+    g = rng.normal(size=out_shape)
+    for shape in (a_shape, b_shape):
+        (_, [want]), (_, [got]) = both("sum_to", g, np.full(shape, np.nan), outs=(1,))
+        close(got, want, scale=_sum_to(np.abs(g), shape))
+        other = b if shape == a_shape else a
+        (_, [want]), (_, [got]) = both("product_sum_to", g, other, np.full(shape, np.nan), outs=(2,))
+        close(got, want, scale=_sum_to(np.abs(g * other), shape))
+
+
+def test_copy_and_bias_row_twins(rng):
+    src = rng.normal(size=7)
+    (_, [want]), (_, [got]) = both("copy_into", np.empty(7), src, outs=(0,))
+    assert np.array_equal(got, want) and np.array_equal(got, src)
+    dKb = rng.normal(size=(10, 4))  # 9 taps and the bias row
+    (_, want), (_, got) = both("split_bias_row", dKb, np.empty((3, 3, 1, 4)), np.empty(4), outs=(1, 2))
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    for f in pair("split_bias_row"):
+        with pytest.raises(ValueError, match="different sizes"):
+            f(dKb, np.empty((2, 4)), np.empty(4))
+
+
 @pytest.mark.parametrize("size", [2, 3])
 def test_maxpool_twins(size, rng):
     x = rng.normal(size=(2, 2 * size, 3 * size, 3))
@@ -267,6 +301,7 @@ LOOP = """
         if loaded_at is None and "numba" in sys.modules:
             loaded_at = step
     print(json.dumps({{"loaded_at": loaded_at, "fused": fused.stats["fused_steps"],
+                      "numpy_steps": fused.stats["numpy_steps"],
                       "A": A.value.ravel().tolist(), "loss": float(loss.value)}}))
 """
 
@@ -283,9 +318,12 @@ def test_a_loop_switches_to_numba_once_it_has_spent_the_tier_and_gives_the_same_
     numba = run(LOOP.format(steps=steps), FASTEDF_NUMPY_TIER_SECONDS="0")
     numpy = run(LOOP.format(steps=steps), FASTEDF_NUMPY_TIER_SECONDS="1e9")
     switched = run(LOOP.format(steps=steps), FASTEDF_NUMPY_TIER_SECONDS="0.02")
-    assert numba["loaded_at"] == 0 and numba["fused"] > 0
-    assert numpy["loaded_at"] is None and numpy["fused"] == 0  # the fused loop would load Numba: not before
+    assert numba["loaded_at"] == 0 and numba["fused"] > 0 and numba["numpy_steps"] == 0
+    # fused from the first milliseconds as the NumPy step, which never loads Numba
+    assert numpy["loaded_at"] is None and numpy["fused"] == numpy["numpy_steps"] > steps - 100
+    # the NumPy step, then the compiled one: the same plan, its buffers kept
     assert 0 < switched["loaded_at"] < steps - 100
+    assert 0 < switched["numpy_steps"] < switched["fused"]
     for got in (numpy, switched):
         np.testing.assert_allclose(got["A"], numba["A"], rtol=1e-12)
         np.testing.assert_allclose(got["loss"], numba["loss"], rtol=1e-12)

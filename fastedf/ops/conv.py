@@ -46,6 +46,11 @@ def copy_into(dst, src):
         dst[q] = src[q]
 
 
+@numpy_twin(copy_into)
+def copy_into_numpy(dst, src):
+    dst[:] = src
+
+
 @kernel
 def add_into(dst, src):
     """dst[q] += src[q] for every q; 1-D, as many elements."""
@@ -200,6 +205,15 @@ def split_bias_row(dKb, dK, db):
     copy_into(dK.reshape(dK.size), dKb.reshape(dKb.size)[:dK.size])
     for o in range(cout):
         db.flat[o] = dKb[taps, o]
+
+
+@numpy_twin(split_bias_row)
+def split_bias_row_numpy(dKb, dK, db):
+    taps, cout = dKb.shape[0] - 1, dKb.shape[1]
+    if dK.size != taps * cout or db.size != cout:
+        raise ValueError("fastedf kernel: arrays of different sizes")
+    dK.reshape(taps, cout)[...] = dKb[:taps]
+    db.reshape(cout)[...] = dKb[taps]
 
 
 @kernel

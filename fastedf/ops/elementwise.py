@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..config import kernel
+from ..config import kernel, numpy_twin
 from ..node import Node, _reusable, _sum_to
 
 
@@ -19,6 +19,11 @@ def broadcast_binary(a, b, multiply, out):
             out[i, j] = x * y if multiply else x + y
 
 
+@numpy_twin(broadcast_binary)
+def broadcast_binary_numpy(a, b, multiply, out):
+    (np.multiply if multiply else np.add)(a, b, out=out)
+
+
 @kernel
 def sum_to(g, out):
     """out = g summed over the axes where out has size 1: the gradient of a broadcast input.  2-D."""
@@ -28,6 +33,11 @@ def sum_to(g, out):
         io = i if out.shape[0] > 1 else 0
         for j in range(cols):
             out[io, j if out.shape[1] > 1 else 0] += g[i, j]
+
+
+@numpy_twin(sum_to)
+def sum_to_numpy(g, out):
+    out[...] = _sum_to(g, out.shape)
 
 
 @kernel
@@ -40,6 +50,11 @@ def product_sum_to(g, other, out):
         ih = i if other.shape[0] > 1 else 0
         for j in range(cols):
             out[io, j if out.shape[1] > 1 else 0] += g[i, j] * other[ih, j if other.shape[1] > 1 else 0]
+
+
+@numpy_twin(product_sum_to)
+def product_sum_to_numpy(g, other, out):
+    out[...] = _sum_to(g * other, out.shape)
 
 
 

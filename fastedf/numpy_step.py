@@ -1,0 +1,122 @@
+"""A fused course-loop step run as Python over the kernels' NumPy twins, for a process without Numba.
+
+fastedf.fused lowers a graph to one step program: kernel calls over views of
+one arena.  Numba compiles it only once the loop has repaid loading Numba and
+the program (fastedf.fused.Plan), a fifth of a second at best, which most
+course scripts never reach.  Until then the same lines run as Python, each
+kernel replaced by its NumPy twin (fastedf.config.numpy_twin), so the loop is
+fused within its first milliseconds and its node calls only say where it
+stands.  A 2-3-1 MLP's step at B = 2 took 40 us node by node on the twins,
+42 us on the NumPy EDF and 27 us so (benchmarks/bench_course_loop.py has the
+figures for the course graphs).
+
+The arena, its table and the calls are the compiled program's, so a plan moves
+to the compiled step between two steps with every buffer where it is, and the
+numbers are the twins', which the node-by-node path calls too.  What differs
+from the compiled step: the views of the arena are made once per arena and
+row count, not at every call (each costs about what a small twin does), and
+the step runs under one np.errstate instead of one per twin.
+"""
+import importlib.util
+import marshal
+import os
+import re
+import sys
+import zlib
+
+import numpy as np
+
+from . import config
+from .cachedir import cache_dir, write_atomic
+from .env import env_flag
+
+FOLDER = "numpy_steps"  # in the cache directory
+
+TEMPLATE = '''\
+def bind(arena, iarena, table):
+{stored}
+    batches = {{}}
+
+    def step({args}, arena, iarena, table, backward):
+        epoch = start = lo = 0
+        state = np.uint64(0)
+        n = {rows}
+        views = batches.get(n)
+        if views is None:
+            views = batches[n] = ({sliced})
+        {names} = views
+{per_call}
+        if backward:
+{backward}
+            return epoch, start, state, -1
+{forward}
+        arena[arena.size - 1] = loss_sum
+        return epoch, start, state, -1
+    return np.errstate(all="ignore")(step)
+'''
+
+_CALLED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\(")
+_BUILTINS = {"max": max, "min": min, "range": range, "int": int, "float": float, "len": len}
+
+
+def view1(arena, table, i):
+    return arena[table[i]:table[i + 1]]
+
+
+def view2(arena, table, i):
+    return arena[table[i]:table[i + 1]].reshape((table[i + 2], table[i + 3]))
+
+
+def view4(arena, table, i):
+    return arena[table[i]:table[i + 1]].reshape((table[i + 2], table[i + 3], table[i + 4], table[i + 5]))
+
+
+def source(args, rows, stored, sliced, per_call, forward, backward):
+    """The Python step's source from the compiled step's parts (lists of lines; `sliced` as "name = expression").
+
+    stored: the arena's views; sliced: their rows for this batch; per_call: the lines that read the call's
+    arguments (a Parameter's 2-D view, a rule's local views).
+    """
+    names = [line.split(" = ", 1)[0] for line in sliced]
+    expressions = [line.split(" = ", 1)[1] for line in sliced]
+
+    def block(lines, depth):
+        return "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
+    return TEMPLATE.format(stored=block(stored, 4), args=args, rows=rows, sliced="".join(e + ", " for e in expressions),
+                           names="".join(n + ", " for n in names) or "_", per_call=block(per_call, 8),
+                           backward=block(backward, 12), forward=block(forward, 8))
+
+
+def binder(text):
+    """(bind, None) for a step source made by `source`, or (None, why): a call with no NumPy twin.
+
+    bind(arena, iarena, table) gives the step over that arena, called as the compiled step is.
+    """
+    namespace = {"np": np, "view1": view1, "view2": view2, "view4": view4, **_BUILTINS}
+    namespace.update((kernel.__name__, twin.__wrapped__) for kernel, twin in config.twins.items())
+    missing = sorted({name for name in _CALLED.findall(text) if name not in namespace} - {"bind", "step"})
+    if missing:
+        return None, f"no NumPy twin for {', '.join(missing)}"
+    exec(_code(text), namespace)
+    return namespace["bind"], None
+
+
+def _code(text):
+    """The code of a step's source, kept in the cache directory between processes: compiling one took 0.5-1 ms,
+    a third of what fusing a short loop costs, and loading it 0.1 ms.  The entry holds the source it was
+    compiled from and is used only for that source and this Python's bytecode."""
+    header = importlib.util.MAGIC_NUMBER + text.encode() + b"\0"
+    folder = cache_dir() if env_flag("FASTEDF_CACHE", True) else None
+    entry = folder and os.path.join(folder, FOLDER, f"{zlib.crc32(header):08x}.{sys.implementation.cache_tag}")
+    if entry:
+        try:
+            with open(entry, "rb") as kept:
+                data = kept.read()
+            if data.startswith(header):
+                return marshal.loads(data[len(header):])
+        except (OSError, ValueError, EOFError, TypeError):  # none yet, or damaged: compiled again below
+            pass
+    code = compile(text, "<fastedf NumPy step>", "exec", dont_inherit=True)
+    if entry:
+        write_atomic(entry, header + marshal.dumps(code))
+    return code
