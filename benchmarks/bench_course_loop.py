@@ -11,8 +11,9 @@ the table gives the median wall and CPU (process_time) microseconds per update a
 Single thread (BLAS, OpenMP and Numba pinned to 1 before NumPy is imported).  "fastedf nodes" is the same loop
 with fusing switched off (fastedf.fused.node_by_node()).
 
---numpy-tier times fastedf's nodes on the NumPy tier's twins (fastedf.config; Numba never loaded) against
-numpy_edf, the per-update cost of a script too short to switch to Numba.
+--numpy-tier times fastedf's nodes and the fused loop's NumPy step (fastedf.numpy_step) on the NumPy tier's twins
+(fastedf.config; Numba never loaded) against numpy_edf: the per-update cost of a script too short to switch to
+Numba.
 
 --first-step instead times, in fresh processes sharing a new cache directory (the first cold, the second warm):
 the first step (node by node, the kernels compiled or loaded) and the step at which the loop fuses (its
@@ -160,12 +161,13 @@ def main():
     parser.add_argument("--epochs", type=int, default=2, help="at least; more where an epoch has few updates")
     parser.add_argument("--graphs", default="per-sample,logistic,mlp64,digits")
     parser.add_argument("--first-step", action="store_true")
-    parser.add_argument("--numpy-tier", action="store_true", help="fastedf's nodes on NumPy twins, not fused")
+    parser.add_argument("--numpy-tier", action="store_true", help="fastedf's nodes and NumPy step on NumPy twins")
     args = parser.parse_args()
     if args.first_step:
         return first_steps(args.graphs.split(","))
-    fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0  # the steady state: fused from a graph's third step on
-    sides = {side: SIDES[side] for side in SIDES if side != "fastedf fused" or not args.numpy_tier}
+    # the steady state: fused from a graph's third step on (as the NumPy step under --numpy-tier)
+    fused.WARM_SECONDS = fused.COLD_SECONDS = fused.NUMPY_SECONDS = 0.0
+    sides = SIDES
     table = graphs()
     print(f"{'graph':>10} {'B':>3} " + " ".join(f"{s + ' wall':>19} {'cpu':>7}" for s in sides)
           + "".join(f" {s.split()[1] + '/numpy':>11} {'(cpu)':>6}" for s in sides if s != "numpy_edf")
