@@ -320,7 +320,7 @@ def test_a_loop_switches_to_numba_once_it_has_spent_the_tier_and_gives_the_same_
     switched = run(LOOP.format(steps=steps), FASTEDF_NUMPY_TIER_SECONDS="0.02")
     assert numba["loaded_at"] == 0 and numba["fused"] > 0 and numba["numpy_steps"] == 0
     # fused from the first milliseconds as the NumPy step, which never loads Numba
-    assert numpy["loaded_at"] is None and numpy["fused"] == numpy["numpy_steps"] > steps - 100
+    assert numpy["loaded_at"] is None and numpy["fused"] == numpy["numpy_steps"] > steps // 2
     # the NumPy step, then the compiled one: the same plan, its buffers kept
     assert 0 < switched["loaded_at"] < steps - 100
     assert 0 < switched["numpy_steps"] < switched["fused"]

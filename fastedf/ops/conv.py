@@ -48,7 +48,7 @@ def copy_into(dst, src):
 
 @numpy_twin(copy_into)
 def copy_into_numpy(dst, src):
-    dst[:] = src
+    dst[:] = src[:dst.size]
 
 
 @kernel
