@@ -31,6 +31,7 @@ from .cachedir import cache_dir, write_atomic
 from .env import env_flag
 
 FOLDER = "numpy_steps"  # in the cache directory
+MOST_BATCHES = 64  # row counts whose views a step keeps
 
 TEMPLATE = '''\
 def bind(arena, iarena, table):
@@ -43,6 +44,8 @@ def bind(arena, iarena, table):
         n = {rows}
         views = batches.get(n)
         if views is None:
+            if len(batches) >= {most}:  # a script whose batches keep changing size: the views are cheap to remake
+                batches.clear()
             views = batches[n] = ({sliced})
         {names} = views
 {per_call}
@@ -82,7 +85,7 @@ def source(args, rows, stored, sliced, per_call, forward, backward):
 
     def block(lines, depth):
         return "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
-    return TEMPLATE.format(stored=block(stored, 4), args=args, rows=rows, sliced="".join(e + ", " for e in expressions),
+    return TEMPLATE.format(most=MOST_BATCHES, stored=block(stored, 4), args=args, rows=rows, sliced="".join(e + ", " for e in expressions),
                            names="".join(n + ", " for n in names) or "_", per_call=block(per_call, 8),
                            backward=block(backward, 12), forward=block(forward, 8))
 
