@@ -26,9 +26,10 @@ Before activation a Lazy kernel with a twin runs the twin, so a short script
 never pays for loading Numba; fastedf activates once the process has spent
 NUMPY_TIER_SECONDS in calls of twins (ski rental: by then the loop has taken
 what the switch costs, and a loop that long is likely to run as long again).
-Kernels without a twin, fit, compiled programs, Numba typing a Lazy, and the
-fused course loop (whose Watch adds NUMPY_TIER_SECONDS to its threshold while
-Numba is not loaded, fastedf.fused) activate as before.
+Kernels without a twin, fit, compiled programs and Numba typing a Lazy
+activate as before.  The fused course loop first runs as the NumPy step
+(fastedf.numpy_step), whose loop time this clock does not count: the step's
+plan weighs switching to the compiled step itself (fastedf.fused).
   FASTEDF_NUMPY_TIER_SECONDS=s  seconds of twin calls before Numba loads
                                 (default NUMBA_LOAD_SECONDS); 0: Numba from the
                                 first kernel call; a large value: stay in NumPy
@@ -185,7 +186,7 @@ def _loading_light(dispatcher):
 LOOP_GAP = 0.05
 # The NumPy tier's clock: seconds spent in loops of twin calls, and when the last call came.
 _tier_spent = 0.0
-_tier_last = -1.0
+_tier_last = _tier_owned = -1.0
 
 
 class Lazy:
@@ -202,7 +203,7 @@ class Lazy:
         if self.twin is not None and _twins:  # one clock read per call: the compiled path never comes here
             global _tier_spent, _tier_last
             now = time.perf_counter()
-            if now - _tier_last < LOOP_GAP:
+            if now - _tier_last < LOOP_GAP and now - _tier_owned >= LOOP_GAP:
                 _tier_spent += now - _tier_last
             _tier_last = now
             if _tier_spent < NUMPY_TIER_SECONDS:
@@ -249,6 +250,14 @@ def numpy_twin(kernel_):
             kernel_.twin = func
         return func
     return register
+
+
+def tier_owned(now):
+    """A fused loop's NumPy step (fastedf.numpy_step) counted its loop's time at `now` (perf_counter): twin calls
+    within LOOP_GAP of it, such as fastedf's sgd_update between its steps, do not add to this clock, as the step's
+    plan weighs the switch to Numba for its loop itself."""
+    global _tier_owned
+    _tier_owned = now
 
 
 def numba_switch_seconds():

@@ -73,6 +73,11 @@ COLD_SECONDS = 2.0
 # ahead once it has run C / (1 - r) = 4-6 ms more.  Ski rental with that as the price: a loop fuses once it
 # has spent NUMPY_SECONDS, so one that stops right after loses at most this much.
 NUMPY_SECONDS = 0.004
+# A loop on the NumPy step moves to Numba once it has spent what loading Numba and the program costs, as a loop
+# node by node did before the NumPy step: long loops gain what the NumPy step saves before that.  Waiting for
+# C / (1 - r), r the compiled step's share of the NumPy step's time (0.3-0.6 on the course graphs), would lose
+# less on a loop that stops right after, and more on every long one: a digits MLP's 1-3 s loop took 0.1-0.2 s
+# longer (r about 0.5, so twice as long a wait).
 PADDING = "unused"  # the step's extra argument when it would otherwise take 20
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
 
@@ -147,7 +152,7 @@ class Watch:
         if reason:
             return self._later(reason)
         if self.cost is None:  # the loop is a loop: what would its program cost?
-            if _numpy_first() and cap.program.numpy_bind()[0] is not None:
+            if _numpy_first() and self.spent < _numba_after_numpy() and cap.program.numpy_bind()[0] is not None:
                 return Plan(self.loss, cap, numpy_spent=self.spent).install()
             self.cost = (WARM_SECONDS if cap.program.cached() else COLD_SECONDS) + config.numba_switch_seconds()
             if self.spent < self.cost:
@@ -160,6 +165,11 @@ class Watch:
         self.wait, self.retry = self.spent + self.retry, 2 * self.retry
 
 
+def _numba_after_numpy():
+    """The loop time after which a loop on the NumPy step moves to Numba."""
+    return WARM_SECONDS + config.numba_switch_seconds()
+
+
 def _numpy_first():
     """Whether a loop fuses first as the NumPy step: Numba is not loaded, and the NumPy tier is on."""
     return config.numba_switch_seconds() > 0
@@ -167,6 +177,10 @@ def _numpy_first():
 
 class _Break(Exception):
     """A guard failed: the step runs node by node."""
+
+
+class _Drop(_Break):
+    """The plan gives its nodes back: they run node by node from this step on."""
 
 
 TEMPLATE = '''\
@@ -409,7 +423,7 @@ class Plan:
         # what loading Numba and the program costs, counted as the Watch counts (`spent`, `last`)
         self.numpy = numpy_spent is not None
         self.step = None if self.numpy else cap.program.step
-        self.spent, self.last, self.numba_after = numpy_spent, None, WARM_SECONDS  # until cached() says more
+        self.spent, self.last = numpy_spent, None
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.params = [n for n in low.graph if isinstance(n, Parameter)]
@@ -534,20 +548,24 @@ class Plan:
         self.breaks = 0
 
     def _tick(self):
-        """The NumPy step's loop clock: once the loop has spent what the compiled step costs, run that instead."""
+        """The NumPy step's loop clock: once moving to Numba pays (_numba_after_numpy), the compiled step runs, or
+        while the program is not compiled, the nodes run Numba's kernels node by node; raises _Drop then."""
         now = time.perf_counter()
         if self.last is not None and now - self.last < config.LOOP_GAP:
             self.spent += now - self.last
         self.last = now
-        if self.spent < self.numba_after + config.numba_switch_seconds():
+        config.tier_owned(now)  # this loop's time is counted here, not by the twins' clock (fastedf.config)
+        if self.spent < _numba_after_numpy():
             return
-        if self.numba_after == WARM_SECONDS and not self.cap.program.cached():  # asked once: it lists a folder
-            self.numba_after = COLD_SECONDS
-            return
+        if not self.cap.program.cached():
+            # Compiling takes seconds: meanwhile Numba's kernels, node by node, outrun the NumPy step (a 16-16-1
+            # MLP at B = 8: 28 against 46 us a step).  The loop's Watch then compiles when that has paid.
+            config.activate()
+            raise _Drop("the program is not compiled yet: Numba's kernels node by node meanwhile")
         try:
             step = self.cap.program.step
         except Exception as error:  # a program that does not compile: the NumPy step it is, for good
-            self.numba_after = float("inf")
+            self.spent = -float("inf")
             stats["refused"][repr(self.loss)] = f"the step program failed: {type(error).__name__}: {error}"
             return
         self.numpy, self.step = False, step
@@ -644,6 +662,8 @@ class Plan:
         except _Break as why:
             self.at -= 1  # the loss's own forward runs below
             self.to_eager(str(why))
+            if isinstance(why, _Drop) and "_plan" in self.loss.__dict__:
+                self.drop(str(why))
             _base(self.loss).forward(self.loss)
 
     def backward_call(self, node):

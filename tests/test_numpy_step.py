@@ -76,7 +76,7 @@ def test_the_bound_step_gives_the_twins_numbers_for_each_row_count():
     for node in fastedf.topological_sort(loss):
         node.forward()
     plan = fused.Plan(loss, fused.capture(loss)[0], numpy_spent=0.0)
-    plan.numba_after = float("inf")  # the NumPy step throughout, whatever this process has loaded
+    plan.spent = -float("inf")  # the NumPy step throughout, whatever this process has loaded
     assert plan.cap.program.python == text
     plan.install()
     for rows in (4, 2, 4):

@@ -286,6 +286,7 @@ LOOP = """
     import fastedf
     from fastedf import fused
     fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0  # fused as soon as the tier allows
+    {setup}
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(64, 3)), (rng.random((64, 1)) > 0.5) * 1.0
     x, y = fastedf.Input(), fastedf.Input()
@@ -301,7 +302,7 @@ LOOP = """
         if loaded_at is None and "numba" in sys.modules:
             loaded_at = step
     print(json.dumps({{"loaded_at": loaded_at, "fused": fused.stats["fused_steps"],
-                      "numpy_steps": fused.stats["numpy_steps"],
+                      "numpy_steps": fused.stats["numpy_steps"], "refused": list(fused.stats["refused"].values()),
                       "A": A.value.ravel().tolist(), "loss": float(loss.value)}}))
 """
 
@@ -315,9 +316,9 @@ def run(code, **env):
 
 def test_a_loop_switches_to_numba_once_it_has_spent_the_tier_and_gives_the_same_numbers():
     steps = 3000
-    numba = run(LOOP.format(steps=steps), FASTEDF_NUMPY_TIER_SECONDS="0")
-    numpy = run(LOOP.format(steps=steps), FASTEDF_NUMPY_TIER_SECONDS="1e9")
-    switched = run(LOOP.format(steps=steps), FASTEDF_NUMPY_TIER_SECONDS="0.02")
+    numba = run(LOOP.format(steps=steps, setup=""), FASTEDF_NUMPY_TIER_SECONDS="0")
+    numpy = run(LOOP.format(steps=steps, setup=""), FASTEDF_NUMPY_TIER_SECONDS="1e9")
+    switched = run(LOOP.format(steps=steps, setup=""), FASTEDF_NUMPY_TIER_SECONDS="0.02")
     assert numba["loaded_at"] == 0 and numba["fused"] > 0 and numba["numpy_steps"] == 0
     # fused from the first milliseconds as the NumPy step, which never loads Numba
     assert numpy["loaded_at"] is None and numpy["fused"] == numpy["numpy_steps"] > steps // 2
@@ -327,6 +328,29 @@ def test_a_loop_switches_to_numba_once_it_has_spent_the_tier_and_gives_the_same_
     for got in (numpy, switched):
         np.testing.assert_allclose(got["A"], numba["A"], rtol=1e-12)
         np.testing.assert_allclose(got["loss"], numba["loss"], rtol=1e-12)
+
+
+def test_a_loop_on_the_numpy_step_is_not_also_counted_by_the_tier_through_sgd_update():
+    """fastedf.sgd_update calls a twin between the NumPy step's steps; the gaps around those calls are the
+    fused loop's, whose plan alone decides when Numba pays (here never: its program would cost 1e9 s)."""
+    steps = 4000  # ~0.1 s of steps: five times the tier
+    got = run(LOOP.format(steps=steps, setup="fused.WARM_SECONDS = fused.COLD_SECONDS = 1e9"),
+              FASTEDF_NUMPY_TIER_SECONDS="0.02")
+    assert got["loaded_at"] is None and got["numpy_steps"] > steps // 2
+
+
+def test_a_loop_whose_program_is_not_compiled_moves_from_the_numpy_step_to_numbas_kernels(tmp_path):
+    """Once moving to Numba pays and the program would have to be compiled, the nodes run Numba's kernels node by
+    node (faster than the NumPy step) until compiling pays; the numbers stay the node-by-node ones."""
+    steps = 3000
+    numba = run(LOOP.format(steps=steps, setup=""), FASTEDF_NUMPY_TIER_SECONDS="0")
+    got = run(LOOP.format(steps=steps, setup="fused.COLD_SECONDS = 1e9"), FASTEDF_NUMPY_TIER_SECONDS="0.02",
+              FASTEDF_CACHE_DIR=str(tmp_path))  # no program compiled here yet
+    assert 0 < got["loaded_at"] < steps - 100
+    assert got["fused"] == got["numpy_steps"] > 0  # the NumPy step, then node by node: never the program
+    assert any("not compiled yet" in why for why in got["refused"])
+    np.testing.assert_allclose(got["A"], numba["A"], rtol=1e-12)
+    np.testing.assert_allclose(got["loss"], numba["loss"], rtol=1e-12)
 
 
 def test_fit_numba_typing_a_kernel_and_a_kernel_without_a_twin_load_numba_whatever_the_tier():
