@@ -2,10 +2,13 @@
 
 Course scripts train by calling forward() on every node in order, backward()
 in reverse, then updating the Parameters themselves.  Once such a loop has run
-long enough to repay a compile (`Watch`), the graph behind its loss runs each
-step as two calls of one compiled program, made from the same compile rules
-(each op's `lower`) as fit's, without the SGD update: the forward at the loss's
-forward(), the backward at the loss's backward(), each reading the Inputs and
+long enough to repay capturing it (`Watch`), the graph behind its loss runs each
+step as two calls of one step program: first as Python over the kernels' NumPy
+twins (fastedf.numpy_step) while Numba is not loaded, then, once the loop has
+also repaid loading Numba and the program, compiled.  The program is made from
+the same compile rules (each op's `lower`) as fit's, without the SGD update:
+the forward at the loss's forward(), the backward at the loss's backward(),
+each reading the Inputs and
 Parameters as they are at that moment, as node-by-node execution does.  The
 operations' own forward()/backward() calls only check that they are the next
 call of the recorded plan.  Two calls, not one: a script may change a
