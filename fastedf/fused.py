@@ -53,7 +53,7 @@ import weakref
 
 import numpy as np
 
-from . import config, numpy_step
+from . import config
 from .config import env_flag
 from .node import F64, Input, Parameter, _reusable
 
@@ -243,6 +243,7 @@ class StepProgram:
     def numpy_bind(self):
         """(bind, None): bind(arena, iarena, table) gives the NumPy step over that arena; or (None, why not)."""
         if self._bind is None:
+            from . import numpy_step
             self._bind = numpy_step.binder(self.python) if self.python else (None, "no NumPy step was made")
         return self._bind
 
@@ -397,6 +398,7 @@ def _source(low, units):
     for key, depth, lines in (("prologue", 4, params + arena_views + views + local), ("forward", 4, forward),
                               ("backward", 8, backward)):
         body[key] = "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
+    from . import numpy_step
     python = numpy_step.source(body["args"], body["rows"], arena_views, views, params + local, forward, backward)
     return TEMPLATE.format(**body), python, stored, kept
 
