@@ -562,14 +562,16 @@ class Plan:
         config.tier_owned(now)  # this loop's time is counted here, not by the twins' clock (fastedf.config)
         if self.spent < _numba_after_numpy():
             return
-        if not self.cap.program.cached():
-            # Compiling takes seconds: meanwhile Numba's kernels, node by node, outrun the NumPy step (a 16-16-1
-            # MLP at B = 8: 28 against 46 us a step).  The loop's Watch then compiles when that has paid.
-            config.activate()
-            raise _Drop("the program is not compiled yet: Numba's kernels node by node meanwhile")
         try:
+            if not self.cap.program.cached():
+                # Compiling takes seconds: meanwhile Numba's kernels, node by node, outrun the NumPy step (a
+                # 16-16-1 MLP at B = 8: 28 against 46 us a step).  The loop's Watch compiles once that has paid.
+                config.activate()
+                raise _Drop("the program is not compiled yet: Numba's kernels node by node meanwhile")
             step = self.cap.program.step
-        except Exception as error:  # a program that does not compile: the NumPy step it is, for good
+        except _Drop:
+            raise
+        except Exception as error:  # no Numba, a program that does not compile: the NumPy step, for good
             self.spent = -float("inf")
             stats["refused"][repr(self.loss)] = f"the step program failed: {type(error).__name__}: {error}"
             return

@@ -92,3 +92,34 @@ def test_the_bound_step_gives_the_twins_numbers_for_each_row_count():
         expected = terms.sum() if loss.reduction == "sum" else terms.mean()
         np.testing.assert_allclose(loss.value, expected, rtol=1e-12)
     assert plan.numpy and plan.generation == 4  # install's forward and the three above, each the NumPy step's
+
+
+@pytest.mark.parametrize("where", ["cached", "step"])
+def test_a_program_that_cannot_be_had_leaves_the_loop_on_the_numpy_step(monkeypatch, where):
+    """An unreadable cache folder, a program that does not compile: the loop stays on the NumPy step."""
+    def fails(self):
+        raise RuntimeError("no compiler here")
+    monkeypatch.setattr(fused.StepProgram, "cached", fails if where == "cached" else lambda self: True)
+    monkeypatch.setattr(fused.StepProgram, "step", property(fails))
+    x, y = fastedf.Input(), fastedf.Input()
+    A, b = fastedf.Parameter(np.array([[0.3], [-0.2]])), fastedf.Parameter(np.array([0.1]))
+    loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(x, A, b)))
+    graph = fastedf.topological_sort(loss)
+    x.value, y.value = np.ones((4, 2)), np.ones((4, 1))
+    fastedf.forward_pass(graph)
+    plan = fused.Plan(loss, fused.capture(loss)[0], numpy_spent=1e9)  # long past the move to Numba
+    plan.install()
+    for _ in range(3):
+        fastedf.forward_pass(graph)
+        fastedf.backward_pass(graph)
+    assert plan.numpy and "_plan" in loss.__dict__
+    assert fused.stats["refused"][repr(loss)] == "the step program failed: RuntimeError: no compiler here"
+    with fused.node_by_node():
+        x2, y2 = fastedf.Input(), fastedf.Input()
+        A2, b2 = fastedf.Parameter(A.value.copy()), fastedf.Parameter(b.value.copy())
+        loss2 = fastedf.BCE(y2, fastedf.Sigmoid(fastedf.Linear(x2, A2, b2)))
+        x2.value, y2.value = x.value, y.value
+        fastedf.forward_pass(fastedf.topological_sort(loss2))
+        fastedf.backward_pass(fastedf.topological_sort(loss2))
+    np.testing.assert_allclose(loss.value, loss2.value, rtol=1e-12)
+    np.testing.assert_allclose(A.gradients[A], A2.gradients[A2], rtol=1e-12)
