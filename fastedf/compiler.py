@@ -58,7 +58,7 @@ import numpy as np
 from . import rolling
 from .cachedir import cache_dir  # noqa: F401  (fastedf.compiler.cache_dir for its callers)
 from .config import warn_cache_damage
-from .node import Input, Parameter
+from .node import Input, Parameter, missing_rule
 from .ops import MODULES
 
 # `train` takes two arguments per Input and 15 others, an odd count: never 20.  CPython 3.11 keeps every freed
@@ -196,8 +196,8 @@ def _unsupported(graph, low):
     if getattr(loss, "reduction", None) is None or not hasattr(loss, "lower"):
         return f"the loss {loss} is a {type(loss).__name__}, not a fastedf loss (BCE or CE)"
     for node in graph:
-        if type(node) not in (Input, Parameter) and not hasattr(type(node), "lower"):
-            return f"{node} is a {type(node).__name__}, which has no compiled rule"
+        if missing_rule(node):
+            return missing_rule(node)
         own = _own_code(type(node))
         if own:
             return (f"{node} is a {type(node).__name__}, which overrides {own}(): the compile rule it inherits "

@@ -55,7 +55,7 @@ import numpy as np
 
 from . import config
 from .config import env_flag
-from .node import F64, Input, Parameter, _reusable
+from .node import F64, Input, Parameter, _reusable, missing_rule
 
 ENABLED = env_flag("FASTEDF_FUSE", True)
 BREAKS_TO_DROP = 3  # node-by-node steps in a row after which a plan is dropped
@@ -83,6 +83,7 @@ NUMPY_SECONDS = 0.004
 # longer (r about 0.5, so twice as long a wait).
 PADDING = "unused"  # the step's extra argument when it would otherwise take 20
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
+CAPTURE_SHARE = 0.05  # ... and not before its captures have taken at most this share of the loop's time
 
 stats = {"fused_steps": 0, "numpy_steps": 0, "node_steps": 0, "plans": 0, "dropped": 0, "refused": {}}
 
@@ -134,13 +135,14 @@ class Watch:
         self.loss, self.active = loss, True
         self.last, self.spent, self.wait, self.retry, self.cost = None, 0.0, 0.0, RETRY_SECONDS, None
         self.wait = NUMPY_SECONDS if _numpy_first() else config.numba_switch_seconds()
+        self.tried = 0.0  # seconds its captures took
 
     def tick(self):
         now = time.perf_counter()
         if self.last is not None and now - self.last < config.LOOP_GAP:
             self.spent += now - self.last
         self.last = now
-        if self.spent <= self.wait or _off:
+        if self.spent <= self.wait or self.tried > CAPTURE_SHARE * self.spent or _off:
             return
         try:
             self._try()
@@ -151,7 +153,9 @@ class Watch:
             stats["refused"][repr(self.loss)] = f"the step program failed: {type(error).__name__}: {error}"
 
     def _try(self):
+        start = time.perf_counter()
         cap, reason = capture(self.loss)
+        self.tried += time.perf_counter() - start
         if reason:
             return self._later(reason)
         if self.cost is None:  # the loop is a loop: what would its program cost?
@@ -304,9 +308,12 @@ def _is_number(value):
 
 
 def _capture(loss, graph):
-    from . import compiler
     from .ops.losses import Loss, _labels_fit
     leaves, ops = [n for n in graph if not n.inputs], [n for n in graph if n.inputs]
+    for node in ops:  # before the compile rules are imported: a user's own node is the common refusal
+        if missing_rule(node):
+            return None, missing_rule(node)
+    from . import compiler
     for node in leaves:
         if not isinstance(node, (Input, Parameter)):
             return None, f"{node} has no inputs but is not an Input or a Parameter"

@@ -252,3 +252,10 @@ class Parameter(Node):
         self.gradients[self] = self.upstream_gradient()
 
 
+
+
+def missing_rule(node):
+    """Why `node` has no compile rule (a `lower` method, fastedf.compiler), or '' when it has one or needs none."""
+    if type(node) in (Input, Parameter) or hasattr(type(node), "lower"):
+        return ""
+    return f"{node} is a {type(node).__name__}, which has no compiled rule"

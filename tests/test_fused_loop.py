@@ -28,6 +28,7 @@ def fuse_from_the_third_step(monkeypatch, request):
     monkeypatch.setattr(fused, "NUMPY_SECONDS", 0.0)
     monkeypatch.setattr(fused, "_numpy_first", lambda: numpy)
     monkeypatch.setattr(fused, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(fused, "CAPTURE_SHARE", float("inf"))
     monkeypatch.setattr(fused, "ENABLED", True)
     before = fused.stats["numpy_steps"], fused.stats["fused_steps"]
     yield
@@ -367,6 +368,47 @@ def test_a_user_numpy_node_runs_the_graph_node_by_node():
         return records + [A.value, b.value]
     check(script, fuses=False)
     assert any("Cube" in reason for reason in fused.stats["refused"].values())
+
+
+def test_a_graph_that_cannot_fuse_is_captured_again_within_a_share_of_the_loop(monkeypatch):
+    """A user's node in the graph: looked at again as the loop goes on (the graph may change), but its captures
+    take at most CAPTURE_SHARE of the loop's time, whatever the retry interval."""
+    monkeypatch.setattr(fused, "CAPTURE_SHARE", 0.05)
+    captures = []
+    real = fused.capture
+
+    def counted(loss):
+        captures.append(loss)
+        return real(loss)
+    monkeypatch.setattr(fused, "capture", counted)
+
+    class Square(fastedf.Node):
+        def __init__(self, x):
+            super().__init__([x])
+
+        def forward(self):
+            self.value = self.inputs[0].value ** 2
+
+        def backward(self):
+            x = self.inputs[0]
+            self.gradients[x] = 2 * x.value * self.outputs[0].gradients[self]
+
+    X, Y = data()
+    x, y = fastedf.Input(), fastedf.Input()
+    A, b = fastedf.Parameter(np.array([[0.3], [-0.2]])), fastedf.Parameter(np.zeros(1))
+    loss = fastedf.BCE(y, fastedf.Sigmoid(Square(fastedf.Linear(x, A, b))))
+    graph = fastedf.topological_sort(loss)
+    steps = 0
+    for _ in range(50):
+        for _ in batches(x, y, X, Y, 4):
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update([A, b], 0.1)
+            steps += 1
+    w = loss._watch
+    assert captures and len(captures) < steps // 2  # with no share, every step past the first few
+    assert w.tried <= fused.CAPTURE_SHARE * w.spent + 2 * w.tried / len(captures)  # 5%, give or take the last
+    assert "has no compiled rule" in fused.stats["refused"][repr(loss)]
 
 
 def test_graph_changed_between_steps_and_calls_out_of_order():
