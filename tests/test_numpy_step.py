@@ -3,6 +3,7 @@
 Its numbers are tested with every fused-loop test (tests/test_fused_loop.py runs each with the NumPy step
 throughout) and across the switch to the compiled step (tests/test_numpy_tier.py).
 """
+import marshal
 import os
 
 import numpy as np
@@ -53,6 +54,19 @@ def test_the_code_is_kept_served_for_its_source_only_and_made_again_when_damaged
     assert len(list(cache.iterdir())) == 2
     entry.write_bytes(kept[:len(kept) // 2] + b"garbage")  # damaged: compiled and kept again
     assert numpy_step.binder(text)[0] is not None
+    assert entry.read_bytes() == kept
+
+
+def test_a_kept_entry_whose_payload_is_not_code_is_made_again(cache):
+    """Damage past the source it names: the payload loads, but as another object than code."""
+    text = logistic_source()
+    numpy_step.binder(text)
+    (entry,) = cache.iterdir()
+    kept = entry.read_bytes()
+    header = kept[:kept.index(text.encode()) + len(text.encode()) + 1]
+    entry.write_bytes(header + marshal.dumps(1))
+    bind, why = numpy_step.binder(text)
+    assert why is None and bind is not None
     assert entry.read_bytes() == kept
 
 
