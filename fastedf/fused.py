@@ -282,25 +282,32 @@ class Capture:
 def capture(loss):
     """(Capture, None) for the graph behind `loss` as its values stand now, or (None, why it cannot fuse).
 
-    An Input fed a number (the per-sample scripts' floats) is captured as a batch of one (1, 1) row.
+    An Input fed a number (the per-sample scripts' floats) is captured as a batch of one (1, 1) row, one fed
+    integers, booleans or float32 (XOR's data, int labels) as float64, as the program takes it (Plan._leaf_args).
     """
     from .graph import _ancestors_first
     from .ops.losses import Loss
     if not isinstance(loss, Loss) or loss.outputs:
         return None, f"{loss} is not a fastedf loss that ends its graph"
     graph = _ancestors_first([loss])
-    numbers = [(n, n.value) for n in graph if isinstance(n, Input) and _is_number(n.value)]
+    fed = [(n, n.value) for n in graph if isinstance(n, Input) and _as_float64(n.value) is not None]
     try:
-        for node, value in numbers:
-            node.value = np.full((1, 1), float(value))
+        for node, value in fed:
+            node.value = _as_float64(value)
         return _capture(loss, graph)
     finally:
-        for node, value in numbers:
+        for node, value in fed:
             node.value = value
 
 
-def _is_number(value):
-    return isinstance(value, (int, float, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0)
+def _as_float64(value):
+    """An Input's value as the program takes it, where that is not the value itself: a number as a (1, 1) row,
+    a real array of another dtype as float64; else None."""
+    if isinstance(value, (int, float, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return np.full((1, 1), float(value))
+    if isinstance(value, np.ndarray) and value.dtype != F64 and value.dtype.kind in "biuf":
+        return value.astype(F64)
+    return None
 
 
 def _capture(loss, graph):

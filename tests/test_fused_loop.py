@@ -205,6 +205,26 @@ def test_per_sample_graph_of_multiply_and_addition(feed):
     check(script)
 
 
+@pytest.mark.parametrize("dtype", [int, bool, np.float32])
+def test_data_of_another_dtype_fuses(dtype):
+    """XOR's integer arrays, boolean or float32 data: fused as float64, as the nodes compute with them."""
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * 3).astype(dtype)
+    Y = np.array([[0], [1], [1], [0]] * 3).astype(dtype)
+
+    def script():
+        x, y, params, p, loss = mlp(hidden=3)
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in range(0, 12, 2):
+            x.value, y.value = X[i:i + 2], Y[i:i + 2]
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.5)
+            records += [loss.value, x.gradients[x]]
+        return records + [p.value.copy()] + [t.value for t in params]
+    check(script)
+
+
 def test_predictions_without_the_loss_on_new_batch_shapes():
     """A prediction (forward without the loss) on the test set between steps; last batches are short."""
     def predict(x, y, params, p, loss, X, Y):
