@@ -344,6 +344,8 @@ def _capture(loss, graph):
         if isinstance(node, Input) and not any(hasattr(o, "_data_gradient") or isinstance(o, Loss)
                                                for o in node.outputs):
             low.wants_grad[node] = True
+    for node in ops:  # and the gradients between it and the Parameters' (Linear(Flatten(x)) computes Flatten's)
+        low.wants_grad[node] = any(low.wants_grad[i] for i in node.inputs)
     units, reason = compiler.rules(low)
     if reason:
         return None, reason

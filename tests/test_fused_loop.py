@@ -335,6 +335,29 @@ def test_a_parameter_changed_between_forward_and_backward():
     check(lambda: train("mlp", batch=4, after_forward=change, each_step=gradients))
 
 
+@pytest.mark.parametrize("first", ["flatten", "pool"])
+def test_a_data_gradient_through_nodes_without_parameters(first):
+    """x.gradients[x] where x reaches Linear through Flatten (an MLP on images) or MaxPooling and Flatten."""
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(24, 4, 4, 1)), np.eye(3)[rng.integers(0, 3, 24)]
+
+    def script():
+        x, y = fastedf.Input(), fastedf.Input()
+        h = fastedf.Flatten(x if first == "flatten" else fastedf.MaxPooling(x, 2))
+        params = [fastedf.Parameter(np.random.default_rng(4).normal(0, 0.3, (16 if first == "flatten" else 4, 3))),
+                  fastedf.Parameter(np.zeros(3))]
+        loss = fastedf.CE(y, fastedf.Softmax(fastedf.Linear(h, *params)))
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in batches(x, y, X, Y, 4):
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+            records += [loss.value, x.gradients[x].copy(), h.gradients[h.inputs[0]].copy()]  # reused by backward
+        return records
+    check(script)
+
+
 def test_parameters_shared_by_two_graphs():
     X, Y = data()
 
