@@ -439,6 +439,7 @@ class Plan:
         self.step = None if self.numpy else cap.program.step
         self.spent, self.last = numpy_spent, None
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
+        self.stateful = [n for n in self.ops if n.forward_state]  # what their own forward left is stale after ours
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.params = [n for n in low.graph if isinstance(n, Parameter)]
         self.padding = (0,) if _padded(len(self.inputs) + len(self.params)) else ()
@@ -557,6 +558,9 @@ class Plan:
         if self.step(*args, *self.padding, self.arena, self.iarena, self.table, False)[3] >= 0:
             raise _Break("a label or prediction outside [0, 1]")  # the nodes raise the error
         self.rows, self.forward_args, self.forward_raw = n, args, raw
+        for node in self.stateful:  # a node-by-node backward in this step (a break, a drop) must not use it
+            for attr in node.forward_state:
+                setattr(node, attr, None)
         self.generation += 1
         self.pending = False
         self.breaks = 0

@@ -358,6 +358,22 @@ def test_a_data_gradient_through_nodes_without_parameters(first):
     check(script)
 
 
+@pytest.mark.parametrize("model", ["conv", "mlp"])
+def test_the_nodes_take_over_between_forward_and_backward(model):
+    """A plan dropped after the program's forward: the nodes' own backward (Conv's columns, MaxPooling's maxima)
+    must not use what their last own forward left."""
+    steps = iter(range(1000))
+
+    def drop(params):
+        if next(steps) % 3 == 2:
+            with fused.node_by_node():
+                pass
+
+    def gradients(x, y, params, p, loss, X, Y):
+        return [t.gradients[t].copy() for t in params] + [x.gradients[x]]
+    check(lambda: train(model, batch=4, after_forward=drop, each_step=gradients))
+
+
 def test_parameters_shared_by_two_graphs():
     X, Y = data()
 
