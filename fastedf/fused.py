@@ -831,6 +831,15 @@ def _set_value(self, value):
     d["value"], d["_gen"] = value, d["_plan"].generation
 
 
+def _reduce_ex(self, protocol):
+    """Copying or pickling a fused node gives the node-by-node one: the plan is dropped first (a copy of the
+    plan's buffers would not share its arena), and the loop fuses again as it goes on."""
+    plan = self.__dict__.get("_plan")
+    if plan is not None:
+        plan.drop("a node was copied or pickled")
+    return _base(self).__reduce_ex__(self, protocol)
+
+
 _fused_classes = {}
 
 
@@ -848,5 +857,6 @@ def _fused_class(cls):
     if fused is None:
         fused = _fused_classes[cls] = type(cls.__name__, (cls,), {
             "__module__": cls.__module__, "__qualname__": cls.__qualname__, "_fused_base": cls,
-            "forward": _op_forward, "backward": _op_backward, "value": property(_get_value, _set_value)})
+            "forward": _op_forward, "backward": _op_backward, "value": property(_get_value, _set_value),
+            "__reduce_ex__": _reduce_ex})
     return fused

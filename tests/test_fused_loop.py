@@ -7,6 +7,8 @@ have been fused (the counter fastedf.fused.stats["fused_steps"]), unless the
 test is about a graph that must not fuse.  Each test runs with the compiled
 step and with the NumPy step (fastedf.numpy_step) throughout.
 """
+import copy
+import pickle
 import subprocess
 import sys
 
@@ -372,6 +374,33 @@ def test_the_nodes_take_over_between_forward_and_backward(model):
     def gradients(x, y, params, p, loss, X, Y):
         return [t.gradients[t].copy() for t in params] + [x.gradients[x]]
     check(lambda: train(model, batch=4, after_forward=drop, each_step=gradients))
+
+
+def test_parameters_pickled_and_a_graph_copied_mid_loop():
+    """A checkpoint (pickle of the Parameters, which reach the fused nodes through `outputs`) and a deep copy
+    of the whole graph trained beside it: each copy computes as its own graph."""
+    X, Y = data()
+
+    def script():
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in batches(x, y, X, Y, 4):
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+            records += [loss.value, [t.value for t in pickle.loads(pickle.dumps(params))] if i % 12 == 8 else []]
+        twin = copy.deepcopy(graph)
+        copied = {node: twin[k] for k, node in enumerate(graph)}
+        for i in batches(x, y, X, Y, 4):
+            copied[x].value, copied[y].value = 2 * x.value, y.value
+            for g, trained in ((twin, [copied[t] for t in params]), (graph, params)):
+                fastedf.forward_pass(g)
+                fastedf.backward_pass(g)
+                fastedf.sgd_update(trained, 0.1)
+            records += [loss.value, copied[loss].value, copied[p].value.copy(), p.value.copy()]
+        return records
+    check(script)
 
 
 def test_parameters_shared_by_two_graphs():
