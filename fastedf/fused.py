@@ -256,8 +256,13 @@ class StepProgram:
         if folder is None:  # no writable cache: every process compiles it
             return False
         index = os.path.join(folder, "__pycache__")
-        return (os.path.exists(os.path.join(folder, self.name + ".py")) and os.path.isdir(index)
-                and any(f.startswith(self.name + ".step-") and f.endswith(".nbi") for f in os.listdir(index)))
+        if not (os.path.exists(os.path.join(folder, self.name + ".py")) and os.path.isdir(index)):
+            return False
+        try:
+            entries = os.listdir(index)
+        except OSError:  # another user's, unreadable: Numba could not load from it either
+            return False
+        return any(f.startswith(self.name + ".step-") and f.endswith(".nbi") for f in entries)
 
     @property
     def step(self):

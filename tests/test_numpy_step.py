@@ -106,3 +106,23 @@ def test_the_bound_step_gives_the_twins_numbers_for_each_row_count():
         expected = terms.sum() if loss.reduction == "sum" else terms.mean()
         np.testing.assert_allclose(loss.value, expected, rtol=1e-12)
     assert plan.numpy and plan.generation == 4  # install's forward and the three above, each the NumPy step's
+
+
+def test_an_unreadable_numba_cache_reads_as_not_compiled(cache, monkeypatch):
+    """The NumPy step's plan asks at every step past its switch whether the program is compiled: an unreadable
+    index folder (another user's) must not raise out of the script's forward()."""
+    x, y = fastedf.Input(), fastedf.Input()
+    loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(x, fastedf.Parameter(np.ones((2, 1))),
+                                                         fastedf.Parameter(np.zeros(1)))))
+    x.value, y.value = np.ones((3, 2)), np.ones((3, 1))
+    with fused.node_by_node():
+        fastedf.forward_pass(fastedf.topological_sort(loss))
+    program = fused.StepProgram(fused.capture(loss)[0].program.source)  # not loaded by an earlier test
+    folder = cache.parent
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / (program.name + ".py")).write_text(program.source)
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr(os, "listdir", unreadable)
+    assert program.cached() is False
