@@ -460,6 +460,7 @@ class Plan:
         self.seen = None  # the operations a node-by-node step has called, in order, while it teaches the order
         self.program_backward, self.eager_backward = False, set()
         self.forward_args, self.forward_raw, self.deferred = None, None, {}
+        self.handed = set()  # operations whose value the script got (or set) since the program's forward
 
     # --- installing and dropping ---
 
@@ -468,11 +469,12 @@ class Plan:
         self._forward()  # raises _Break before anything is touched
         for i, node in enumerate(self.ops):
             node.__class__ = _fused_class(type(node))
-            node.__dict__.update(_plan=self, _at=i, _back_at=len(self.ops) - 1 - i, _gen=self.generation)
+            # _gen -1: a value read from here on is the program's, against which the script's changes are checked
+            # (the loss's node-by-node forward, running now, sets its own)
+            node.__dict__.update(_plan=self, _at=i, _back_at=len(self.ops) - 1 - i, _gen=-1)
             for inp in node.inputs:  # gradients are computed when read (Plan.gradient)
                 self.deferred[node, inp] = node.gradients._deferred.get(inp)
                 node.gradients.defer(inp, _Read(self, node, inp))
-        self.loss._gen = -1  # its node-by-node forward is running: it sets its value itself
         self.at = len(self.ops)
         self.eager_backward = set(self.ops)  # their gradients stand until the program's backward
         self.loss._watch.active = False
@@ -566,6 +568,7 @@ class Plan:
         for node in self.stateful:  # a node-by-node backward in this step (a break, a drop) must not use it
             for attr in node.forward_state:
                 setattr(node, attr, None)
+        self.handed.clear()
         self.generation += 1
         self.pending = False
         self.breaks = 0
@@ -597,6 +600,11 @@ class Plan:
         args, raw = self.forward_args, self.forward_raw
         if args is None:
             raise _Break("backward without a forward")
+        for node in self.handed:  # the nodes' backward would read what the script made of it (clipped, scaled)
+            value, held = node.__dict__["value"], self._held(node)
+            if not (type(value) is np.ndarray and value.shape == held.shape and value.dtype is F64
+                    and value.tobytes() == held.tobytes()):  # bit for bit, NaN too: 0.3 us, np.array_equal 4
+                raise _Break(f"{node}.value was changed between forward and backward")
         for node, v in zip(self.inputs, raw):
             if node.value is not v:
                 args, n, raw = self._leaf_args()
@@ -739,11 +747,16 @@ class Plan:
             total = self.arena[-1]
             d["value"] = np.float64(total if node.reduction == "sum" else total / max(self.rows, 1))
         else:
-            shape = self._shape(node, self.rows)
-            out = d["value"] if _reusable(d["value"], shape) else np.empty(shape)
-            out[...] = self._buffer("V", node, self.rows).reshape(shape)
+            held = self._held(node)
+            out = d["value"] if _reusable(d["value"], held.shape) else np.empty(held.shape)
+            out[...] = held
             d["value"] = out
+            self.handed.add(node)
         d["_gen"] = self.generation
+
+    def _held(self, node):
+        """The program's value of an operation for this step's rows, in the node's shape."""
+        return self._buffer("V", node, self.rows).reshape(self._shape(node, self.rows))
 
     def _shape(self, node, rows):
         shape = self.shapes[node]
@@ -833,7 +846,10 @@ def _get_value(self):
 
 def _set_value(self, value):
     d = self.__dict__
-    d["value"], d["_gen"] = value, d["_plan"].generation
+    plan = d["_plan"]
+    d["value"], d["_gen"] = value, plan.generation
+    if self is not plan.loss:
+        plan.handed.add(self)
 
 
 def _reduce_ex(self, protocol):

@@ -403,6 +403,35 @@ def test_parameters_pickled_and_a_graph_copied_mid_loop():
     check(script)
 
 
+@pytest.mark.parametrize("change", ["hidden scaled in place", "prediction clipped", "prediction rebound"])
+def test_an_operations_value_changed_between_forward_and_backward(change):
+    """A script that scales, clips or replaces a node's value before backward (a hand-made dropout, a guard
+    against log(0)): the nodes' backward reads what the script made of it, so the fused loop must too."""
+    def alter(x, y, params, p, loss):
+        z = p.inputs[0]
+        if change == "hidden scaled in place":
+            z.inputs[0].value *= 0.5
+        elif change == "prediction clipped":
+            np.clip(p.value, 0.45, 0.55, out=p.value)
+        else:
+            p.value = 0.5 * p.value + 0.25
+
+    def script():
+        X, Y = data()
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in batches(x, y, X, Y, 4):
+            fastedf.forward_pass(graph)
+            if i % 12 == 4:
+                alter(x, y, params, p, loss)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+            records += [loss.value, [t.gradients[t].copy() for t in params]]
+        return records
+    check(script)
+
+
 def test_parameters_shared_by_two_graphs():
     X, Y = data()
 
