@@ -459,7 +459,7 @@ class Plan:
         self.eager = self.pending = False
         self.seen = None  # the operations a node-by-node step has called, in order, while it teaches the order
         self.program_backward, self.eager_backward = False, set()
-        self.forward_args, self.forward_raw, self.deferred = None, None, {}
+        self.forward_args, self.forward_raw, self.forward_copied, self.deferred = None, None, False, {}
         self.handed = set()  # operations whose value the script got (or set) since the program's forward
 
     # --- installing and dropping ---
@@ -519,13 +519,15 @@ class Plan:
     # --- the compiled calls ---
 
     def _leaf_args(self):
-        """(args, rows, raw): the leaves' values as the program takes them (2-D batches, C-contiguous float64),
-        checked against the plan, and the Inputs' values as given; raises _Break."""
-        args, raw, n = [], [], -1
+        """(args, rows, raw, copied): the leaves' values as the program takes them (2-D batches, C-contiguous
+        float64), checked against the plan, the Inputs' values as given, and whether an Input's array was copied
+        to be so (the script may change the original in place); raises _Break."""
+        args, raw, n, copied = [], [], -1, False
         for node, trailing in zip(self.inputs, self.trailing):
             v = node.value
             raw.append(v)
             if type(v) is not np.ndarray or v.dtype is not F64:
+                copied = copied or isinstance(v, (np.ndarray, list))
                 try:
                     v = np.asarray(v, dtype=F64)
                 except (TypeError, ValueError):
@@ -541,7 +543,7 @@ class Plan:
             if v.ndim != 2:
                 v = v.reshape(n, -1)
             if not v.flags.c_contiguous:
-                v = np.ascontiguousarray(v)
+                v, copied = np.ascontiguousarray(v), True
             args.append(v)
         if n in self.refused_rows and not any(op.rows_are_samples for op in self.ops):  # the Inputs share n
             raise _Break(f"a batch of {n} rows, which a Linear of this graph refuses")
@@ -554,12 +556,12 @@ class Plan:
                 # the same array next step holds whatever the script wrote into it; a converted copy would not
                 self.param_seen[i], self.param_args[i] = (v if w is v else None), w
             args.append(self.param_args[i])
-        return args, n, raw
+        return args, n, raw, copied
 
     def _forward(self):
         if self.numpy:
             self._tick()
-        args, n, raw = self._leaf_args()
+        args, n, raw, self.forward_copied = self._leaf_args()
         if n > self.capacity:
             self._layout(n)
         if self.step(*args, *self.padding, self.arena, self.iarena, self.table, False)[3] >= 0:
@@ -606,15 +608,15 @@ class Plan:
                     and value.tobytes() == held.tobytes()):  # bit for bit, NaN too: 0.3 us, np.array_equal 4
                 raise _Break(f"{node}.value was changed between forward and backward")
         for node, v in zip(self.inputs, raw):
-            if node.value is not v:
-                args, n, raw = self._leaf_args()
+            if node.value is not v or self.forward_copied:  # rebound, or copied: its array may have changed since
+                args, n, raw, _ = self._leaf_args()
                 if n != self.rows:
                     raise _Break("an Input changed its rows between forward and backward")
                 break
         else:
             for i, node in enumerate(self.params):
                 if node.value is not self.param_seen[i]:
-                    args, _, raw = self._leaf_args()
+                    args, _, raw, _ = self._leaf_args()
                     break
         self.step(*args, *self.padding, self.arena, self.iarena, self.table, True)
         if self.eager_backward:  # nodes whose own backward stored arrays of their own

@@ -432,6 +432,26 @@ def test_an_operations_value_changed_between_forward_and_backward(change):
     check(script)
 
 
+@pytest.mark.parametrize("layout", ["float32", "fortran"])
+def test_a_batch_the_program_copies_changed_in_place_before_backward(layout):
+    """The program takes a float32 or Fortran-ordered batch as a float64 C-ordered copy; the script scales the
+    batch in place after forward, and Linear's backward reads it as it is then."""
+    def script():
+        X, Y = data()
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in batches(x, y, X, Y, 4):
+            x.value = X[i:i + 4].astype(np.float32) if layout == "float32" else np.asfortranarray(X[i:i + 4])
+            fastedf.forward_pass(graph)
+            x.value *= 2
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+            records += [loss.value, [t.gradients[t].copy() for t in params]]
+        return records
+    check(script)
+
+
 def test_parameters_shared_by_two_graphs():
     X, Y = data()
 
