@@ -20,9 +20,11 @@ loss and its ancestors), the order of its operations' calls (creation order,
 or the script's own once a step has shown it) and the shapes of its Inputs
 (any rows) and Parameters.
 Anything else (a call out of order, a value read while a step's forward is
-half done, an Input of another shape, an empty batch, a label outside [0, 1])
-runs that step node by node from where it stands; after BREAKS_TO_DROP such
-steps in a row the plan is dropped and the graph is node by node again.
+half done, an operation's value changed by the script before backward, an Input
+of another shape, an empty batch, a label outside [0, 1]) runs that step node
+by node from where it stands; after BREAKS_TO_DROP such steps in a row the plan
+is dropped and the graph is node by node again.  Copying or pickling a fused
+node drops its plan.
 
 Reads: an operation's `value` is copied out of the program's buffers when it
 is read, into the node's own array as node-by-node execution would have left
