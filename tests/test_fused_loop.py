@@ -625,7 +625,7 @@ def test_the_environment_switch_runs_every_loop_node_by_node():
     import subprocess
     import sys
     code = ("import numpy as np, fastedf; from fastedf import fused\n"
-            "fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0\n"
+            "fused.WARM_SECONDS = fused.COLD_SECONDS = fused.NUMPY_SECONDS = 0.0\n"
             "x, y = fastedf.Input(), fastedf.Input()\n"
             "A, b = fastedf.Parameter(np.ones((2, 1))), fastedf.Parameter(np.zeros(1))\n"
             "loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(x, A, b)))\n"
