@@ -20,9 +20,11 @@ loss and its ancestors), the order of its operations' calls (creation order,
 or the script's own once a step has shown it) and the shapes of its Inputs
 (any rows) and Parameters.
 Anything else (a call out of order, a value read while a step's forward is
-half done, an Input of another shape, an empty batch, a label outside [0, 1])
-runs that step node by node from where it stands; after BREAKS_TO_DROP such
-steps in a row the plan is dropped and the graph is node by node again.
+half done, an operation's value changed by the script before backward, an Input
+of another shape, an empty batch, a label outside [0, 1]) runs that step node
+by node from where it stands; after BREAKS_TO_DROP such steps in a row the plan
+is dropped and the graph is node by node again.  Copying or pickling a fused
+node drops its plan.
 
 Reads: an operation's `value` is copied out of the program's buffers when it
 is read, into the node's own array as node-by-node execution would have left
@@ -260,8 +262,13 @@ class StepProgram:
         if folder is None:  # no writable cache: every process compiles it
             return False
         index = os.path.join(folder, "__pycache__")
-        return (os.path.exists(os.path.join(folder, self.name + ".py")) and os.path.isdir(index)
-                and any(f.startswith(self.name + ".step-") and f.endswith(".nbi") for f in os.listdir(index)))
+        if not (os.path.exists(os.path.join(folder, self.name + ".py")) and os.path.isdir(index)):
+            return False
+        try:
+            entries = os.listdir(index)
+        except OSError:  # another user's, unreadable: Numba could not load from it either
+            return False
+        return any(f.startswith(self.name + ".step-") and f.endswith(".nbi") for f in entries)
 
     @property
     def step(self):
@@ -286,25 +293,32 @@ class Capture:
 def capture(loss):
     """(Capture, None) for the graph behind `loss` as its values stand now, or (None, why it cannot fuse).
 
-    An Input fed a number (the per-sample scripts' floats) is captured as a batch of one (1, 1) row.
+    An Input fed a number (the per-sample scripts' floats) is captured as a batch of one (1, 1) row, one fed
+    integers, booleans or float32 (XOR's data, int labels) as float64, as the program takes it (Plan._leaf_args).
     """
     from .graph import _ancestors_first
     from .ops.losses import Loss
     if not isinstance(loss, Loss) or loss.outputs:
         return None, f"{loss} is not a fastedf loss that ends its graph"
     graph = _ancestors_first([loss])
-    numbers = [(n, n.value) for n in graph if isinstance(n, Input) and _is_number(n.value)]
+    fed = [(n, n.value) for n in graph if isinstance(n, Input) and _as_float64(n.value) is not None]
     try:
-        for node, value in numbers:
-            node.value = np.full((1, 1), float(value))
+        for node, value in fed:
+            node.value = _as_float64(value)
         return _capture(loss, graph)
     finally:
-        for node, value in numbers:
+        for node, value in fed:
             node.value = value
 
 
-def _is_number(value):
-    return isinstance(value, (int, float, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0)
+def _as_float64(value):
+    """An Input's value as the program takes it, where that is not the value itself: a number as a (1, 1) row,
+    a real array of another dtype as float64; else None."""
+    if isinstance(value, (int, float, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return np.full((1, 1), float(value))
+    if isinstance(value, np.ndarray) and value.dtype != F64 and value.dtype.kind in "biuf":
+        return value.astype(F64)
+    return None
 
 
 def _capture(loss, graph):
@@ -344,6 +358,8 @@ def _capture(loss, graph):
         if isinstance(node, Input) and not any(hasattr(o, "_data_gradient") or isinstance(o, Loss)
                                                for o in node.outputs):
             low.wants_grad[node] = True
+    for node in ops:  # and the gradients between it and the Parameters' (Linear(Flatten(x)) computes Flatten's)
+        low.wants_grad[node] = any(low.wants_grad[i] for i in node.inputs)
     units, reason = compiler.rules(low)
     if reason:
         return None, reason
@@ -437,6 +453,7 @@ class Plan:
         self.step = None if self.numpy else cap.program.step
         self.spent, self.last = numpy_spent, None
         self.ops = sorted((n for n in low.graph if n.inputs), key=lambda n: n._id)  # creation order: topological
+        self.stateful = [n for n in self.ops if n.forward_state]  # what their own forward left is stale after ours
         self.inputs = [n for n in low.graph if isinstance(n, Input)]
         self.params = [n for n in low.graph if isinstance(n, Parameter)]
         self.padding = (0,) if _padded(len(self.inputs) + len(self.params)) else ()
@@ -451,7 +468,8 @@ class Plan:
         self.eager = self.pending = False
         self.seen = None  # the operations a node-by-node step has called, in order, while it teaches the order
         self.program_backward, self.eager_backward = False, set()
-        self.forward_args, self.forward_raw, self.deferred = None, None, {}
+        self.forward_args, self.forward_raw, self.forward_copied, self.deferred = None, None, False, {}
+        self.handed = set()  # operations whose value the script got (or set) since the program's forward
 
     # --- installing and dropping ---
 
@@ -460,11 +478,12 @@ class Plan:
         self._forward()  # raises _Break before anything is touched
         for i, node in enumerate(self.ops):
             node.__class__ = _fused_class(type(node))
-            node.__dict__.update(_plan=self, _at=i, _back_at=len(self.ops) - 1 - i, _gen=self.generation)
+            # _gen -1: a value read from here on is the program's, against which the script's changes are checked
+            # (the loss's node-by-node forward, running now, sets its own)
+            node.__dict__.update(_plan=self, _at=i, _back_at=len(self.ops) - 1 - i, _gen=-1)
             for inp in node.inputs:  # gradients are computed when read (Plan.gradient)
                 self.deferred[node, inp] = node.gradients._deferred.get(inp)
                 node.gradients.defer(inp, _Read(self, node, inp))
-        self.loss._gen = -1  # its node-by-node forward is running: it sets its value itself
         self.at = len(self.ops)
         self.eager_backward = set(self.ops)  # their gradients stand until the program's backward
         self.loss._watch.active = False
@@ -509,13 +528,15 @@ class Plan:
     # --- the compiled calls ---
 
     def _leaf_args(self):
-        """(args, rows, raw): the leaves' values as the program takes them (2-D batches, C-contiguous float64),
-        checked against the plan, and the Inputs' values as given; raises _Break."""
-        args, raw, n = [], [], -1
+        """(args, rows, raw, copied): the leaves' values as the program takes them (2-D batches, C-contiguous
+        float64), checked against the plan, the Inputs' values as given, and whether an Input's array was copied
+        to be so (the script may change the original in place); raises _Break."""
+        args, raw, n, copied = [], [], -1, False
         for node, trailing in zip(self.inputs, self.trailing):
             v = node.value
             raw.append(v)
             if type(v) is not np.ndarray or v.dtype is not F64:
+                copied = copied or isinstance(v, (np.ndarray, list))
                 try:
                     v = np.asarray(v, dtype=F64)
                 except (TypeError, ValueError):
@@ -531,7 +552,7 @@ class Plan:
             if v.ndim != 2:
                 v = v.reshape(n, -1)
             if not v.flags.c_contiguous:
-                v = np.ascontiguousarray(v)
+                v, copied = np.ascontiguousarray(v), True
             args.append(v)
         if n in self.refused_rows and not any(op.rows_are_samples for op in self.ops):  # the Inputs share n
             raise _Break(f"a batch of {n} rows, which a Linear of this graph refuses")
@@ -544,17 +565,21 @@ class Plan:
                 # the same array next step holds whatever the script wrote into it; a converted copy would not
                 self.param_seen[i], self.param_args[i] = (v if w is v else None), w
             args.append(self.param_args[i])
-        return args, n, raw
+        return args, n, raw, copied
 
     def _forward(self):
         if self.numpy:
             self._tick()
-        args, n, raw = self._leaf_args()
+        args, n, raw, self.forward_copied = self._leaf_args()
         if n > self.capacity:
             self._layout(n)
         if self.step(*args, *self.padding, self.arena, self.iarena, self.table, False)[3] >= 0:
             raise _Break("a label or prediction outside [0, 1]")  # the nodes raise the error
         self.rows, self.forward_args, self.forward_raw = n, args, raw
+        for node in self.stateful:  # a node-by-node backward in this step (a break, a drop) must not use it
+            for attr in node.forward_state:
+                setattr(node, attr, None)
+        self.handed.clear()
         self.generation += 1
         self.pending = False
         self.breaks = 0
@@ -588,16 +613,21 @@ class Plan:
         args, raw = self.forward_args, self.forward_raw
         if args is None:
             raise _Break("backward without a forward")
+        for node in self.handed:  # the nodes' backward would read what the script made of it (clipped, scaled)
+            value, held = node.__dict__["value"], self._held(node)
+            if not (type(value) is np.ndarray and value.shape == held.shape and value.dtype is F64
+                    and value.tobytes() == held.tobytes()):  # bit for bit, NaN too: 0.3 us, np.array_equal 4
+                raise _Break(f"{node}.value was changed between forward and backward")
         for node, v in zip(self.inputs, raw):
-            if node.value is not v:
-                args, n, raw = self._leaf_args()
+            if node.value is not v or self.forward_copied:  # rebound, or copied: its array may have changed since
+                args, n, raw, _ = self._leaf_args()
                 if n != self.rows:
                     raise _Break("an Input changed its rows between forward and backward")
                 break
         else:
             for i, node in enumerate(self.params):
                 if node.value is not self.param_seen[i]:
-                    args, _, raw = self._leaf_args()
+                    args, _, raw, _ = self._leaf_args()
                     break
         self.step(*args, *self.padding, self.arena, self.iarena, self.table, True)
         if self.eager_backward:  # nodes whose own backward stored arrays of their own
@@ -730,11 +760,16 @@ class Plan:
             total = self.arena[-1]
             d["value"] = np.float64(total if node.reduction == "sum" else total / max(self.rows, 1))
         else:
-            shape = self._shape(node, self.rows)
-            out = d["value"] if _reusable(d["value"], shape) else np.empty(shape)
-            out[...] = self._buffer("V", node, self.rows).reshape(shape)
+            held = self._held(node)
+            out = d["value"] if _reusable(d["value"], held.shape) else np.empty(held.shape)
+            out[...] = held
             d["value"] = out
+            self.handed.add(node)
         d["_gen"] = self.generation
+
+    def _held(self, node):
+        """The program's value of an operation for this step's rows, in the node's shape."""
+        return self._buffer("V", node, self.rows).reshape(self._shape(node, self.rows))
 
     def _shape(self, node, rows):
         shape = self.shapes[node]
@@ -824,7 +859,19 @@ def _get_value(self):
 
 def _set_value(self, value):
     d = self.__dict__
-    d["value"], d["_gen"] = value, d["_plan"].generation
+    plan = d["_plan"]
+    d["value"], d["_gen"] = value, plan.generation
+    if self is not plan.loss:
+        plan.handed.add(self)
+
+
+def _reduce_ex(self, protocol):
+    """Copying or pickling a fused node gives the node-by-node one: the plan is dropped first (a copy of the
+    plan's buffers would not share its arena), and the loop fuses again as it goes on."""
+    plan = self.__dict__.get("_plan")
+    if plan is not None:
+        plan.drop("a node was copied or pickled")
+    return _base(self).__reduce_ex__(self, protocol)
 
 
 _fused_classes = {}
@@ -844,5 +891,6 @@ def _fused_class(cls):
     if fused is None:
         fused = _fused_classes[cls] = type(cls.__name__, (cls,), {
             "__module__": cls.__module__, "__qualname__": cls.__qualname__, "_fused_base": cls,
-            "forward": _op_forward, "backward": _op_backward, "value": property(_get_value, _set_value)})
+            "forward": _op_forward, "backward": _op_backward, "value": property(_get_value, _set_value),
+            "__reduce_ex__": _reduce_ex})
     return fused

@@ -139,6 +139,9 @@ class Node:
     # True while fit or a model runs the node (fastedf.graph.rows_as_samples): the data's rows are samples, so
     # shapes that could also read as samples as columns (Linear's x (n, 1) with A (1, n)) are not ambiguous.
     rows_are_samples = False
+    # Attributes by which a node's backward finds what its own forward left (a buffer holding this x's columns);
+    # a fused step's program runs the forward instead, and sets them to None: the backward works it out again.
+    forward_state = ()
 
     def __init__(self, inputs=None):
         inputs = [] if inputs is None else list(inputs)

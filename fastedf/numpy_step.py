@@ -22,6 +22,7 @@ import marshal
 import os
 import re
 import sys
+import types
 import zlib
 
 import numpy as np
@@ -115,8 +116,9 @@ def _code(text):
         try:
             with open(entry, "rb") as kept:
                 data = kept.read()
-            if data.startswith(header):
-                return marshal.loads(data[len(header):])
+            code = marshal.loads(data[len(header):]) if data.startswith(header) else None
+            if isinstance(code, types.CodeType):  # a damaged payload may load as another object
+                return code
         except (OSError, ValueError, EOFError, TypeError):  # none yet, or damaged: compiled again below
             pass
     code = compile(text, "<fastedf NumPy step>", "exec", dont_inherit=True)

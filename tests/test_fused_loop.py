@@ -7,6 +7,8 @@ have been fused (the counter fastedf.fused.stats["fused_steps"]), unless the
 test is about a graph that must not fuse.  Each test runs with the compiled
 step and with the NumPy step (fastedf.numpy_step) throughout.
 """
+import copy
+import pickle
 import subprocess
 import sys
 
@@ -206,6 +208,26 @@ def test_per_sample_graph_of_multiply_and_addition(feed):
     check(script)
 
 
+@pytest.mark.parametrize("dtype", [int, bool, np.float32])
+def test_data_of_another_dtype_fuses(dtype):
+    """XOR's integer arrays, boolean or float32 data: fused as float64, as the nodes compute with them."""
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * 3).astype(dtype)
+    Y = np.array([[0], [1], [1], [0]] * 3).astype(dtype)
+
+    def script():
+        x, y, params, p, loss = mlp(hidden=3)
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in range(0, 12, 2):
+            x.value, y.value = X[i:i + 2], Y[i:i + 2]
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.5)
+            records += [loss.value, x.gradients[x]]
+        return records + [p.value.copy()] + [t.value for t in params]
+    check(script)
+
+
 def test_predictions_without_the_loss_on_new_batch_shapes():
     """A prediction (forward without the loss) on the test set between steps; last batches are short."""
     def predict(x, y, params, p, loss, X, Y):
@@ -314,6 +336,121 @@ def test_a_parameter_changed_between_forward_and_backward():
     def gradients(x, y, params, p, loss, X, Y):
         return [t.gradients[t].copy() for t in params] + [x.gradients[x]]
     check(lambda: train("mlp", batch=4, after_forward=change, each_step=gradients))
+
+
+@pytest.mark.parametrize("first", ["flatten", "pool"])
+def test_a_data_gradient_through_nodes_without_parameters(first):
+    """x.gradients[x] where x reaches Linear through Flatten (an MLP on images) or MaxPooling and Flatten."""
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(24, 4, 4, 1)), np.eye(3)[rng.integers(0, 3, 24)]
+
+    def script():
+        x, y = fastedf.Input(), fastedf.Input()
+        h = fastedf.Flatten(x if first == "flatten" else fastedf.MaxPooling(x, 2))
+        params = [fastedf.Parameter(np.random.default_rng(4).normal(0, 0.3, (16 if first == "flatten" else 4, 3))),
+                  fastedf.Parameter(np.zeros(3))]
+        loss = fastedf.CE(y, fastedf.Softmax(fastedf.Linear(h, *params)))
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in batches(x, y, X, Y, 4):
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+            records += [loss.value, x.gradients[x].copy(), h.gradients[h.inputs[0]].copy()]  # reused by backward
+        return records
+    check(script)
+
+
+@pytest.mark.parametrize("model", ["conv", "mlp"])
+def test_the_nodes_take_over_between_forward_and_backward(model):
+    """A plan dropped after the program's forward: the nodes' own backward (Conv's columns, MaxPooling's maxima)
+    must not use what their last own forward left."""
+    steps = iter(range(1000))
+
+    def drop(params):
+        if next(steps) % 3 == 2:
+            with fused.node_by_node():
+                pass
+
+    def gradients(x, y, params, p, loss, X, Y):
+        return [t.gradients[t].copy() for t in params] + [x.gradients[x]]
+    check(lambda: train(model, batch=4, after_forward=drop, each_step=gradients))
+
+
+def test_parameters_pickled_and_a_graph_copied_mid_loop():
+    """A checkpoint (pickle of the Parameters, which reach the fused nodes through `outputs`) and a deep copy
+    of the whole graph trained beside it: each copy computes as its own graph."""
+    X, Y = data()
+
+    def script():
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in batches(x, y, X, Y, 4):
+            fastedf.forward_pass(graph)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+            records += [loss.value, [t.value for t in pickle.loads(pickle.dumps(params))] if i % 12 == 8 else []]
+        twin = copy.deepcopy(graph)
+        copied = {node: twin[k] for k, node in enumerate(graph)}
+        for i in batches(x, y, X, Y, 4):
+            copied[x].value, copied[y].value = 2 * x.value, y.value
+            for g, trained in ((twin, [copied[t] for t in params]), (graph, params)):
+                fastedf.forward_pass(g)
+                fastedf.backward_pass(g)
+                fastedf.sgd_update(trained, 0.1)
+            records += [loss.value, copied[loss].value, copied[p].value.copy(), p.value.copy()]
+        return records
+    check(script)
+
+
+@pytest.mark.parametrize("change", ["hidden scaled in place", "prediction clipped", "prediction rebound"])
+def test_an_operations_value_changed_between_forward_and_backward(change):
+    """A script that scales, clips or replaces a node's value before backward (a hand-made dropout, a guard
+    against log(0)): the nodes' backward reads what the script made of it, so the fused loop must too."""
+    def alter(x, y, params, p, loss):
+        z = p.inputs[0]
+        if change == "hidden scaled in place":
+            z.inputs[0].value *= 0.5
+        elif change == "prediction clipped":
+            np.clip(p.value, 0.45, 0.55, out=p.value)
+        else:
+            p.value = 0.5 * p.value + 0.25
+
+    def script():
+        X, Y = data()
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in batches(x, y, X, Y, 4):
+            fastedf.forward_pass(graph)
+            if i % 12 == 4:
+                alter(x, y, params, p, loss)
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+            records += [loss.value, [t.gradients[t].copy() for t in params]]
+        return records
+    check(script)
+
+
+@pytest.mark.parametrize("layout", ["float32", "fortran"])
+def test_a_batch_the_program_copies_changed_in_place_before_backward(layout):
+    """The program takes a float32 or Fortran-ordered batch as a float64 C-ordered copy; the script scales the
+    batch in place after forward, and Linear's backward reads it as it is then."""
+    def script():
+        X, Y = data()
+        x, y, params, p, loss = mlp()
+        graph = fastedf.topological_sort(loss)
+        records = []
+        for i in batches(x, y, X, Y, 4):
+            x.value = X[i:i + 4].astype(np.float32) if layout == "float32" else np.asfortranarray(X[i:i + 4])
+            fastedf.forward_pass(graph)
+            x.value *= 2
+            fastedf.backward_pass(graph)
+            fastedf.sgd_update(params, 0.1)
+            records += [loss.value, [t.gradients[t].copy() for t in params]]
+        return records
+    check(script)
 
 
 def test_parameters_shared_by_two_graphs():
@@ -530,7 +667,7 @@ def test_the_environment_switch_runs_every_loop_node_by_node():
     import subprocess
     import sys
     code = ("import numpy as np, fastedf; from fastedf import fused\n"
-            "fused.WARM_SECONDS = fused.COLD_SECONDS = 0.0\n"
+            "fused.WARM_SECONDS = fused.COLD_SECONDS = fused.NUMPY_SECONDS = 0.0\n"
             "x, y = fastedf.Input(), fastedf.Input()\n"
             "A, b = fastedf.Parameter(np.ones((2, 1))), fastedf.Parameter(np.zeros(1))\n"
             "loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(x, A, b)))\n"

@@ -3,6 +3,7 @@
 Its numbers are tested with every fused-loop test (tests/test_fused_loop.py runs each with the NumPy step
 throughout) and across the switch to the compiled step (tests/test_numpy_tier.py).
 """
+import marshal
 import os
 
 import numpy as np
@@ -53,6 +54,19 @@ def test_the_code_is_kept_served_for_its_source_only_and_made_again_when_damaged
     assert len(list(cache.iterdir())) == 2
     entry.write_bytes(kept[:len(kept) // 2] + b"garbage")  # damaged: compiled and kept again
     assert numpy_step.binder(text)[0] is not None
+    assert entry.read_bytes() == kept
+
+
+def test_a_kept_entry_whose_payload_is_not_code_is_made_again(cache):
+    """Damage past the source it names: the payload loads, but as another object than code."""
+    text = logistic_source()
+    numpy_step.binder(text)
+    (entry,) = cache.iterdir()
+    kept = entry.read_bytes()
+    header = kept[:kept.index(text.encode()) + len(text.encode()) + 1]
+    entry.write_bytes(header + marshal.dumps(1))
+    bind, why = numpy_step.binder(text)
+    assert why is None and bind is not None
     assert entry.read_bytes() == kept
 
 
@@ -123,3 +137,23 @@ def test_a_program_that_cannot_be_had_leaves_the_loop_on_the_numpy_step(monkeypa
         fastedf.backward_pass(fastedf.topological_sort(loss2))
     np.testing.assert_allclose(loss.value, loss2.value, rtol=1e-12)
     np.testing.assert_allclose(A.gradients[A], A2.gradients[A2], rtol=1e-12)
+
+
+def test_an_unreadable_numba_cache_reads_as_not_compiled(cache, monkeypatch):
+    """The NumPy step's plan asks at every step past its switch whether the program is compiled: an unreadable
+    index folder (another user's) must not raise out of the script's forward()."""
+    x, y = fastedf.Input(), fastedf.Input()
+    loss = fastedf.BCE(y, fastedf.Sigmoid(fastedf.Linear(x, fastedf.Parameter(np.ones((2, 1))),
+                                                         fastedf.Parameter(np.zeros(1)))))
+    x.value, y.value = np.ones((3, 2)), np.ones((3, 1))
+    with fused.node_by_node():
+        fastedf.forward_pass(fastedf.topological_sort(loss))
+    program = fused.StepProgram(fused.capture(loss)[0].program.source)  # not loaded by an earlier test
+    folder = cache.parent
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / (program.name + ".py")).write_text(program.source)
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr(os, "listdir", unreadable)
+    assert program.cached() is False

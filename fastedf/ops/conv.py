@@ -486,6 +486,7 @@ class Conv(Node):
 
     lowers_any_rank = True
     weight_slots = (1,)  # K, a Parameter of rank 4
+    forward_state = ("_columns_of",)
 
     def uses_blas(self, rows):
         """The kernels' products always run in BLAS."""
@@ -594,6 +595,7 @@ class MaxPooling(Node):
         self.gradients[self.inputs[0]] = buf.dx if x.ndim == 4 else buf.dx.reshape(x.shape)
 
     lowers_any_rank = True
+    forward_state = ("_arg_of",)
     lower_options = ("size",)  # what the compile rule reads besides shapes (fastedf.compiler.structure)
 
     def lower(self, low):
