@@ -72,12 +72,14 @@ BREAKS_TO_DROP = 3  # node-by-node steps in a row after which a plan is dropped
 # program's cost divided by (1 - 1 / speed-up) node by node: twice that cost at a 2x speed-up.
 WARM_SECONDS = 0.03
 COLD_SECONDS = 2.0
-# In a process without Numba a loop fuses as the NumPy step (fastedf.numpy_step).  Fusing costs C = 1.4-1.7 ms
-# (the first in a process: importing the compile rules ~1 ms, the step's code from the cache 0.2 ms, its
-# arena), after which a step takes r = 0.6-0.75 of its node-by-node time on the course graphs; the loop is
-# ahead once it has run C / (1 - r) = 4-6 ms more.  Ski rental with that as the price: a loop fuses once it
-# has spent NUMPY_SECONDS, so one that stops right after loses at most this much.
-NUMPY_SECONDS = 0.004
+# In a process without Numba a loop fuses as the NumPy step (fastedf.numpy_step).  Fusing costs C = 1.3-1.7 ms
+# (the first in a process: importing the compile rules ~0.7 ms, the step's code from the cache 0.2 ms, its
+# arena), after which a step takes r = 0.65-0.82 of its node-by-node time (a 2-3-1 MLP at B = 2 to the 64-wide
+# MLP at B = 32, bench_course_loop.py --numpy-tier); the loop is ahead once it has run C / (1 - r) = 4-9 ms more.
+# Ski rental with that as the price: a loop fuses once it has spent NUMPY_SECONDS, so one that stops right after
+# loses at most this much.  Of the course scripts in tests/, XOR's 27 ms loop gains 3 ms, the per-sample
+# script's 9 ms loop loses up to 1 ms, and the digits MLP's 4 ms loop is left node by node.
+NUMPY_SECONDS = 0.006
 # A loop on the NumPy step moves to Numba once it has spent what loading Numba and the program costs, as a loop
 # node by node did before the NumPy step: long loops gain what the NumPy step saves before that.  Waiting for
 # C / (1 - r), r the compiled step's share of the NumPy step's time (0.3-0.6 on the course graphs), would lose
