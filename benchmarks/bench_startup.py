@@ -13,7 +13,9 @@ pinned to one thread), alternating between the sides it compares, best
 - scripts: each course script of tests/course_scripts/ run end to end in a
   fresh process with `EDF` bound to fastedf and to its own NumPy EDF
   (fastedf/numpy_edf.py, loaded alone); both must give the same numbers
-  (rtol 1e-10) before any time is printed.
+  (rtol 1e-10) before any time is printed.  Beside the whole process, the
+  median time from the script's `def forward_pass` to its end (its training
+  and what follows, without Python's start, the imports and the data).
 --baseline DIR runs every part for another checkout too (another fastedf
 on PYTHONPATH, its own program cache), alternating with this one, and
 checks that both fit the same numbers.
@@ -182,7 +184,12 @@ def child_script(which, path, numpy_edf, out):
         spec.loader.exec_module(edf)
     sys.modules["EDF"] = edf
     namespace = {"__name__": "__main__", "__file__": path}
-    exec(compile(pathlib.Path(path).read_text(), path, "exec"), namespace)
+    lines = pathlib.Path(path).read_text().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(lines) if line.startswith("def forward_pass"))
+    exec(compile("".join(lines[:cut]), path, "exec"), namespace)  # imports, data, the graph
+    wall, cpu = time.perf_counter(), time.process_time()
+    exec(compile("\n" * cut + "".join(lines[cut:]), path, "exec"), namespace)  # the training and what follows
+    print(f"training {time.perf_counter() - wall:.6f} {time.process_time() - cpu:.6f}")
     if out:
         with open(out, "wb") as f:
             pickle.dump(namespace["result"], f)
@@ -272,7 +279,9 @@ def part_scripts(sides, repeats):
     from test_course_scripts import assert_same_numbers
     print("\n## course scripts end to end, one fresh process each (best of %d)" % repeats)
     print(f"{'script':>16} {'side':>10} {'NumPy EDF wall':>15} {'fastedf wall':>13} {'ratio':>6} {'NumPy CPU':>10} "
-          f"{'fastedf CPU':>12} {'ratio':>6}")
+          f"{'fastedf CPU':>12} {'ratio':>6} {'EDF train':>9} {'fe train':>9} {'ratio':>6}")
+    print("  (train: wall ms from the script's `def forward_pass` to its end, in the process: the training loop and "
+          "what follows; median)")
     ratios = {name: [] for name in sides}
     runs = [("numpy", "this", sides["this"])] + [("fastedf", name, env) for name, env in sides.items()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,13 +300,16 @@ def part_scripts(sides, repeats):
             times = {(which, name): [] for which, name, _ in runs}
             for _ in range(repeats):
                 for which, name, env in runs:
-                    times[which, name].append(timed(me("script", which, path, numpy_edf, ""), env)[:2])
+                    wall, cpu, out = timed(me("script", which, path, numpy_edf, ""), env)
+                    times[which, name].append((wall, cpu, float(out.split()[-2]) * 1e3))
             nw, nc = (min(t[i] for t in times["numpy", "this"]) for i in (0, 1))
+            nt = statistics.median(t[2] for t in times["numpy", "this"])
             for name in sides:
                 fw, fc = (min(t[i] for t in times["fastedf", name]) for i in (0, 1))
+                ft = statistics.median(t[2] for t in times["fastedf", name])
                 ratios[name].append(nw / fw)
                 print(f"{path.stem:>16} {name:>10} {nw:>14.3f}s {fw:>12.3f}s {nw / fw:>5.2f}x {nc:>9.3f}s "
-                      f"{fc:>11.3f}s {nc / fc:>5.2f}x")
+                      f"{fc:>11.3f}s {nc / fc:>5.2f}x {nt:>9.2f} {ft:>9.2f} {nt / ft:>5.2f}x")
     for name, found in ratios.items():
         print(f"{name}: geometric mean of the wall ratios (NumPy EDF / fastedf; > 1: fastedf faster): "
               f"{math.exp(statistics.mean(map(math.log, found))):.2f}x")
