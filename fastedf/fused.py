@@ -77,14 +77,9 @@ COLD_SECONDS = 2.0
 # arena), after which a step takes r = 0.65-0.82 of its node-by-node time (a 2-3-1 MLP at B = 2 to the 64-wide
 # MLP at B = 32, bench_course_loop.py --numpy-tier); the loop is ahead once it has run C / (1 - r) = 4-9 ms more.
 # Ski rental with that as the price: a loop fuses once it has spent NUMPY_SECONDS, so one that stops right after
-# loses at most this much.  Of the course scripts in tests/, XOR's 27 ms loop gains 3 ms, the per-sample
-# script's 9 ms loop loses up to 1 ms, and the digits MLP's 4 ms loop is left node by node.
+# loses at most this much.  Of the course scripts in tests/, XOR's 27 ms loop gains 2-3 ms, the per-sample
+# script's 9 ms loop loses 1-2 ms, and the digits MLP's 4 ms loop is left node by node.
 NUMPY_SECONDS = 0.006
-# A loop on the NumPy step moves to Numba once it has spent what loading Numba and the program costs, as a loop
-# node by node did before the NumPy step: long loops gain what the NumPy step saves before that.  Waiting for
-# C / (1 - r), r the compiled step's share of the NumPy step's time (0.3-0.6 on the course graphs), would lose
-# less on a loop that stops right after, and more on every long one: a digits MLP's 1-3 s loop took 0.1-0.2 s
-# longer (r about 0.5, so twice as long a wait).
 PADDING = "unused"  # the step's extra argument when it would otherwise take 20
 RETRY_SECONDS = 1e-3  # a graph that could not fuse is looked at again after this much more loop time, doubling
 CAPTURE_SHARE = 0.05  # ... and not before its captures have taken at most this share of the loop's time
@@ -137,7 +132,7 @@ class Watch:
 
     def __init__(self, loss):
         self.loss, self.active = loss, True
-        self.last, self.spent, self.wait, self.retry, self.cost = None, 0.0, 0.0, RETRY_SECONDS, None
+        self.last, self.spent, self.retry, self.cost = None, 0.0, RETRY_SECONDS, None
         self.wait = NUMPY_SECONDS if _numpy_first() else config.numba_switch_seconds()
         self.tried = 0.0  # seconds its captures took
 
@@ -177,7 +172,13 @@ class Watch:
 
 
 def _numba_after_numpy():
-    """The loop time after which a loop on the NumPy step moves to Numba."""
+    """The loop time after which a loop on the NumPy step moves to Numba: what loading Numba and the program
+    costs, when a loop node by node moved before the NumPy step, so long loops gain what the NumPy step saved.
+
+    Waiting for C / (1 - r), r the compiled step's share of the NumPy step's time (0.3-0.6 on the course graphs),
+    would lose less on a loop that stops right after and more on every long one: a digits MLP's 1-3 s loop took
+    0.1-0.2 s longer so (r about 0.5: twice the wait).
+    """
     return WARM_SECONDS + config.numba_switch_seconds()
 
 
