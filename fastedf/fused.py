@@ -375,9 +375,9 @@ def _capture(loss, graph):
 
 def _source(low, units):
     """The program's source, the same step as Python over the NumPy twins (fastedf.numpy_step), the buffer names
-    it views in the arena in record order, and {node: its kept buffer}
-    for the nodes whose data gradient is computed when read: Linear and Conv keep their weight, a loss its
-    prediction, copied at every backward as the nodes do (Node.keeps_deferred)."""
+    it views in the arena in record order, and {node: its kept buffer} for the nodes whose data gradient is
+    computed when read: Linear and Conv keep their weight, a loss its prediction, copied at every backward as the
+    nodes do (Node.keeps_deferred)."""
     from . import compiler, rolling
     from .ops.losses import Loss
     forward = [line for unit in units for line in unit["forward"]]
