@@ -15,7 +15,10 @@ pinned to one thread), alternating between the sides it compares, best
   (fastedf/numpy_edf.py, loaded alone); both must give the same numbers
   (rtol 1e-10) before any time is printed.  Beside the whole process, the
   median time from the script's `def forward_pass` to its end (its training
-  and what follows, without Python's start, the imports and the data).
+  and what follows, without Python's start, the imports and the data);
+- lengths: a course loop (the per-sample graph, the 64-wide MLP at B = 32) of
+  a few milliseconds to past the move to Numba, end to end in a fresh process,
+  fastedf's nodes against the NumPy EDF's (final losses equal to 1e-9).
 --baseline DIR runs every part for another checkout too (another fastedf
 on PYTHONPATH, its own program cache), alternating with this one, and
 checks that both fit the same numbers.
@@ -25,7 +28,7 @@ the first, untimed runs write it; the NumPy EDF side loads a copy of
 fastedf/numpy_edf.py from a directory of its own, as a student's EDF.py:
 compiled in every process there, as plain python does.
 
-Usage:  python benchmarks/bench_startup.py [--parts import,first,fit,scripts] [--repeats 5] [--baseline DIR]
+Usage:  python benchmarks/bench_startup.py [--parts import,first,fit,scripts,lengths] [--repeats 5] [--baseline DIR]
         [--importtime]
 """
 import argparse
@@ -45,13 +48,13 @@ import time
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import course_loop  # noqa: E402
 ROOT = HERE.parent
 SCRIPTS = sorted((ROOT / "tests" / "course_scripts").glob("*.py"))
 THREADS = {var: "1" for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
                                 "FASTEDF_BLAS_THREADS")}
 GRAPHS = ("per_sample", "logistic", "mlp", "conv")
+# part lengths: loops from a few milliseconds (the NumPy tier) past the move to Numba (~0.2 s of steps)
+LENGTHS = {"per_sample": (300, 3000, 30000), "mlp": (100, 1000, 10000)}
 NEUTRAL = tempfile.gettempdir()  # the children's working directory: `python -c` would import a fastedf found there
 
 
@@ -88,6 +91,7 @@ def build(edf, kind, rng):
         X, Y = rng.normal(size=(64, 2)), (rng.random((64, 1)) > 0.5) * 1.0
 
         def feed(i):
+            i %= 64
             x1.value, x2.value, y.value = X[i:i + 1, 0:1], X[i:i + 1, 1:2], Y[i:i + 1]
     else:
         x, y = edf.Input(), edf.Input()
@@ -108,7 +112,7 @@ def build(edf, kind, rng):
             A, b = edf.Parameter(rng.normal(scale=0.1, size=(64, 10))), edf.Parameter(np.zeros(10))
             loss = edf.CE(y, edf.Softmax(edf.Linear(hidden, A, b)))
             Y = np.eye(10)[rng.integers(0, 10, 64)]
-        graph = edf.topological_sort(loss)
+        graph = _order(loss)
         trainable, inputs = [n for n in graph if isinstance(n, edf.Parameter)], (x, y)
 
         def feed(i):
@@ -116,8 +120,27 @@ def build(edf, kind, rng):
 
     def step(i, lr=0.1):
         feed(i)
-        course_loop.step(graph, trainable, lr)
+        for node in graph:  # the course's step (benchmarks/course_loop.py), written out: importing that module
+            node.forward()  # would import fastedf into the NumPy EDF's children too
+        for node in reversed(graph):
+            node.backward()
+        for t in trainable:
+            t.value -= lr * t.gradients[t]
     return step, loss, inputs
+
+
+def _order(loss):
+    """The graph behind `loss`, inputs first (any EDF module's nodes: the NumPy EDF has no topological_sort)."""
+    order, seen = [], set()
+
+    def visit(node):
+        if id(node) not in seen:
+            seen.add(id(node))
+            for n in node.inputs:
+                visit(n)
+            order.append(node)
+    visit(loss)
+    return order
 
 
 def child_first(kind):
@@ -136,6 +159,22 @@ def child_first(kind):
         steps.append(time.perf_counter() - t)
     print(json.dumps({"import": imported, "first": first, "first_cpu": first_cpu, "steady": statistics.median(steps),
                       "loss": float(loss.value), "scipy.linalg": "scipy.linalg" in sys.modules}))
+
+
+def child_loop(which, kind, steps, numpy_edf):
+    """A course loop of `steps` steps on a graph of `kind`, with fastedf's nodes or the NumPy EDF's; prints its
+    final loss."""
+    if which == "fastedf":
+        import fastedf as edf
+    else:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("EDF", numpy_edf)
+        edf = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(edf)
+    step, loss, _ = build(edf, kind, np.random.default_rng(0))
+    for i in range(int(steps)):
+        step(i)
+    print(json.dumps({"loss": float(loss.value)}))
 
 
 def child_fit():
@@ -274,6 +313,34 @@ def part_fit(sides, repeats):
     print("targets: <= 0.1 ms on a graph fitted before, <= 0.5 ms on a new graph of a seen structure")
 
 
+def part_lengths(sides, repeats):
+    print("\n## a course loop of n steps end to end, one fresh process each (best of %d)" % repeats)
+    print(f"{'graph':>10} {'steps':>6} {'side':>10} {'NumPy EDF wall':>15} {'fastedf wall':>13} {'ratio':>6} "
+          f"{'NumPy CPU':>10} {'fastedf CPU':>12} {'ratio':>6}")
+    runs = [("numpy", "this", sides["this"])] + [("fastedf", name, env) for name, env in sides.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        numpy_edf = pathlib.Path(tmp) / "EDF.py"  # a student's EDF.py, as in part_scripts
+        shutil.copyfile(ROOT / "fastedf" / "numpy_edf.py", numpy_edf)
+        for kind, lengths in LENGTHS.items():
+            for steps in lengths:
+                losses = {(w, n): json.loads(timed(me("loop", w, kind, steps, numpy_edf), env)[2])["loss"]
+                          for w, n, env in runs}  # also warms the caches
+                reference = losses["numpy", "this"]
+                for (w, n), got in losses.items():
+                    if abs(got - reference) > 1e-9 * abs(reference):
+                        sys.exit(f"FAIL: {kind} {steps} steps, {w} {n}: loss {got!r} against the NumPy EDF's "
+                                 f"{reference!r}")
+                times = {(w, n): [] for w, n, _ in runs}
+                for _ in range(repeats):
+                    for w, n, env in runs:
+                        times[w, n].append(timed(me("loop", w, kind, steps, numpy_edf), env)[:2])
+                nw, nc = (min(t[i] for t in times["numpy", "this"]) for i in (0, 1))
+                for name in sides:
+                    fw, fc = (min(t[i] for t in times["fastedf", name]) for i in (0, 1))
+                    print(f"{kind:>10} {steps:>6} {name:>10} {nw:>14.3f}s {fw:>12.3f}s {nw / fw:>5.2f}x "
+                          f"{nc:>9.3f}s {fc:>11.3f}s {nc / fc:>5.2f}x")
+
+
 def part_scripts(sides, repeats):
     sys.path.insert(0, str(ROOT / "tests"))
     from test_course_scripts import assert_same_numbers
@@ -317,7 +384,7 @@ def part_scripts(sides, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="import,first,fit,scripts")
+    parser.add_argument("--parts", default="import,first,fit,scripts,lengths")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", help="another checkout's root to compare against")
     parser.add_argument("--importtime", action="store_true", help="print `python -X importtime` top entries")
@@ -338,10 +405,12 @@ def main():
             part_fit(sides, args.repeats)
         if "scripts" in parts:
             part_scripts(sides, args.repeats)
+        if "lengths" in parts:
+            part_lengths(sides, args.repeats)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        {"first": child_first, "fit": child_fit, "script": child_script}[sys.argv[2]](*sys.argv[3:])
+        {"first": child_first, "fit": child_fit, "script": child_script, "loop": child_loop}[sys.argv[2]](*sys.argv[3:])
     else:
         main()
