@@ -6,9 +6,8 @@ the program (fastedf.fused.Plan), a fifth of a second at best, which most
 course scripts never reach.  Until then the same lines run as Python, each
 kernel replaced by its NumPy twin (fastedf.config.numpy_twin), so the loop is
 fused within its first milliseconds and its node calls only say where it
-stands.  A 2-3-1 MLP's step at B = 2 took 40 us node by node on the twins,
-42 us on the NumPy EDF and 27 us so (benchmarks/bench_course_loop.py has the
-figures for the course graphs).
+stands: 1.3x-2.2x the NumPy EDF per update on the course graphs, where node by
+node on the twins is 1.03x-1.7x (benchmarks/bench_course_loop.py --numpy-tier).
 
 The arena, its table and the calls are the compiled program's, so a plan moves
 to the compiled step between two steps with every buffer where it is, and the
@@ -86,9 +85,9 @@ def source(args, rows, stored, sliced, per_call, forward, backward):
 
     def block(lines, depth):
         return "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
-    return TEMPLATE.format(most=MOST_BATCHES, stored=block(stored, 4), args=args, rows=rows, sliced="".join(e + ", " for e in expressions),
-                           names="".join(n + ", " for n in names) or "_", per_call=block(per_call, 8),
-                           backward=block(backward, 12), forward=block(forward, 8))
+    return TEMPLATE.format(most=MOST_BATCHES, stored=block(stored, 4), args=args, rows=rows,
+                           sliced="".join(e + ", " for e in expressions), names="".join(n + ", " for n in names) or "_",
+                           per_call=block(per_call, 8), backward=block(backward, 12), forward=block(forward, 8))
 
 
 def binder(text):
