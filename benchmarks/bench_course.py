@@ -51,21 +51,8 @@ def build(edf, model, init):
         conv = edf.ReLU(edf.Conv(x, params[0], params[1]))
         hidden = edf.Flatten(edf.MaxPooling(conv, 2))
     loss = edf.CE(y, edf.Softmax(edf.Linear(hidden, params[2], params[3])))
-    graph = fastedf.topological_sort(loss) if edf is fastedf else _sorted(loss)
+    graph = edf.topological_sort(loss)
     return x, y, loss, graph, params
-
-
-def _sorted(loss):
-    order, seen = [], set()
-
-    def visit(node):
-        if id(node) not in seen:
-            seen.add(id(node))
-            for n in node.inputs:
-                visit(n)
-            order.append(node)
-    visit(loss)
-    return order
 
 
 def run_course_loop(edf, model, init, X, Y, batch, epochs):

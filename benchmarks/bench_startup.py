@@ -112,35 +112,22 @@ def build(edf, kind, rng):
             A, b = edf.Parameter(rng.normal(scale=0.1, size=(64, 10))), edf.Parameter(np.zeros(10))
             loss = edf.CE(y, edf.Softmax(edf.Linear(hidden, A, b)))
             Y = np.eye(10)[rng.integers(0, 10, 64)]
-        graph = _order(loss)
+        graph = edf.topological_sort(loss)
         trainable, inputs = [n for n in graph if isinstance(n, edf.Parameter)], (x, y)
 
         def feed(i):
             x.value, y.value = X[i % 2 * 32:i % 2 * 32 + 32], Y[i % 2 * 32:i % 2 * 32 + 32]
 
+    # The course's step, from the NumPy EDF the child loaded, or fastedf's copy of it on fastedf's side (its
+    # import there makes that side pay ~0.3 ms more); benchmarks/course_loop.py would import fastedf on both.
+    course_step = getattr(edf, "course_step", None)
+    if course_step is None:
+        from fastedf.numpy_edf import course_step
+
     def step(i, lr=0.1):
         feed(i)
-        for node in graph:  # the course's step (benchmarks/course_loop.py), written out: importing that module
-            node.forward()  # would import fastedf into the NumPy EDF's children too
-        for node in reversed(graph):
-            node.backward()
-        for t in trainable:
-            t.value -= lr * t.gradients[t]
+        course_step(graph, trainable, lr)
     return step, loss, inputs
-
-
-def _order(loss):
-    """The graph behind `loss`, inputs first (any EDF module's nodes: the NumPy EDF has no topological_sort)."""
-    order, seen = [], set()
-
-    def visit(node):
-        if id(node) not in seen:
-            seen.add(id(node))
-            for n in node.inputs:
-                visit(n)
-            order.append(node)
-    visit(loss)
-    return order
 
 
 def child_first(kind):

@@ -67,6 +67,20 @@ class Parameter(Node):
         self.gradients = {self: self.upstream()}
 
 
+def topological_sort(loss):
+    """The graph behind `loss`, every node after its inputs: the course's helper, for any EDF module's nodes."""
+    order, seen = [], set()
+
+    def visit(node):
+        if id(node) not in seen:
+            seen.add(id(node))
+            for n in node.inputs:
+                visit(n)
+            order.append(node)
+    visit(loss)
+    return order
+
+
 def course_step(graph, trainable, lr):
     """One update as the course's scripts write it: forward in order, backward in reverse, t.value -= lr * grad.
 
