@@ -212,17 +212,18 @@ def step({args}, arena, iarena, table, backward):
     Returns the compile rules' (epoch, start, state, row): row is -1, or where a label or prediction is
     outside [0, 1].
     """
-    epoch = start = lo = 0
-    state = np.uint64(0)
-    n = {rows}
-{prologue}
-    if backward:
-{backward}
-        return epoch, start, state, -1
-{forward}
-    arena[arena.size - 1] = loss_sum
-    return epoch, start, state, -1
+{body}
 '''
+
+
+def _body(rows, prologue, forward, backward, depth):
+    """The lines of a step's body, indented by `depth`: the compiled step's and the NumPy step's
+    (fastedf.numpy_step), which differ only in their prologue.  An empty section is a `pass`."""
+    def block(lines, extra=0):
+        return [" " * (depth + extra) + line for line in lines or ["pass"]]
+    return "\n".join(block(["epoch = start = lo = 0", "state = np.uint64(0)", f"n = {rows}"]) + block(prologue)
+                     + block(["if backward:"]) + block(backward, 4) + block(["return epoch, start, state, -1"], 4)
+                     + block(forward) + block(["arena[arena.size - 1] = loss_sum", "return epoch, start, state, -1"]))
 
 
 class StepProgram:
@@ -419,14 +420,13 @@ def _source(low, units):
                                                                      if isinstance(n, Parameter)]  # as Plan passes
     if _padded(len(args)):
         args.append(PADDING)
-    body = {"args": ", ".join(args), "rows": f"{first}.shape[0]", "kernels_digest": DIGEST,
-            "op_imports": compiler._OP_IMPORTS}
-    for key, depth, lines in (("prologue", 4, params + arena_views + views + local), ("forward", 4, forward),
-                              ("backward", 8, backward)):
-        body[key] = "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
+    args, rows = ", ".join(args), f"{first}.shape[0]"
+    source = TEMPLATE.format(args=args, kernels_digest=DIGEST, op_imports=compiler._OP_IMPORTS,
+                             body=_body(rows, params + arena_views + views + local, forward, backward, 4))
     from . import numpy_step
-    python = numpy_step.source(body["args"], body["rows"], arena_views, views, params + local, forward, backward)
-    return TEMPLATE.format(**body), python, stored, kept
+    python = numpy_step.source(args, arena_views,
+                               _body(rows, numpy_step.batch_views(views) + params + local, forward, backward, 8))
+    return source, python, stored, kept
 
 
 def _padded(leaves):

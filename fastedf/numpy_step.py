@@ -39,22 +39,7 @@ def bind(arena, iarena, table):
     batches = {{}}
 
     def step({args}, arena, iarena, table, backward):
-        epoch = start = lo = 0
-        state = np.uint64(0)
-        n = {rows}
-        views = batches.get(n)
-        if views is None:
-            if len(batches) >= {most}:  # a script whose batches keep changing size: the views are cheap to remake
-                batches.clear()
-            views = batches[n] = ({sliced})
-        {names} = views
-{per_call}
-        if backward:
-{backward}
-            return epoch, start, state, -1
-{forward}
-        arena[arena.size - 1] = loss_sum
-        return epoch, start, state, -1
+{body}
     return np.errstate(all="ignore")(step)
 '''
 
@@ -74,20 +59,22 @@ def view4(arena, table, i):
     return arena[table[i]:table[i + 1]].reshape((table[i + 2], table[i + 3], table[i + 4], table[i + 5]))
 
 
-def source(args, rows, stored, sliced, per_call, forward, backward):
-    """The Python step's source from the compiled step's parts (lists of lines; `sliced` as "name = expression").
+def batch_views(sliced):
+    """The lines that give a step its views of this batch's rows (`sliced`: the compiled step's "name = expression"
+    lines), made once per row count and kept in the `batches` of its bind()."""
+    if not sliced:
+        return []
+    names = "".join(line.split(" = ", 1)[0] + ", " for line in sliced)
+    expressions = "".join(line.split(" = ", 1)[1] + ", " for line in sliced)
+    return ["views = batches.get(n)", "if views is None:",
+            f"    if len(batches) >= {MOST_BATCHES}:  # a script whose batches keep changing size: views are cheap",
+            "        batches.clear()", f"    views = batches[n] = ({expressions})", f"{names}= views"]
 
-    stored: the arena's views; sliced: their rows for this batch; per_call: the lines that read the call's
-    arguments (a Parameter's 2-D view, a rule's local views).
-    """
-    names = [line.split(" = ", 1)[0] for line in sliced]
-    expressions = [line.split(" = ", 1)[1] for line in sliced]
 
-    def block(lines, depth):
-        return "\n".join(" " * depth + line for line in lines) or " " * depth + "pass"
-    return TEMPLATE.format(most=MOST_BATCHES, stored=block(stored, 4), args=args, rows=rows,
-                           sliced="".join(e + ", " for e in expressions), names="".join(n + ", " for n in names) or "_",
-                           per_call=block(per_call, 8), backward=block(backward, 12), forward=block(forward, 8))
+def source(args, stored, body):
+    """The Python step's source: `stored`, the lines of the arena's views, run once per arena by bind(); `body`,
+    the step's body (fastedf.fused._body), with batch_views in its prologue."""
+    return TEMPLATE.format(stored="\n".join("    " + line for line in stored) or "    pass", args=args, body=body)
 
 
 def binder(text):

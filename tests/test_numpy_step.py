@@ -36,7 +36,7 @@ def logistic_source(rows=4):
 
 
 def test_a_call_without_a_numpy_twin_is_refused_by_name():
-    text = numpy_step.source("x0", "x0.shape[0]", [], [], [], ["my_kernel(x0)", "loss_sum = 0.0"], [])
+    text = numpy_step.source("x0", [], fused._body("x0.shape[0]", [], ["my_kernel(x0)", "loss_sum = 0.0"], [], 8))
     bind, why = numpy_step.binder(text)
     assert bind is None and why == "no NumPy twin for my_kernel"
 
