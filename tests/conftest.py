@@ -17,3 +17,12 @@ os.environ.setdefault("FASTEDF_NUMPY_TIER_SECONDS", "0")
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def fastedf_cache(tmp_path, monkeypatch):
+    """An empty cache directory of fastedf's own (FASTEDF_CACHE_DIR), with caching on."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("FASTEDF_CACHE_DIR", str(folder))
+    monkeypatch.delenv("FASTEDF_CACHE", raising=False)
+    return folder

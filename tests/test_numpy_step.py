@@ -14,11 +14,8 @@ from fastedf import fused, numpy_step
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("FASTEDF_CACHE_DIR", str(folder))
-    monkeypatch.delenv("FASTEDF_CACHE", raising=False)
-    return folder / numpy_step.FOLDER
+def cache(fastedf_cache):
+    return fastedf_cache / numpy_step.FOLDER
 
 
 def logistic_source(rows=4):

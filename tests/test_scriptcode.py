@@ -14,11 +14,8 @@ from fastedf.runner import scriptcode
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("FASTEDF_CACHE_DIR", str(folder))
-    monkeypatch.delenv("FASTEDF_CACHE", raising=False)
-    return folder / scriptcode.FOLDER
+def cache(fastedf_cache):
+    return fastedf_cache / scriptcode.FOLDER
 
 
 def _result(code):
