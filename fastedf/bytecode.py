@@ -16,9 +16,10 @@ import marshal
 import os
 import sys
 
+from .cachedir import write_atomic
 from .env import env_flag
 
-_BEFORE = ("__init__.py", "bytecode.py", "env.py")  # the modules that run before keep()
+_BEFORE = ("__init__.py", "bytecode.py", "cachedir.py", "env.py")  # the modules that run before keep()
 
 
 class _Loader(importlib.machinery.SourceFileLoader):
@@ -38,16 +39,7 @@ class _Loader(importlib.machinery.SourceFileLoader):
         header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
         header += (int(stats["mtime"]) & 0xFFFFFFFF).to_bytes(4, "little")
         header += (int(stats["size"]) & 0xFFFFFFFF).to_bytes(4, "little")
-        target = importlib.util.cache_from_source(path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        scratch = f"{target}.{os.getpid()}.tmp"
-        try:
-            with open(scratch, "wb") as out:
-                out.write(header + marshal.dumps(code))
-            os.replace(scratch, target)  # atomic: a process reading it never sees half a file
-        finally:
-            if os.path.exists(scratch):
-                os.unlink(scratch)
+        write_atomic(importlib.util.cache_from_source(path), header + marshal.dumps(code))
 
 
 def keep(package_dir):

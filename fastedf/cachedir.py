@@ -2,6 +2,7 @@
 
 Its own module so that `fastedf run` finds it before anything heavy is imported.
 """
+import _thread
 import os
 
 
@@ -23,9 +24,10 @@ def cache_dir():
 
 
 def write_atomic(path, data):
-    """Write bytes to `path` through a scratch file beside it, so a reader never sees half of it; its folder is
-    made if missing.  Nothing is written to a read-only or full cache: what it would have kept is made again."""
-    scratch = f"{path}.{os.getpid()}.tmp"
+    """Write bytes to `path` through a scratch file beside it (named by process and thread), so a reader never
+    sees half of it; its folder is made if missing.  Raises OSError, the scratch file removed: a caller keeping
+    what it can make again ignores it."""
+    scratch = f"{path}.{os.getpid()}.{_thread.get_ident()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(scratch, "wb") as out:
@@ -36,3 +38,4 @@ def write_atomic(path, data):
             os.unlink(scratch)
         except OSError:
             pass
+        raise

@@ -48,7 +48,6 @@ import os
 import pathlib
 import pickle
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -57,6 +56,7 @@ import numpy as np
 
 from . import rolling
 from .cachedir import cache_dir  # noqa: F401  (fastedf.compiler.cache_dir for its callers)
+from .cachedir import write_atomic
 from .config import warn_cache_damage
 from .node import Input, Parameter, missing_rule
 from .ops import MODULES
@@ -560,7 +560,7 @@ class Program:
                 known = [None if t is None else (t[0].py_func.__name__, tuple(t[1].args)) for t in typed]
                 if os.path.isfile(self.path):  # not for a program compiled in memory
                     try:
-                        _write_atomic(self.path + ".kernels", pickle.dumps(known))
+                        write_atomic(self.path + ".kernels", pickle.dumps(known))
                     except OSError:
                         pass  # a later process compiles the program again
             else:
@@ -603,14 +603,6 @@ def _addresses(kernels, called, hashes):
         if hashed != hashes[slot]:
             return None
     return addresses
-
-
-def _write_atomic(path, data):
-    """Write bytes to `path` through a temporary file in its directory, so readers never see half of it."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 @functools.lru_cache(maxsize=None)
@@ -749,7 +741,7 @@ def _load(source, function="train"):
         warn_cache_damage(f"the generated program {path} did not hold its source (damaged or edited); "
                           "it is rewritten")
     if not intact:
-        _write_atomic(path, source.encode())
+        write_atomic(path, source.encode())
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -109,5 +109,8 @@ def _code(text):
             pass
     code = compile(text, "<fastedf NumPy step>", "exec", dont_inherit=True)
     if entry:
-        write_atomic(entry, header + marshal.dumps(code))
+        try:
+            write_atomic(entry, header + marshal.dumps(code))
+        except OSError:  # a read-only or full cache: compiling it again is all that costs
+            pass
     return code

@@ -45,7 +45,10 @@ def code_of(path):
             pass
     code = compile(source, path, "exec", dont_inherit=True)
     if entry is not None:
-        write_atomic(entry, header + marshal.dumps(code))
+        try:
+            write_atomic(entry, header + marshal.dumps(code))
+        except OSError:  # a read-only or full cache: compiling it again is all that costs
+            pass
     return code
 
 
